@@ -1,0 +1,201 @@
+package pdu
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/iscsikit/iscsikit/internal/crc32c"
+)
+
+// MaxAHSLength is the largest AHS a Reader accepts (TotalAHSLength is one
+// byte of 4-byte words).
+const MaxAHSLength = 255 * 4
+
+// Reader reads PDUs from a byte stream. Header and data may be read in two
+// steps so that a data segment lands directly in its final buffer (for
+// example the SCSI write buffer of the task a Data-Out belongs to). A Reader
+// is not safe for concurrent use.
+type Reader struct {
+	br           *bufio.Reader
+	headerDigest bool
+	dataDigest   bool
+	maxData      int
+	scratch      [8]byte
+}
+
+// NewReader returns a Reader over r that accepts data segments of up to
+// maxData bytes (0 means the RFC 7143 default of 8192).
+func NewReader(r io.Reader, maxData int) *Reader {
+	if maxData <= 0 {
+		maxData = 8192
+	}
+	return &Reader{br: bufio.NewReaderSize(r, 64<<10), maxData: maxData}
+}
+
+// SetDigests turns CRC32C header and data digests on or off.
+func (r *Reader) SetDigests(header, data bool) { r.headerDigest, r.dataDigest = header, data }
+
+// SetMaxDataSegmentLength sets the largest data segment accepted.
+func (r *Reader) SetMaxDataSegmentLength(n int) { r.maxData = n }
+
+// MaxDataSegmentLength reports the largest data segment accepted.
+func (r *Reader) MaxDataSegmentLength() int { return r.maxData }
+
+// ReadHeader reads the BHS, the AHS and the header digest of the next PDU
+// into p, leaving the data segment unread. The caller must follow with
+// ReadData or DiscardData. A returned *ProtocolError with Fatal set, or any
+// I/O error, leaves the stream unusable. A data segment longer than the
+// limit returns a non-fatal *ProtocolError: the caller should DiscardData
+// and answer with a Reject.
+func (r *Reader) ReadHeader(p *PDU) error {
+	if _, err := io.ReadFull(r.br, p.Header[:]); err != nil {
+		return err
+	}
+	ahs := p.TotalAHSLength()
+	if cap(p.AHS) < ahs {
+		p.AHS = make([]byte, ahs, MaxAHSLength)
+	}
+	p.AHS = p.AHS[:ahs]
+	p.Data = nil
+	if ahs > 0 {
+		if _, err := io.ReadFull(r.br, p.AHS); err != nil {
+			return err
+		}
+	}
+	if r.headerDigest {
+		if _, err := io.ReadFull(r.br, r.scratch[:4]); err != nil {
+			return err
+		}
+		sum := crc32c.Update(crc32c.Checksum(p.Header[:]), p.AHS)
+		if got := binary.LittleEndian.Uint32(r.scratch[:4]); got != sum {
+			return &ProtocolError{Op: p.Opcode(), Field: "HeaderDigest", Reason: RejectProtocolError, Fatal: true,
+				Msg: fmt.Errorf("%w: got 0x%08x, want 0x%08x", ErrHeaderDigest, got, sum).Error()}
+		}
+	}
+	if n := p.DataSegmentLength(); n > r.maxData {
+		return &ProtocolError{Op: p.Opcode(), Field: "DataSegmentLength", Reason: RejectProtocolError,
+			Msg: fmt.Sprintf("%d bytes exceeds MaxRecvDataSegmentLength %d", n, r.maxData)}
+	}
+	return nil
+}
+
+// ReadData reads p's data segment into dst, which must be exactly
+// DataSegmentLength bytes long, then its padding and data digest. On success
+// p.Data is dst. A digest mismatch returns an error wrapping ErrDataDigest;
+// the stream stays framed.
+func (r *Reader) ReadData(p *PDU, dst []byte) error {
+	n := p.DataSegmentLength()
+	if len(dst) != n {
+		return fmt.Errorf("pdu: ReadData buffer of %d bytes for a %d-byte segment", len(dst), n)
+	}
+	if n == 0 {
+		p.Data = dst
+		return nil
+	}
+	if _, err := io.ReadFull(r.br, dst); err != nil {
+		return err
+	}
+	pad := Padding(n)
+	tail := pad
+	if r.dataDigest {
+		tail += 4
+	}
+	if tail > 0 {
+		if _, err := io.ReadFull(r.br, r.scratch[:tail]); err != nil {
+			return err
+		}
+	}
+	p.Data = dst
+	if r.dataDigest {
+		sum := crc32c.Update(crc32c.Checksum(dst), r.scratch[:pad])
+		if got := binary.LittleEndian.Uint32(r.scratch[pad:tail]); got != sum {
+			return &ProtocolError{Op: p.Opcode(), Field: "DataDigest", Reason: RejectDataDigest,
+				Msg: fmt.Errorf("%w: got 0x%08x, want 0x%08x", ErrDataDigest, got, sum).Error()}
+		}
+	}
+	return nil
+}
+
+// DiscardData skips p's data segment, padding and digest.
+func (r *Reader) DiscardData(p *PDU) error {
+	n := p.DataSegmentLength()
+	if n == 0 {
+		return nil
+	}
+	n += Padding(n)
+	if r.dataDigest {
+		n += 4
+	}
+	_, err := r.br.Discard(n)
+	p.Data = nil
+	return err
+}
+
+// ReadPDU reads a whole PDU, keeping the data segment in a buffer owned by
+// p and reused across calls.
+func (r *Reader) ReadPDU(p *PDU) error {
+	if err := r.ReadHeader(p); err != nil {
+		return err
+	}
+	n := p.DataSegmentLength()
+	if cap(p.buf) < n {
+		p.buf = make([]byte, n)
+	}
+	return r.ReadData(p, p.buf[:n])
+}
+
+// Writer writes PDUs to a stream with one vectored write each (writev on a
+// TCP connection): header, AHS, digests, data and padding are never copied
+// together. A Writer is not safe for concurrent use.
+type Writer struct {
+	w            io.Writer
+	headerDigest bool
+	dataDigest   bool
+	hdig         [4]byte
+	tail         [8]byte
+	iov          [5][]byte
+	vec          net.Buffers
+}
+
+// NewWriter returns a Writer over w.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+// SetDigests turns CRC32C header and data digests on or off.
+func (w *Writer) SetDigests(header, data bool) { w.headerDigest, w.dataDigest = header, data }
+
+// WritePDU writes p. The lengths in p's header must match AHS and Data (the
+// message Encode methods ensure that).
+func (w *Writer) WritePDU(p *PDU) error {
+	if len(p.Data) > MaxDataSegmentLength || len(p.AHS)%4 != 0 || len(p.AHS) > MaxAHSLength {
+		return fmt.Errorf("pdu: cannot write %v with %d AHS and %d data bytes", p.Opcode(), len(p.AHS), len(p.Data))
+	}
+	p.setLengths()
+	iov := w.iov[:0]
+	iov = append(iov, p.Header[:])
+	if len(p.AHS) > 0 {
+		iov = append(iov, p.AHS)
+	}
+	if w.headerDigest {
+		binary.LittleEndian.PutUint32(w.hdig[:], crc32c.Update(crc32c.Checksum(p.Header[:]), p.AHS))
+		iov = append(iov, w.hdig[:])
+	}
+	if n := len(p.Data); n > 0 {
+		iov = append(iov, p.Data)
+		pad := Padding(n)
+		w.tail = [8]byte{}
+		tail := pad
+		if w.dataDigest {
+			binary.LittleEndian.PutUint32(w.tail[pad:], crc32c.Update(crc32c.Checksum(p.Data), w.tail[:pad]))
+			tail += 4
+		}
+		if tail > 0 {
+			iov = append(iov, w.tail[:tail])
+		}
+	}
+	w.vec = iov
+	_, err := w.vec.WriteTo(w.w)
+	return err
+}
