@@ -1,0 +1,229 @@
+package iscsi
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iscsikit/iscsikit/iscsi/pdu"
+)
+
+// writeTimeout bounds one PDU write, so an initiator that stops reading
+// cannot pin a task forever.
+const writeTimeout = 30 * time.Second
+
+// statKind says how a PDU relates to the connection's StatSN.
+type statKind int
+
+const (
+	statNone    statKind = iota // StatSN field reserved (Data-In without status)
+	statCurrent                 // carries StatSN without advancing it (R2T, unsolicited NOP-In)
+	statAdvance                 // consumes a StatSN (responses)
+)
+
+// conn is one TCP connection: one reader goroutine (serve) and sends
+// serialized under wmu, each PDU written with one vectored write.
+type conn struct {
+	srv *Server
+	nc  net.Conn
+	log *slog.Logger
+	r   *pdu.Reader
+
+	wmu    sync.Mutex
+	w      *pdu.Writer
+	statSN uint32
+	out    pdu.PDU // scratch PDU for control responses, used under wmu
+
+	sessp atomic.Pointer[session] // set once login completes
+	cid   uint16
+
+	text textState // text exchange in progress; reader goroutine only
+
+	lastRecv   atomic.Int64 // unix nanos of the last PDU received
+	nopPending atomic.Uint32
+	nopTTT     atomic.Uint32
+
+	closeOnce sync.Once
+	done      chan struct{}
+	closeErr  error
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{
+		srv:  s,
+		nc:   nc,
+		log:  s.log.With("remote", nc.RemoteAddr().String()),
+		r:    pdu.NewReader(nc, 8192),
+		w:    pdu.NewWriter(nc),
+		done: make(chan struct{}),
+	}
+	c.lastRecv.Store(time.Now().UnixNano())
+	return c
+}
+
+// serve runs the connection: login, then the full feature phase, until the
+// connection ends. A panic is recovered, logged with its stack, and ends
+// this connection only.
+func (c *conn) serve() {
+	defer c.srv.removeConn(c)
+	defer func() {
+		if v := recover(); v != nil {
+			c.log.Error("panic in connection handler; connection closed", "panic", v, "stack", string(debug.Stack()))
+			c.close(fmt.Errorf("internal error: %v", v))
+		}
+	}()
+	defer func() {
+		c.close(nil)
+		if sess := c.sess(); sess != nil {
+			sess.connClosed(c)
+		}
+	}()
+
+	c.nc.SetDeadline(time.Now().Add(c.srv.opt.LoginTimeout))
+	sess, err := c.login()
+	if err != nil {
+		if !errors.Is(err, io.EOF) && !isClosedErr(err) {
+			c.log.Info("login failed", "err", err)
+		}
+		return
+	}
+	c.nc.SetDeadline(time.Time{})
+	c.log = c.log.With("initiator", sess.initiatorName, "tsih", sess.tsih)
+	c.log.Info("session established", "target", sess.targetName(), "discovery", sess.discovery)
+	if c.srv.opt.NopInterval > 0 {
+		go c.keepAlive()
+	}
+	err = c.fullFeature()
+	if err != nil && !errors.Is(err, io.EOF) && !isClosedErr(err) && !errors.Is(err, errLoggedOut) {
+		c.log.Info("connection ended", "err", err)
+	}
+}
+
+func isClosedErr(err error) bool {
+	return errors.Is(err, net.ErrClosed)
+}
+
+// sess returns the connection's session, nil during login.
+func (c *conn) sess() *session { return c.sessp.Load() }
+
+// close ends the connection once; err is recorded as the reason.
+func (c *conn) close(err error) {
+	c.closeOnce.Do(func() {
+		c.closeErr = err
+		close(c.done)
+		c.nc.Close()
+	})
+}
+
+// closed reports whether the connection has ended.
+func (c *conn) closed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// send writes p, filling StatSN, ExpCmdSN and MaxCmdSN (the latter two
+// from the session once there is one). It is safe for concurrent use.
+func (c *conn) send(p *pdu.PDU, kind statKind) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.sendLocked(p, kind)
+}
+
+func (c *conn) sendLocked(p *pdu.PDU, kind statKind) error {
+	if c.closed() {
+		return net.ErrClosed
+	}
+	switch kind {
+	case statCurrent:
+		binary.BigEndian.PutUint32(p.Header[24:28], c.statSN)
+	case statAdvance:
+		binary.BigEndian.PutUint32(p.Header[24:28], c.statSN)
+		c.statSN++
+	}
+	if sess := c.sess(); sess != nil {
+		exp, max := sess.window()
+		binary.BigEndian.PutUint32(p.Header[28:32], exp)
+		binary.BigEndian.PutUint32(p.Header[32:36], max)
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if err := c.w.WritePDU(p); err != nil {
+		c.close(err)
+		return err
+	}
+	return nil
+}
+
+// sendReject answers a PDU whose header is hdr with a Reject.
+func (c *conn) sendReject(hdr *[pdu.BHSLen]byte, reason pdu.RejectReason) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	var saved [pdu.BHSLen]byte
+	saved = *hdr
+	m := pdu.Reject{Reason: reason, DataSN: 0, Header: saved[:]}
+	m.Encode(&c.out)
+	return c.sendLocked(&c.out, statAdvance)
+}
+
+// keepAlive pings an idle connection with NOP-In and drops it when the
+// initiator does not answer in time.
+func (c *conn) keepAlive() {
+	interval, timeout := c.srv.opt.NopInterval, c.srv.opt.NopTimeout
+	t := time.NewTicker(min(interval, timeout) / 2)
+	defer t.Stop()
+	var sentAt time.Time
+	for {
+		select {
+		case <-c.done:
+			return
+		case now := <-t.C:
+			last := time.Unix(0, c.lastRecv.Load())
+			if c.nopPending.Load() != 0 {
+				if now.Sub(sentAt) > timeout && now.Sub(last) > timeout {
+					c.log.Warn("initiator did not answer NOP-In; dropping connection", "timeout", timeout)
+					c.close(errors.New("nop-in timeout"))
+					return
+				}
+				continue
+			}
+			if now.Sub(last) < interval {
+				continue
+			}
+			ttt := c.nopTTT.Add(1)
+			if ttt == pdu.ReservedTag {
+				ttt = c.nopTTT.Add(1)
+			}
+			var p pdu.PDU
+			(&pdu.NOPIn{ITT: pdu.ReservedTag, TTT: ttt}).Encode(&p)
+			c.nopPending.Store(ttt)
+			sentAt = now
+			if err := c.send(&p, statCurrent); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// requestLogout asks the initiator to log out (Async Message, event 1) so
+// that Shutdown ends sessions cleanly; connections still in login are closed.
+func (c *conn) requestLogout() {
+	if sess := c.sess(); sess == nil || sess.discovery {
+		c.close(ErrServerClosed)
+		return
+	}
+	var p pdu.PDU
+	(&pdu.AsyncMessage{AsyncEvent: pdu.AsyncLogoutRequest, Parameter3: 2}).Encode(&p)
+	if err := c.send(&p, statAdvance); err != nil {
+		c.close(ErrServerClosed)
+	}
+}

@@ -1,0 +1,14 @@
+// Package iscsi is an iSCSI target (RFC 7143): it accepts connections on
+// portals, runs login and text-key negotiation, serves discovery sessions
+// (SendTargets) and normal sessions, and carries SCSI commands between
+// initiators and the logical units of package scsi.
+//
+// A Server holds targets (an IQN plus a scsi.Target of logical units), serves
+// any number of listeners, and shuts down gracefully with Shutdown. Targets
+// and logical units may be added and removed while the server runs.
+//
+// Sessions run at ErrorRecoveryLevel 0 with one connection each. Within a
+// session, commands are admitted in CmdSN order inside a window whose size
+// is the queue depth, and then execute concurrently: the queue depth is real
+// concurrency against the backend.
+package iscsi

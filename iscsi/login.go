@@ -1,0 +1,386 @@
+package iscsi
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/iscsikit/iscsikit/iscsi/negotiate"
+	"github.com/iscsikit/iscsikit/iscsi/pdu"
+)
+
+// Login status (class << 8 | detail), RFC 7143 §11.13.5.
+const (
+	loginSuccess            = 0x0000
+	loginInitiatorError     = 0x0200
+	loginAuthFailure        = 0x0201
+	loginAuthzFailure       = 0x0202
+	loginNotFound           = 0x0203
+	loginUnsupportedVersion = 0x0205
+	loginTooManyConnections = 0x0206
+	loginMissingParameter   = 0x0207
+	loginSessionTypeBad     = 0x0209
+	loginNoSession          = 0x020a
+	loginInvalidRequest     = 0x020b
+	loginTargetError        = 0x0300
+	loginUnavailable        = 0x0301
+)
+
+// maxLoginText bounds the key=value text one login may accumulate across
+// continued PDUs.
+const maxLoginText = 64 << 10
+
+// loginError fails a login with a status sent to the initiator.
+type loginError struct {
+	status uint16
+	msg    string
+}
+
+func (e *loginError) Error() string { return fmt.Sprintf("login status 0x%04x: %s", e.status, e.msg) }
+
+func loginFail(status uint16, format string, args ...any) error {
+	return &loginError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// loginState is what one connection's login phase has learnt so far.
+type loginState struct {
+	first          pdu.LoginRequest
+	stage          uint8 // current stage as the target sees it
+	initiatorName  string
+	initiatorAlias string
+	targetName     string
+	sessionType    string
+	target         *Target
+	auth           AuthExchange
+	authMethod     string
+	authDone       bool
+	neg            *negotiate.Negotiator
+	sentTPGT       bool
+	statSN         uint32
+	text           []byte // continued (C bit) text being accumulated
+}
+
+// login runs the login phase and returns the session the connection joined.
+func (c *conn) login() (*session, error) {
+	var (
+		p   pdu.PDU
+		req pdu.LoginRequest
+		st  loginState
+	)
+	for n := 0; ; n++ {
+		if err := c.r.ReadPDU(&p); err != nil {
+			return nil, err
+		}
+		if p.Opcode() != pdu.OpLoginReq {
+			return nil, fmt.Errorf("%v received before login completed", p.Opcode())
+		}
+		if err := req.Decode(&p); err != nil {
+			return nil, c.loginReject(&req, &st, loginFail(loginInitiatorError, "%v", err))
+		}
+		if n == 0 {
+			st.first = req
+			st.first.Data = nil
+			st.stage = req.CSG
+			st.statSN = req.ExpStatSN
+			if req.VersionMin > 0 {
+				return nil, c.loginReject(&req, &st, loginFail(loginUnsupportedVersion, "version %d-%d", req.VersionMin, req.VersionMax))
+			}
+		} else if req.ISID != st.first.ISID || req.TSIH != st.first.TSIH || req.CID != st.first.CID {
+			return nil, c.loginReject(&req, &st, loginFail(loginInitiatorError, "ISID, TSIH or CID changed during login"))
+		}
+		if len(st.text)+len(req.Data) > maxLoginText {
+			return nil, c.loginReject(&req, &st, loginFail(loginInitiatorError, "login text exceeds %d bytes", maxLoginText))
+		}
+		st.text = append(st.text, req.Data...)
+		if req.Continue {
+			// More text follows: acknowledge with an empty response.
+			if err := c.loginRespond(&req, &st, false, st.stage, nil, loginSuccess); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		sess, done, err := c.loginStep(&req, &st)
+		if err != nil {
+			return nil, c.loginReject(&req, &st, err)
+		}
+		if done {
+			return sess, nil
+		}
+	}
+}
+
+// loginStep handles one complete login request (text gathered) and sends the
+// response. done reports that the connection is now in full feature phase.
+func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool, error) {
+	pairs, err := negotiate.Parse(st.text)
+	st.text = st.text[:0]
+	if err != nil {
+		return nil, false, loginFail(loginInitiatorError, "%v", err)
+	}
+	if req.CSG != st.stage {
+		return nil, false, loginFail(loginInitiatorError, "request in stage %d, expected %d", req.CSG, st.stage)
+	}
+	first := st.neg == nil
+	if first {
+		if err := c.loginBegin(pairs, st); err != nil {
+			return nil, false, err
+		}
+	}
+	var resp []negotiate.Pair
+	var secKeys, opKeys []negotiate.Pair
+	for _, kv := range pairs {
+		switch kv.Key {
+		case "InitiatorName", "TargetName", "SessionType", "InitiatorAlias":
+			if !first {
+				return nil, false, loginFail(loginInitiatorError, "%s may only be sent in the first login request", kv.Key)
+			}
+		default:
+			if negotiate.IsSecurityKey(kv.Key) {
+				secKeys = append(secKeys, kv)
+			} else {
+				opKeys = append(opKeys, kv)
+			}
+		}
+	}
+
+	switch req.CSG {
+	case pdu.StageSecurity:
+		out, err := c.securityStep(secKeys, st)
+		if err != nil {
+			return nil, false, err
+		}
+		resp = append(resp, out...)
+	case pdu.StageOperational:
+		if !st.authDone {
+			if st.auth.Required() {
+				return nil, false, loginFail(loginAuthFailure, "authentication required")
+			}
+			st.authDone = true
+		}
+		if len(secKeys) > 0 {
+			return nil, false, loginFail(loginInitiatorError, "security key %s in the operational stage", secKeys[0].Key)
+		}
+	default:
+		return nil, false, loginFail(loginInitiatorError, "invalid current stage %d", req.CSG)
+	}
+	if len(opKeys) > 0 {
+		out, err := st.neg.Negotiate(opKeys, st.sessionType)
+		if err != nil {
+			return nil, false, loginFail(loginInitiatorError, "%v", err)
+		}
+		resp = append(resp, out...)
+	}
+	if first && st.sessionType == "Normal" {
+		resp = append(resp, negotiate.Pair{Key: "TargetPortalGroupTag", Value: strconv.Itoa(int(c.srv.opt.PortalGroupTag))})
+		if st.target.Alias != "" {
+			resp = append(resp, negotiate.Pair{Key: "TargetAlias", Value: st.target.Alias})
+		}
+	}
+
+	transit := req.Transit
+	if transit && req.CSG == pdu.StageSecurity && !st.authDone {
+		// The exchange is not finished: stay in the security stage.
+		transit = false
+	}
+	if !transit {
+		return nil, false, c.loginRespond(req, st, false, st.stage, resp, loginSuccess)
+	}
+	if req.NSG != pdu.StageFullFeature {
+		st.stage = req.NSG
+		return nil, false, c.loginRespond(req, st, true, req.NSG, resp, loginSuccess)
+	}
+	// Transition to full feature phase: declare what we must and create
+	// (or reinstate) the session.
+	resp = append(resp, st.neg.Final()...)
+	sess, err := c.srv.createSession(c, st)
+	if err != nil {
+		return nil, false, err
+	}
+	c.sessp.Store(sess)
+	params := sess.params
+	if err := c.loginRespond(req, st, true, pdu.StageFullFeature, resp, loginSuccess); err != nil {
+		return nil, false, err
+	}
+	c.r.SetDigests(params.HeaderDigest, params.DataDigest)
+	c.r.SetMaxDataSegmentLength(int(params.TargetMaxRecvDataSegmentLength))
+	c.wmu.Lock()
+	c.w.SetDigests(params.HeaderDigest, params.DataDigest)
+	c.wmu.Unlock()
+	return sess, true, nil
+}
+
+// loginBegin reads the first request's declarations and finds the target.
+func (c *conn) loginBegin(pairs []negotiate.Pair, st *loginState) error {
+	st.sessionType = "Normal"
+	for _, kv := range pairs {
+		switch kv.Key {
+		case "InitiatorName":
+			st.initiatorName = kv.Value
+		case "InitiatorAlias":
+			st.initiatorAlias = kv.Value
+		case "TargetName":
+			st.targetName = kv.Value
+		case "SessionType":
+			st.sessionType = kv.Value
+		}
+	}
+	if st.initiatorName == "" {
+		return loginFail(loginMissingParameter, "InitiatorName missing")
+	}
+	if err := ValidateName(st.initiatorName); err != nil {
+		return loginFail(loginInitiatorError, "%v", err)
+	}
+	remote := c.nc.RemoteAddr().String()
+	switch st.sessionType {
+	case "Discovery":
+		st.targetName = ""
+	case "Normal":
+		if st.targetName == "" {
+			return loginFail(loginMissingParameter, "TargetName missing")
+		}
+		st.target = c.srv.Target(st.targetName)
+		if st.target == nil {
+			return loginFail(loginNotFound, "no target %s", st.targetName)
+		}
+		if st.target.Allow != nil && !st.target.Allow(st.initiatorName, remote) {
+			return loginFail(loginAuthzFailure, "initiator %s from %s may not log in to %s", st.initiatorName, remote, st.targetName)
+		}
+	default:
+		return loginFail(loginSessionTypeBad, "session type %q", st.sessionType)
+	}
+	auth := c.srv.opt.Authenticator
+	if auth == nil {
+		auth = noAuth{}
+	}
+	ex, err := auth.Begin(st.initiatorName, st.targetName, remote)
+	if err != nil {
+		if errors.Is(err, ErrNotAuthorized) {
+			return loginFail(loginAuthzFailure, "%v", err)
+		}
+		return loginFail(loginAuthFailure, "%v", err)
+	}
+	st.auth = ex
+	st.neg = negotiate.New(c.srv.opt.Negotiation, true)
+	if st.first.CSG == pdu.StageOperational && ex.Required() {
+		return loginFail(loginAuthFailure, "authentication required but login skipped the security stage")
+	}
+	return nil
+}
+
+// securityStep negotiates AuthMethod and runs the authentication exchange.
+func (c *conn) securityStep(keys []negotiate.Pair, st *loginState) ([]negotiate.Pair, error) {
+	var resp []negotiate.Pair
+	var rest []negotiate.Pair
+	for _, kv := range keys {
+		if kv.Key != "AuthMethod" {
+			rest = append(rest, kv)
+			continue
+		}
+		if st.authMethod != "" {
+			return nil, loginFail(loginInitiatorError, "AuthMethod negotiated twice")
+		}
+		chosen := ""
+	offers:
+		for _, offer := range splitList(kv.Value) {
+			for _, m := range st.auth.Methods() {
+				if offer == m {
+					chosen = m
+					break offers
+				}
+			}
+		}
+		if chosen == "" {
+			return nil, loginFail(loginAuthFailure, "no acceptable AuthMethod in %q", kv.Value)
+		}
+		st.authMethod = chosen
+		resp = append(resp, negotiate.Pair{Key: "AuthMethod", Value: chosen})
+	}
+	if st.authMethod == "" {
+		if len(rest) > 0 {
+			return nil, loginFail(loginInitiatorError, "security keys before AuthMethod")
+		}
+		return resp, nil
+	}
+	if st.authDone {
+		if len(rest) > 0 {
+			return nil, loginFail(loginInitiatorError, "security keys after authentication completed")
+		}
+		return resp, nil
+	}
+	out, done, err := st.auth.Step(st.authMethod, rest)
+	if err != nil {
+		return nil, loginFail(loginAuthFailure, "%v", err)
+	}
+	st.authDone = done
+	return append(resp, out...), nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(v); i++ {
+		if i == len(v) || v[i] == ',' {
+			out = append(out, v[start:i])
+			start = i + 1
+		}
+	}
+	return out
+}
+
+// loginRespond sends a Login Response.
+func (c *conn) loginRespond(req *pdu.LoginRequest, st *loginState, transit bool, nsg uint8, keys []negotiate.Pair, status uint16) error {
+	m := pdu.LoginResponse{
+		Transit:      transit,
+		CSG:          req.CSG,
+		NSG:          nsg,
+		ISID:         req.ISID,
+		TSIH:         req.TSIH,
+		ITT:          req.ITT,
+		StatSN:       st.statSN,
+		ExpCmdSN:     st.first.CmdSN,
+		MaxCmdSN:     st.first.CmdSN,
+		StatusClass:  uint8(status >> 8),
+		StatusDetail: uint8(status),
+	}
+	if !transit {
+		m.NSG = 0
+	}
+	if sess := c.sess(); sess != nil {
+		m.TSIH = sess.tsih
+	}
+	if len(keys) > 0 {
+		m.Data = negotiate.Append(nil, keys...)
+	}
+	var p pdu.PDU
+	m.Encode(&p)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.statSN = st.statSN
+	err := c.sendLocked(&p, statAdvance)
+	st.statSN = c.statSN
+	return err
+}
+
+// loginReject sends a failing Login Response for err and returns err.
+func (c *conn) loginReject(req *pdu.LoginRequest, st *loginState, err error) error {
+	var le *loginError
+	if !errors.As(err, &le) {
+		le = &loginError{status: loginTargetError, msg: err.Error()}
+	}
+	c.log.Info("login rejected", "initiator", st.initiatorName, "target", st.targetName, "status", fmt.Sprintf("0x%04x", le.status), "reason", le.msg)
+	m := pdu.LoginResponse{
+		CSG:          req.CSG,
+		ISID:         req.ISID,
+		TSIH:         req.TSIH,
+		ITT:          req.ITT,
+		StatSN:       st.statSN,
+		ExpCmdSN:     st.first.CmdSN,
+		MaxCmdSN:     st.first.CmdSN,
+		StatusClass:  uint8(le.status >> 8),
+		StatusDetail: uint8(le.status),
+	}
+	var p pdu.PDU
+	m.Encode(&p)
+	c.send(&p, statNone)
+	return err
+}

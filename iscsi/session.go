@@ -1,0 +1,218 @@
+package iscsi
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/iscsikit/iscsikit/iscsi/negotiate"
+	"github.com/iscsikit/iscsikit/scsi"
+)
+
+// session is an iSCSI session: one I_T nexus with its CmdSN window, its
+// negotiated parameters and its tasks. Sessions here have one connection.
+type session struct {
+	srv            *Server
+	tsih           uint16
+	isid           [6]byte
+	initiatorName  string
+	initiatorAlias string
+	target         *Target // nil for discovery
+	discovery      bool
+	params         negotiate.Params
+	nexus          scsi.Nexus
+	depth          uint32
+
+	mu       sync.Mutex
+	conn     *conn
+	expCmdSN uint32
+	maxCmdSN uint32
+	inflight uint32
+	// early holds commands that arrived ahead of ExpCmdSN inside the
+	// window, keyed by CmdSN, until the gap is filled.
+	early map[uint32]*task
+	tasks map[uint32]*task // by ITT
+	// barrier is closed when the most recent ORDERED task completes.
+	barrier chan struct{}
+	closed  bool
+}
+
+// createSession makes the session a completed login asks for, ending an
+// older session of the same initiator port on the same target
+// (reinstatement, RFC 7143 §6.3.5).
+func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
+	req := st.first
+	sess := &session{
+		srv:            s,
+		isid:           req.ISID,
+		initiatorName:  st.initiatorName,
+		initiatorAlias: st.initiatorAlias,
+		target:         st.target,
+		discovery:      st.sessionType == "Discovery",
+		params:         st.neg.Params(),
+		depth:          uint32(s.opt.QueueDepth),
+		conn:           c,
+		expCmdSN:       req.CmdSN,
+		early:          make(map[uint32]*task),
+		tasks:          make(map[uint32]*task),
+	}
+	sess.maxCmdSN = req.CmdSN + sess.depth - 1
+	if sess.discovery {
+		sess.depth = 1
+		sess.maxCmdSN = req.CmdSN
+	}
+	if st.target != nil {
+		tpgt := s.opt.PortalGroupTag
+		sess.nexus = scsi.Nexus{
+			InitiatorPort:  fmt.Sprintf("%s,i,0x%012x", st.initiatorName, req.ISID[:]),
+			TargetName:     st.target.Name,
+			TargetPort:     fmt.Sprintf("%s,t,0x%04x", st.target.Name, tpgt),
+			RelativePortID: tpgt,
+		}
+	}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, loginFail(loginUnavailable, "server shutting down")
+	}
+	if req.TSIH != 0 {
+		old := s.sessions[req.TSIH]
+		s.mu.Unlock()
+		if old == nil {
+			return nil, loginFail(loginNoSession, "no session with TSIH %d", req.TSIH)
+		}
+		return nil, loginFail(loginTooManyConnections, "session %d allows one connection", req.TSIH)
+	}
+	var stale []*session
+	for _, o := range s.sessions {
+		if o.isid == sess.isid && o.initiatorName == sess.initiatorName && o.targetName() == sess.targetName() && !o.discovery && !sess.discovery {
+			stale = append(stale, o)
+		}
+	}
+	for {
+		s.nextTSIH++
+		if s.nextTSIH == 0 {
+			continue
+		}
+		if _, taken := s.sessions[s.nextTSIH]; !taken {
+			break
+		}
+	}
+	sess.tsih = s.nextTSIH
+	s.sessions[sess.tsih] = sess
+	s.mu.Unlock()
+	for _, o := range stale {
+		o.close(fmt.Errorf("reinstated by a new login with the same ISID"))
+		o.waitTasks()
+	}
+	return sess, nil
+}
+
+func (sess *session) targetName() string {
+	if sess.target == nil {
+		return ""
+	}
+	return sess.target.Name
+}
+
+// window returns ExpCmdSN and MaxCmdSN for a PDU about to be sent.
+func (sess *session) window() (uint32, uint32) {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.expCmdSN, sess.maxCmdSN
+}
+
+// growWindow raises MaxCmdSN as far as the free queue slots allow; it never
+// lowers it. Called with mu held.
+func (sess *session) growWindow() {
+	free := int64(sess.depth) - int64(sess.inflight)
+	if free < 1 {
+		return
+	}
+	want := sess.expCmdSN + uint32(free) - 1
+	if snGreater(want, sess.maxCmdSN) {
+		sess.maxCmdSN = want
+	}
+}
+
+// snGreater compares serial numbers per RFC 1982 (32-bit).
+func snGreater(a, b uint32) bool { return a != b && int32(a-b) > 0 }
+
+// snInWindow reports whether exp <= sn <= max in serial arithmetic.
+func snInWindow(sn, exp, max uint32) bool {
+	return !snGreater(exp, sn) && !snGreater(sn, max)
+}
+
+// connClosed is called when the session's connection ends: at
+// ErrorRecoveryLevel 0 that ends the session.
+func (sess *session) connClosed(c *conn) {
+	sess.close(c.closeErr)
+}
+
+// close ends the session: its connection is closed, its tasks aborted, the
+// SCSI layer told that the nexus is gone, and the TSIH released.
+func (sess *session) close(reason error) {
+	sess.mu.Lock()
+	if sess.closed {
+		sess.mu.Unlock()
+		return
+	}
+	sess.closed = true
+	c := sess.conn
+	tasks := make([]*task, 0, len(sess.tasks))
+	for _, t := range sess.tasks {
+		tasks = append(tasks, t)
+	}
+	for _, t := range sess.early {
+		tasks = append(tasks, t)
+	}
+	sess.mu.Unlock()
+	if c != nil {
+		c.close(reason)
+	}
+	for _, t := range tasks {
+		t.abort(false)
+	}
+	sess.srv.mu.Lock()
+	if sess.srv.sessions[sess.tsih] == sess {
+		delete(sess.srv.sessions, sess.tsih)
+	}
+	sess.srv.mu.Unlock()
+	if sess.target != nil {
+		go func() {
+			sess.waitTasks()
+			sess.target.Device.NexusLost(sess.nexus)
+		}()
+	}
+}
+
+// waitTasks waits until every task of the session has finished.
+func (sess *session) waitTasks() {
+	sess.mu.Lock()
+	tasks := make([]*task, 0, len(sess.tasks))
+	for _, t := range sess.tasks {
+		tasks = append(tasks, t)
+	}
+	sess.mu.Unlock()
+	for _, t := range tasks {
+		<-t.done
+	}
+}
+
+func (sess *session) info() SessionInfo {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	info := SessionInfo{
+		TSIH:          sess.tsih,
+		ISID:          sess.isid,
+		InitiatorName: sess.initiatorName,
+		TargetName:    sess.targetName(),
+		Discovery:     sess.discovery,
+		Params:        sess.params,
+	}
+	if sess.conn != nil && !sess.conn.closed() {
+		info.Connections = 1
+		info.InitiatorAddr = sess.conn.nc.RemoteAddr().String()
+	}
+	return info
+}

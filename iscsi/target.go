@@ -1,0 +1,80 @@
+package iscsi
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/iscsikit/iscsikit/scsi"
+)
+
+// Target is an iSCSI target: a name, an optional alias and the SCSI target
+// device whose logical units it exports.
+type Target struct {
+	// Name is the iSCSI name (iqn., eui. or naa. form).
+	Name string
+	// Alias is the optional TargetAlias announced at login.
+	Alias string
+	// Device holds the target's logical units.
+	Device *scsi.Target
+	// Allow decides whether an initiator may discover and log in to the
+	// target; nil admits everyone. Access control policies (initiator
+	// groups, networks) plug in here.
+	Allow func(initiatorName string, remoteAddr string) bool
+}
+
+// ValidateName checks an iSCSI name against RFC 7143 §4.2.7: the iqn., eui.
+// and naa. formats, at most 223 bytes, and the characters allowed after
+// stringprep (lower-case letters, digits, '-', '.', ':').
+func ValidateName(name string) error {
+	if name == "" {
+		return fmt.Errorf("iscsi name is empty")
+	}
+	if len(name) > 223 {
+		return fmt.Errorf("iscsi name %q is longer than 223 bytes", name)
+	}
+	switch {
+	case strings.HasPrefix(name, "iqn."):
+		// iqn.yyyy-mm.reversed.domain[:identifier]
+		rest := name[4:]
+		if len(rest) < 8 || rest[4] != '-' || !digits(rest[:4]) || !digits(rest[5:7]) {
+			return fmt.Errorf("iscsi name %q: iqn names start with iqn.yyyy-mm.", name)
+		}
+		if len(rest) > 7 && rest[7] != '.' {
+			return fmt.Errorf("iscsi name %q: the date must be followed by '.' and a naming authority", name)
+		}
+		for _, r := range rest {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == ':') {
+				return fmt.Errorf("iscsi name %q: character %q is not allowed (lower-case letters, digits, '-', '.', ':')", name, r)
+			}
+		}
+	case strings.HasPrefix(name, "eui."):
+		if len(name) != 20 || !hexDigits(name[4:]) {
+			return fmt.Errorf("iscsi name %q: eui names are eui. followed by 16 hex digits", name)
+		}
+	case strings.HasPrefix(name, "naa."):
+		if n := len(name) - 4; (n != 16 && n != 32) || !hexDigits(name[4:]) {
+			return fmt.Errorf("iscsi name %q: naa names are naa. followed by 16 or 32 hex digits", name)
+		}
+	default:
+		return fmt.Errorf("iscsi name %q must start with iqn., eui. or naa.", name)
+	}
+	return nil
+}
+
+func digits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func hexDigits(s string) bool {
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
+			return false
+		}
+	}
+	return s != ""
+}

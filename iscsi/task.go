@@ -1,0 +1,220 @@
+package iscsi
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/iscsikit/iscsikit/iscsi/pdu"
+	"github.com/iscsikit/iscsikit/scsi"
+)
+
+// r2t is one outstanding Ready To Transfer of a write task.
+type r2t struct {
+	ttt      uint32
+	offset   uint32 // next expected buffer offset
+	end      uint32
+	dataSN   uint32
+	finished bool
+}
+
+// task is one SCSI command of a session, from arrival to response.
+type task struct {
+	sess *session
+	c    *conn
+
+	itt       uint32
+	cmdSN     uint32
+	immediate bool
+	lun       uint64
+	cdb       []byte
+	attr      scsi.TaskAttribute
+	read      bool
+	write     bool
+	edtl      uint32
+
+	bufp *[]byte // data buffer (write data in, read data out), from the pool
+	refs atomic.Int32
+
+	// Write-data gathering, touched only by the connection's reader
+	// goroutine (and read by run after dataReady).
+	unsolicited uint32 // bytes the initiator may send without R2T
+	unsolNext   uint32 // next expected unsolicited offset
+	unsolDataSN uint32
+	received    uint32
+	nextR2T     uint32 // first offset not yet solicited
+	r2tSN       uint32
+	r2ts        []*r2t
+	dataReady   chan struct{}
+
+	ctx      context.Context
+	cancel   context.CancelFunc
+	aborted  atomic.Bool
+	barrier  <-chan struct{} // an earlier ORDERED task, or nil
+	ordered  chan struct{}   // closed when this ORDERED task completes
+	waitFor  []*task         // earlier tasks an ORDERED task waits for
+	started  bool            // handed to run; guarded by sess.mu
+	done     chan struct{}
+	doneOnce sync.Once
+}
+
+func (t *task) buf() []byte { return *t.bufp }
+
+// release drops a reference to the data buffer; the last one returns it.
+func (t *task) release() {
+	if t.refs.Add(-1) == 0 && t.bufp != nil {
+		t.c.srv.buffers.Put(t.bufp)
+		t.bufp = nil
+	}
+}
+
+// abort ends the task: it stops waiting for data, its context is
+// cancelled, and when silent no response is sent for it.
+func (t *task) abort(silent bool) {
+	if silent {
+		t.aborted.Store(true)
+	}
+	t.cancel()
+	t.sess.mu.Lock()
+	started := t.started
+	t.sess.mu.Unlock()
+	if !started {
+		// Still queued behind a CmdSN gap: it ends now; its CmdSN slot
+		// stays queued so the window advances past it in order.
+		t.finish()
+	}
+}
+
+// dataComplete reports whether every byte of write data has arrived.
+func (t *task) dataComplete() bool { return t.received >= t.edtl }
+
+// run executes the task once its data has arrived and any ORDERED task
+// before it has completed, then sends Data-In and status.
+func (t *task) run() {
+	defer t.finish()
+	if t.barrier != nil {
+		select {
+		case <-t.barrier:
+		case <-t.ctx.Done():
+			return
+		}
+	}
+	for _, w := range t.waitFor {
+		select {
+		case <-w.done:
+		case <-t.ctx.Done():
+			return
+		}
+	}
+	if t.write {
+		select {
+		case <-t.dataReady:
+		case <-t.ctx.Done():
+			return
+		}
+	}
+	cmd := scsi.Command{
+		Nexus:     t.sess.nexus,
+		LUN:       t.lun,
+		CDB:       t.cdb,
+		Attribute: t.attr,
+	}
+	if t.write {
+		cmd.DataOut = t.buf()[:t.edtl]
+	} else if t.read {
+		cmd.DataIn = t.buf()
+	}
+	res := t.sess.target.Device.Execute(t.ctx, &cmd)
+	if t.aborted.Load() {
+		return
+	}
+	t.respond(&res)
+}
+
+// finish unregisters the task and frees its queue slot.
+func (t *task) finish() {
+	t.doneOnce.Do(func() {
+		sess := t.sess
+		sess.mu.Lock()
+		if sess.tasks[t.itt] == t {
+			delete(sess.tasks, t.itt)
+		}
+		sess.inflight--
+		sess.growWindow()
+		sess.mu.Unlock()
+		if t.ordered != nil {
+			close(t.ordered)
+		}
+		t.cancel()
+		close(t.done)
+		t.release()
+	})
+}
+
+// respond sends the task's Data-In PDUs and its status.
+func (t *task) respond(res *scsi.Result) {
+	c := t.c
+	p := t.sess.params
+	var resp pdu.SCSIResponse
+	resp.ITT = t.itt
+	resp.Status = uint8(res.Status)
+	if tl := uint32(max(res.TransferLen, 0)); tl != t.edtl {
+		switch {
+		case tl < t.edtl:
+			resp.Underflow, resp.ResidualCount = true, t.edtl-tl
+		case tl > t.edtl:
+			resp.Overflow, resp.ResidualCount = true, tl-t.edtl
+		}
+	}
+	var dataSN uint32
+	if t.read && res.DataInLen > 0 {
+		n := min(uint32(res.DataInLen), t.edtl)
+		data := t.buf()[:n]
+		seg := p.InitiatorMaxRecvDataSegmentLength
+		burst := p.MaxBurstLength
+		collapse := res.Status == scsi.StatusGood && len(res.Sense) == 0
+		var din pdu.DataIn
+		var pd pdu.PDU
+		for off := uint32(0); off < n; {
+			l := min(seg, n-off)
+			// Data-In sequences are bounded by MaxBurstLength.
+			inBurst := off % burst
+			l = min(l, burst-inBurst)
+			last := off+l == n
+			din = pdu.DataIn{
+				Final:        last || (off+l)%burst == 0,
+				LUN:          t.lun,
+				ITT:          t.itt,
+				TTT:          pdu.ReservedTag,
+				DataSN:       dataSN,
+				BufferOffset: off,
+				Data:         data[off : off+l],
+			}
+			kind := statNone
+			if last && collapse {
+				din.HasStatus = true
+				din.Status = resp.Status
+				din.Overflow, din.Underflow, din.ResidualCount = resp.Overflow, resp.Underflow, resp.ResidualCount
+				kind = statAdvance
+			}
+			din.Encode(&pd)
+			if err := c.send(&pd, kind); err != nil {
+				return
+			}
+			dataSN++
+			off += l
+		}
+		if collapse {
+			return
+		}
+	} else if t.write {
+		dataSN = t.r2tSN
+	}
+	resp.ExpDataSN = dataSN
+	var pd pdu.PDU
+	if len(res.Sense) > 0 {
+		resp.Data = pdu.AppendSenseData(make([]byte, 0, 2+len(res.Sense)), res.Sense)
+	}
+	resp.Encode(&pd)
+	c.send(&pd, statAdvance)
+}

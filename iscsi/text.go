@@ -1,0 +1,166 @@
+package iscsi
+
+import (
+	"net"
+	"sort"
+	"strconv"
+
+	"github.com/iscsikit/iscsikit/iscsi/negotiate"
+	"github.com/iscsikit/iscsikit/iscsi/pdu"
+)
+
+// maxTextRequest bounds the key=value text of one (possibly continued)
+// Text Request.
+const maxTextRequest = 64 << 10
+
+// textState is a connection's text exchange in progress: request text
+// gathered from continued PDUs, or a long response handed out in pieces.
+type textState struct {
+	request []byte
+	pending []byte // response bytes not yet sent
+	ttt     uint32
+}
+
+// handleText answers a Text Request: SendTargets, a continuation of a long
+// response, or key negotiation (which full feature phase does not allow
+// here: the keys are answered with Reject).
+func (c *conn) handleText(p *pdu.PDU) error {
+	var m pdu.TextRequest
+	if err := m.Decode(p); err != nil {
+		return c.reject(p, err)
+	}
+	sess := c.sess()
+	if !m.Immediate && !sess.admitCmdSN(m.CmdSN) {
+		return nil
+	}
+	ts := &c.text
+	if m.TTT != pdu.ReservedTag {
+		if m.TTT != ts.ttt || (len(ts.pending) == 0 && len(ts.request) == 0) {
+			return c.reject(p, &pdu.ProtocolError{Op: pdu.OpTextReq, Reason: pdu.RejectInvalidPDUField, Msg: "Target Transfer Tag does not continue a text exchange"})
+		}
+		if len(m.Data) == 0 && len(ts.pending) > 0 {
+			return c.sendTextPiece(&m)
+		}
+	} else {
+		// A new exchange discards any unfinished one (§6.2.1 reset).
+		ts.pending, ts.request = nil, ts.request[:0]
+	}
+	if len(ts.request)+len(m.Data) > maxTextRequest {
+		ts.request = ts.request[:0]
+		return c.reject(p, &pdu.ProtocolError{Op: pdu.OpTextReq, Reason: pdu.RejectProtocolError, Msg: "text request too long"})
+	}
+	ts.request = append(ts.request, m.Data...)
+	if m.Continue {
+		ts.ttt = c.nextTTT()
+		resp := pdu.TextResponse{LUN: m.LUN, ITT: m.ITT, TTT: ts.ttt}
+		var out pdu.PDU
+		resp.Encode(&out)
+		return c.send(&out, statAdvance)
+	}
+	pairs, err := negotiate.Parse(ts.request)
+	ts.request = ts.request[:0]
+	if err != nil {
+		return c.reject(p, &pdu.ProtocolError{Op: pdu.OpTextReq, Reason: pdu.RejectProtocolError, Msg: err.Error()})
+	}
+	var answer []byte
+	for _, kv := range pairs {
+		if kv.Key == "SendTargets" {
+			answer = c.sendTargets(kv.Value, answer)
+			continue
+		}
+		answer = negotiate.Append(answer, negotiate.Pair{Key: kv.Key, Value: "Reject"})
+	}
+	ts.pending = answer
+	return c.sendTextPiece(&m)
+}
+
+// sendTextPiece sends as much of the pending text response as the
+// initiator's MaxRecvDataSegmentLength allows, with C=1 if more remains.
+func (c *conn) sendTextPiece(m *pdu.TextRequest) error {
+	ts := &c.text
+	limit := int(c.sess().params.InitiatorMaxRecvDataSegmentLength)
+	data := ts.pending
+	more := len(data) > limit
+	if more {
+		data = data[:limit]
+	}
+	ts.pending = ts.pending[len(data):]
+	resp := pdu.TextResponse{Final: !more, Continue: more, LUN: m.LUN, ITT: m.ITT, TTT: pdu.ReservedTag, Data: data}
+	if more {
+		ts.ttt = c.nextTTT()
+		resp.TTT = ts.ttt
+	} else {
+		ts.pending = nil
+	}
+	var out pdu.PDU
+	resp.Encode(&out)
+	return c.send(&out, statAdvance)
+}
+
+// sendTargets appends the SendTargets answer for value (RFC 7143 §12.3 and
+// Appendix C): "All" lists every target this initiator may see (discovery
+// sessions only), a name lists that target, and an empty value lists the
+// session's own target.
+func (c *conn) sendTargets(value string, dst []byte) []byte {
+	sess := c.sess()
+	var names []string
+	switch {
+	case value == "All" && sess.discovery:
+		names = c.srv.Targets()
+	case value == "" && !sess.discovery:
+		names = []string{sess.targetName()}
+	case value != "All" && value != "":
+		names = []string{value}
+	}
+	remote := c.nc.RemoteAddr().String()
+	addrs := c.portalAddresses()
+	for _, name := range names {
+		t := c.srv.Target(name)
+		if t == nil || (t.Allow != nil && !t.Allow(sess.initiatorName, remote)) {
+			continue
+		}
+		dst = negotiate.Append(dst, negotiate.Pair{Key: "TargetName", Value: name})
+		for _, a := range addrs {
+			dst = negotiate.Append(dst, negotiate.Pair{Key: "TargetAddress", Value: a})
+		}
+	}
+	return dst
+}
+
+// portalAddresses lists "host:port,tpgt" for every portal of the server; a
+// wildcard listener is named by the address this connection reached.
+func (c *conn) portalAddresses() []string {
+	tpgt := strconv.Itoa(int(c.srv.opt.PortalGroupTag))
+	local := c.nc.LocalAddr().String()
+	seen := map[string]bool{}
+	var out []string
+	for _, l := range c.srv.listenerAddrs() {
+		addr := l
+		if host, port, err := net.SplitHostPort(l); err == nil {
+			if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+				lh, _, _ := net.SplitHostPort(local)
+				addr = net.JoinHostPort(lh, port)
+			}
+		}
+		if !seen[addr] {
+			seen[addr] = true
+			out = append(out, addr+","+tpgt)
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, local+","+tpgt)
+	}
+	return out
+}
+
+// listenerAddrs returns the addresses the server listens on.
+func (s *Server) listenerAddrs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.listeners))
+	for l := range s.listeners {
+		out = append(out, l.Addr().String())
+	}
+	sort.Strings(out)
+	return out
+}

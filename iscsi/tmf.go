@@ -1,0 +1,166 @@
+package iscsi
+
+import (
+	"time"
+
+	"github.com/iscsikit/iscsikit/iscsi/pdu"
+	"github.com/iscsikit/iscsikit/scsi"
+)
+
+// abortWait bounds how long a task management function waits for the tasks
+// it aborted to finish before it answers.
+const abortWait = 10 * time.Second
+
+// handleTaskMgmt runs a task management function (RFC 7143 §11.5) in its
+// own goroutine, so the reader keeps draining the connection meanwhile.
+func (c *conn) handleTaskMgmt(p *pdu.PDU) error {
+	var m pdu.TaskMgmtRequest
+	if err := m.Decode(p); err != nil {
+		return c.reject(p, err)
+	}
+	sess := c.sess()
+	if !m.Immediate && !sess.admitCmdSN(m.CmdSN) {
+		return nil
+	}
+	go func() {
+		resp := pdu.TaskMgmtResponse{ITT: m.ITT, Response: c.taskMgmt(&m)}
+		var out pdu.PDU
+		resp.Encode(&out)
+		c.send(&out, statAdvance)
+		if m.Function == pdu.TMFTargetColdReset && resp.Response == pdu.TMFResponseComplete {
+			// A cold reset ends every session of the target, this one included.
+			for _, s := range c.srv.sessionsOf(sess.target) {
+				s.close(errTargetReset)
+			}
+		}
+	}()
+	return nil
+}
+
+type resetError struct{}
+
+func (resetError) Error() string { return "target cold reset" }
+
+var errTargetReset error = resetError{}
+
+func (c *conn) taskMgmt(m *pdu.TaskMgmtRequest) uint8 {
+	sess := c.sess()
+	dev := sess.target.Device
+	lunExists := func() bool {
+		lun, ok := scsi.DecodeLUN(m.LUN)
+		if !ok {
+			return false
+		}
+		for _, l := range dev.LUNs() {
+			if l == lun {
+				return true
+			}
+		}
+		return false
+	}
+	switch m.Function {
+	case pdu.TMFAbortTask:
+		sess.mu.Lock()
+		t := sess.tasks[m.RTT]
+		exp, max := sess.expCmdSN, sess.maxCmdSN
+		sess.mu.Unlock()
+		if t == nil || t.lun != m.LUN {
+			// §11.5.1 b/c: a task not received yet whose CmdSN lies in the
+			// window, before this request, counts as received and aborted;
+			// one outside the window (completed, or never sent) does not exist.
+			if snInWindow(m.RefCmdSN, exp, max) && snGreater(m.CmdSN, m.RefCmdSN) {
+				return pdu.TMFResponseComplete
+			}
+			return pdu.TMFResponseNoTask
+		}
+		abortAndWait([]*task{t})
+		return pdu.TMFResponseComplete
+	case pdu.TMFAbortTaskSet, pdu.TMFClearTaskSet:
+		if !lunExists() {
+			return pdu.TMFResponseNoLUN
+		}
+		sessions := []*session{sess}
+		if m.Function == pdu.TMFClearTaskSet {
+			sessions = c.srv.sessionsOf(sess.target)
+		}
+		abortAndWait(tasksOn(sessions, m.LUN, m.ITT))
+		return pdu.TMFResponseComplete
+	case pdu.TMFLogicalUnitReset:
+		if !lunExists() {
+			return pdu.TMFResponseNoLUN
+		}
+		abortAndWait(tasksOn(c.srv.sessionsOf(sess.target), m.LUN, m.ITT))
+		if err := dev.ResetLogicalUnit(sess.nexus, m.LUN); err != nil {
+			return pdu.TMFResponseRejected
+		}
+		return pdu.TMFResponseComplete
+	case pdu.TMFTargetWarmReset, pdu.TMFTargetColdReset:
+		var all []*task
+		for _, s := range c.srv.sessionsOf(sess.target) {
+			all = append(all, s.allTasks(m.ITT)...)
+		}
+		abortAndWait(all)
+		dev.ResetTarget(sess.nexus, m.Function == pdu.TMFTargetColdReset)
+		return pdu.TMFResponseComplete
+	case pdu.TMFTaskReassign:
+		return pdu.TMFResponseNoReassignSupport
+	default:
+		// CLEAR ACA: ACA is never established (NACA=1 is refused).
+		return pdu.TMFResponseNotSupported
+	}
+}
+
+// sessionsOf lists the live sessions logged in to t.
+func (s *Server) sessionsOf(t *Target) []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*session
+	for _, sess := range s.sessions {
+		if sess.target == t {
+			out = append(out, sess)
+		}
+	}
+	return out
+}
+
+// allTasks returns the session's tasks, except the one with ITT skip.
+func (sess *session) allTasks(skip uint32) []*task {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	out := make([]*task, 0, len(sess.tasks))
+	for itt, t := range sess.tasks {
+		if itt != skip {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// tasksOn returns the tasks of the sessions addressed to lun.
+func tasksOn(sessions []*session, lun uint64, skip uint32) []*task {
+	var out []*task
+	for _, s := range sessions {
+		for _, t := range s.allTasks(skip) {
+			if t.lun == lun {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+// abortAndWait aborts tasks silently and waits for them to finish.
+func abortAndWait(tasks []*task) {
+	for _, t := range tasks {
+		t.abort(true)
+	}
+	deadline := time.NewTimer(abortWait)
+	defer deadline.Stop()
+	for _, t := range tasks {
+		select {
+		case <-t.done:
+		case <-deadline.C:
+			return
+		}
+	}
+}
