@@ -1,0 +1,273 @@
+package initiator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/iscsikit/iscsikit/iscsi/pdu"
+)
+
+// Task attributes for Request.Attr.
+const (
+	AttrUntagged    = 0
+	AttrSimple      = 1
+	AttrOrdered     = 2
+	AttrHeadOfQueue = 3
+	AttrACA         = 4
+)
+
+// Request is one SCSI command for [Conn.Do].
+type Request struct {
+	// LUN is the raw 8-byte LUN field.
+	LUN uint64
+	// CDB is the command descriptor block; more than 16 bytes go in an
+	// extended-CDB AHS.
+	CDB []byte
+	// DataOut is the data to write (W bit). Data is sent as immediate data
+	// up to FirstBurstLength when ImmediateData=Yes, as unsolicited
+	// Data-Out up to FirstBurstLength when InitialR2T=No, and the rest in
+	// answer to R2Ts.
+	DataOut []byte
+	// DataInLen is the expected read length (R bit). A command may not
+	// both read and write.
+	DataInLen int
+	// Attr is the task attribute (Attr* constants; Command uses
+	// AttrSimple).
+	Attr uint8
+	// Immediate sets the I bit: the command does not advance CmdSN and
+	// skips the command window.
+	Immediate bool
+	// OnSent, when set, is called with the ITT and CmdSN once the command
+	// PDU has been written (for example to abort it from another
+	// goroutine).
+	OnSent func(itt, cmdSN uint32)
+}
+
+// Response is the outcome of a SCSI command.
+type Response struct {
+	// Response is the iSCSI response code (0: command completed at target).
+	Response byte
+	// Status is the SCSI status.
+	Status byte
+	// Sense is the sense data of a SCSI Response, if any.
+	Sense []byte
+	// Data is the data read: the extent of the buffer the Data-In PDUs
+	// covered.
+	Data []byte
+	// Overflow, Underflow and Residual are the residual flags and count.
+	Overflow, Underflow bool
+	Residual            uint32
+	// ITT is the task's initiator task tag and CmdSN its command number.
+	ITT, CmdSN uint32
+	// DataInPDUs and R2Ts count the PDUs the target sent for the command;
+	// ExpDataSN is the value in its SCSI Response (0 with phase-collapsed
+	// status).
+	DataInPDUs, R2Ts int
+	ExpDataSN        uint32
+	// StatusInDataIn reports that the status came in the last Data-In
+	// (phase collapse) rather than in a SCSI Response.
+	StatusInDataIn bool
+}
+
+// Command runs a SCSI command with a simple task attribute. See [Conn.Do].
+func (c *Conn) Command(ctx context.Context, lun uint64, cdb, dataOut []byte, dataInLen int) (*Response, error) {
+	return c.Do(ctx, &Request{LUN: lun, CDB: cdb, DataOut: dataOut, DataInLen: dataInLen, Attr: AttrSimple})
+}
+
+// Do runs a SCSI command to completion: it sends the command with any
+// immediate and unsolicited data, answers R2Ts with Data-Out sequences cut
+// to the target's MaxRecvDataSegmentLength, collects Data-In (checking
+// DataSN order, offsets and bounds) and returns the status from the last
+// Data-In or the SCSI Response. A non-GOOD status is not an error; an
+// error means no status arrived: a Reject (*RejectError), an abort
+// (ErrTaskAborted), a target protocol violation (ErrProtocol), the
+// connection ending (ErrConnClosed) or ctx ending. A command abandoned
+// that way stays outstanding at the target.
+func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
+	ctx, cancel := c.opCtx(ctx)
+	defer cancel()
+	write, read := len(req.DataOut) > 0, req.DataInLen > 0
+	if write && read {
+		return nil, errors.New("initiator: bidirectional commands are not supported")
+	}
+	if req.DataInLen < 0 {
+		return nil, errors.New("initiator: negative DataInLen")
+	}
+	itt, t, err := c.newTask(kindCommand, req.LUN)
+	if err != nil {
+		return nil, err
+	}
+	completed := false
+	defer func() { c.endTask(itt, t, completed) }()
+	st := c.Settings()
+
+	edtl := uint32(req.DataInLen)
+	if write {
+		edtl = uint32(len(req.DataOut))
+	}
+	immLen, unsolEnd := 0, 0
+	if write {
+		if st.ImmediateData {
+			immLen = min(len(req.DataOut), st.FirstBurstLength, st.MaxXmitDataSegmentLength)
+		}
+		unsolEnd = immLen
+		if !st.InitialR2T {
+			unsolEnd = min(len(req.DataOut), st.FirstBurstLength)
+		}
+	}
+	cmd := pdu.SCSICommand{
+		Immediate:                  req.Immediate,
+		Final:                      unsolEnd == immLen,
+		Read:                       read,
+		Write:                      write,
+		Attr:                       req.Attr,
+		LUN:                        req.LUN,
+		ITT:                        itt,
+		ExpectedDataTransferLength: edtl,
+		CDB:                        req.CDB,
+		Data:                       req.DataOut[:immLen],
+	}
+	cmdSN, err := c.issue(ctx, req.Immediate, func(p *pdu.PDU, cmdSN, expStatSN uint32) {
+		cmd.CmdSN, cmd.ExpStatSN = cmdSN, expStatSN
+		cmd.Encode(p)
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	t.cmdSN = cmdSN
+	c.mu.Unlock()
+	if req.OnSent != nil {
+		req.OnSent(itt, cmdSN)
+	}
+	if unsolEnd > immLen {
+		if err := c.sendDataOut(ctx, req.LUN, itt, pdu.ReservedTag, req.DataOut, immLen, unsolEnd-immLen, st.MaxXmitDataSegmentLength); err != nil {
+			return nil, err
+		}
+	}
+
+	resp := &Response{ITT: itt, CmdSN: cmdSN}
+	var buf []byte
+	if read {
+		buf = make([]byte, req.DataInLen)
+	}
+	received, extent := 0, 0
+	nextR2TSN := uint32(0)
+	for {
+		p, err := await(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		switch p.Opcode() {
+		case pdu.OpDataIn:
+			var di pdu.DataIn
+			if err := di.Decode(p); err != nil {
+				return nil, protoErr("%v", err)
+			}
+			if !read {
+				return nil, protoErr("Data-In for a command that reads nothing (ITT 0x%08x)", itt)
+			}
+			if di.DataSN != uint32(resp.DataInPDUs) {
+				return nil, protoErr("Data-In DataSN %d, expected %d", di.DataSN, resp.DataInPDUs)
+			}
+			resp.DataInPDUs++
+			off, n := int(di.BufferOffset), len(di.Data)
+			if off+n > len(buf) {
+				return nil, protoErr("Data-In at offset %d of %d bytes exceeds the expected length %d", off, n, len(buf))
+			}
+			if st.DataPDUInOrder && st.DataSequenceInOrder && off != received {
+				return nil, protoErr("Data-In at offset %d, expected %d", off, received)
+			}
+			if n > st.MaxRecvDataSegmentLength {
+				return nil, protoErr("Data-In of %d bytes exceeds MaxRecvDataSegmentLength %d", n, st.MaxRecvDataSegmentLength)
+			}
+			copy(buf[off:], di.Data)
+			received += n
+			extent = max(extent, off+n)
+			if di.HasStatus {
+				resp.Status = di.Status
+				resp.Overflow, resp.Underflow, resp.Residual = di.Overflow, di.Underflow, di.ResidualCount
+				resp.StatusInDataIn = true
+				resp.Data = buf[:extent]
+				completed = true
+				return resp, nil
+			}
+		case pdu.OpR2T:
+			var r2t pdu.R2T
+			if err := r2t.Decode(p); err != nil {
+				return nil, protoErr("%v", err)
+			}
+			if !write {
+				return nil, protoErr("R2T for a command that writes nothing (ITT 0x%08x)", itt)
+			}
+			if r2t.R2TSN != nextR2TSN {
+				return nil, protoErr("R2TSN %d, expected %d", r2t.R2TSN, nextR2TSN)
+			}
+			nextR2TSN++
+			resp.R2Ts++
+			off, n := int(r2t.BufferOffset), int(r2t.DesiredDataTransferLength)
+			if off+n > len(req.DataOut) {
+				return nil, protoErr("R2T for offset %d length %d exceeds the %d bytes to write", off, n, len(req.DataOut))
+			}
+			if n > st.MaxBurstLength {
+				return nil, protoErr("R2T desired length %d exceeds MaxBurstLength %d", n, st.MaxBurstLength)
+			}
+			if r2t.TTT == pdu.ReservedTag {
+				return nil, protoErr("R2T with the reserved target transfer tag")
+			}
+			if err := c.sendDataOut(ctx, req.LUN, itt, r2t.TTT, req.DataOut, off, n, st.MaxXmitDataSegmentLength); err != nil {
+				return nil, err
+			}
+		case pdu.OpSCSIResponse:
+			var sr pdu.SCSIResponse
+			if err := sr.Decode(p); err != nil {
+				return nil, protoErr("%v", err)
+			}
+			resp.Response, resp.Status = sr.Response, sr.Status
+			resp.Overflow, resp.Underflow, resp.Residual = sr.Overflow, sr.Underflow, sr.ResidualCount
+			resp.ExpDataSN = sr.ExpDataSN
+			if s := pdu.SenseData(sr.Data); len(s) > 0 {
+				resp.Sense = append([]byte(nil), s...)
+			}
+			if read {
+				resp.Data = buf[:extent]
+			}
+			completed = true
+			return resp, nil
+		default:
+			return nil, protoErr("unexpected %v for SCSI command ITT 0x%08x", p.Opcode(), itt)
+		}
+	}
+}
+
+// sendDataOut sends data[off:off+n] as one Data-Out sequence for ttt
+// (ReservedTag for unsolicited data) in PDUs of at most maxSeg bytes.
+func (c *Conn) sendDataOut(ctx context.Context, lun uint64, itt, ttt uint32, data []byte, off, n, maxSeg int) error {
+	if maxSeg <= 0 {
+		return fmt.Errorf("initiator: MaxRecvDataSegmentLength %d", maxSeg)
+	}
+	var dataSN uint32
+	for done := 0; done < n; {
+		chunk := min(maxSeg, n-done)
+		m := pdu.DataOut{
+			Final:        done+chunk == n,
+			LUN:          lun,
+			ITT:          itt,
+			TTT:          ttt,
+			DataSN:       dataSN,
+			BufferOffset: uint32(off + done),
+			Data:         data[off+done : off+done+chunk],
+		}
+		err := c.send(ctx, func(p *pdu.PDU, expStatSN uint32) {
+			m.ExpStatSN = expStatSN
+			m.Encode(p)
+		})
+		if err != nil {
+			return err
+		}
+		dataSN++
+		done += chunk
+	}
+	return nil
+}
