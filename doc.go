@@ -1,0 +1,42 @@
+// Package iscsikit is a Go SDK for embedding an iSCSI target in storage
+// products.
+//
+// The SDK is a set of packages, each with one job, layered so that each
+// depends only on the ones below it:
+//
+//	iscsi    RFC 7143 transport: PDU codec (iscsi/pdu), text-key negotiation
+//	         (iscsi/negotiate), login, discovery and normal sessions, and Server
+//	scsi     SAM/SPC/SBC command set over a block device; knows nothing of iSCSI
+//	backend  the block device interface and its file, block-device and memory
+//	         implementations; knows nothing of SCSI
+//
+// A product hands the SDK block devices and gets a target that initiators
+// (Linux open-iscsi, VMware ESXi, Windows, QEMU/libiscsi) log in to:
+//
+//	dev, err := backend.OpenFile("/srv/lun0.img", backend.FileOptions{Size: 1 << 30, Create: true})
+//	if err != nil {
+//		return err
+//	}
+//	lu, err := scsi.NewLogicalUnit(dev, scsi.UnitConfig{BlockSize: 512, Serial: "lun0"})
+//	if err != nil {
+//		return err
+//	}
+//	luns := scsi.NewTarget()
+//	if err := luns.Attach(0, lu); err != nil {
+//		return err
+//	}
+//	srv, err := iscsi.NewServer(iscsi.Options{Logger: slog.Default()})
+//	if err != nil {
+//		return err
+//	}
+//	if err := srv.AddTarget(&iscsi.Target{Name: "iqn.2026-11.com.example:lun0", Device: luns}); err != nil {
+//		return err
+//	}
+//	go srv.ListenAndServe("0.0.0.0:3260")
+//	// ... on exit:
+//	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+//	defer cancel()
+//	return srv.Shutdown(ctx)
+//
+// The example daemon in examples/iscsid is a complete program built this way.
+package iscsikit
