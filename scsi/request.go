@@ -1,0 +1,76 @@
+package scsi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/iscsikit/iscsikit/backend"
+)
+
+// request is one command on its way through a logical unit.
+type request struct {
+	ctx    context.Context
+	lu     *LogicalUnit
+	cmd    *Command
+	cdb    []byte
+	nexus  string
+	dsense bool
+	res    Result
+}
+
+// fail turns a handler's error into a CHECK CONDITION result, encoding the
+// sense in the format the control mode page selects.
+func (r *request) fail(err error) Result {
+	var s *Sense
+	var st statusError
+	switch {
+	case errors.As(err, &st):
+		return Result{Status: Status(st), TransferLen: r.res.TransferLen}
+	case errors.As(err, &s):
+	case errors.Is(err, backend.ErrOutOfRange):
+		s = errLBAOutOfRange
+	case errors.Is(err, backend.ErrReadOnly):
+		s = errWriteProtected
+	default:
+		s = errHardware
+	}
+	return Result{
+		Status:      StatusCheckCondition,
+		Sense:       s.Encode(r.dsense),
+		TransferLen: r.res.TransferLen,
+	}
+}
+
+// sendData returns b to the initiator, truncated to the allocation length
+// alloc and to the transport's buffer.
+func (r *request) sendData(b []byte, alloc int) {
+	n := min(len(b), alloc)
+	r.res.TransferLen = n
+	r.res.DataInLen = copy(r.cmd.DataIn, b[:n])
+}
+
+// ioError maps a backend error on the data path to sense data: ranges the
+// backend refuses are out of range, anything else is a medium error.
+func ioError(err error, write bool) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, backend.ErrOutOfRange), errors.Is(err, backend.ErrReadOnly):
+		return err
+	case write:
+		return errWriteError
+	default:
+		return errMediumError
+	}
+}
+
+// statusError ends a command with a status other than CHECK CONDITION and
+// no sense data.
+type statusError Status
+
+func (e statusError) Error() string { return fmt.Sprintf("scsi: status 0x%02x", byte(e)) }
+
+// errReservationConflict ends a command that another nexus's reservation
+// forbids.
+var errReservationConflict error = statusError(StatusReservationConflict)

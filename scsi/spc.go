@@ -1,0 +1,218 @@
+package scsi
+
+import (
+	"encoding/binary"
+)
+
+// Version descriptors claimed in standard INQUIRY data (SPC-4 table 150).
+var versionDescriptors = []uint16{
+	0x00a0, // SAM-5 (no version claimed)
+	0x0960, // iSCSI (no version claimed)
+	0x0460, // SPC-4 (no version claimed)
+	0x0600, // SBC-4 (no version claimed)
+}
+
+func (r *request) testUnitReady() error { return nil }
+
+func (r *request) inquiry() error {
+	evpd := r.cdb[1]&0x01 != 0
+	page := r.cdb[2]
+	alloc := int(be16(r.cdb[3:5]))
+	if !evpd {
+		if page != 0 {
+			return invalidField(2, -1)
+		}
+		r.sendData(r.lu.standardInquiry(0x00), alloc)
+		return nil
+	}
+	data, ok := r.lu.vpdPage(page, r.cmd.Nexus)
+	if !ok {
+		return invalidField(2, -1)
+	}
+	r.sendData(data, alloc)
+	return nil
+}
+
+// standardInquiry builds standard INQUIRY data with the given peripheral
+// qualifier and device type byte.
+func (lu *LogicalUnit) standardInquiry(peripheral byte) []byte {
+	return standardInquiryData(peripheral, lu.cfg.Vendor, lu.cfg.Product, lu.cfg.Revision)
+}
+
+// standardInquiryData builds standard INQUIRY data (SPC-4 §6.6.2).
+func standardInquiryData(peripheral byte, vendor, product, revision string) []byte {
+	b := make([]byte, 58+2*len(versionDescriptors))
+	b[0] = peripheral
+	b[2] = 0x06 // SPC-4
+	b[3] = 0x12 // HISUP, response data format 2
+	b[4] = byte(len(b) - 5)
+	b[7] = 0x02 // CMDQUE
+	putASCII(b[8:16], vendor)
+	putASCII(b[16:32], product)
+	putASCII(b[32:36], revision)
+	for i, v := range versionDescriptors {
+		binary.BigEndian.PutUint16(b[58+2*i:], v)
+	}
+	return b
+}
+
+// putASCII copies s into b left-aligned and pads with spaces.
+func putASCII(b []byte, s string) {
+	n := copy(b, s)
+	for i := n; i < len(b); i++ {
+		b[i] = ' '
+	}
+}
+
+func (r *request) requestSense() error {
+	desc := r.cdb[1]&0x01 != 0
+	alloc := int(r.cdb[4])
+	s := r.lu.takeUA(r.nexus, true)
+	if s == nil {
+		r.lu.mu.Lock()
+		stopped := r.lu.stopped
+		r.lu.mu.Unlock()
+		s = newSense(SenseNoSense, 0, 0)
+		if stopped {
+			s = errNotReadyStopped
+		}
+	}
+	r.sendData(s.Encode(desc), alloc)
+	return nil
+}
+
+func (r *request) reserve() error {
+	if r.cdb[0] == 0x56 && (r.cdb[1]&0x12 != 0) {
+		return invalidField(1, 4) // third-party reservations are obsolete
+	}
+	r.lu.mu.Lock()
+	defer r.lu.mu.Unlock()
+	if r.lu.reservedBy != "" && r.lu.reservedBy != r.nexus {
+		return errReservationConflict
+	}
+	r.lu.reservedBy = r.nexus
+	return nil
+}
+
+func (r *request) release() error {
+	r.lu.mu.Lock()
+	defer r.lu.mu.Unlock()
+	// Releasing a reservation held by another nexus (or none) is not an
+	// error and changes nothing (SPC-2 §7.17).
+	if r.lu.reservedBy == r.nexus {
+		r.lu.reservedBy = ""
+	}
+	return nil
+}
+
+func (r *request) startStopUnit() error {
+	powerCondition := r.cdb[4] >> 4
+	if powerCondition != 0 {
+		// Power conditions are accepted and have no effect: the START
+		// and LOEJ bits are ignored with them (SBC-4 §5.25).
+		return nil
+	}
+	start := r.cdb[4]&0x01 != 0
+	if !start && r.cdb[4]&0x04 == 0 { // NO_FLUSH clear: flush on stop
+		if err := r.lu.syncIf(true); err != nil {
+			return err
+		}
+	}
+	r.lu.mu.Lock()
+	r.lu.stopped = !start
+	r.lu.mu.Unlock()
+	return nil
+}
+
+// reportOpcodes answers REPORT SUPPORTED OPERATION CODES (SPC-4 §6.35)
+// from the command table.
+func (r *request) reportOpcodes() error {
+	rctd := r.cdb[2]&0x80 != 0
+	options := r.cdb[2] & 0x07
+	reqOp := r.cdb[3]
+	reqSA := uint16(be16(r.cdb[4:6]))
+	alloc := int(be32(r.cdb[6:10]))
+	var out []byte
+	switch options {
+	case 0:
+		out = make([]byte, 4)
+		for _, o := range opcodes {
+			if !r.lu.supported(o) {
+				continue
+			}
+			var d [8]byte
+			d[0] = o.code()
+			if o.hasSA {
+				binary.BigEndian.PutUint16(d[2:4], o.serviceAction())
+				d[5] |= 0x01 // SERVACTV
+			}
+			if rctd {
+				d[5] |= 0x02 // CTDP
+			}
+			binary.BigEndian.PutUint16(d[6:8], uint16(o.cdbLen()))
+			out = append(out, d[:]...)
+			if rctd {
+				out = append(out, timeoutsDescriptor()...)
+			}
+		}
+		binary.BigEndian.PutUint32(out[0:4], uint32(len(out)-4))
+	case 1, 2, 3:
+		entries := opcodeIndex[reqOp]
+		var found *opcode
+		hasSA := len(entries) > 0 && entries[0].hasSA
+		switch {
+		case options == 1 && hasSA:
+			return invalidField(2, 2)
+		case options == 2 && len(entries) > 0 && !hasSA:
+			return invalidField(2, 2)
+		}
+		for _, o := range entries {
+			if (!o.hasSA || o.serviceAction() == reqSA) && r.lu.supported(o) {
+				found = o
+			}
+		}
+		out = make([]byte, 4)
+		if found == nil {
+			out[1] = 0x01 // not supported
+		} else {
+			out[1] = 0x03 // supported in conformance with a standard
+			if rctd {
+				out[1] |= 0x80 // CTDP
+			}
+			binary.BigEndian.PutUint16(out[2:4], uint16(found.cdbLen()))
+			out = append(out, found.usage...)
+			if rctd {
+				out = append(out, timeoutsDescriptor()...)
+			}
+		}
+	default:
+		return invalidField(2, 2)
+	}
+	r.sendData(out, alloc)
+	return nil
+}
+
+// timeoutsDescriptor is the command timeouts descriptor (SPC-4 §6.35.4):
+// no nominal timeout, 30 s recommended.
+func timeoutsDescriptor() []byte {
+	d := make([]byte, 12)
+	binary.BigEndian.PutUint16(d[0:2], 0x0a)
+	binary.BigEndian.PutUint32(d[8:12], 30)
+	return d
+}
+
+// reportTMFs answers REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS with what
+// the transports of this package deliver: ABORT TASK, ABORT TASK SET,
+// CLEAR TASK SET, LOGICAL UNIT RESET and target reset.
+func (r *request) reportTMFs() error {
+	repd := r.cdb[2]&0x80 != 0
+	alloc := int(be32(r.cdb[6:10]))
+	out := make([]byte, 4, 16)
+	out[0] = 0x80 | 0x40 | 0x10 | 0x08 | 0x02 // ATS ATSS CTSS LURS TRS
+	if repd {
+		out = out[:16]
+		out[3] = 0x0c
+	}
+	r.sendData(out, alloc)
+	return nil
+}
