@@ -40,3 +40,15 @@ var ErrOutOfRange = errors.New("backend: I/O beyond end of device")
 
 // ErrClosed is returned by operations on a closed device.
 var ErrClosed = errors.New("backend: device closed")
+
+// AllocationReporter is implemented by thin devices that can tell allocated
+// ranges from holes (GET LBA STATUS).
+type AllocationReporter interface {
+	// Allocation reports whether the byte at off is backed by storage and
+	// the length of the run starting at off that shares that state, clipped
+	// to the end of the device.
+	Allocation(off int64) (allocated bool, length int64, err error)
+}
+
+// ErrReadOnly is returned by writes to a device opened read-only.
+var ErrReadOnly = errors.New("backend: device is read-only")

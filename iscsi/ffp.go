@@ -351,9 +351,24 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 	}
 	defer t.release()
 	n := uint32(p.DataSegmentLength())
+	if t.dataFailed != nil {
+		// The task already failed on bad data: drop the rest of its burst.
+		return c.r.DiscardData(p)
+	}
 	bad := func(format string, args ...any) error {
 		if err := c.r.DiscardData(p); err != nil {
 			return err
+		}
+		if t.write {
+			// At ErrorRecoveryLevel 0 the data cannot be recovered: the
+			// PDU is rejected and the command fails instead of waiting
+			// for data that will never come.
+			select {
+			case <-t.dataReady:
+			default:
+				t.dataFailed = scsi.DataPhaseErrorSense()
+				close(t.dataReady)
+			}
 		}
 		return c.reject(p, &pdu.ProtocolError{Op: pdu.OpDataOut, Reason: pdu.RejectProtocolError, Msg: fmt.Sprintf(format, args...)})
 	}

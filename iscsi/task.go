@@ -46,6 +46,10 @@ type task struct {
 	r2tSN       uint32
 	r2ts        []*r2t
 	dataReady   chan struct{}
+	// dataFailed holds the sense to fail the task with when its write data
+	// broke the protocol (wrong offset, DataSN or TTT); set before
+	// dataReady is closed.
+	dataFailed []byte
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -110,6 +114,10 @@ func (t *task) run() {
 		select {
 		case <-t.dataReady:
 		case <-t.ctx.Done():
+			return
+		}
+		if t.dataFailed != nil {
+			t.respond(&scsi.Result{Status: scsi.StatusCheckCondition, Sense: t.dataFailed})
 			return
 		}
 	}
