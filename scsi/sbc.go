@@ -6,7 +6,6 @@ import (
 	"io"
 
 	"github.com/iscsikit/iscsikit/backend"
-	
 )
 
 // blockRange decodes the LOGICAL BLOCK ADDRESS and TRANSFER LENGTH of a

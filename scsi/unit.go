@@ -117,7 +117,7 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 	cfg.Revision = defaultString(cfg.Revision, "0001")
 	for _, f := range []struct {
 		name, v string
-		max    int
+		max     int
 	}{{"vendor", cfg.Vendor, 8}, {"product", cfg.Product, 16}, {"revision", cfg.Revision, 4}, {"serial", cfg.Serial, 252}} {
 		if len(f.v) > f.max {
 			return nil, fmt.Errorf("scsi: %s %q is longer than %d characters", f.name, f.v, f.max)
