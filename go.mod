@@ -6,5 +6,5 @@ require github.com/stretchr/testify v1.12.1
 
 require (
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
-	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/sys v0.49.0
 )
