@@ -48,7 +48,7 @@ func (c *conn) fullFeature() error {
 		case pdu.OpDataOut:
 			err = c.handleDataOut(&p)
 		default:
-			if err = c.r.ReadPDU(&p); err != nil {
+			if err = c.r.ReadSegment(&p); err != nil {
 				break
 			}
 			switch op {
@@ -100,6 +100,7 @@ func (sess *session) admitCmdSN(cmdSN uint32) bool {
 	if cmdSN == sess.expCmdSN {
 		sess.expCmdSN++
 		sess.startEarlyLocked()
+		sess.growWindow()
 	}
 	return true
 }

@@ -58,6 +58,7 @@ type task struct {
 	ordered  chan struct{}   // closed when this ORDERED task completes
 	waitFor  []*task         // earlier tasks an ORDERED task waits for
 	started  bool            // handed to run; guarded by sess.mu
+	slotFree bool            // queue slot given back; guarded by sess.mu
 	done     chan struct{}
 	doneOnce sync.Once
 }
@@ -147,8 +148,7 @@ func (t *task) finish() {
 		if sess.tasks[t.itt] == t {
 			delete(sess.tasks, t.itt)
 		}
-		sess.inflight--
-		sess.growWindow()
+		t.freeSlotLocked()
 		sess.mu.Unlock()
 		if t.ordered != nil {
 			close(t.ordered)
@@ -157,6 +157,22 @@ func (t *task) finish() {
 		close(t.done)
 		t.release()
 	})
+}
+
+// freeSlot gives the task's queue slot back before its status is sent, so
+// the MaxCmdSN carried by the status already counts the slot as free.
+func (t *task) freeSlot() {
+	t.sess.mu.Lock()
+	t.freeSlotLocked()
+	t.sess.mu.Unlock()
+}
+
+func (t *task) freeSlotLocked() {
+	if !t.slotFree {
+		t.slotFree = true
+		t.sess.inflight--
+		t.sess.growWindow()
+	}
 }
 
 // respond sends the task's Data-In PDUs and its status.
@@ -204,6 +220,7 @@ func (t *task) respond(res *scsi.Result) {
 				din.Status = resp.Status
 				din.Overflow, din.Underflow, din.ResidualCount = resp.Overflow, resp.Underflow, resp.ResidualCount
 				kind = statAdvance
+				t.freeSlot()
 			}
 			din.Encode(&pd)
 			if err := c.send(&pd, kind); err != nil {
@@ -224,5 +241,6 @@ func (t *task) respond(res *scsi.Result) {
 		resp.Data = pdu.AppendSenseData(make([]byte, 0, 2+len(res.Sense)), res.Sense)
 	}
 	resp.Encode(&pd)
+	t.freeSlot()
 	c.send(&pd, statAdvance)
 }

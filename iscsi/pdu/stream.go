@@ -140,6 +140,12 @@ func (r *Reader) ReadPDU(p *PDU) error {
 	if err := r.ReadHeader(p); err != nil {
 		return err
 	}
+	return r.ReadSegment(p)
+}
+
+// ReadSegment reads the data segment of a PDU whose header ReadHeader just
+// read into a buffer owned by p and reused across calls.
+func (r *Reader) ReadSegment(p *PDU) error {
 	n := p.DataSegmentLength()
 	if cap(p.buf) < n {
 		p.buf = make([]byte, n)
