@@ -208,6 +208,11 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	}
 	t.bufp = c.srv.buffers.Get(size)
 	t.refs.Store(1)
+	if tooBig {
+		// More data than one command may carry: the task fails without
+		// its data being solicited (Data-Out sent for it is rejected).
+		t.failSense = scsi.IllegalRequestSense(0x24, 0x00)
+	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 
 	// Immediate data lands in the buffer directly.
@@ -258,13 +263,7 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	}
 	sess.mu.Unlock()
 
-	if tooBig {
-		// More data than one command may carry: fail it without reading
-		// the rest (further Data-Out for it is discarded as unknown).
-		t.failNow(scsi.IllegalRequestSense(0x24, 0x00))
-		return nil
-	}
-	if !t.write || t.dataComplete() {
+	if tooBig || !t.write || t.dataComplete() {
 		close(t.dataReady)
 		return nil
 	}
@@ -352,7 +351,7 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 	}
 	defer t.release()
 	n := uint32(p.DataSegmentLength())
-	if t.dataFailed != nil {
+	if t.failSense != nil {
 		// The task already failed on bad data: drop the rest of its burst.
 		return c.r.DiscardData(p)
 	}
@@ -367,7 +366,7 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 			select {
 			case <-t.dataReady:
 			default:
-				t.dataFailed = scsi.DataPhaseErrorSense()
+				t.failSense = scsi.DataPhaseErrorSense()
 				close(t.dataReady)
 			}
 		}
@@ -424,14 +423,6 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 		return nil
 	}
 	return c.solicit(t)
-}
-
-// failNow completes a task at once with CHECK CONDITION and the given sense.
-func (t *task) failNow(sense []byte) {
-	go func() {
-		defer t.finish()
-		t.respond(&scsi.Result{Status: scsi.StatusCheckCondition, Sense: sense})
-	}()
 }
 
 // handleNOPOut answers pings and records answers to ours.

@@ -40,7 +40,8 @@ type Options struct {
 	// turns pings off.
 	NopInterval, NopTimeout time.Duration
 	// MaxIOSize bounds the buffer the target allocates for one command's
-	// data. Default 16 MiB.
+	// data. Default 16 MiB; keep it at least the MaxTransferLength of
+	// every logical unit served (scsi.DefaultMaxTransferLength is 8 MiB).
 	MaxIOSize int
 	// Authenticator runs the security stage of login. Nil means
 	// AuthMethod=None for every target and discovery session.

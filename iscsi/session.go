@@ -34,6 +34,9 @@ type session struct {
 	// barrier is closed when the most recent ORDERED task completes.
 	barrier chan struct{}
 	closed  bool
+	// nexusGone runs the SCSI layer's I_T nexus loss once the session's
+	// tasks have finished; a reinstating login waits for it.
+	nexusGone sync.Once
 }
 
 // createSession makes the session a completed login asks for, ending an
@@ -103,7 +106,7 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 	s.mu.Unlock()
 	for _, o := range stale {
 		o.close(fmt.Errorf("reinstated by a new login with the same ISID"))
-		o.waitTasks()
+		o.loseNexus()
 	}
 	return sess, nil
 }
@@ -178,12 +181,24 @@ func (sess *session) close(reason error) {
 		delete(sess.srv.sessions, sess.tsih)
 	}
 	sess.srv.mu.Unlock()
-	if sess.target != nil {
-		go func() {
-			sess.waitTasks()
-			sess.target.Device.NexusLost(sess.nexus)
-		}()
+	if len(tasks) == 0 {
+		sess.loseNexus()
+	} else {
+		go sess.loseNexus()
 	}
+}
+
+// loseNexus tells the SCSI layer, once, that the session's I_T nexus ended,
+// after its tasks have finished. A caller that comes second waits until it
+// is done, so a login reusing the nexus never races with it.
+func (sess *session) loseNexus() {
+	sess.nexusGone.Do(func() {
+		if sess.target == nil {
+			return
+		}
+		sess.waitTasks()
+		sess.target.Device.NexusLost(sess.nexus)
+	})
 }
 
 // waitTasks waits until every task of the session has finished.

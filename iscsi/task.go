@@ -2,6 +2,8 @@ package iscsi
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 
@@ -46,10 +48,11 @@ type task struct {
 	r2tSN       uint32
 	r2ts        []*r2t
 	dataReady   chan struct{}
-	// dataFailed holds the sense to fail the task with when its write data
-	// broke the protocol (wrong offset, DataSN or TTT); set before
-	// dataReady is closed.
-	dataFailed []byte
+	// failSense, when set, fails the task with CHECK CONDITION instead of
+	// executing it: its write data broke the protocol (wrong offset, DataSN
+	// or TTT; set before dataReady is closed) or it asked for more than
+	// MaxIOSize (set before the task starts).
+	failSense []byte
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -97,6 +100,12 @@ func (t *task) dataComplete() bool { return t.received >= t.edtl }
 // before it has completed, then sends Data-In and status.
 func (t *task) run() {
 	defer t.finish()
+	defer func() {
+		if v := recover(); v != nil {
+			t.c.log.Error("panic executing a command; connection closed", "panic", v, "cdb", fmt.Sprintf("% x", t.cdb), "stack", string(debug.Stack()))
+			t.c.close(fmt.Errorf("internal error: %v", v))
+		}
+	}()
 	if t.barrier != nil {
 		select {
 		case <-t.barrier:
@@ -117,10 +126,10 @@ func (t *task) run() {
 		case <-t.ctx.Done():
 			return
 		}
-		if t.dataFailed != nil {
-			t.respond(&scsi.Result{Status: scsi.StatusCheckCondition, Sense: t.dataFailed})
-			return
-		}
+	}
+	if t.failSense != nil {
+		t.respond(&scsi.Result{Status: scsi.StatusCheckCondition, Sense: t.failSense})
+		return
 	}
 	cmd := scsi.Command{
 		Nexus:     t.sess.nexus,

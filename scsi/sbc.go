@@ -59,7 +59,7 @@ func (r *request) blockCommand() (off, length int64, err error) {
 	if err := r.lu.checkRange(lba, uint64(blocks)); err != nil {
 		return 0, 0, err
 	}
-	if blocks > maxTransferBlocks {
+	if blocks > r.lu.maxTransferBlocks() {
 		return 0, 0, invalidField(lenField, -1)
 	}
 	return int64(lba) << r.lu.blockShift, int64(blocks) << r.lu.blockShift, nil
@@ -74,6 +74,23 @@ func (r *request) dataOut(n int64) ([]byte, error) {
 		return nil, errTooMuchData
 	}
 	return r.cmd.DataOut[:n], nil
+}
+
+// writeData returns the data of a write command whose CDB covers length
+// bytes. When the initiator sent less (its expected transfer length is
+// short of the CDB's), only the whole blocks it did send are written and
+// the overflow is reported as a residual (RFC 7143 §11.4.5.1); a trailing
+// partial block fails the command instead of being written half.
+func (r *request) writeData(length int64) ([]byte, error) {
+	r.res.TransferLen = int(length)
+	sent := int64(len(r.cmd.DataOut))
+	if sent >= length {
+		return r.cmd.DataOut[:length], nil
+	}
+	if sent&int64(r.lu.blockSize-1) != 0 {
+		return nil, errTooMuchData
+	}
+	return r.cmd.DataOut, nil
 }
 
 // readAt fills b from the medium at off.
@@ -136,8 +153,8 @@ func (r *request) write() error {
 	if err != nil {
 		return err
 	}
-	data, err := r.dataOut(length)
-	if err != nil || length == 0 {
+	data, err := r.writeData(length)
+	if err != nil || len(data) == 0 {
 		return err
 	}
 	return r.writeAt(data, off, fua(r.cdb))
@@ -213,15 +230,15 @@ func (r *request) writeAndVerify() error {
 	if check > 1 {
 		return invalidField(1, 2)
 	}
-	data, err := r.dataOut(length)
-	if err != nil || length == 0 {
+	data, err := r.writeData(length)
+	if err != nil || len(data) == 0 {
 		return err
 	}
 	if err := r.writeAt(data, off, true); err != nil {
 		return err
 	}
 	if check == 1 {
-		return r.compare(data, off, length)
+		return r.compare(data, off, int64(len(data)))
 	}
 	return nil
 }
@@ -258,8 +275,6 @@ func (r *request) writeSame() error {
 	switch {
 	case r.cdb[1]&0x10 != 0: // ANCHOR: anchored state not supported
 		return invalidField(1, 4)
-	case unmap && !r.lu.cfg.ThinProvisioning:
-		return invalidField(1, 3)
 	case blocks == 0: // WSNZ is set in the block limits page
 		return invalidField(lenField, -1)
 	}
@@ -280,7 +295,9 @@ func (r *request) writeSame() error {
 			return err
 		}
 	}
-	if unmap && isZero(block) {
+	// A fully provisioned unit has nothing to unmap: the UNMAP bit is a
+	// request it honours by writing the block (SBC-4 §4.7.3.4).
+	if unmap && r.lu.cfg.ThinProvisioning && isZero(block) {
 		// LBPRZ: unmapped blocks read back as zeroes, which is what
 		// writing this block would have produced.
 		r.lu.writeGate.RLock()
@@ -386,7 +403,9 @@ func (r *request) compareAndWrite() error {
 	if err := r.lu.checkRange(lba, uint64(blocks)); err != nil {
 		return err
 	}
-	if blocks > maxCompareAndWrite {
+	// Zero blocks would be a no-op by SBC-4, but an initiator that sends
+	// data with it has wrapped a count of 256 into the one-byte field.
+	if blocks > maxCompareAndWrite || (blocks == 0 && len(r.cmd.DataOut) > 0) {
 		return invalidField(13, -1)
 	}
 	off, length := int64(lba)<<r.lu.blockShift, int64(blocks)<<r.lu.blockShift

@@ -9,6 +9,7 @@ var versionDescriptors = []uint16{
 	0x00a0, // SAM-5 (no version claimed)
 	0x0960, // iSCSI (no version claimed)
 	0x0460, // SPC-4 (no version claimed)
+	0x04c0, // SBC-3 (no version claimed): initiators that predate SBC-4 look for it
 	0x0600, // SBC-4 (no version claimed)
 }
 

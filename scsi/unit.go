@@ -42,11 +42,19 @@ type UnitConfig struct {
 	// ThinProvisioning enables UNMAP, WRITE SAME with UNMAP and GET LBA
 	// STATUS; the device must implement backend.Unmapper.
 	ThinProvisioning bool
+	// MaxTransferLength is the most bytes one READ or WRITE may move,
+	// advertised in the block limits VPD page so initiators split larger
+	// I/O; 0 means DefaultMaxTransferLength. A transport must accept
+	// commands of this size (iscsi.Options.MaxIOSize).
+	MaxTransferLength int
 }
+
+// DefaultMaxTransferLength is the per-command transfer limit a unit
+// advertises unless configured otherwise.
+const DefaultMaxTransferLength = 8 << 20
 
 // Supported limits advertised in the block limits VPD page.
 const (
-	maxTransferBlocks  = 1 << 16 // per READ/WRITE command, in blocks
 	maxUnmapBlocks     = 1 << 22 // per UNMAP descriptor and WRITE SAME
 	maxUnmapDescs      = 256
 	maxCompareAndWrite = 255
@@ -127,6 +135,12 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 				return nil, fmt.Errorf("scsi: %s %q holds a character that is not printable ASCII", f.name, f.v)
 			}
 		}
+	}
+	if cfg.MaxTransferLength == 0 {
+		cfg.MaxTransferLength = DefaultMaxTransferLength
+	}
+	if cfg.MaxTransferLength < int(cfg.BlockSize) || cfg.MaxTransferLength%int(cfg.BlockSize) != 0 {
+		return nil, fmt.Errorf("scsi: maximum transfer length %d is not a positive multiple of block size %d", cfg.MaxTransferLength, cfg.BlockSize)
 	}
 	if cfg.ThinProvisioning {
 		if _, ok := dev.(backend.Unmapper); !ok {
@@ -273,16 +287,26 @@ func (lu *LogicalUnit) reset(ua *Sense) {
 	lu.mu.Unlock()
 }
 
+// maxRememberedNexuses bounds how many ended nexuses a unit remembers as
+// having seen it since power on; past it, a returning initiator port is
+// told POWER ON OCCURRED again, which is always a safe thing to say.
+const maxRememberedNexuses = 4096
+
 // nexusLost forgets the state of a nexus that ended: its reservation is
-// released and its unit attentions dropped (a new nexus with the same name
-// starts over with POWER ON).
+// released and its pending unit attentions dropped (conditions belong to
+// the nexus they were established for). The initiator port stays known,
+// so logging in again does not report a power on that did not happen.
 func (lu *LogicalUnit) nexusLost(key string) {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
 	if lu.reservedBy == key {
 		lu.reservedBy = ""
 	}
-	delete(lu.ua, key)
+	if _, known := lu.ua[key]; known && len(lu.ua) <= maxRememberedNexuses {
+		lu.ua[key] = nil
+	} else {
+		delete(lu.ua, key)
+	}
 }
 
 // execute runs one command against the unit: the unit-level half of

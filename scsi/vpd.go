@@ -86,13 +86,18 @@ func scsiNameString(s string) []byte {
 	return b
 }
 
+// maxTransferBlocks is the transfer limit in logical blocks.
+func (lu *LogicalUnit) maxTransferBlocks() uint32 {
+	return uint32(lu.cfg.MaxTransferLength >> lu.blockShift)
+}
+
 // blockLimits builds the body of the block limits VPD page (SBC-4 §6.6.4).
 func (lu *LogicalUnit) blockLimits() []byte {
 	b := make([]byte, 0x3c)
 	b[0] = 0x01 // WSNZ: WRITE SAME with zero blocks is refused
 	b[1] = maxCompareAndWrite
 	binary.BigEndian.PutUint16(b[2:4], uint16(1)<<lu.physExp)
-	binary.BigEndian.PutUint32(b[4:8], maxTransferBlocks)
+	binary.BigEndian.PutUint32(b[4:8], lu.maxTransferBlocks())
 	binary.BigEndian.PutUint32(b[8:12], max(uint32(1)<<lu.physExp, uint32(1<<20)>>lu.blockShift))
 	if lu.cfg.ThinProvisioning {
 		binary.BigEndian.PutUint32(b[16:20], maxUnmapBlocks)

@@ -119,6 +119,8 @@ func openDefaultUnit(path string) (*scsi.LogicalUnit, error) {
 		Serial:     fmt.Sprintf("%016x", id),
 		DeviceID:   id,
 		WriteCache: true,
+		// The image is a sparse file: UNMAP and WRITE SAME punch holes.
+		ThinProvisioning: true,
 	})
 	if err != nil {
 		f.Close()
