@@ -96,7 +96,7 @@ func (c *conn) serve() {
 	}
 	c.nc.SetDeadline(time.Time{})
 	c.log = c.log.With("initiator", sess.initiatorName, "tsih", sess.tsih)
-	c.log.Info("session established", "target", sess.targetName(), "discovery", sess.discovery)
+	c.log.Info("session established", "target", sess.targetName(), "discovery", sess.discovery, "isid", fmt.Sprintf("%x", sess.isid[:]))
 	if c.srv.opt.NopInterval > 0 {
 		go c.keepAlive()
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/iscsikit/iscsikit/internal/bufpool"
 	"github.com/iscsikit/iscsikit/iscsi/negotiate"
+	"github.com/iscsikit/iscsikit/scsi"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -40,8 +41,8 @@ type Options struct {
 	// turns pings off.
 	NopInterval, NopTimeout time.Duration
 	// MaxIOSize bounds the buffer the target allocates for one command's
-	// data. Default 16 MiB; keep it at least the MaxTransferLength of
-	// every logical unit served (scsi.DefaultMaxTransferLength is 8 MiB).
+	// data. Default 32 MiB; keep it at least the MaxTransferLength of
+	// every logical unit served (scsi.DefaultMaxTransferLength).
 	MaxIOSize int
 	// Authenticator runs the security stage of login. Nil means
 	// AuthMethod=None for every target and discovery session.
@@ -68,7 +69,7 @@ func (o *Options) setDefaults() {
 		o.NopTimeout = 20 * time.Second
 	}
 	if o.MaxIOSize <= 0 {
-		o.MaxIOSize = 16 << 20
+		o.MaxIOSize = scsi.DefaultMaxTransferLength
 	}
 }
 

@@ -312,12 +312,18 @@ func TestTaskManagement(t *testing.T) {
 	resp, err = c.TaskManagement(ctxT(t), pdu.TMFTaskReassign, 0, 1)
 	require.NoError(t, err)
 	require.EqualValues(t, pdu.TMFResponseNoReassignSupport, resp)
+	other := h.login(t, initiator.Options{InitiatorName: "iqn.2026-11.io.iscsikit:other"})
 	resp, err = c.TaskManagement(ctxT(t), pdu.TMFTargetWarmReset, 0, pdu.ReservedTag)
 	require.NoError(t, err)
 	require.EqualValues(t, pdu.TMFResponseComplete, resp)
-	// A warm reset raises a unit attention, reported once.
-	require.Error(t, c.TestUnitReady(ctxT(t), 0))
+	// A warm reset raises a unit attention for the other sessions,
+	// reported once; the issuer learnt of it from the response.
 	require.NoError(t, c.TestUnitReady(ctxT(t), 0))
+	var se *initiator.StatusError
+	require.ErrorAs(t, other.TestUnitReady(ctxT(t), 0), &se)
+	key, asc, ascq := se.SenseKey()
+	require.Equal(t, [3]byte{0x06, 0x29, 0x02}, [3]byte{key, asc, ascq})
+	require.NoError(t, other.TestUnitReady(ctxT(t), 0))
 }
 
 func TestRejectsMalformedPDUs(t *testing.T) {

@@ -198,10 +198,16 @@ func TestReadWrite(t *testing.T) {
 	rdprotect[1] = 0x20
 	f.fails(rdprotect, nil, bs, scsi.SenseIllegalRequest, 0x24, 0)
 
-	// Less data than the CDB asks for is refused, nothing is written.
-	res = f.fails(write10(200, 2), data[:bs], 0, scsi.SenseIllegalRequest, 0x0e, 0x03)
+	// Less data than the CDB asks for: the whole blocks sent are written,
+	// the rest is an overflow residual; a partial block is refused.
+	res = f.run(nexusA, 0, write10(200, 2), data[:bs], 0)
+	require.Equal(t, scsi.StatusGood, res.Status)
 	require.Equal(t, 2*bs, res.TransferLen)
-	require.Equal(t, make([]byte, bs), f.good(read10(200, 1), nil, bs))
+	require.Equal(t, data[:bs], f.good(read10(200, 1), nil, bs))
+	require.Equal(t, make([]byte, bs), f.good(read10(201, 1), nil, bs))
+	res = f.fails(write10(300, 2), data[:bs+100], 0, scsi.SenseIllegalRequest, 0x0e, 0x03)
+	require.Equal(t, 2*bs, res.TransferLen)
+	require.Equal(t, make([]byte, 2*bs), f.good(read10(300, 2), nil, 2*bs))
 }
 
 func TestReadOnly(t *testing.T) {
@@ -286,7 +292,10 @@ func TestThinProvisioning(t *testing.T) {
 func TestWriteSameWithoutThin(t *testing.T) {
 	f := newFixture(t, scsi.UnitConfig{})
 	f.fails([]byte{0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0}, make([]byte, 24), 0, scsi.SenseIllegalRequest, 0x20, 0)
-	f.fails([]byte{0x41, 0x08, 0, 0, 0, 0, 0, 0, 1, 0}, make([]byte, bs), 0, scsi.SenseIllegalRequest, 0x24, 0)
+	// UNMAP on a fully provisioned unit writes the block instead.
+	f.good(write10(5, 1), bytes.Repeat([]byte{0xff}, bs), 0)
+	f.good([]byte{0x41, 0x08, 0, 0, 0, 5, 0, 0, 1, 0}, make([]byte, bs), 0)
+	require.Equal(t, make([]byte, bs), f.good(read10(5, 1), nil, bs))
 	pages := f.good([]byte{0x12, 1, 0, 0, 255, 0}, nil, 255)
 	require.NotContains(t, pages[4:], byte(0xb2))
 }
@@ -318,15 +327,17 @@ func TestModePagesAndUnitAttentions(t *testing.T) {
 	sel[4+3] ^= 0x80
 	f.fails([]byte{0x15, 0x10, 0, 0, byte(len(sel)), 0}, sel, 0, scsi.SenseIllegalRequest, 0x26, 0)
 
-	// A LU reset restores the defaults and raises a unit attention.
-	require.NoError(t, f.tgt.ResetLogicalUnit(nexusA, scsi.EncodeLUN(0)))
+	// A LU reset restores the defaults and raises a unit attention for
+	// every nexus but the one that asked for it.
+	require.NoError(t, f.tgt.ResetLogicalUnit(nexusB, scsi.EncodeLUN(0)))
+	require.Equal(t, scsi.StatusGood, f.run(nexusB, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0).Status)
 	f.fails([]byte{0, 0, 0, 0, 0, 0}, nil, 0, scsi.SenseUnitAttention, 0x29, 0x03)
 	res = f.run(nexusA, 0, []byte{0xff, 0, 0, 0, 0, 0}, nil, 0)
 	require.Equal(t, byte(0x70), res.Sense[0])
 	require.ErrorIs(t, f.tgt.ResetLogicalUnit(nexusA, scsi.EncodeLUN(3)), scsi.ErrNoLUN)
 
 	// REQUEST SENSE reports a pending unit attention and clears it.
-	f.tgt.ResetTarget(nexusA, false)
+	f.tgt.ResetTarget(nexusB, false)
 	rs := f.good([]byte{0x03, 0, 0, 0, 18, 0}, nil, 18)
 	require.Equal(t, []byte{0x29, 0x02}, rs[12:14])
 	f.good([]byte{0, 0, 0, 0, 0, 0}, nil, 0)

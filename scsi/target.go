@@ -185,7 +185,7 @@ func (t *Target) ResetLogicalUnit(n Nexus, raw uint64) error {
 	if lu == nil {
 		return ErrNoLUN
 	}
-	lu.reset(uaLUReset)
+	lu.reset(uaLUReset, nexusKey(n))
 	return nil
 }
 
@@ -199,7 +199,7 @@ func (t *Target) ResetTarget(n Nexus, cold bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	for _, lu := range t.units {
-		lu.reset(ua)
+		lu.reset(ua, nexusKey(n))
 	}
 }
 

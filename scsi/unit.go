@@ -51,11 +51,11 @@ type UnitConfig struct {
 
 // DefaultMaxTransferLength is the per-command transfer limit a unit
 // advertises unless configured otherwise.
-const DefaultMaxTransferLength = 8 << 20
+const DefaultMaxTransferLength = 32 << 20
 
 // Supported limits advertised in the block limits VPD page.
 const (
-	maxUnmapBlocks     = 1 << 22 // per UNMAP descriptor and WRITE SAME
+	maxUnmapBlocks     = 1 << 20 // per UNMAP descriptor and WRITE SAME
 	maxUnmapDescs      = 256
 	maxCompareAndWrite = 255
 )
@@ -277,13 +277,14 @@ var (
 
 // reset performs a logical unit reset: mode pages back to their saved
 // values, the SPC-2 reservation released, the unit started, and ua
-// established for every nexus.
-func (lu *LogicalUnit) reset(ua *Sense) {
+// established for every nexus but the issuer's, which learns of the reset
+// from its task management response (as Linux tgt and libiscsi expect).
+func (lu *LogicalUnit) reset(ua *Sense, issuer string) {
 	lu.mu.Lock()
 	lu.mode = lu.saved
 	lu.reservedBy = ""
 	lu.stopped = false
-	lu.addUALocked(ua, "")
+	lu.addUALocked(ua, issuer)
 	lu.mu.Unlock()
 }
 
