@@ -68,11 +68,11 @@ func (c *conn) login() (*session, error) {
 		st  loginState
 	)
 	for n := 0; ; n++ {
-		if err := c.r.ReadPDU(&p); err != nil {
+		if err := c.checkLoginHeader(); err != nil {
 			return nil, err
 		}
-		if p.Opcode() != pdu.OpLoginReq {
-			return nil, fmt.Errorf("%v received before login completed", p.Opcode())
+		if err := c.r.ReadPDU(&p); err != nil {
+			return nil, err
 		}
 		if err := req.Decode(&p); err != nil {
 			return nil, c.loginReject(&req, &st, loginFail(loginInitiatorError, "%v", err))
@@ -107,6 +107,27 @@ func (c *conn) login() (*session, error) {
 			return sess, nil
 		}
 	}
+}
+
+// checkLoginHeader looks at the next PDU before it is read: anything but a
+// Login Request without AHS ends the connection at once (RFC 7143 §6.1),
+// instead of waiting for bytes a stray client's header claims will follow.
+func (c *conn) checkLoginHeader() error {
+	b, err := c.r.Peek(1)
+	if err != nil {
+		return err
+	}
+	if op := pdu.Opcode(b[0] & 0x3f); op != pdu.OpLoginReq {
+		return fmt.Errorf("%v received before login completed", op)
+	}
+	h, err := c.r.Peek(pdu.BHSLen)
+	if err != nil {
+		return err
+	}
+	if h[4] != 0 {
+		return fmt.Errorf("login request announcing %d bytes of AHS", int(h[4])*4)
+	}
+	return nil
 }
 
 // loginStep handles one complete login request (text gathered) and sends the

@@ -44,6 +44,12 @@ func (r *Reader) SetMaxDataSegmentLength(n int) { r.maxData = n }
 // MaxDataSegmentLength reports the largest data segment accepted.
 func (r *Reader) MaxDataSegmentLength() int { return r.maxData }
 
+// Peek returns the next n bytes of the stream without consuming them,
+// waiting until they have arrived. It lets a caller refuse a PDU whose
+// first bytes already show it does not belong (at login, anything but a
+// Login Request) before waiting for an AHS or data segment it announces.
+func (r *Reader) Peek(n int) ([]byte, error) { return r.br.Peek(n) }
+
 // ReadHeader reads the BHS, the AHS and the header digest of the next PDU
 // into p, leaving the data segment unread. The caller must follow with
 // ReadData or DiscardData. A returned *ProtocolError with Fatal set, or any
