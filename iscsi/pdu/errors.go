@@ -31,7 +31,13 @@ type ProtocolError struct {
 	Reason RejectReason
 	Fatal  bool
 	Msg    string
+	// Err is the sentinel the error wraps, if any (ErrHeaderDigest,
+	// ErrDataDigest), for errors.Is.
+	Err error
 }
+
+// Unwrap returns the sentinel error e wraps.
+func (e *ProtocolError) Unwrap() error { return e.Err }
 
 func (e *ProtocolError) Error() string {
 	if e.Field != "" {

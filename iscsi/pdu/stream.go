@@ -77,8 +77,8 @@ func (r *Reader) ReadHeader(p *PDU) error {
 		}
 		sum := crc32c.Update(crc32c.Checksum(p.Header[:]), p.AHS)
 		if got := binary.LittleEndian.Uint32(r.scratch[:4]); got != sum {
-			return &ProtocolError{Op: p.Opcode(), Field: "HeaderDigest", Reason: RejectProtocolError, Fatal: true,
-				Msg: fmt.Errorf("%w: got 0x%08x, want 0x%08x", ErrHeaderDigest, got, sum).Error()}
+			return &ProtocolError{Op: p.Opcode(), Field: "HeaderDigest", Reason: RejectProtocolError, Fatal: true, Err: ErrHeaderDigest,
+				Msg: fmt.Sprintf("%v: got 0x%08x, want 0x%08x", ErrHeaderDigest, got, sum)}
 		}
 	}
 	if n := p.DataSegmentLength(); n > r.maxData {
@@ -118,8 +118,8 @@ func (r *Reader) ReadData(p *PDU, dst []byte) error {
 	if r.dataDigest {
 		sum := crc32c.Update(crc32c.Checksum(dst), r.scratch[:pad])
 		if got := binary.LittleEndian.Uint32(r.scratch[pad:tail]); got != sum {
-			return &ProtocolError{Op: p.Opcode(), Field: "DataDigest", Reason: RejectDataDigest,
-				Msg: fmt.Errorf("%w: got 0x%08x, want 0x%08x", ErrDataDigest, got, sum).Error()}
+			return &ProtocolError{Op: p.Opcode(), Field: "DataDigest", Reason: RejectDataDigest, Err: ErrDataDigest,
+				Msg: fmt.Sprintf("%v: got 0x%08x, want 0x%08x", ErrDataDigest, got, sum)}
 		}
 	}
 	return nil
