@@ -31,8 +31,9 @@ const (
 // conn is one TCP connection: one reader goroutine (serve) and sends
 // serialized under wmu, each PDU written with one vectored write.
 type conn struct {
-	srv *Server
-	nc  net.Conn
+	srv  *Server
+	nc   net.Conn
+	tpgt uint16 // portal group tag of the listener that accepted it
 	log *slog.Logger
 	r   *pdu.Reader
 
@@ -55,10 +56,11 @@ type conn struct {
 	closeErr  error
 }
 
-func newConn(s *Server, nc net.Conn) *conn {
+func newConn(s *Server, nc net.Conn, tpgt uint16) *conn {
 	c := &conn{
 		srv:  s,
 		nc:   nc,
+		tpgt: tpgt,
 		log:  s.log.With("remote", nc.RemoteAddr().String()),
 		r:    pdu.NewReader(nc, 8192),
 		w:    pdu.NewWriter(nc),

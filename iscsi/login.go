@@ -192,7 +192,7 @@ func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool,
 		resp = append(resp, out...)
 	}
 	if first && st.sessionType == "Normal" {
-		resp = append(resp, negotiate.Pair{Key: "TargetPortalGroupTag", Value: strconv.Itoa(int(c.srv.opt.PortalGroupTag))})
+		resp = append(resp, negotiate.Pair{Key: "TargetPortalGroupTag", Value: strconv.Itoa(int(c.tpgt))})
 		if st.target.Alias != "" {
 			resp = append(resp, negotiate.Pair{Key: "TargetAlias", Value: st.target.Alias})
 		}
@@ -260,8 +260,8 @@ func (c *conn) loginBegin(pairs []negotiate.Pair, st *loginState) error {
 			return loginFail(loginMissingParameter, "TargetName missing")
 		}
 		st.target = c.srv.Target(st.targetName)
-		if st.target == nil {
-			return loginFail(loginNotFound, "no target %s", st.targetName)
+		if st.target == nil || !st.target.servedBy(c.tpgt) {
+			return loginFail(loginNotFound, "no target %s on portal group %d", st.targetName, c.tpgt)
 		}
 		if st.target.Allow != nil && !st.target.Allow(st.initiatorName, remote) {
 			return loginFail(loginAuthzFailure, "initiator %s from %s may not log in to %s", st.initiatorName, remote, st.targetName)

@@ -29,8 +29,8 @@ type Options struct {
 	// QueueDepth is the number of commands a session may have outstanding
 	// (the CmdSN window). Default 128.
 	QueueDepth int
-	// PortalGroupTag is the target portal group tag of every portal this
-	// server listens on. Default 1.
+	// PortalGroupTag is the target portal group tag of listeners served
+	// with Serve or ListenAndServe (ServePortal names its own). Default 1.
 	PortalGroupTag uint16
 	// LoginTimeout bounds a whole login phase; a connection that has not
 	// reached full feature phase by then is dropped. Default 15s.
@@ -80,7 +80,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	targets   map[string]*Target
-	listeners map[net.Listener]struct{}
+	listeners map[net.Listener]uint16 // portal group tag of each
 	conns     map[*conn]struct{}
 	sessions  map[uint16]*session
 	nextTSIH  uint16
@@ -100,7 +100,7 @@ func NewServer(opt Options) (*Server, error) {
 		opt:       opt,
 		log:       opt.Logger,
 		targets:   make(map[string]*Target),
-		listeners: make(map[net.Listener]struct{}),
+		listeners: make(map[net.Listener]uint16),
 		conns:     make(map[*conn]struct{}),
 		sessions:  make(map[uint16]*session),
 	}, nil
@@ -174,17 +174,25 @@ func (s *Server) ListenAndServe(addr string) error {
 	return s.Serve(l)
 }
 
-// Serve accepts connections on l until the listener fails or the server is
-// shut down; it closes l before returning. It returns ErrServerClosed after
-// Shutdown or Close.
-func (s *Server) Serve(l net.Listener) error {
+// Serve accepts connections on l, a portal of the default portal group,
+// until the listener fails or the server is shut down; it closes l before
+// returning. It returns ErrServerClosed after Shutdown or Close.
+func (s *Server) Serve(l net.Listener) error { return s.ServePortal(l, s.opt.PortalGroupTag) }
+
+// ServePortal is Serve for a portal of target portal group tag. Closing l
+// (to retire the portal) ends ServePortal without disturbing sessions
+// already logged in through it.
+func (s *Server) ServePortal(l net.Listener, tag uint16) error {
+	if tag == 0 {
+		return fmt.Errorf("iscsi: portal group tag 0 is reserved")
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		l.Close()
 		return ErrServerClosed
 	}
-	s.listeners[l] = struct{}{}
+	s.listeners[l] = tag
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -211,7 +219,7 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		delay = 0
-		c := newConn(s, nc)
+		c := newConn(s, nc, tag)
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()

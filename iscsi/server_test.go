@@ -441,3 +441,41 @@ func TestShutdownLogsSessionsOut(t *testing.T) {
 	require.NoError(t, c.Logout(ctxT(t)))
 	require.NoError(t, <-srvDone)
 }
+
+func TestPortalGroups(t *testing.T) {
+	h := startServer(t, iscsi.Options{})
+	l2, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go h.srv.ServePortal(l2, 2)
+	addr2 := l2.Addr().String()
+	lu, err := scsi.NewLogicalUnit(backend.NewMemory(1<<20), scsi.UnitConfig{})
+	require.NoError(t, err)
+	dev := scsi.NewTarget()
+	require.NoError(t, dev.Attach(0, lu))
+	const only2 = "iqn.2026-11.io.iscsikit:only2"
+	require.NoError(t, h.srv.AddTarget(&iscsi.Target{Name: only2, Device: dev, PortalGroups: []uint16{2}}))
+
+	// Portal group 1 sees only the target served everywhere, with both
+	// portals; group 2 sees both targets.
+	d1, err := initiator.Dial(ctxT(t), h.addr, initiator.Options{})
+	require.NoError(t, err)
+	defer d1.Close()
+	got, err := d1.SendTargets(ctxT(t), "All")
+	require.NoError(t, err)
+	require.Equal(t, map[string][]string{testTarget: {h.addr + ",1", addr2 + ",2"}}, got)
+	d2, err := initiator.Dial(ctxT(t), addr2, initiator.Options{})
+	require.NoError(t, err)
+	defer d2.Close()
+	got, err = d2.SendTargets(ctxT(t), "All")
+	require.NoError(t, err)
+	require.Equal(t, map[string][]string{testTarget: {h.addr + ",1", addr2 + ",2"}, only2: {addr2 + ",2"}}, got)
+
+	// Logging in through a portal that does not serve the target fails.
+	_, err = initiator.Dial(ctxT(t), h.addr, initiator.Options{TargetName: only2})
+	var le *initiator.LoginError
+	require.ErrorAs(t, err, &le)
+	require.Equal(t, uint16(0x0203), le.Status())
+	c, err := initiator.Dial(ctxT(t), addr2, initiator.Options{TargetName: only2})
+	require.NoError(t, err)
+	require.NoError(t, c.Logout(ctxT(t)))
+}

@@ -64,7 +64,7 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 		sess.maxCmdSN = req.CmdSN
 	}
 	if st.target != nil {
-		tpgt := s.opt.PortalGroupTag
+		tpgt := c.tpgt
 		sess.nexus = scsi.Nexus{
 			InitiatorPort:  fmt.Sprintf("%s,i,0x%012x", st.initiatorName, req.ISID[:]),
 			TargetName:     st.target.Name,

@@ -2,6 +2,7 @@ package iscsi
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/iscsikit/iscsikit/scsi"
@@ -20,6 +21,14 @@ type Target struct {
 	// target; nil admits everyone. Access control policies (initiator
 	// groups, networks) plug in here.
 	Allow func(initiatorName string, remoteAddr string) bool
+	// PortalGroups lists the target portal group tags through which the
+	// target can be reached; empty means every portal of the server.
+	PortalGroups []uint16
+}
+
+// servedBy reports whether the target is reachable through portal group tag.
+func (t *Target) servedBy(tag uint16) bool {
+	return len(t.PortalGroups) == 0 || slices.Contains(t.PortalGroups, tag)
 }
 
 // ValidateName checks an iSCSI name against RFC 7143 §4.2.7: the iqn., eui.

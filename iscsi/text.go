@@ -113,54 +113,68 @@ func (c *conn) sendTargets(value string, dst []byte) []byte {
 		names = []string{value}
 	}
 	remote := c.nc.RemoteAddr().String()
-	addrs := c.portalAddresses()
 	for _, name := range names {
 		t := c.srv.Target(name)
-		if t == nil || (t.Allow != nil && !t.Allow(sess.initiatorName, remote)) {
+		if t == nil || !t.servedBy(c.tpgt) || (t.Allow != nil && !t.Allow(sess.initiatorName, remote)) {
 			continue
 		}
 		dst = negotiate.Append(dst, negotiate.Pair{Key: "TargetName", Value: name})
-		for _, a := range addrs {
+		for _, a := range c.portalAddresses(t) {
 			dst = negotiate.Append(dst, negotiate.Pair{Key: "TargetAddress", Value: a})
 		}
 	}
 	return dst
 }
 
-// portalAddresses lists "host:port,tpgt" for every portal of the server; a
-// wildcard listener is named by the address this connection reached.
-func (c *conn) portalAddresses() []string {
-	tpgt := strconv.Itoa(int(c.srv.opt.PortalGroupTag))
+// portalAddresses lists "host:port,tpgt" for every portal through which t
+// can be reached (RFC 7143 §12.3 asks for all of them); a wildcard listener
+// is named by the address this connection reached.
+func (c *conn) portalAddresses(t *Target) []string {
 	local := c.nc.LocalAddr().String()
 	seen := map[string]bool{}
 	var out []string
-	for _, l := range c.srv.listenerAddrs() {
-		addr := l
-		if host, port, err := net.SplitHostPort(l); err == nil {
+	for _, p := range c.srv.portals() {
+		if !t.servedBy(p.tag) {
+			continue
+		}
+		addr := p.addr
+		if host, port, err := net.SplitHostPort(addr); err == nil {
 			if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 				lh, _, _ := net.SplitHostPort(local)
 				addr = net.JoinHostPort(lh, port)
 			}
 		}
+		addr += "," + strconv.Itoa(int(p.tag))
 		if !seen[addr] {
 			seen[addr] = true
-			out = append(out, addr+","+tpgt)
+			out = append(out, addr)
 		}
 	}
 	if len(out) == 0 {
-		out = append(out, local+","+tpgt)
+		out = append(out, local+","+strconv.Itoa(int(c.tpgt)))
 	}
 	return out
 }
 
-// listenerAddrs returns the addresses the server listens on.
-func (s *Server) listenerAddrs() []string {
+// portal is one listening address and its portal group tag.
+type portal struct {
+	addr string
+	tag  uint16
+}
+
+// portals returns the server's listeners ordered by tag and address.
+func (s *Server) portals() []portal {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.listeners))
-	for l := range s.listeners {
-		out = append(out, l.Addr().String())
+	out := make([]portal, 0, len(s.listeners))
+	for l, tag := range s.listeners {
+		out = append(out, portal{addr: l.Addr().String(), tag: tag})
 	}
-	sort.Strings(out)
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].tag != out[j].tag {
+			return out[i].tag < out[j].tag
+		}
+		return out[i].addr < out[j].addr
+	})
 	return out
 }
