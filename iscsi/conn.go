@@ -34,8 +34,8 @@ type conn struct {
 	srv  *Server
 	nc   net.Conn
 	tpgt uint16 // portal group tag of the listener that accepted it
-	log *slog.Logger
-	r   *pdu.Reader
+	log  *slog.Logger
+	r    *pdu.Reader
 
 	wmu    sync.Mutex
 	w      *pdu.Writer
