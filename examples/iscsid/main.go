@@ -1,15 +1,20 @@
-// Command iscsid is the iscsikit example daemon: an iSCSI target that serves
-// file-backed logical units.
+// Command iscsid is the iscsikit example daemon: an iSCSI target whose
+// portals, targets and logical units come from DIR/config.json, managed
+// by package mgmt.
 //
-// Started with an empty state directory it creates DIR/default.img, a 1 GiB
-// sparse file, and serves it as LUN 0 of target
-// iqn.2026-11.io.iscsikit:default on the portal address:
+// Started with an empty state directory it writes a configuration that
+// serves DIR/default.img, a 1 GiB sparse file, as LUN 0 of target
+// iqn.2026-11.io.iscsikit:default on the --portal address:
 //
 //	go run ./examples/iscsid --state ./iscsid-state --portal 0.0.0.0:3260
 //	iscsi-ls -s iscsi://127.0.0.1:3260
 //
-// SIGINT and SIGTERM shut the daemon down gracefully: sessions are asked
-// to log out and given a few seconds to do so.
+// Later starts read DIR/config.json (--portal then has no effect) and
+// refuse a broken file with a message naming the object and field. SIGHUP
+// re-reads the file and applies the difference live; a broken file is
+// refused and the running configuration stays. SIGINT and SIGTERM shut
+// the daemon down gracefully: sessions are asked to log out and given a
+// few seconds to do so.
 package main
 
 import (
@@ -17,18 +22,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
-	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
-	"github.com/iscsikit/iscsikit/backend"
 	"github.com/iscsikit/iscsikit/iscsi"
-	"github.com/iscsikit/iscsikit/scsi"
+	"github.com/iscsikit/iscsikit/mgmt"
 )
 
 // Defaults of an empty state directory.
@@ -38,11 +42,24 @@ const (
 	defaultSize   = 1 << 30
 )
 
+// config is what the command line says.
+type config struct {
+	stateDir string
+	portal   string   // listen address written into a new configuration
+	dirs     []string // directories FILE extents may live in
+}
+
 func main() {
-	state := flag.String("state", "./iscsid-state", "state directory (backing files and configuration)")
-	portal := flag.String("portal", "0.0.0.0:3260", "portal address to listen on (host:port)")
+	var c config
+	var dirs string
+	flag.StringVar(&c.stateDir, "state", "./iscsid-state", "state directory (config.json and backing files)")
+	flag.StringVar(&c.portal, "portal", "0.0.0.0:3260", "portal address of a new configuration (host:port)")
+	flag.StringVar(&dirs, "extent-dirs", "", "comma-separated directories FILE extents may use (default: the state directory)")
 	verbose := flag.Bool("v", false, "log debug messages")
 	flag.Parse()
+	if dirs != "" {
+		c.dirs = strings.Split(dirs, ",")
+	}
 
 	level := slog.LevelInfo
 	if *verbose {
@@ -51,80 +68,87 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	l, err := net.Listen("tcp", *portal)
-	if err != nil {
-		log.Error("cannot listen on portal", "portal", *portal, "err", err)
-		os.Exit(1)
-	}
-	if err := run(ctx, *state, l, log); err != nil {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	if err := run(ctx, c, hup, log); err != nil {
 		log.Error("iscsid failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-// run serves the state directory's targets on l until ctx is cancelled,
-// then shuts down gracefully.
-func run(ctx context.Context, stateDir string, l net.Listener, log *slog.Logger) error {
-	defer l.Close()
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+// run serves the state directory's configuration until ctx is cancelled,
+// re-reading it on every value from hup, then shuts down gracefully.
+func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) error {
+	state, err := filepath.Abs(c.stateDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(state, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
+	}
+	dirs := c.dirs
+	if len(dirs) == 0 {
+		dirs = []string{state}
+	}
+	initial, err := defaultConfig(state, c.portal)
+	if err != nil {
+		return err
 	}
 	srv, err := iscsi.NewServer(iscsi.Options{Logger: log})
 	if err != nil {
 		return err
 	}
-	lu, err := openDefaultUnit(filepath.Join(stateDir, defaultImage))
+	store := mgmt.FileStore{Dir: state}
+	m, err := mgmt.New(ctx, mgmt.Options{Store: store, Server: srv, Initial: initial, AllowedDirs: dirs, Logger: log})
 	if err != nil {
-		return err
+		return fmt.Errorf("%s refused:\n%w", store.Path(), err)
 	}
-	defer lu.Close()
-	dev := scsi.NewTarget()
-	if err := dev.Attach(0, lu); err != nil {
-		return err
-	}
-	if err := srv.AddTarget(&iscsi.Target{Name: defaultTarget, Device: dev}); err != nil {
-		return err
-	}
+	defer m.Close()
+	cfg := m.Config(false)
+	log.Info("iscsid serving", "config", store.Path(), "portals", len(cfg.Portals), "targets", len(cfg.Targets), "extents", len(cfg.Extents))
 
-	log.Info("iscsid serving", "portal", l.Addr().String(), "target", defaultTarget, "state", stateDir)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		log.Info("shutting down")
+	for {
+		select {
+		case <-hup:
+			if err := m.Reload(ctx); err != nil {
+				log.Error("configuration refused; the running one stays", "config", store.Path(), "err", err)
+				continue
+			}
+			cfg := m.Config(false)
+			log.Info("configuration reloaded", "portals", len(cfg.Portals), "targets", len(cfg.Targets), "extents", len(cfg.Extents))
+		case <-ctx.Done():
+			log.Info("shutting down")
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				return err
+			}
+			return nil
+		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return nil
 }
 
-// openDefaultUnit opens (creating sparse if missing) the default image and
-// wraps it in a logical unit whose identity is stable across restarts.
-func openDefaultUnit(path string) (*scsi.LogicalUnit, error) {
-	f, err := backend.OpenFile(path, backend.FileOptions{Size: defaultSize, Create: true})
+// defaultConfig is the configuration of an empty state directory: one
+// portal on addr, target "default" open to every initiator, and LUN 0 on
+// a 1 GiB sparse file.
+func defaultConfig(state, addr string) (*mgmt.Config, error) {
+	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--portal %q: want ip:port (0.0.0.0:3260): %w", addr, err)
 	}
-	h := fnv.New64a()
-	h.Write([]byte(defaultTarget + "/0"))
-	id := h.Sum64()
-	lu, err := scsi.NewLogicalUnit(f, scsi.UnitConfig{
-		BlockSize:  512,
-		Serial:     fmt.Sprintf("%016x", id),
-		DeviceID:   id,
-		WriteCache: true,
-		// The image is a sparse file: UNMAP and WRITE SAME punch holes.
-		ThinProvisioning: true,
-	})
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return lu, nil
+	cfg := mgmt.EmptyConfig()
+	p := mgmt.NewPortal()
+	p.ID, p.Tag, p.Comment = 1, 1, "default portal"
+	p.Listen = []mgmt.Listen{{IP: ap.Addr().String(), Port: int(ap.Port())}}
+	t := mgmt.NewTarget()
+	t.ID, t.Name, t.Alias = 1, defaultTarget, "default"
+	t.Groups = []mgmt.TargetGroup{{Portal: 1, AuthMethod: mgmt.AuthNone}}
+	e := mgmt.NewExtent()
+	e.ID, e.Name, e.Type = 1, "default", mgmt.ExtentFile
+	e.Path, e.Filesize = filepath.Join(state, defaultImage), defaultSize
+	cfg.Portals = []mgmt.Portal{p}
+	cfg.Targets = []mgmt.Target{t}
+	cfg.Extents = []mgmt.Extent{e}
+	cfg.TargetExtents = []mgmt.TargetExtent{{ID: 1, Target: 1, Extent: 1, LunID: 0}}
+	return cfg, nil
 }

@@ -1,0 +1,482 @@
+package mgmt
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sync/atomic"
+
+	"github.com/iscsikit/iscsikit/backend"
+	"github.com/iscsikit/iscsikit/iscsi"
+	"github.com/iscsikit/iscsikit/scsi"
+)
+
+// OpenFunc opens the storage of an extent. The default opens FILE
+// extents with backend.OpenFile (creating them sparse) and DISK extents
+// as block devices; a product with its own backends supplies its own.
+type OpenFunc func(e Extent) (backend.Device, error)
+
+// OpenExtent is the default OpenFunc.
+func OpenExtent(e Extent) (backend.Device, error) {
+	switch e.Type {
+	case ExtentFile:
+		if e.RO {
+			// A read-only extent over a missing file gets it created
+			// (empty, sparse) first, then opened read-only.
+			if _, err := os.Stat(e.Path); errors.Is(err, fs.ErrNotExist) {
+				f, err := backend.OpenFile(e.Path, backend.FileOptions{Size: e.Filesize, Create: true})
+				if err != nil {
+					return nil, err
+				}
+				f.Close()
+			}
+		}
+		return backend.OpenFile(e.Path, backend.FileOptions{Size: e.Filesize, Create: !e.RO, ReadOnly: e.RO})
+	case ExtentDisk:
+		return backend.OpenFile(DiskPath(e.Disk), backend.FileOptions{Size: e.Filesize, ReadOnly: e.RO})
+	}
+	return nil, fmt.Errorf("mgmt: extent type %q", e.Type)
+}
+
+// applier keeps a running iscsi.Server in step with a Config: it owns the
+// portals' listeners, the extents' logical units and the targets' LUN
+// maps, and changes only what differs between two configurations.
+type applier struct {
+	srv  *iscsi.Server
+	open OpenFunc
+	log  *slog.Logger
+
+	listeners map[netip.AddrPort]*liveListener
+	units     map[int]*liveUnit   // by extent id
+	targets   map[int]*liveTarget // by target id
+}
+
+type liveListener struct {
+	l   net.Listener
+	tag uint16
+}
+
+type liveUnit struct {
+	ext Extent
+	lu  *scsi.LogicalUnit
+}
+
+type liveTarget struct {
+	name   string
+	alias  string
+	groups []uint16
+	dev    *scsi.Target
+	luns   map[uint16]int // LUN -> extent id
+	policy *atomic.Pointer[accessPolicy]
+}
+
+// accessPolicy is who may reach a target: an initiator is admitted when
+// any rule (one per initiator group of the target's groups) admits it.
+type accessPolicy struct {
+	rules []accessRule
+}
+
+// accessRule is one initiator group: empty lists admit everyone.
+type accessRule struct {
+	names    map[string]bool
+	networks []netip.Prefix
+}
+
+func (p *accessPolicy) allows(initiator, remote string) bool {
+	addr, err := netip.ParseAddrPort(remote)
+	for _, r := range p.rules {
+		if len(r.names) > 0 && !r.names[initiator] {
+			continue
+		}
+		if len(r.networks) == 0 {
+			return true
+		}
+		if err != nil {
+			continue
+		}
+		for _, n := range r.networks {
+			if n.Contains(addr.Addr().Unmap()) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func newApplier(srv *iscsi.Server, open OpenFunc, log *slog.Logger) *applier {
+	if open == nil {
+		open = OpenExtent
+	}
+	return &applier{
+		srv: srv, open: open, log: log,
+		listeners: map[netip.AddrPort]*liveListener{},
+		units:     map[int]*liveUnit{},
+		targets:   map[int]*liveTarget{},
+	}
+}
+
+// plan is what apply prepared before changing anything live.
+type plan struct {
+	newListeners map[netip.AddrPort]*liveListener
+	newUnits     map[int]*liveUnit
+}
+
+// apply brings the server to cfg. Everything that can fail (opening
+// extents, listening on new addresses) happens first; if any of it fails
+// nothing live has changed and the error says which object failed.
+func (a *applier) apply(cfg *Config) error {
+	p, err := a.prepare(cfg)
+	if err != nil {
+		return err
+	}
+	a.commit(cfg, p)
+	return nil
+}
+
+func (a *applier) prepare(cfg *Config) (*plan, error) {
+	p := &plan{newListeners: map[netip.AddrPort]*liveListener{}, newUnits: map[int]*liveUnit{}}
+	fail := func(err error) (*plan, error) {
+		for _, l := range p.newListeners {
+			l.l.Close()
+		}
+		for _, u := range p.newUnits {
+			u.lu.Close()
+		}
+		return nil, err
+	}
+	for _, e := range cfg.Extents {
+		if !e.Enabled || !e.Online || !a.mapped(cfg, e.ID) {
+			continue
+		}
+		if cur := a.units[e.ID]; cur != nil && reflect.DeepEqual(cur.ext, e) {
+			continue
+		}
+		if cur := a.units[e.ID]; cur != nil && cur.ext.devicePath() == e.devicePath() {
+			// Reopened in commit, after the old unit lets go of the file.
+			continue
+		}
+		u, err := a.openUnit(cfg, e)
+		if err != nil {
+			return fail(&Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "path", Msg: err.Error()})
+		}
+		p.newUnits[e.ID] = u
+	}
+	if a.srv == nil {
+		return p, nil
+	}
+	for addr, tag := range wantListeners(cfg) {
+		if cur := a.listeners[addr]; cur != nil && cur.tag == tag {
+			continue
+		}
+		if cur := a.listeners[addr]; cur != nil {
+			continue // same address, new tag: swapped in commit
+		}
+		l, err := net.Listen("tcp", addr.String())
+		if err != nil {
+			return fail(&Error{Kind: KindInvalid, Object: "portal", ID: portalOf(cfg, addr), Field: "listen", Msg: err.Error()})
+		}
+		p.newListeners[addr] = &liveListener{l: l, tag: tag}
+	}
+	return p, nil
+}
+
+// mapped reports whether extent id is a LUN of some ready target.
+func (a *applier) mapped(cfg *Config, id int) bool {
+	for _, m := range cfg.TargetExtents {
+		if m.Extent != id {
+			continue
+		}
+		if t, ok := find(cfg.Targets, m.Target); ok && t.State == StateReady {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *applier) commit(cfg *Config, p *plan) {
+	// Targets that go away, or whose name, alias or portals change, end
+	// their sessions first; LUN maps and access lists change in place.
+	want := map[int]Target{}
+	for _, t := range cfg.Targets {
+		if t.State == StateReady {
+			want[t.ID] = t
+		}
+	}
+	for id, lt := range a.targets {
+		t, keep := want[id]
+		if keep && cfg.Global.FullName(t.Name) == lt.name && t.Alias == lt.alias && slices.Equal(portalTags(cfg, t), lt.groups) {
+			continue
+		}
+		a.removeTarget(id, lt)
+	}
+	// Units: detach changed or removed ones from every target, then close.
+	for id, u := range a.units {
+		e, ok := find(cfg.Extents, id)
+		if ok && reflect.DeepEqual(u.ext, e) && e.Enabled && e.Online && a.mapped(cfg, id) {
+			continue
+		}
+		for _, lt := range a.targets {
+			for lun, ext := range lt.luns {
+				if ext == id {
+					lt.dev.Detach(lun)
+					delete(lt.luns, lun)
+				}
+			}
+		}
+		u.lu.Close()
+		delete(a.units, id)
+		if ok && e.Enabled && e.Online && a.mapped(cfg, id) && p.newUnits[id] == nil {
+			// Same storage, new settings: reopen now that it is closed.
+			nu, err := a.openUnit(cfg, e)
+			if err != nil {
+				a.log.Error("reopening extent failed; its LUNs are gone", "extent", e.Name, "err", err)
+				continue
+			}
+			p.newUnits[id] = nu
+		}
+	}
+	for id, u := range p.newUnits {
+		a.units[id] = u
+	}
+	// Targets: create the missing ones, then bring every LUN map and
+	// access policy up to date.
+	for id, t := range want {
+		lt := a.targets[id]
+		if lt == nil {
+			lt = &liveTarget{
+				name: cfg.Global.FullName(t.Name), alias: t.Alias, groups: portalTags(cfg, t),
+				dev: scsi.NewTarget(), luns: map[uint16]int{}, policy: new(atomic.Pointer[accessPolicy]),
+			}
+			lt.policy.Store(policyFor(cfg, t))
+			it := &iscsi.Target{Name: lt.name, Alias: lt.alias, Device: lt.dev, PortalGroups: lt.groups, Allow: func(name, remote string) bool {
+				return lt.policy.Load().allows(name, remote)
+			}}
+			if a.srv != nil {
+				if err := a.srv.AddTarget(it); err != nil {
+					a.log.Error("adding target failed", "target", lt.name, "err", err)
+					continue
+				}
+			}
+			a.targets[id] = lt
+		}
+		lt.policy.Store(policyFor(cfg, t))
+		a.syncLUNs(cfg, id, lt)
+	}
+	// Listeners last: new portals open, removed ones close; sessions
+	// already logged in through a closed portal carry on.
+	if a.srv != nil {
+		wantL := wantListeners(cfg)
+		for addr, cur := range a.listeners {
+			if tag, ok := wantL[addr]; ok && tag == cur.tag {
+				continue
+			}
+			cur.l.Close()
+			delete(a.listeners, addr)
+			if tag, ok := wantL[addr]; ok && p.newListeners[addr] == nil {
+				l, err := net.Listen("tcp", addr.String())
+				if err != nil {
+					a.log.Error("re-listening with a new tag failed", "addr", addr, "err", err)
+					continue
+				}
+				p.newListeners[addr] = &liveListener{l: l, tag: tag}
+			}
+		}
+		for addr, nl := range p.newListeners {
+			a.listeners[addr] = nl
+			go func() {
+				if err := a.srv.ServePortal(nl.l, nl.tag); err != nil && !errors.Is(err, iscsi.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+					a.log.Error("portal stopped", "addr", addr, "err", err)
+				}
+			}()
+		}
+	}
+}
+
+func (a *applier) removeTarget(id int, lt *liveTarget) {
+	if a.srv != nil {
+		if err := a.srv.RemoveTarget(lt.name); err != nil {
+			a.log.Error("removing target failed", "target", lt.name, "err", err)
+		}
+	}
+	for lun := range lt.luns {
+		lt.dev.Detach(lun)
+	}
+	delete(a.targets, id)
+}
+
+// syncLUNs attaches and detaches LUNs of target id to match the map
+// entries (attaching raises REPORTED LUNS DATA HAS CHANGED).
+func (a *applier) syncLUNs(cfg *Config, id int, lt *liveTarget) {
+	want := map[uint16]int{}
+	for _, m := range cfg.TargetExtents {
+		if m.Target == id && a.units[m.Extent] != nil {
+			want[uint16(m.LunID)] = m.Extent
+		}
+	}
+	for lun, ext := range lt.luns {
+		if want[lun] != ext {
+			lt.dev.Detach(lun)
+			delete(lt.luns, lun)
+		}
+	}
+	for lun, ext := range want {
+		if _, ok := lt.luns[lun]; ok {
+			continue
+		}
+		if err := lt.dev.Attach(lun, a.units[ext].lu); err != nil {
+			a.log.Error("attaching LUN failed", "target", lt.name, "lun", lun, "err", err)
+			continue
+		}
+		lt.luns[lun] = ext
+	}
+}
+
+// close releases everything the applier opened.
+func (a *applier) close() {
+	for id, lt := range a.targets {
+		a.removeTarget(id, lt)
+	}
+	for addr, l := range a.listeners {
+		l.l.Close()
+		delete(a.listeners, addr)
+	}
+	for id, u := range a.units {
+		u.lu.Close()
+		delete(a.units, id)
+	}
+}
+
+// openUnit opens an extent's storage as a logical unit.
+func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
+	dev, err := a.open(e)
+	if err != nil {
+		return nil, err
+	}
+	uc, err := unitConfig(e)
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	if uc.ThinProvisioning {
+		if _, ok := dev.(backend.Unmapper); !ok {
+			uc.ThinProvisioning = false
+		}
+	}
+	lu, err := scsi.NewLogicalUnit(dev, uc)
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return &liveUnit{ext: e, lu: lu}, nil
+}
+
+// unitConfig translates an extent into the SCSI unit's settings. Serial
+// and NAA default to values derived from the extent's name, stable across
+// restarts.
+func unitConfig(e Extent) (scsi.UnitConfig, error) {
+	h := fnv.New64a()
+	h.Write([]byte("extent:" + e.Name))
+	id := h.Sum64()
+	uc := scsi.UnitConfig{
+		BlockSize:        uint32(e.Blocksize),
+		Serial:           e.Serial,
+		DeviceID:         id,
+		Vendor:           e.Vendor,
+		Product:          e.Product,
+		Revision:         e.Revision,
+		ReadOnly:         e.RO,
+		WriteCache:       e.WriteCache,
+		RotationRate:     rpmValues[e.RPM],
+		ThinProvisioning: e.Thin,
+	}
+	if uc.Serial == "" {
+		uc.Serial = fmt.Sprintf("%016x", id)
+	}
+	if e.NAA != "" {
+		n, err := parseNAA(e.NAA)
+		if err != nil {
+			return uc, err
+		}
+		uc.DeviceID = n
+	}
+	if !e.PBlocksize && e.Blocksize < 4096 {
+		uc.PhysicalBlockSize = 4096
+	}
+	return uc, nil
+}
+
+// wantListeners lists the addresses cfg's portals listen on, with tags.
+func wantListeners(cfg *Config) map[netip.AddrPort]uint16 {
+	out := map[netip.AddrPort]uint16{}
+	for _, p := range cfg.Portals {
+		for _, l := range p.Listen {
+			ip, err := netip.ParseAddr(l.IP)
+			if err != nil {
+				continue
+			}
+			out[netip.AddrPortFrom(ip.Unmap(), uint16(l.Port))] = uint16(p.Tag)
+		}
+	}
+	return out
+}
+
+func portalOf(cfg *Config, addr netip.AddrPort) int {
+	for _, p := range cfg.Portals {
+		for _, l := range p.Listen {
+			if l.IP == addr.Addr().String() && l.Port == int(addr.Port()) {
+				return p.ID
+			}
+		}
+	}
+	return 0
+}
+
+// portalTags lists the portal group tags of a target's groups, sorted.
+func portalTags(cfg *Config, t Target) []uint16 {
+	var tags []uint16
+	for _, g := range t.Groups {
+		if p, ok := find(cfg.Portals, g.Portal); ok {
+			tags = append(tags, uint16(p.Tag))
+		}
+	}
+	slices.Sort(tags)
+	return slices.Compact(tags)
+}
+
+// policyFor builds a target's access policy from the initiator groups of
+// its groups. A target with no groups, or a group without an initiator
+// group, admits everyone.
+func policyFor(cfg *Config, t Target) *accessPolicy {
+	p := &accessPolicy{}
+	if len(t.Groups) == 0 {
+		p.rules = append(p.rules, accessRule{})
+	}
+	for _, g := range t.Groups {
+		if g.Initiator == nil {
+			p.rules = append(p.rules, accessRule{})
+			continue
+		}
+		ig, ok := find(cfg.Initiators, *g.Initiator)
+		if !ok {
+			continue
+		}
+		r := accessRule{names: map[string]bool{}}
+		for _, n := range ig.Initiators {
+			r.names[n] = true
+		}
+		for _, n := range ig.AuthNetwork {
+			if pfx, err := parseNetwork(n); err == nil {
+				r.networks = append(r.networks, pfx)
+			}
+		}
+		p.rules = append(p.rules, r)
+	}
+	return p
+}

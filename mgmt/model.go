@@ -1,0 +1,281 @@
+package mgmt
+
+import (
+	"encoding/json"
+	"strings"
+)
+
+// ConfigVersion is the version of the configuration format this package
+// writes. Load migrates older versions and refuses newer ones.
+const ConfigVersion = 1
+
+// Config is the whole management model, shaped like the API of seed 000
+// (TrueNAS iscsi.*) so that operators can write DIR/config.json by hand:
+// every object carries its id and the field names of the create calls.
+type Config struct {
+	Version       int            `json:"version"`
+	Global        Global         `json:"global"`
+	Portals       []Portal       `json:"portals"`
+	Initiators    []Initiator    `json:"initiators"`
+	Auths         []Auth         `json:"auths"`
+	Targets       []Target       `json:"targets"`
+	Extents       []Extent       `json:"extents"`
+	TargetExtents []TargetExtent `json:"targetextents"`
+}
+
+// Global holds the settings shared by every target.
+type Global struct {
+	// Basename prefixes target names that are not already iSCSI names:
+	// target "disk0" is served as Basename + ":disk0".
+	Basename string `json:"basename"`
+	// ISNSServers lists iSNS servers to register with (host or host:port).
+	ISNSServers []string `json:"isns_servers"`
+	// PoolAvailThreshold is the percentage of pool space in use above
+	// which the product warns; nil disables it.
+	PoolAvailThreshold *int `json:"pool_avail_threshold"`
+	// ALUA enables asymmetric logical unit access reporting.
+	ALUA bool `json:"alua"`
+}
+
+// DefaultBasename is the basename of a new configuration.
+const DefaultBasename = "iqn.2026-11.io.iscsikit"
+
+// Listen is one address a portal listens on.
+type Listen struct {
+	IP   string `json:"ip"`
+	Port int    `json:"port"`
+}
+
+// Portal is a target portal group: a tag and the addresses it listens on.
+type Portal struct {
+	ID int `json:"id"`
+	// Tag is the target portal group tag; 0 on create means the id.
+	Tag     int    `json:"tag"`
+	Comment string `json:"comment"`
+	// DiscoveryAuthMethod is NONE, CHAP or MUTUAL_CHAP for discovery
+	// sessions through this portal, with credentials from the auth group
+	// DiscoveryAuthGroup (an Auth tag).
+	DiscoveryAuthMethod string   `json:"discovery_authmethod"`
+	DiscoveryAuthGroup  *int     `json:"discovery_authgroup"`
+	Listen              []Listen `json:"listen"`
+}
+
+// Initiator is an initiator group: who may log in. Empty lists mean
+// everyone.
+type Initiator struct {
+	ID      int    `json:"id"`
+	Comment string `json:"comment"`
+	// Initiators lists the iSCSI names allowed.
+	Initiators []string `json:"initiators"`
+	// AuthNetwork lists the networks (CIDR or single addresses) allowed.
+	AuthNetwork []string `json:"auth_network"`
+}
+
+// Auth is one CHAP credential of an auth group; entries sharing a tag
+// form the group.
+type Auth struct {
+	ID   int    `json:"id"`
+	Tag  int    `json:"tag"`
+	User string `json:"user"`
+	// Secret is the initiator's CHAP secret (12 to 16 characters).
+	Secret   string `json:"secret,omitempty"`
+	PeerUser string `json:"peeruser"`
+	// PeerSecret is the target's secret for mutual CHAP.
+	PeerSecret string `json:"peersecret,omitempty"`
+}
+
+// Auth methods of portals and target groups.
+const (
+	AuthNone       = "NONE"
+	AuthCHAP       = "CHAP"
+	AuthMutualCHAP = "MUTUAL_CHAP"
+)
+
+// TargetGroup binds a target to a portal, with who may log in there and
+// how they authenticate.
+type TargetGroup struct {
+	Portal int `json:"portal"`
+	// Initiator is an initiator group id; nil admits everyone.
+	Initiator *int `json:"initiator"`
+	// Auth is an auth group tag, used by CHAP and MUTUAL_CHAP.
+	Auth       *int   `json:"auth"`
+	AuthMethod string `json:"authmethod"`
+}
+
+// Target states (an extension from seed 004).
+const (
+	StateReady   = "ready"
+	StateOffline = "offline"
+)
+
+// Target is an iSCSI target.
+type Target struct {
+	ID int `json:"id"`
+	// Name is appended to the global basename unless it is already an
+	// iSCSI name (iqn., eui., naa.).
+	Name  string `json:"name"`
+	Alias string `json:"alias"`
+	// Mode is ISCSI (FC and BOTH are seed 000 values this SDK refuses).
+	Mode   string        `json:"mode"`
+	Groups []TargetGroup `json:"groups"`
+	// State is ready or offline (extension): an offline target is not
+	// served and its sessions end.
+	State string `json:"state"`
+}
+
+// Extent types.
+const (
+	ExtentDisk = "DISK"
+	ExtentFile = "FILE"
+)
+
+// Extent is a logical unit's storage and SCSI identity.
+type Extent struct {
+	ID   int    `json:"id"`
+	Name string `json:"name"`
+	// Type is DISK (a block device, Disk) or FILE (a regular file, Path).
+	Type string `json:"type"`
+	// Disk is a block device: an absolute path or one relative to /dev
+	// (seed 000's "zvol/tank/lun0").
+	Disk string `json:"disk,omitempty"`
+	// Path is the file of a FILE extent, created sparse of Filesize if
+	// missing.
+	Path     string `json:"path,omitempty"`
+	Filesize int64  `json:"filesize,omitempty"`
+	// Blocksize is the logical block size: 512, 1024, 2048 or 4096.
+	Blocksize int `json:"blocksize"`
+	// PBlocksize disables physical block size reporting (seed 000): when
+	// false a 4096-byte physical block is reported under smaller logical
+	// blocks.
+	PBlocksize bool `json:"pblocksize"`
+	// AvailThreshold is a percentage of space in use above which the
+	// product warns; nil disables it.
+	AvailThreshold *int   `json:"avail_threshold"`
+	Comment        string `json:"comment"`
+	// Serial is the unit serial number (VPD page 80); empty derives one.
+	Serial string `json:"serial"`
+	// NAA is the NAA designator (VPD page 83) as 0x and 16 hex digits;
+	// empty derives one.
+	NAA         string `json:"naa"`
+	InsecureTPC bool   `json:"insecure_tpc"`
+	Xen         bool   `json:"xen"`
+	// RPM is the reported rotation rate: UNKNOWN, SSD, 5400, 7200,
+	// 10000 or 15000.
+	RPM     string `json:"rpm"`
+	RO      bool   `json:"ro"`
+	Enabled bool   `json:"enabled"`
+
+	// Extensions (seeds 003 and 004).
+
+	// WriteCache reports and honours a volatile write cache (WCE).
+	WriteCache bool `json:"write_cache"`
+	// Online false takes the LUN away from its targets without deleting it.
+	Online bool `json:"online"`
+	// Removable marks the medium removable.
+	Removable bool `json:"removable"`
+	// Thin enables thin provisioning (UNMAP, WRITE SAME unmap, GET LBA
+	// STATUS).
+	Thin bool `json:"thin"`
+	// Vendor, Product and Revision override the standard INQUIRY data.
+	Vendor   string `json:"vendor,omitempty"`
+	Product  string `json:"product,omitempty"`
+	Revision string `json:"revision,omitempty"`
+}
+
+// TargetExtent maps an extent into a target as a LUN.
+type TargetExtent struct {
+	ID     int `json:"id"`
+	Target int `json:"target"`
+	Extent int `json:"extent"`
+	LunID  int `json:"lunid"`
+}
+
+// MaxLUN is the largest LUN id accepted.
+const MaxLUN = 1023
+
+// Defaults are applied to fields an object's JSON leaves out, so a
+// hand-written file only states what differs. Go callers get the same
+// values from NewPortal, NewTarget, NewExtent and friends.
+
+// NewPortal returns a portal with the defaults of a create call.
+func NewPortal() Portal { return Portal{DiscoveryAuthMethod: AuthNone} }
+
+// NewTarget returns a target with the defaults of a create call.
+func NewTarget() Target { return Target{Mode: "ISCSI", State: StateReady} }
+
+// NewExtent returns an extent with the defaults of a create call.
+func NewExtent() Extent {
+	return Extent{Type: ExtentFile, Blocksize: 512, RPM: "SSD", Enabled: true, WriteCache: true, Online: true, Thin: true}
+}
+
+// UnmarshalJSON fills fields the JSON leaves out with NewPortal's values.
+func (p *Portal) UnmarshalJSON(b []byte) error {
+	type plain Portal
+	v := plain(NewPortal())
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*p = Portal(v)
+	return nil
+}
+
+// UnmarshalJSON fills fields the JSON leaves out with NewTarget's values.
+func (t *Target) UnmarshalJSON(b []byte) error {
+	type plain Target
+	v := plain(NewTarget())
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*t = Target(v)
+	return nil
+}
+
+// UnmarshalJSON fills fields the JSON leaves out with NewExtent's values.
+func (e *Extent) UnmarshalJSON(b []byte) error {
+	type plain Extent
+	v := plain(NewExtent())
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*e = Extent(v)
+	return nil
+}
+
+// UnmarshalJSON defaults a group's auth method to NONE.
+func (g *TargetGroup) UnmarshalJSON(b []byte) error {
+	type plain TargetGroup
+	v := plain{AuthMethod: AuthNone}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*g = TargetGroup(v)
+	return nil
+}
+
+// IsISCSIName reports whether name already has an iSCSI name prefix and
+// so is used as given rather than appended to the basename.
+func IsISCSIName(name string) bool {
+	return strings.HasPrefix(name, "iqn.") || strings.HasPrefix(name, "eui.") || strings.HasPrefix(name, "naa.")
+}
+
+// FullName returns the iSCSI name a target named name is served under.
+func (g Global) FullName(name string) string {
+	if IsISCSIName(name) {
+		return name
+	}
+	return g.Basename + ":" + name
+}
+
+// clone returns a deep copy of c, so that a caller's mutations never
+// reach the Manager's state.
+func (c *Config) clone() *Config {
+	b, err := json.Marshal(c)
+	if err != nil {
+		panic("mgmt: config does not marshal: " + err.Error())
+	}
+	var out Config
+	if err := json.Unmarshal(b, &out); err != nil {
+		panic("mgmt: config does not unmarshal: " + err.Error())
+	}
+	return &out
+}

@@ -1,0 +1,471 @@
+package mgmt
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/iscsikit/iscsikit/iscsi"
+)
+
+// validator collects every problem of a configuration.
+type validator struct {
+	cfg         *Config
+	allowedDirs []string
+	errs        []error
+}
+
+func (v *validator) add(kind Kind, object string, id int, name, field, format string, args ...any) {
+	v.errs = append(v.errs, &Error{Kind: kind, Object: object, ID: id, Name: name, Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Validate checks a whole configuration: every field of every object, the
+// references between them and the uniqueness rules. It returns nil or the
+// joined *Error values, each naming its object and field. Extent paths
+// must lie under one of allowedDirs unless allowedDirs is empty.
+func Validate(cfg *Config, allowedDirs []string) error {
+	v := &validator{cfg: cfg, allowedDirs: allowedDirs}
+	if cfg.Version != ConfigVersion {
+		v.add(KindInvalid, "config", 0, "", "version", "is %d; this build reads version %d", cfg.Version, ConfigVersion)
+	}
+	v.global()
+	v.ids()
+	v.portals()
+	v.initiators()
+	v.auths()
+	v.targets()
+	v.extents()
+	v.targetExtents()
+	return errors.Join(v.errs...)
+}
+
+// ids requires every object to have a unique positive id.
+func (v *validator) ids() {
+	check := func(object string, ids []int) {
+		seen := map[int]bool{}
+		for _, id := range ids {
+			switch {
+			case id <= 0:
+				v.add(KindInvalid, object, id, "", "id", "must be a positive number")
+			case seen[id]:
+				v.add(KindExists, object, id, "", "id", "is used by another %s", object)
+			}
+			seen[id] = true
+		}
+	}
+	check("portal", idsOf(v.cfg.Portals))
+	check("initiator", idsOf(v.cfg.Initiators))
+	check("auth", idsOf(v.cfg.Auths))
+	check("target", idsOf(v.cfg.Targets))
+	check("extent", idsOf(v.cfg.Extents))
+	check("targetextent", idsOf(v.cfg.TargetExtents))
+}
+
+func (v *validator) global() {
+	g := v.cfg.Global
+	if err := iscsi.ValidateName(g.Basename); err != nil {
+		v.add(KindInvalid, "global", 0, "", "basename", "%v", err)
+	}
+	if len(g.ISNSServers) > 0 {
+		v.add(KindUnsupported, "global", 0, "", "isns_servers", "iSNS registration is not implemented; leave the list empty")
+	}
+	if g.ALUA {
+		v.add(KindUnsupported, "global", 0, "", "alua", "ALUA is not implemented; set it to false")
+	}
+	if t := g.PoolAvailThreshold; t != nil && (*t < 1 || *t > 99) {
+		v.add(KindInvalid, "global", 0, "", "pool_avail_threshold", "%d is not a percentage from 1 to 99", *t)
+	}
+}
+
+func authMethodValid(m string) bool {
+	return m == AuthNone || m == AuthCHAP || m == AuthMutualCHAP
+}
+
+func (v *validator) portals() {
+	type owner struct {
+		id   int
+		addr netip.AddrPort
+	}
+	var taken []owner
+	tags := map[int]int{}
+	for _, p := range v.cfg.Portals {
+		add := func(kind Kind, field, format string, args ...any) {
+			v.add(kind, "portal", p.ID, "", field, format, args...)
+		}
+		if p.Tag < 1 || p.Tag > 65535 {
+			add(KindInvalid, "tag", "%d is not a portal group tag from 1 to 65535", p.Tag)
+		} else if other, dup := tags[p.Tag]; dup {
+			add(KindExists, "tag", "%d is also the tag of portal %d", p.Tag, other)
+		}
+		tags[p.Tag] = p.ID
+		if !authMethodValid(p.DiscoveryAuthMethod) {
+			add(KindInvalid, "discovery_authmethod", "%q is not NONE, CHAP or MUTUAL_CHAP", p.DiscoveryAuthMethod)
+		} else if p.DiscoveryAuthMethod != AuthNone {
+			add(KindUnsupported, "discovery_authmethod", "CHAP discovery authentication is not implemented yet; use NONE")
+		}
+		if g := p.DiscoveryAuthGroup; g != nil && !v.authGroupExists(*g) {
+			add(KindNotFound, "discovery_authgroup", "no auth group with tag %d", *g)
+		}
+		if len(p.Listen) == 0 {
+			add(KindInvalid, "listen", "a portal needs at least one address")
+		}
+		for i, l := range p.Listen {
+			field := fmt.Sprintf("listen[%d]", i)
+			ip, err := netip.ParseAddr(l.IP)
+			if err != nil || ip.Zone() != "" {
+				add(KindInvalid, field+".ip", "%q is not an IPv4 or IPv6 address", l.IP)
+				continue
+			}
+			if l.Port < 1 || l.Port > 65535 {
+				add(KindInvalid, field+".port", "%d is not a TCP port from 1 to 65535", l.Port)
+				continue
+			}
+			ap := netip.AddrPortFrom(ip.Unmap(), uint16(l.Port))
+			for _, o := range taken {
+				if o.addr.Port() == ap.Port() && (o.addr.Addr() == ap.Addr() || o.addr.Addr().IsUnspecified() || ap.Addr().IsUnspecified()) {
+					if o.id == p.ID {
+						add(KindExists, field, "%s overlaps another address of this portal (%s)", ap, o.addr)
+					} else {
+						add(KindExists, field, "%s overlaps %s of portal %d", ap, o.addr, o.id)
+					}
+				}
+			}
+			taken = append(taken, owner{p.ID, ap})
+		}
+	}
+}
+
+func (v *validator) initiators() {
+	for _, g := range v.cfg.Initiators {
+		for i, name := range g.Initiators {
+			if err := iscsi.ValidateName(name); err != nil {
+				v.add(KindInvalid, "initiator", g.ID, "", fmt.Sprintf("initiators[%d]", i), "%v", err)
+			}
+		}
+		for i, n := range g.AuthNetwork {
+			if _, err := parseNetwork(n); err != nil {
+				v.add(KindInvalid, "initiator", g.ID, "", fmt.Sprintf("auth_network[%d]", i), "%v", err)
+			}
+		}
+	}
+}
+
+// parseNetwork reads a CIDR prefix or a single address.
+func parseNetwork(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a network in CIDR form (192.168.1.0/24)", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither an address nor a network in CIDR form", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// CHAP secret length limits (seed 000 and RFC 7143 §12.1.3 practice).
+const (
+	MinSecretLen = 12
+	MaxSecretLen = 16
+)
+
+func (v *validator) auths() {
+	users := map[[2]string]int{}
+	for _, a := range v.cfg.Auths {
+		add := func(field, format string, args ...any) {
+			v.add(KindInvalid, "auth", a.ID, a.User, field, format, args...)
+		}
+		if a.Tag < 1 {
+			add("tag", "%d is not a positive group tag", a.Tag)
+		}
+		if a.User == "" {
+			add("user", "a CHAP user name is required")
+		}
+		key := [2]string{strconv.Itoa(a.Tag), a.User}
+		if other, dup := users[key]; dup {
+			v.add(KindExists, "auth", a.ID, a.User, "user", "auth %d of group %d has the same user", other, a.Tag)
+		}
+		users[key] = a.ID
+		if n := len(a.Secret); n < MinSecretLen || n > MaxSecretLen {
+			add("secret", "must be %d to %d characters, not %d", MinSecretLen, MaxSecretLen, n)
+		}
+		if (a.PeerUser == "") != (a.PeerSecret == "") {
+			add("peersecret", "peeruser and peersecret go together")
+		}
+		if a.PeerSecret != "" {
+			if n := len(a.PeerSecret); n < MinSecretLen || n > MaxSecretLen {
+				add("peersecret", "must be %d to %d characters, not %d", MinSecretLen, MaxSecretLen, n)
+			}
+			if a.PeerSecret == a.Secret {
+				add("peersecret", "must differ from secret, or mutual CHAP proves nothing")
+			}
+		}
+	}
+}
+
+func (v *validator) authGroupExists(tag int) bool {
+	for _, a := range v.cfg.Auths {
+		if a.Tag == tag {
+			return true
+		}
+	}
+	return false
+}
+
+func (v *validator) targets() {
+	names := map[string]int{}
+	for _, t := range v.cfg.Targets {
+		add := func(kind Kind, field, format string, args ...any) {
+			v.add(kind, "target", t.ID, t.Name, field, format, args...)
+		}
+		if t.Name == "" {
+			add(KindInvalid, "name", "a target name is required")
+		} else {
+			full := v.cfg.Global.FullName(t.Name)
+			if err := ValidateTargetName(v.cfg.Global, t.Name); err != nil {
+				add(KindInvalid, "name", "%v", err)
+			} else if other, dup := names[full]; dup {
+				add(KindExists, "name", "%s is also the name of target %d", full, other)
+			}
+			names[full] = t.ID
+		}
+		if len(t.Alias) > 255 {
+			add(KindInvalid, "alias", "is longer than 255 bytes")
+		}
+		switch t.Mode {
+		case "ISCSI":
+		case "FC", "BOTH":
+			add(KindUnsupported, "mode", "Fibre Channel is not supported; use ISCSI")
+		default:
+			add(KindInvalid, "mode", "%q is not ISCSI, FC or BOTH", t.Mode)
+		}
+		if t.State != StateReady && t.State != StateOffline {
+			add(KindInvalid, "state", "%q is not ready or offline", t.State)
+		}
+		portals := map[int]bool{}
+		for i, g := range t.Groups {
+			field := fmt.Sprintf("groups[%d]", i)
+			if _, ok := find(v.cfg.Portals, g.Portal); !ok {
+				add(KindNotFound, field+".portal", "no portal %d", g.Portal)
+			} else if portals[g.Portal] {
+				add(KindExists, field+".portal", "portal %d is in another group of this target", g.Portal)
+			}
+			portals[g.Portal] = true
+			if g.Initiator != nil {
+				if _, ok := find(v.cfg.Initiators, *g.Initiator); !ok {
+					add(KindNotFound, field+".initiator", "no initiator group %d", *g.Initiator)
+				}
+			}
+			if !authMethodValid(g.AuthMethod) {
+				add(KindInvalid, field+".authmethod", "%q is not NONE, CHAP or MUTUAL_CHAP", g.AuthMethod)
+				continue
+			}
+			if g.AuthMethod != AuthNone {
+				add(KindUnsupported, field+".authmethod", "CHAP login authentication is not implemented yet; use NONE")
+			}
+			if g.Auth != nil && !v.authGroupExists(*g.Auth) {
+				add(KindNotFound, field+".auth", "no auth group with tag %d", *g.Auth)
+			}
+		}
+	}
+}
+
+// ValidateTargetName checks the iSCSI name a target called name would be
+// served under (seed 000's iscsi.target.validate_name).
+func ValidateTargetName(g Global, name string) error {
+	if name == "" {
+		return errors.New("a target name is required")
+	}
+	if !IsISCSIName(name) {
+		for _, r := range name {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == ':') {
+				return fmt.Errorf("%q: character %q is not allowed (lower-case letters, digits, '-', '.', ':')", name, r)
+			}
+		}
+	}
+	return iscsi.ValidateName(g.FullName(name))
+}
+
+// rpmValues are the rotation rates an extent may report.
+var rpmValues = map[string]uint16{"UNKNOWN": 0, "SSD": 1, "5400": 5400, "7200": 7200, "10000": 10000, "15000": 15000}
+
+func (v *validator) extents() {
+	names := map[string]int{}
+	paths := map[string]int{}
+	for _, e := range v.cfg.Extents {
+		add := func(kind Kind, field, format string, args ...any) {
+			v.add(kind, "extent", e.ID, e.Name, field, format, args...)
+		}
+		if e.Name == "" {
+			add(KindInvalid, "name", "an extent name is required")
+		} else if other, dup := names[e.Name]; dup {
+			add(KindExists, "name", "extent %d has the same name", other)
+		}
+		names[e.Name] = e.ID
+		switch e.Blocksize {
+		case 512, 1024, 2048, 4096:
+		default:
+			add(KindInvalid, "blocksize", "%d is not 512, 1024, 2048 or 4096", e.Blocksize)
+		}
+		switch e.Type {
+		case ExtentFile:
+			if e.Disk != "" {
+				add(KindInvalid, "disk", "a FILE extent has a path, not a disk")
+			}
+			if !filepath.IsAbs(e.Path) {
+				add(KindInvalid, "path", "%q is not an absolute file path", e.Path)
+			} else if !v.allowed(e.Path) {
+				add(KindInvalid, "path", "%s is outside the allowed directories %s", e.Path, strings.Join(v.allowedDirs, ", "))
+			}
+			if e.Filesize < 0 || (e.Blocksize > 0 && e.Filesize%int64(e.Blocksize) != 0) {
+				add(KindInvalid, "filesize", "%d is not a whole number of %d-byte blocks", e.Filesize, e.Blocksize)
+			}
+		case ExtentDisk:
+			if e.Path != "" {
+				add(KindInvalid, "path", "a DISK extent has a disk, not a path")
+			}
+			if e.Disk == "" {
+				add(KindInvalid, "disk", "a DISK extent needs a block device")
+			} else if !v.allowed(DiskPath(e.Disk)) && !strings.HasPrefix(DiskPath(e.Disk), "/dev/") {
+				add(KindInvalid, "disk", "%s is neither under /dev nor in the allowed directories", DiskPath(e.Disk))
+			}
+		default:
+			add(KindInvalid, "type", "%q is not DISK or FILE", e.Type)
+		}
+		if p := e.devicePath(); p != "" {
+			if other, dup := paths[p]; dup {
+				add(KindExists, "path", "%s is also the storage of extent %d", p, other)
+			}
+			paths[p] = e.ID
+		}
+		if len(e.Serial) > 252 || !printable(e.Serial) {
+			add(KindInvalid, "serial", "must be at most 252 printable ASCII characters")
+		}
+		if e.NAA != "" {
+			if _, err := parseNAA(e.NAA); err != nil {
+				add(KindInvalid, "naa", "%v", err)
+			}
+		}
+		if _, ok := rpmValues[e.RPM]; !ok {
+			add(KindInvalid, "rpm", "%q is not UNKNOWN, SSD, 5400, 7200, 10000 or 15000", e.RPM)
+		}
+		if t := e.AvailThreshold; t != nil && (*t < 1 || *t > 99) {
+			add(KindInvalid, "avail_threshold", "%d is not a percentage from 1 to 99", *t)
+		}
+		for _, f := range []struct {
+			field, value string
+			max          int
+		}{{"vendor", e.Vendor, 8}, {"product", e.Product, 16}, {"revision", e.Revision, 4}} {
+			if len(f.value) > f.max || !printable(f.value) {
+				add(KindInvalid, f.field, "must be at most %d printable ASCII characters", f.max)
+			}
+		}
+		if e.Removable {
+			add(KindUnsupported, "removable", "removable media is not implemented yet")
+		}
+		if e.InsecureTPC {
+			add(KindUnsupported, "insecure_tpc", "third-party copy (XCOPY) is not implemented yet")
+		}
+	}
+}
+
+// allowed reports whether path lies in one of the allowed directories.
+func (v *validator) allowed(path string) bool {
+	if len(v.allowedDirs) == 0 {
+		return true
+	}
+	clean := filepath.Clean(path)
+	for _, d := range v.allowedDirs {
+		rel, err := filepath.Rel(filepath.Clean(d), clean)
+		if err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && rel != "." {
+			return true
+		}
+	}
+	return false
+}
+
+// DiskPath resolves a DISK extent's disk to a device path: absolute paths
+// stay, others are relative to /dev.
+func DiskPath(disk string) string {
+	if filepath.IsAbs(disk) {
+		return filepath.Clean(disk)
+	}
+	return filepath.Join("/dev", disk)
+}
+
+// devicePath is where the extent's data lives.
+func (e *Extent) devicePath() string {
+	switch e.Type {
+	case ExtentFile:
+		if e.Path == "" {
+			return ""
+		}
+		return filepath.Clean(e.Path)
+	case ExtentDisk:
+		if e.Disk == "" {
+			return ""
+		}
+		return DiskPath(e.Disk)
+	}
+	return ""
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// parseNAA reads an NAA designator written as 0x followed by 16 hex
+// digits of an IEEE registered (type 5 or 6) identifier, returning its
+// first 8 bytes.
+func parseNAA(s string) (uint64, error) {
+	h, ok := strings.CutPrefix(strings.ToLower(s), "0x")
+	if !ok || (len(h) != 16 && len(h) != 32) {
+		return 0, fmt.Errorf("%q is not 0x followed by 16 or 32 hex digits", s)
+	}
+	n, err := strconv.ParseUint(h[:16], 16, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not 0x followed by 16 or 32 hex digits", s)
+	}
+	if top := n >> 60; top != 5 && top != 6 {
+		return 0, fmt.Errorf("%q is NAA type %d; only types 5 and 6 (IEEE registered) are accepted", s, top)
+	}
+	return n, nil
+}
+
+func (v *validator) targetExtents() {
+	luns := map[[2]int]int{}
+	pairs := map[[2]int]int{}
+	for _, m := range v.cfg.TargetExtents {
+		add := func(kind Kind, field, format string, args ...any) {
+			v.add(kind, "targetextent", m.ID, "", field, format, args...)
+		}
+		if _, ok := find(v.cfg.Targets, m.Target); !ok {
+			add(KindNotFound, "target", "no target %d", m.Target)
+		}
+		if _, ok := find(v.cfg.Extents, m.Extent); !ok {
+			add(KindNotFound, "extent", "no extent %d", m.Extent)
+		}
+		if m.LunID < 0 || m.LunID > MaxLUN {
+			add(KindInvalid, "lunid", "%d is not a LUN from 0 to %d", m.LunID, MaxLUN)
+		}
+		if other, dup := luns[[2]int{m.Target, m.LunID}]; dup {
+			add(KindExists, "lunid", "LUN %d of target %d is already mapped by targetextent %d", m.LunID, m.Target, other)
+		}
+		luns[[2]int{m.Target, m.LunID}] = m.ID
+		if other, dup := pairs[[2]int{m.Target, m.Extent}]; dup {
+			add(KindExists, "extent", "extent %d is already mapped into target %d by targetextent %d", m.Extent, m.Target, other)
+		}
+		pairs[[2]int{m.Target, m.Extent}] = m.ID
+	}
+}
