@@ -75,6 +75,7 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 	case err != nil:
 		return nil, err
 	}
+	cfg.normalize()
 	if err := Validate(cfg, opt.AllowedDirs); err != nil {
 		return nil, err
 	}
@@ -131,6 +132,7 @@ func (m *Manager) Reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cfg.normalize()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := Validate(cfg, m.opt.AllowedDirs); err != nil {
@@ -154,6 +156,7 @@ func (m *Manager) change(ctx context.Context, fn func(c *Config) error) error {
 		return err
 	}
 	next.Version = ConfigVersion
+	next.normalize()
 	if err := Validate(next, m.opt.AllowedDirs); err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package mgmt
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 )
@@ -212,7 +213,7 @@ func NewExtent() Extent {
 func (p *Portal) UnmarshalJSON(b []byte) error {
 	type plain Portal
 	v := plain(NewPortal())
-	if err := json.Unmarshal(b, &v); err != nil {
+	if err := strictUnmarshal(b, &v); err != nil {
 		return err
 	}
 	*p = Portal(v)
@@ -223,7 +224,7 @@ func (p *Portal) UnmarshalJSON(b []byte) error {
 func (t *Target) UnmarshalJSON(b []byte) error {
 	type plain Target
 	v := plain(NewTarget())
-	if err := json.Unmarshal(b, &v); err != nil {
+	if err := strictUnmarshal(b, &v); err != nil {
 		return err
 	}
 	*t = Target(v)
@@ -234,7 +235,7 @@ func (t *Target) UnmarshalJSON(b []byte) error {
 func (e *Extent) UnmarshalJSON(b []byte) error {
 	type plain Extent
 	v := plain(NewExtent())
-	if err := json.Unmarshal(b, &v); err != nil {
+	if err := strictUnmarshal(b, &v); err != nil {
 		return err
 	}
 	*e = Extent(v)
@@ -245,11 +246,19 @@ func (e *Extent) UnmarshalJSON(b []byte) error {
 func (g *TargetGroup) UnmarshalJSON(b []byte) error {
 	type plain TargetGroup
 	v := plain{AuthMethod: AuthNone}
-	if err := json.Unmarshal(b, &v); err != nil {
+	if err := strictUnmarshal(b, &v); err != nil {
 		return err
 	}
 	*g = TargetGroup(v)
 	return nil
+}
+
+// strictUnmarshal decodes b into v refusing unknown fields, so that a typo
+// in a hand-written file or an API request is reported, not ignored.
+func strictUnmarshal(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
 }
 
 // IsISCSIName reports whether name already has an iSCSI name prefix and
@@ -264,6 +273,34 @@ func (g Global) FullName(name string) string {
 		return name
 	}
 	return g.Basename + ":" + name
+}
+
+// normalize turns missing lists into empty ones, so the file and API
+// answers show [] rather than null.
+func (c *Config) normalize() {
+	orEmpty(&c.Global.ISNSServers)
+	orEmpty(&c.Portals)
+	orEmpty(&c.Initiators)
+	orEmpty(&c.Auths)
+	orEmpty(&c.Targets)
+	orEmpty(&c.Extents)
+	orEmpty(&c.TargetExtents)
+	for i := range c.Portals {
+		orEmpty(&c.Portals[i].Listen)
+	}
+	for i := range c.Initiators {
+		orEmpty(&c.Initiators[i].Initiators)
+		orEmpty(&c.Initiators[i].AuthNetwork)
+	}
+	for i := range c.Targets {
+		orEmpty(&c.Targets[i].Groups)
+	}
+}
+
+func orEmpty[T any](s *[]T) {
+	if *s == nil {
+		*s = []T{}
+	}
 }
 
 // clone returns a deep copy of c, so that a caller's mutations never

@@ -26,6 +26,8 @@ type Store interface {
 // its owner (it holds CHAP secrets).
 type FileStore struct {
 	Dir string
+
+	beforeRename func() // test hook: runs after the temporary file is synced
 }
 
 // ConfigFile is the name of FileStore's file inside its directory.
@@ -93,6 +95,9 @@ func (s FileStore) Save(ctx context.Context, cfg *Config) error {
 	defer os.Remove(tmp.Name()) // a no-op once renamed
 	if err := writeSynced(tmp, b); err != nil {
 		return fmt.Errorf("mgmt: write %s: %w", tmp.Name(), err)
+	}
+	if s.beforeRename != nil {
+		s.beforeRename()
 	}
 	if err := os.Rename(tmp.Name(), s.Path()); err != nil {
 		return fmt.Errorf("mgmt: %w", err)

@@ -93,6 +93,17 @@ func (r *request) writeData(length int64) ([]byte, error) {
 	return r.cmd.DataOut, nil
 }
 
+// exactDataOut is dataOut for commands whose data must be exactly n
+// bytes (COMPARE AND WRITE, WRITE SAME): more or less fails the command
+// without touching the medium.
+func (r *request) exactDataOut(n int64) ([]byte, error) {
+	r.res.TransferLen = int(n)
+	if int64(len(r.cmd.DataOut)) != n {
+		return nil, errTooMuchData
+	}
+	return r.cmd.DataOut, nil
+}
+
 // readAt fills b from the medium at off.
 func (r *request) readAt(b []byte, off int64) error {
 	if len(b) == 0 {
@@ -291,7 +302,7 @@ func (r *request) writeSame() error {
 		block = make([]byte, bs)
 	} else {
 		var err error
-		if block, err = r.dataOut(bs); err != nil {
+		if block, err = r.exactDataOut(bs); err != nil {
 			return err
 		}
 	}
@@ -409,7 +420,9 @@ func (r *request) compareAndWrite() error {
 		return invalidField(13, -1)
 	}
 	off, length := int64(lba)<<r.lu.blockShift, int64(blocks)<<r.lu.blockShift
-	data, err := r.dataOut(2 * length)
+	// The verify and write halves must arrive whole: any other amount of
+	// data leaves it unclear which bytes are which.
+	data, err := r.exactDataOut(2 * length)
 	if err != nil || length == 0 {
 		return err
 	}

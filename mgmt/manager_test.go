@@ -1,0 +1,409 @@
+package mgmt
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/iscsikit/iscsikit/backend"
+	"github.com/iscsikit/iscsikit/internal/initiator"
+	"github.com/iscsikit/iscsikit/iscsi"
+	"github.com/iscsikit/iscsikit/scsi"
+)
+
+var ctx = context.Background()
+
+// memoryOpen backs every extent with memory, so tests need no files.
+func memoryOpen(e Extent) (backend.Device, error) {
+	size := e.Filesize
+	if size == 0 {
+		size = 16 << 20
+	}
+	return backend.NewMemory(size), nil
+}
+
+func newManager(t *testing.T, srv *iscsi.Server) (*Manager, *MemoryStore) {
+	t.Helper()
+	store := &MemoryStore{}
+	m, err := New(ctx, Options{Store: store, Server: srv, Open: memoryOpen})
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	return m, store
+}
+
+func TestCRUDEveryObject(t *testing.T) {
+	m, store := newManager(t, nil)
+
+	p, err := m.CreatePortal(ctx, Portal{Comment: "main", DiscoveryAuthMethod: AuthNone, Listen: []Listen{{IP: "0.0.0.0", Port: 3260}}})
+	require.NoError(t, err)
+	require.Equal(t, 1, p.ID)
+	require.Equal(t, 1, p.Tag, "tag defaults to the id")
+	ig, err := m.CreateInitiator(ctx, Initiator{Comment: "esx", Initiators: []string{"iqn.1998-01.com.vmware:esx1"}})
+	require.NoError(t, err)
+	a, err := m.CreateAuth(ctx, Auth{Tag: 1, User: "u", Secret: "abcdefghijkl"})
+	require.NoError(t, err)
+	require.Empty(t, a.Secret, "secrets are not handed back")
+	tg := NewTarget()
+	tg.Name, tg.Groups = "target0", []TargetGroup{{Portal: p.ID, Initiator: &ig.ID, AuthMethod: AuthNone}}
+	tg, err = m.CreateTarget(ctx, tg)
+	require.NoError(t, err)
+	e := NewExtent()
+	e.Name, e.Path, e.Filesize = "lun0", "/srv/lun0.img", 1<<20
+	e, err = m.CreateExtent(ctx, e)
+	require.NoError(t, err)
+	te, err := m.CreateTargetExtent(ctx, TargetExtent{Target: tg.ID, Extent: e.ID, LunID: 0})
+	require.NoError(t, err)
+
+	// Updates keep ids and are validated.
+	p, err = m.UpdatePortal(ctx, p.ID, func(p *Portal) error { p.Comment = "renamed"; p.ID = 99; return nil })
+	require.NoError(t, err)
+	require.Equal(t, 1, p.ID)
+	_, err = m.UpdateExtent(ctx, e.ID, func(e *Extent) error { e.Blocksize = 3; return nil })
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = m.UpdateTarget(ctx, 42, func(*Target) error { return nil })
+	require.ErrorIs(t, err, ErrNotFound)
+	_, err = m.UpdateInitiator(ctx, ig.ID, func(i *Initiator) error { i.AuthNetwork = []string{"10.0.0.0/8"}; return nil })
+	require.NoError(t, err)
+	_, err = m.UpdateAuth(ctx, a.ID, func(a *Auth) error { a.Secret = "newsecret1234"; return nil })
+	require.NoError(t, err)
+	_, err = m.UpdateTargetExtent(ctx, te.ID, func(te *TargetExtent) error { te.LunID = 5; return nil })
+	require.NoError(t, err)
+	_, err = m.UpdateGlobal(ctx, func(g *Global) error { g.Basename = "iqn.2005-10.org.freenas.ctl"; return nil })
+	require.NoError(t, err)
+
+	// Queries filter by JSON field, page, and hide secrets unless asked.
+	got, err := m.Targets(Query{Filters: map[string]any{"name": "target0"}})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	got, err = m.Targets(Query{Filters: map[string]any{"name": "nope"}})
+	require.NoError(t, err)
+	require.Empty(t, got)
+	_, err = m.Targets(Query{Filters: map[string]any{"colour": "red"}})
+	require.ErrorIs(t, err, ErrInvalid)
+	auths, err := m.Auths(Query{})
+	require.NoError(t, err)
+	require.Empty(t, auths[0].Secret)
+	auths, err = m.Auths(Query{Secrets: true})
+	require.NoError(t, err)
+	require.Equal(t, "newsecret1234", auths[0].Secret)
+	maps, err := m.TargetExtents(Query{Filters: map[string]any{"lunid": 5}})
+	require.NoError(t, err)
+	require.Len(t, maps, 1)
+	for i := 0; i < 4; i++ {
+		_, err := m.CreateInitiator(ctx, Initiator{Comment: "g" + strconv.Itoa(i)})
+		require.NoError(t, err)
+	}
+	page, err := m.Initiators(Query{Offset: 1, Limit: 2})
+	require.NoError(t, err)
+	require.Equal(t, []int{2, 3}, []int{page[0].ID, page[1].ID})
+
+	// Deleting what is in use needs force, which drops the references.
+	require.ErrorIs(t, m.DeletePortal(ctx, p.ID, false), ErrInUse)
+	require.ErrorIs(t, m.DeleteInitiator(ctx, ig.ID, false), ErrInUse)
+	require.ErrorIs(t, m.DeleteExtent(ctx, e.ID, false, false), ErrInUse)
+	require.ErrorIs(t, m.DeleteTarget(ctx, tg.ID, false), ErrInUse)
+	require.NoError(t, m.DeleteTargetExtent(ctx, te.ID))
+	require.NoError(t, m.DeleteExtent(ctx, e.ID, false, false))
+	require.NoError(t, m.DeleteInitiator(ctx, ig.ID, true))
+	tgs, _ := m.Targets(Query{})
+	require.Empty(t, tgs[0].Groups, "force removed the group instead of opening it to everyone")
+	require.NoError(t, m.DeletePortal(ctx, p.ID, false))
+	require.NoError(t, m.DeleteAuth(ctx, a.ID, false))
+	require.NoError(t, m.DeleteTarget(ctx, tg.ID, false))
+	require.ErrorIs(t, m.DeleteTarget(ctx, tg.ID, false), ErrNotFound)
+
+	// Every change reached the store.
+	saved, err := store.Load(ctx)
+	require.NoError(t, err)
+	require.Equal(t, m.Config(true), saved)
+	require.Equal(t, "iqn.2005-10.org.freenas.ctl", saved.Global.Basename)
+}
+
+func TestDeleteAuthInUse(t *testing.T) {
+	m, _ := newManager(t, nil)
+	a, err := m.CreateAuth(ctx, Auth{Tag: 3, User: "u", Secret: "abcdefghijkl"})
+	require.NoError(t, err)
+	p, err := m.CreatePortal(ctx, Portal{DiscoveryAuthMethod: AuthNone, DiscoveryAuthGroup: intp(3), Listen: []Listen{{IP: "127.0.0.1", Port: 3260}}})
+	require.NoError(t, err)
+	require.ErrorIs(t, m.DeleteAuth(ctx, a.ID, false), ErrInUse)
+	// A second credential in the group makes the first one free to go.
+	b, err := m.CreateAuth(ctx, Auth{Tag: 3, User: "v", Secret: "abcdefghijkl"})
+	require.NoError(t, err)
+	require.NoError(t, m.DeleteAuth(ctx, a.ID, false))
+	require.NoError(t, m.DeleteAuth(ctx, b.ID, true))
+	ps, _ := m.Portals(Query{})
+	require.Nil(t, ps[0].DiscoveryAuthGroup)
+	require.Equal(t, p.ID, ps[0].ID)
+}
+
+func TestValidateNameAndChoices(t *testing.T) {
+	m, _ := newManager(t, nil)
+	require.NoError(t, m.ValidateName("target0"))
+	err := m.ValidateName("Target 0")
+	require.ErrorIs(t, err, ErrInvalid)
+	ips, err := m.ListenIPChoices()
+	require.NoError(t, err)
+	require.Contains(t, ips, "0.0.0.0")
+	require.Contains(t, ips, "127.0.0.1")
+	_, err = m.DiskChoices()
+	require.NoError(t, err)
+}
+
+func TestFileStoreRoundTripAndMode(t *testing.T) {
+	dir := t.TempDir()
+	s := FileStore{Dir: dir}
+	_, err := s.Load(ctx)
+	require.ErrorIs(t, err, os.ErrNotExist)
+	cfg := validConfig()
+	require.NoError(t, s.Save(ctx, cfg))
+	fi, err := os.Stat(s.Path())
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "the file holds CHAP secrets")
+	got, err := s.Load(ctx)
+	require.NoError(t, err)
+	require.Equal(t, cfg, got)
+	leftovers, _ := filepath.Glob(filepath.Join(dir, ".config-*"))
+	require.Empty(t, leftovers)
+}
+
+func TestDecodeConfigErrors(t *testing.T) {
+	_, err := DecodeConfig([]byte("{\n  \"version\": 1,\n  \"portals\": [\n}"))
+	require.ErrorContains(t, err, "line 4")
+	_, err = DecodeConfig([]byte(`{"version": 1, "extents": [{"id": 1, "nmae": "typo"}]}`))
+	require.ErrorContains(t, err, `unknown field "nmae"`)
+	_, err = DecodeConfig([]byte(`{"global": {}}`))
+	require.ErrorContains(t, err, "version: missing")
+	_, err = DecodeConfig([]byte(`{"version": 9}`))
+	require.ErrorIs(t, err, ErrUnsupported)
+
+	// Omitted fields take the create-call defaults.
+	cfg, err := DecodeConfig([]byte(`{"version": 1, "extents": [{"id": 1, "name": "lun0", "type": "FILE", "path": "/srv/a.img", "filesize": 1048576}],
+		"targets": [{"id": 1, "name": "t", "groups": [{"portal": 1}]}], "portals": [{"id": 1, "tag": 1, "listen": [{"ip": "127.0.0.1", "port": 3260}]}]}`))
+	require.NoError(t, err)
+	require.Equal(t, 512, cfg.Extents[0].Blocksize)
+	require.True(t, cfg.Extents[0].Enabled && cfg.Extents[0].WriteCache && cfg.Extents[0].Online && cfg.Extents[0].Thin)
+	require.Equal(t, StateReady, cfg.Targets[0].State)
+	require.Equal(t, AuthNone, cfg.Targets[0].Groups[0].AuthMethod)
+	require.Equal(t, AuthNone, cfg.Portals[0].DiscoveryAuthMethod)
+}
+
+// TestCrashBetweenWriteAndRename kills a process that is saving a new
+// configuration right after writing the temporary file: the old one must
+// load intact.
+func TestCrashBetweenWriteAndRename(t *testing.T) {
+	if dir := os.Getenv("MGMT_CRASH_DIR"); dir != "" {
+		s := FileStore{Dir: dir, beforeRename: func() { os.Exit(3) }}
+		next := validConfig()
+		next.Global.Basename = "iqn.2026-11.com.example.new"
+		s.Save(ctx, next)
+		os.Exit(0) // not reached
+	}
+	dir := t.TempDir()
+	old := validConfig()
+	require.NoError(t, FileStore{Dir: dir}.Save(ctx, old))
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashBetweenWriteAndRename$")
+	cmd.Env = append(os.Environ(), "MGMT_CRASH_DIR="+dir)
+	err := cmd.Run()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee)
+	require.Equal(t, 3, ee.ExitCode(), "the child died where it should")
+
+	got, err := FileStore{Dir: dir}.Load(ctx)
+	require.NoError(t, err)
+	require.Equal(t, old, got, "the old configuration survives the crash")
+	leftovers, _ := filepath.Glob(filepath.Join(dir, ".config-*"))
+	require.NotEmpty(t, leftovers, "the new one had been written but not renamed")
+}
+
+func TestRefusedChangeLeavesEverythingAsItWas(t *testing.T) {
+	m, store := newManager(t, nil)
+	before := m.Config(true)
+	_, err := m.CreateTargetExtent(ctx, TargetExtent{Target: 1, Extent: 1})
+	require.ErrorIs(t, err, ErrNotFound)
+	require.Equal(t, before, m.Config(true))
+	saved, err := store.Load(ctx)
+	require.NoError(t, err)
+	require.Equal(t, before, saved)
+}
+
+// liveServer is an iscsi.Server on a loopback listener managed by m.
+func liveServer(t *testing.T) (*iscsi.Server, string, int) {
+	t.Helper()
+	srv, err := iscsi.NewServer(iscsi.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close() })
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return srv, "127.0.0.1:" + strconv.Itoa(port), port
+}
+
+// TestLiveApplyDoesNotDisturbOtherLUNs changes the configuration in every
+// way while an initiator writes to and reads back another target's LUN;
+// that initiator must see no error.
+func TestLiveApplyDoesNotDisturbOtherLUNs(t *testing.T) {
+	srv, addr, port := liveServer(t)
+	m, _ := newManager(t, srv)
+	p, err := m.CreatePortal(ctx, Portal{DiscoveryAuthMethod: AuthNone, Listen: []Listen{{IP: "127.0.0.1", Port: port}}})
+	require.NoError(t, err)
+	busy := NewTarget()
+	busy.Name, busy.Groups = "busy", []TargetGroup{{Portal: p.ID, AuthMethod: AuthNone}}
+	busy, err = m.CreateTarget(ctx, busy)
+	require.NoError(t, err)
+	e := NewExtent()
+	e.Name, e.Path, e.Filesize = "busy0", "/srv/busy0.img", 8<<20
+	e, err = m.CreateExtent(ctx, e)
+	require.NoError(t, err)
+	_, err = m.CreateTargetExtent(ctx, TargetExtent{Target: busy.ID, Extent: e.ID, LunID: 0})
+	require.NoError(t, err)
+
+	c, err := initiator.Dial(ctx, addr, initiator.Options{TargetName: DefaultBasename + ":busy"})
+	require.NoError(t, err)
+	defer c.Close()
+	_ = c.TestUnitReady(ctx, 0)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ioErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 64<<10)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			rand.Read(buf)
+			lba := uint64(i%100) * 128
+			if err := c.WriteBlocks(ctx, 0, lba, buf, 512, false); err != nil {
+				ioErr = err
+				return
+			}
+			got, err := c.ReadBlocks(ctx, 0, lba, 128, 512)
+			if err != nil || !bytes.Equal(got, buf) {
+				ioErr = err
+				if err == nil {
+					ioErr = errMismatch
+				}
+				return
+			}
+		}
+	}()
+
+	// Meanwhile: a second portal, targets and LUNs come and go.
+	_, port2 := func() (string, int) { _, a, p := liveServer(t); return a, p }()
+	p2, err := m.CreatePortal(ctx, Portal{DiscoveryAuthMethod: AuthNone, Listen: []Listen{{IP: "127.0.0.1", Port: port2}}})
+	require.NoError(t, err)
+	for i := 0; i < 5; i++ {
+		other := NewTarget()
+		other.Name, other.Groups = "other"+strconv.Itoa(i), []TargetGroup{{Portal: p2.ID, AuthMethod: AuthNone}}
+		other, err = m.CreateTarget(ctx, other)
+		require.NoError(t, err)
+		x := NewExtent()
+		x.Name, x.Path, x.Filesize = "x"+strconv.Itoa(i), "/srv/x"+strconv.Itoa(i)+".img", 1<<20
+		x, err = m.CreateExtent(ctx, x)
+		require.NoError(t, err)
+		te, err := m.CreateTargetExtent(ctx, TargetExtent{Target: other.ID, Extent: x.ID, LunID: 3})
+		require.NoError(t, err)
+		// Log in to the new target through the new portal.
+		oc, err := initiator.Dial(ctx, "127.0.0.1:"+strconv.Itoa(port2), initiator.Options{TargetName: DefaultBasename + ":" + other.Name})
+		require.NoError(t, err)
+		luns, err := oc.ReportLUNs(ctx)
+		require.NoError(t, err)
+		require.Equal(t, []uint64{scsi.EncodeLUN(3)}, luns)
+		// Removing its LUN and then the target ends only that session.
+		_, err = m.UpdateExtent(ctx, x.ID, func(e *Extent) error { e.RO = true; return nil })
+		require.NoError(t, err)
+		require.NoError(t, m.DeleteTargetExtent(ctx, te.ID))
+		require.NoError(t, m.DeleteTarget(ctx, other.ID, false))
+		select {
+		case <-oc.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("the removed target's session survived")
+		}
+		oc.Close()
+		require.NoError(t, m.DeleteExtent(ctx, x.ID, false, false))
+	}
+	require.NoError(t, m.DeletePortal(ctx, p2.ID, false))
+	close(stop)
+	wg.Wait()
+	require.NoError(t, ioErr, "the busy initiator was disturbed")
+}
+
+// TestLiveLUNChangesRaiseUnitAttention maps a second LUN into a target with
+// a logged-in initiator, which learns of it through REPORTED LUNS DATA HAS
+// CHANGED and then sees it in REPORT LUNS.
+func TestLiveLUNChangesRaiseUnitAttention(t *testing.T) {
+	srv, addr, port := liveServer(t)
+	m, _ := newManager(t, srv)
+	p, err := m.CreatePortal(ctx, Portal{DiscoveryAuthMethod: AuthNone, Listen: []Listen{{IP: "127.0.0.1", Port: port}}})
+	require.NoError(t, err)
+	tg := NewTarget()
+	tg.Name, tg.Groups = "t", []TargetGroup{{Portal: p.ID, AuthMethod: AuthNone}}
+	tg, err = m.CreateTarget(ctx, tg)
+	require.NoError(t, err)
+	for i, name := range []string{"a", "b"} {
+		e := NewExtent()
+		e.Name, e.Path, e.Filesize = name, "/srv/"+name+".img", 1<<20
+		e, err = m.CreateExtent(ctx, e)
+		require.NoError(t, err)
+		if i == 0 {
+			_, err = m.CreateTargetExtent(ctx, TargetExtent{Target: tg.ID, Extent: e.ID, LunID: 0})
+			require.NoError(t, err)
+		}
+	}
+	c, err := initiator.Dial(ctx, addr, initiator.Options{TargetName: DefaultBasename + ":t"})
+	require.NoError(t, err)
+	defer c.Close()
+	_ = c.TestUnitReady(ctx, 0)
+	require.NoError(t, c.TestUnitReady(ctx, 0))
+
+	_, err = m.CreateTargetExtent(ctx, TargetExtent{Target: tg.ID, Extent: 2, LunID: 7})
+	require.NoError(t, err)
+	var se *initiator.StatusError
+	require.ErrorAs(t, c.TestUnitReady(ctx, 0), &se)
+	key, asc, ascq := se.SenseKey()
+	require.Equal(t, [3]byte{6, 0x3f, 0x0e}, [3]byte{key, asc, ascq})
+	luns, err := c.ReportLUNs(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{scsi.EncodeLUN(0), scsi.EncodeLUN(7)}, luns)
+
+	// Taking the target offline ends the session.
+	_, err = m.UpdateTarget(ctx, tg.ID, func(t *Target) error { t.State = StateOffline; return nil })
+	require.NoError(t, err)
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("session survived its target going offline")
+	}
+}
+
+// TestInitiatorGroupsAdmit checks the access policy built from initiator
+// groups.
+func TestInitiatorGroupsAdmit(t *testing.T) {
+	cfg := validConfig()
+	p := policyFor(cfg, cfg.Targets[0])
+	require.False(t, p.allows("iqn.1998-01.com.vmware:esx1", "10.9.9.9:5000"), "name matches, network does not")
+	require.True(t, p.allows("iqn.1998-01.com.vmware:esx1", "192.168.1.20:5000"))
+	require.True(t, p.allows("iqn.1998-01.com.vmware:esx1", "10.0.0.7:5000"))
+	require.False(t, p.allows("iqn.1998-01.com.vmware:esx2", "192.168.1.20:5000"))
+	open := policyFor(cfg, Target{Groups: []TargetGroup{{Portal: 1}}})
+	require.True(t, open.allows("iqn.2026-11.any:x", "[::1]:1"))
+}
+
+var errMismatch = errors.New("data read back differs")
