@@ -16,7 +16,8 @@ type session struct {
 	isid           [6]byte
 	initiatorName  string
 	initiatorAlias string
-	target         *Target // nil for discovery
+	target         *Target      // nil for discovery
+	device         *scsi.Target // the target's LUN view for this initiator
 	discovery      bool
 	params         negotiate.Params
 	nexus          scsi.Nexus
@@ -64,6 +65,7 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 		sess.maxCmdSN = req.CmdSN
 	}
 	if st.target != nil {
+		sess.device = st.target.deviceFor(st.initiatorName)
 		tpgt := c.tpgt
 		sess.nexus = scsi.Nexus{
 			InitiatorPort:  fmt.Sprintf("%s,i,0x%012x", st.initiatorName, req.ISID[:]),
@@ -197,7 +199,7 @@ func (sess *session) loseNexus() {
 			return
 		}
 		sess.waitTasks()
-		sess.target.Device.NexusLost(sess.nexus)
+		sess.device.NexusLost(sess.nexus)
 	})
 }
 

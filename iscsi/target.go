@@ -24,6 +24,21 @@ type Target struct {
 	// PortalGroups lists the target portal group tags through which the
 	// target can be reached; empty means every portal of the server.
 	PortalGroups []uint16
+	// DeviceFor, when set, picks the LUN view a session of initiatorName
+	// uses instead of Device (LUN masking: each initiator sees only the
+	// units mapped to it, under its own LUN numbers). A nil result means
+	// Device.
+	DeviceFor func(initiatorName string) *scsi.Target
+}
+
+// deviceFor returns the SCSI target device a session of initiator uses.
+func (t *Target) deviceFor(initiator string) *scsi.Target {
+	if t.DeviceFor != nil {
+		if d := t.DeviceFor(initiator); d != nil {
+			return d
+		}
+	}
+	return t.Device
 }
 
 // servedBy reports whether the target is reachable through portal group tag.

@@ -142,7 +142,7 @@ func (t *task) run() {
 	} else if t.read {
 		cmd.DataIn = t.buf()
 	}
-	res := t.sess.target.Device.Execute(t.ctx, &cmd)
+	res := t.sess.device.Execute(t.ctx, &cmd)
 	if t.aborted.Load() {
 		return
 	}

@@ -45,7 +45,7 @@ var errTargetReset error = resetError{}
 
 func (c *conn) taskMgmt(m *pdu.TaskMgmtRequest) uint8 {
 	sess := c.sess()
-	dev := sess.target.Device
+	dev := sess.device
 	lunExists := func() bool {
 		lun, ok := scsi.DecodeLUN(m.LUN)
 		if !ok {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/iscsikit/iscsikit/backend"
@@ -72,9 +73,84 @@ type liveTarget struct {
 	name   string
 	alias  string
 	groups []uint16
-	dev    *scsi.Target
-	luns   map[uint16]int // LUN -> extent id
 	policy *atomic.Pointer[accessPolicy]
+
+	// mu guards the LUN maps and views: logins pick views concurrently
+	// with apply.
+	mu sync.Mutex
+	// general holds the LUNs every initiator sees; masked the LUNs only
+	// one initiator sees, by initiator name.
+	general map[uint16]*scsi.LogicalUnit
+	masked  map[string]map[uint16]*scsi.LogicalUnit
+	// views are the LUN sets sessions use: "" for initiators without
+	// maps of their own, one per initiator that has some.
+	views map[string]*lunView
+}
+
+// lunView is one initiator's view of a target's LUNs.
+type lunView struct {
+	dev  *scsi.Target
+	luns map[uint16]*scsi.LogicalUnit
+}
+
+func newView() *lunView {
+	return &lunView{dev: scsi.NewTarget(), luns: map[uint16]*scsi.LogicalUnit{}}
+}
+
+// sync attaches and detaches so the view holds exactly want (attaching
+// raises REPORTED LUNS DATA HAS CHANGED).
+func (v *lunView) sync(want map[uint16]*scsi.LogicalUnit, log *slog.Logger) {
+	for lun, lu := range v.luns {
+		if want[lun] != lu {
+			v.dev.Detach(lun)
+			delete(v.luns, lun)
+		}
+	}
+	for lun, lu := range want {
+		if _, ok := v.luns[lun]; ok {
+			continue
+		}
+		if err := v.dev.Attach(lun, lu); err != nil {
+			log.Error("attaching LUN failed", "lun", lun, "err", err)
+			continue
+		}
+		v.luns[lun] = lu
+	}
+}
+
+// wantFor is what initiator sees: the general LUNs and its own. Called
+// with lt.mu held.
+func (lt *liveTarget) wantFor(initiator string) map[uint16]*scsi.LogicalUnit {
+	want := make(map[uint16]*scsi.LogicalUnit, len(lt.general))
+	for lun, lu := range lt.general {
+		want[lun] = lu
+	}
+	for lun, lu := range lt.masked[initiator] {
+		want[lun] = lu
+	}
+	return want
+}
+
+// maxViews bounds the per-initiator views of a target; initiators beyond
+// it without LUNs of their own share the general view (and learn of LUNs
+// mapped for them later only at their next login).
+const maxViews = 1024
+
+// deviceFor is the iscsi.Target's DeviceFor: each initiator gets (and
+// keeps) its own view, so LUNs mapped for it later reach its sessions.
+func (lt *liveTarget) deviceFor(initiator string, log *slog.Logger) *scsi.Target {
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	if v := lt.views[initiator]; v != nil {
+		return v.dev
+	}
+	if _, own := lt.masked[initiator]; !own && len(lt.views) > maxViews {
+		return lt.views[""].dev
+	}
+	v := newView()
+	v.sync(lt.wantFor(initiator), log)
+	lt.views[initiator] = v
+	return v.dev
 }
 
 // accessPolicy is who may reach a target: an initiator is admitted when
@@ -223,12 +299,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 			continue
 		}
 		for _, lt := range a.targets {
-			for lun, ext := range lt.luns {
-				if ext == id {
-					lt.dev.Detach(lun)
-					delete(lt.luns, lun)
-				}
-			}
+			lt.dropUnit(u.lu)
 		}
 		u.lu.Close()
 		delete(a.units, id)
@@ -252,12 +323,13 @@ func (a *applier) commit(cfg *Config, p *plan) {
 		if lt == nil {
 			lt = &liveTarget{
 				name: cfg.Global.FullName(t.Name), alias: t.Alias, groups: portalTags(cfg, t),
-				dev: scsi.NewTarget(), luns: map[uint16]int{}, policy: new(atomic.Pointer[accessPolicy]),
+				policy: new(atomic.Pointer[accessPolicy]), views: map[string]*lunView{"": newView()},
 			}
 			lt.policy.Store(policyFor(cfg, t))
-			it := &iscsi.Target{Name: lt.name, Alias: lt.alias, Device: lt.dev, PortalGroups: lt.groups, Allow: func(name, remote string) bool {
-				return lt.policy.Load().allows(name, remote)
-			}}
+			it := &iscsi.Target{Name: lt.name, Alias: lt.alias, Device: lt.views[""].dev, PortalGroups: lt.groups,
+				Allow:     func(name, remote string) bool { return lt.policy.Load().allows(name, remote) },
+				DeviceFor: func(name string) *scsi.Target { return lt.deviceFor(name, a.log) },
+			}
 			if a.srv != nil {
 				if err := a.srv.AddTarget(it); err != nil {
 					a.log.Error("adding target failed", "target", lt.name, "err", err)
@@ -305,36 +377,63 @@ func (a *applier) removeTarget(id int, lt *liveTarget) {
 			a.log.Error("removing target failed", "target", lt.name, "err", err)
 		}
 	}
-	for lun := range lt.luns {
-		lt.dev.Detach(lun)
+	lt.mu.Lock()
+	for _, v := range lt.views {
+		v.sync(nil, a.log)
 	}
+	lt.mu.Unlock()
 	delete(a.targets, id)
 }
 
-// syncLUNs attaches and detaches LUNs of target id to match the map
-// entries (attaching raises REPORTED LUNS DATA HAS CHANGED).
+// syncLUNs brings target id's LUN maps and every view of it up to date.
 func (a *applier) syncLUNs(cfg *Config, id int, lt *liveTarget) {
-	want := map[uint16]int{}
+	general := map[uint16]*scsi.LogicalUnit{}
+	masked := map[string]map[uint16]*scsi.LogicalUnit{}
 	for _, m := range cfg.TargetExtents {
-		if m.Target == id && a.units[m.Extent] != nil {
-			want[uint16(m.LunID)] = m.Extent
-		}
-	}
-	for lun, ext := range lt.luns {
-		if want[lun] != ext {
-			lt.dev.Detach(lun)
-			delete(lt.luns, lun)
-		}
-	}
-	for lun, ext := range want {
-		if _, ok := lt.luns[lun]; ok {
+		u := a.units[m.Extent]
+		if m.Target != id || u == nil {
 			continue
 		}
-		if err := lt.dev.Attach(lun, a.units[ext].lu); err != nil {
-			a.log.Error("attaching LUN failed", "target", lt.name, "lun", lun, "err", err)
+		if m.Initiator == "" {
+			general[uint16(m.LunID)] = u.lu
 			continue
 		}
-		lt.luns[lun] = ext
+		if masked[m.Initiator] == nil {
+			masked[m.Initiator] = map[uint16]*scsi.LogicalUnit{}
+		}
+		masked[m.Initiator][uint16(m.LunID)] = u.lu
+	}
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	lt.general, lt.masked = general, masked
+	for initiator, v := range lt.views {
+		v.sync(lt.wantFor(initiator), a.log)
+	}
+}
+
+// dropUnit detaches lu from every view before it is closed.
+func (lt *liveTarget) dropUnit(lu *scsi.LogicalUnit) {
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	for _, v := range lt.views {
+		for lun, x := range v.luns {
+			if x == lu {
+				v.dev.Detach(lun)
+				delete(v.luns, lun)
+			}
+		}
+	}
+	for lun, x := range lt.general {
+		if x == lu {
+			delete(lt.general, lun)
+		}
+	}
+	for _, m := range lt.masked {
+		for lun, x := range m {
+			if x == lu {
+				delete(m, lun)
+			}
+		}
 	}
 }
 

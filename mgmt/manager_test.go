@@ -407,3 +407,84 @@ func TestInitiatorGroupsAdmit(t *testing.T) {
 }
 
 var errMismatch = errors.New("data read back differs")
+
+// TestLUNMaskingPerInitiator maps LUNs for single initiators (seed 003's
+// exports): each sees the general LUNs plus its own, under its own
+// numbers, and nobody else's.
+func TestLUNMaskingPerInitiator(t *testing.T) {
+	srv, addr, port := liveServer(t)
+	m, _ := newManager(t, srv)
+	p, err := m.CreatePortal(ctx, Portal{DiscoveryAuthMethod: AuthNone, Listen: []Listen{{IP: "127.0.0.1", Port: port}}})
+	require.NoError(t, err)
+	tg := NewTarget()
+	tg.Name, tg.Groups = "shared", []TargetGroup{{Portal: p.ID, AuthMethod: AuthNone}}
+	tg, err = m.CreateTarget(ctx, tg)
+	require.NoError(t, err)
+	ext := map[string]int{}
+	for _, name := range []string{"common", "forA", "forB"} {
+		e := NewExtent()
+		e.Name, e.Path, e.Filesize = name, "/srv/"+name+".img", 1<<20
+		e, err = m.CreateExtent(ctx, e)
+		require.NoError(t, err)
+		ext[name] = e.ID
+	}
+	const a, b, c = "iqn.2026-11.com.example:a", "iqn.2026-11.com.example:b", "iqn.2026-11.com.example:c"
+	for _, te := range []TargetExtent{
+		{Target: tg.ID, Extent: ext["common"], LunID: 0},
+		{Target: tg.ID, Extent: ext["forA"], LunID: 1, Initiator: a},
+		{Target: tg.ID, Extent: ext["forB"], LunID: 1, Initiator: b},
+	} {
+		_, err := m.CreateTargetExtent(ctx, te)
+		require.NoError(t, err)
+	}
+	_, err = m.CreateTargetExtent(ctx, TargetExtent{Target: tg.ID, Extent: ext["forB"], LunID: 0, Initiator: c})
+	require.ErrorIs(t, err, ErrExists, "a masked LUN cannot hide under a general one")
+
+	login := func(name string) *initiator.Conn {
+		conn, err := initiator.Dial(ctx, addr, initiator.Options{TargetName: DefaultBasename + ":shared", InitiatorName: name})
+		require.NoError(t, err)
+		t.Cleanup(func() { conn.Close() })
+		_ = conn.TestUnitReady(ctx, 0)
+		return conn
+	}
+	ca, cb, cc := login(a), login(b), login(c)
+	for conn, want := range map[*initiator.Conn][]uint64{
+		ca: {scsi.EncodeLUN(0), scsi.EncodeLUN(1)},
+		cb: {scsi.EncodeLUN(0), scsi.EncodeLUN(1)},
+		cc: {scsi.EncodeLUN(0)},
+	} {
+		luns, err := conn.ReportLUNs(ctx)
+		require.NoError(t, err)
+		require.Equal(t, want, luns)
+	}
+	// A's LUN 1 and B's LUN 1 are different units.
+	_ = ca.TestUnitReady(ctx, scsi.EncodeLUN(1))
+	_ = cb.TestUnitReady(ctx, scsi.EncodeLUN(1))
+	block := bytes.Repeat([]byte{0xa1}, 512)
+	require.NoError(t, ca.WriteBlocks(ctx, scsi.EncodeLUN(1), 0, block, 512, false))
+	got, err := cb.ReadBlocks(ctx, scsi.EncodeLUN(1), 0, 1, 512)
+	require.NoError(t, err)
+	require.Equal(t, make([]byte, 512), got, "B must not see A's LUN")
+	var se *initiator.StatusError
+	_, err = cc.ReadBlocks(ctx, scsi.EncodeLUN(1), 0, 1, 512)
+	require.ErrorAs(t, err, &se, "C has no LUN 1")
+
+	// Mapping a LUN for C live shows up in C's view only.
+	_, err = m.CreateTargetExtent(ctx, TargetExtent{Target: tg.ID, Extent: ext["forA"], LunID: 5, Initiator: c})
+	require.NoError(t, err)
+	var se2 *initiator.StatusError
+	require.ErrorAs(t, cc.TestUnitReady(ctx, 0), &se2)
+	key, asc, ascq := se2.SenseKey()
+	require.Equal(t, [3]byte{6, 0x3f, 0x0e}, [3]byte{key, asc, ascq}, "C is told its LUNs changed")
+	cc2 := cc
+	luns, err := cc2.ReportLUNs(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{scsi.EncodeLUN(0), scsi.EncodeLUN(5)}, luns)
+	got, err = cc2.ReadBlocks(ctx, scsi.EncodeLUN(5), 0, 1, 512)
+	if err != nil {
+		_ = cc2.TestUnitReady(ctx, scsi.EncodeLUN(5))
+		got, err = cc2.ReadBlocks(ctx, scsi.EncodeLUN(5), 0, 1, 512)
+	}
+	require.NoError(t, err)
+	require.Equal(t, block, got, "C's LUN 5 is A's extent")
+}

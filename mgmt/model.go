@@ -189,6 +189,10 @@ type TargetExtent struct {
 	Target int `json:"target"`
 	Extent int `json:"extent"`
 	LunID  int `json:"lunid"`
+	// Initiator (extension, seed 003's exports) masks the LUN: only the
+	// initiator of this iSCSI name sees it, under LunID. Empty means
+	// every initiator admitted to the target.
+	Initiator string `json:"initiator,omitempty"`
 }
 
 // MaxLUN is the largest LUN id accepted.

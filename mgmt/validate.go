@@ -444,8 +444,15 @@ func parseNAA(s string) (uint64, error) {
 }
 
 func (v *validator) targetExtents() {
-	luns := map[[2]int]int{}
-	pairs := map[[2]int]int{}
+	// A LUN number is taken per initiator; a general map takes it for
+	// every initiator of the target.
+	type lunKey struct {
+		target    int
+		initiator string
+		lun       int
+	}
+	luns := map[lunKey]int{}
+	pairs := map[lunKey]int{}
 	for _, m := range v.cfg.TargetExtents {
 		add := func(kind Kind, field, format string, args ...any) {
 			v.add(kind, "targetextent", m.ID, "", field, format, args...)
@@ -459,13 +466,29 @@ func (v *validator) targetExtents() {
 		if m.LunID < 0 || m.LunID > MaxLUN {
 			add(KindInvalid, "lunid", "%d is not a LUN from 0 to %d", m.LunID, MaxLUN)
 		}
-		if other, dup := luns[[2]int{m.Target, m.LunID}]; dup {
+		if m.Initiator != "" {
+			if err := iscsi.ValidateName(m.Initiator); err != nil {
+				add(KindInvalid, "initiator", "%v", err)
+			}
+		}
+		k := lunKey{m.Target, m.Initiator, m.LunID}
+		if other, dup := luns[k]; dup {
 			add(KindExists, "lunid", "LUN %d of target %d is already mapped by targetextent %d", m.LunID, m.Target, other)
 		}
-		luns[[2]int{m.Target, m.LunID}] = m.ID
-		if other, dup := pairs[[2]int{m.Target, m.Extent}]; dup {
+		luns[k] = m.ID
+		pk := lunKey{m.Target, m.Initiator, m.Extent}
+		if other, dup := pairs[pk]; dup {
 			add(KindExists, "extent", "extent %d is already mapped into target %d by targetextent %d", m.Extent, m.Target, other)
 		}
-		pairs[[2]int{m.Target, m.Extent}] = m.ID
+		pairs[pk] = m.ID
+	}
+	// A masked LUN may not hide under a general one.
+	for _, m := range v.cfg.TargetExtents {
+		if m.Initiator == "" {
+			continue
+		}
+		if other, dup := luns[lunKey{m.Target, "", m.LunID}]; dup {
+			v.add(KindExists, "targetextent", m.ID, "", "lunid", "LUN %d of target %d is mapped for every initiator by targetextent %d", m.LunID, m.Target, other)
+		}
 	}
 }
