@@ -488,3 +488,62 @@ func TestLUNMaskingPerInitiator(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, block, got, "C's LUN 5 is A's extent")
 }
+
+func TestPoolsAndVolumes(t *testing.T) {
+	dir := t.TempDir()
+	store := &MemoryStore{}
+	initial := EmptyConfig()
+	initial.Pools = []Pool{{ID: 1, Name: "tank", Type: PoolFS, Path: dir}}
+	m, err := New(ctx, Options{Store: store, Initial: initial, AllowedDirs: []string{"/nowhere"}})
+	require.NoError(t, err)
+	defer m.Close()
+
+	pools, err := m.Pools()
+	require.NoError(t, err)
+	require.Len(t, pools, 1)
+	require.Equal(t, "tank", pools[0].Name)
+	require.Positive(t, pools[0].Size)
+
+	v, err := m.CreateVolume(ctx, "tank", "vol1", 8<<20)
+	require.NoError(t, err)
+	require.Equal(t, int64(8<<20), v.Size)
+	require.Len(t, v.UUID, 36)
+	fi, err := os.Stat(filepath.Join(dir, "vol1.img"))
+	require.NoError(t, err, "the volume is allocated at once, inside the pool (allowed though outside AllowedDirs)")
+	require.Equal(t, int64(8<<20), fi.Size())
+
+	_, err = m.CreateVolume(ctx, "tank", "vol1", 1<<20)
+	require.ErrorIs(t, err, ErrExists)
+	_, err = m.CreateVolume(ctx, "tank", "bad name", 1<<20)
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = m.CreateVolume(ctx, "nope", "v", 1<<20)
+	require.ErrorIs(t, err, ErrNotFound)
+
+	// Copy keeps contents; a recreated name gets a new UUID.
+	f, err := os.OpenFile(filepath.Join(dir, "vol1.img"), os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte("hello volume"), 4096)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	c, err := m.CopyVolume(ctx, "tank", "vol1", "vol2")
+	require.NoError(t, err)
+	require.NotEqual(t, v.UUID, c.UUID)
+	got := make([]byte, 12)
+	f2, err := os.Open(filepath.Join(dir, "vol2.img"))
+	require.NoError(t, err)
+	_, err = f2.ReadAt(got, 4096)
+	require.NoError(t, err)
+	f2.Close()
+	require.Equal(t, "hello volume", string(got))
+
+	vols, err := m.Volumes("tank")
+	require.NoError(t, err)
+	require.Len(t, vols, 2)
+	require.NoError(t, m.DestroyVolume(ctx, "tank", "vol1"))
+	_, err = os.Stat(filepath.Join(dir, "vol1.img"))
+	require.ErrorIs(t, err, os.ErrNotExist, "destroying a volume destroys its data")
+	again, err := m.CreateVolume(ctx, "tank", "vol1", 1<<20)
+	require.NoError(t, err)
+	require.NotEqual(t, v.UUID, again.UUID)
+	require.ErrorIs(t, m.DestroyVolume(ctx, "tank", "ghost"), ErrNotFound)
+}

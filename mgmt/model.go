@@ -22,6 +22,24 @@ type Config struct {
 	Targets       []Target       `json:"targets"`
 	Extents       []Extent       `json:"extents"`
 	TargetExtents []TargetExtent `json:"targetextents"`
+	// Pools (extension, seed 003) are storage the host provides for
+	// volumes: a directory of sparse files or a block device.
+	Pools []Pool `json:"pools,omitempty"`
+}
+
+// Pool types.
+const (
+	PoolFS    = "fs"    // a directory; volumes are sparse files in it
+	PoolBlock = "block" // a block device; its one volume is the device
+)
+
+// Pool is storage configured on the host for volumes (seed 003). Pools
+// are set in the configuration file, not created through the API.
+type Pool struct {
+	ID   int    `json:"id"`
+	Name string `json:"name"`
+	Type string `json:"type"`
+	Path string `json:"path"`
 }
 
 // Global holds the settings shared by every target.
@@ -181,6 +199,10 @@ type Extent struct {
 	Vendor   string `json:"vendor,omitempty"`
 	Product  string `json:"product,omitempty"`
 	Revision string `json:"revision,omitempty"`
+	// Pool names the pool a volume extent was allocated from (seed 003);
+	// UUID identifies that volume, unique even when a name is reused.
+	Pool string `json:"pool,omitempty"`
+	UUID string `json:"uuid,omitempty"`
 }
 
 // TargetExtent maps an extent into a target as a LUN.
@@ -289,6 +311,7 @@ func (c *Config) normalize() {
 	orEmpty(&c.Targets)
 	orEmpty(&c.Extents)
 	orEmpty(&c.TargetExtents)
+	orEmpty(&c.Pools)
 	for i := range c.Portals {
 		orEmpty(&c.Portals[i].Listen)
 	}

@@ -22,6 +22,9 @@ func (e *Extent) setObjectID(id int)       { e.ID = id }
 func (m *TargetExtent) objectID() int      { return m.ID }
 func (m *TargetExtent) setObjectID(id int) { m.ID = id }
 
+func (p *Pool) objectID() int      { return p.ID }
+func (p *Pool) setObjectID(id int) { p.ID = id }
+
 // find returns the object with id.
 func find[T any, P record[T]](list []T, id int) (T, bool) {
 	for i := range list {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -39,6 +40,7 @@ func Validate(cfg *Config, allowedDirs []string) error {
 	v.targets()
 	v.extents()
 	v.targetExtents()
+	v.pools()
 	return errors.Join(v.errs...)
 }
 
@@ -62,6 +64,7 @@ func (v *validator) ids() {
 	check("target", idsOf(v.cfg.Targets))
 	check("extent", idsOf(v.cfg.Extents))
 	check("targetextent", idsOf(v.cfg.TargetExtents))
+	check("pool", idsOf(v.cfg.Pools))
 }
 
 func (v *validator) global() {
@@ -375,13 +378,20 @@ func (v *validator) extents() {
 	}
 }
 
-// allowed reports whether path lies in one of the allowed directories.
+// allowed reports whether path lies in one of the allowed directories or
+// in a directory pool.
 func (v *validator) allowed(path string) bool {
 	if len(v.allowedDirs) == 0 {
 		return true
 	}
 	clean := filepath.Clean(path)
-	for _, d := range v.allowedDirs {
+	dirs := slices.Clone(v.allowedDirs)
+	for _, p := range v.cfg.Pools {
+		if p.Type == PoolFS && filepath.IsAbs(p.Path) {
+			dirs = append(dirs, p.Path)
+		}
+	}
+	for _, d := range dirs {
 		rel, err := filepath.Rel(filepath.Clean(d), clean)
 		if err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && rel != "." {
 			return true
@@ -489,6 +499,49 @@ func (v *validator) targetExtents() {
 		}
 		if other, dup := luns[lunKey{m.Target, "", m.LunID}]; dup {
 			v.add(KindExists, "targetextent", m.ID, "", "lunid", "LUN %d of target %d is mapped for every initiator by targetextent %d", m.LunID, m.Target, other)
+		}
+	}
+}
+
+// validName reports whether a pool or volume name uses only the
+// characters seed 003 allows: [a-zA-Z0-9_-].
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func (v *validator) pools() {
+	names := map[string]int{}
+	for _, p := range v.cfg.Pools {
+		add := func(kind Kind, field, format string, args ...any) {
+			v.add(kind, "pool", p.ID, p.Name, field, format, args...)
+		}
+		if !validName(p.Name) {
+			add(KindInvalid, "name", "%q must be letters, digits, '_' and '-'", p.Name)
+		} else if other, dup := names[p.Name]; dup {
+			add(KindExists, "name", "pool %d has the same name", other)
+		}
+		names[p.Name] = p.ID
+		if p.Type != PoolFS && p.Type != PoolBlock {
+			add(KindInvalid, "type", "%q is not fs or block", p.Type)
+		}
+		if !filepath.IsAbs(p.Path) {
+			add(KindInvalid, "path", "%q is not an absolute path", p.Path)
+		}
+	}
+	for _, e := range v.cfg.Extents {
+		if e.Pool == "" {
+			continue
+		}
+		if _, ok := names[e.Pool]; !ok {
+			v.add(KindNotFound, "extent", e.ID, e.Name, "pool", "no pool %q", e.Pool)
 		}
 	}
 }

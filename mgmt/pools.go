@@ -1,0 +1,252 @@
+package mgmt
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/iscsikit/iscsikit/backend"
+)
+
+// PoolInfo is a pool with its space, as seed 003's pool_list reports it.
+type PoolInfo struct {
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	Size     int64  `json:"size"`
+	FreeSize int64  `json:"free_size"`
+}
+
+// Volume is a volume of a pool (seed 003's vol_list): an extent allocated
+// from it.
+type Volume struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+	UUID string `json:"uuid"`
+	Pool string `json:"pool"`
+}
+
+// Pools lists the configured pools with their size and free space.
+func (m *Manager) Pools() ([]PoolInfo, error) {
+	cfg := m.Config(false)
+	out := []PoolInfo{}
+	for _, p := range cfg.Pools {
+		info := PoolInfo{Name: p.Name, Type: p.Type}
+		switch p.Type {
+		case PoolFS:
+			var st unix.Statfs_t
+			if err := unix.Statfs(p.Path, &st); err != nil {
+				return nil, &Error{Kind: KindNotFound, Object: "pool", ID: p.ID, Name: p.Name, Field: "path", Msg: err.Error()}
+			}
+			info.Size = int64(st.Blocks) * st.Bsize
+			info.FreeSize = int64(st.Bavail) * st.Bsize
+		case PoolBlock:
+			dev, err := backend.OpenFile(p.Path, backend.FileOptions{ReadOnly: true})
+			if err != nil {
+				return nil, &Error{Kind: KindNotFound, Object: "pool", ID: p.ID, Name: p.Name, Field: "path", Msg: err.Error()}
+			}
+			info.Size = dev.Size()
+			dev.Close()
+			info.FreeSize = info.Size
+			for _, e := range cfg.Extents {
+				if e.Pool == p.Name {
+					info.FreeSize = 0
+				}
+			}
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// pool finds a pool by name.
+func (c *Config) pool(name string) (Pool, error) {
+	for _, p := range c.Pools {
+		if p.Name == name {
+			return p, nil
+		}
+	}
+	return Pool{}, &Error{Kind: KindNotFound, Object: "pool", Name: name, Msg: "does not exist"}
+}
+
+// Volumes lists the volumes of a pool.
+func (m *Manager) Volumes(pool string) ([]Volume, error) {
+	cfg := m.Config(false)
+	if _, err := cfg.pool(pool); err != nil {
+		return nil, err
+	}
+	out := []Volume{}
+	for _, e := range cfg.Extents {
+		if e.Pool == pool {
+			out = append(out, volumeOf(e))
+		}
+	}
+	return out, nil
+}
+
+func volumeOf(e Extent) Volume {
+	return Volume{Name: e.Name, Size: e.Filesize, UUID: e.UUID, Pool: e.Pool}
+}
+
+// newUUID returns a random (version 4) UUID.
+func newUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// CreateVolume allocates a volume of size bytes named name in pool: a
+// sparse file in a directory pool, the device itself in a block pool
+// (which holds one volume). The volume is an extent (named name) that
+// target-extent maps can export.
+func (m *Manager) CreateVolume(ctx context.Context, pool, name string, size int64) (Volume, error) {
+	if !validName(name) {
+		return Volume{}, &Error{Kind: KindInvalid, Object: "volume", Name: name, Field: "name", Msg: "must be letters, digits, '_' and '-'"}
+	}
+	if size <= 0 || size%512 != 0 {
+		return Volume{}, &Error{Kind: KindInvalid, Object: "volume", Name: name, Field: "size", Msg: fmt.Sprintf("%d is not a positive multiple of 512", size)}
+	}
+	p, err := m.Config(false).pool(pool)
+	if err != nil {
+		return Volume{}, err
+	}
+	e := NewExtent()
+	e.Name, e.Pool, e.UUID, e.Filesize = name, pool, newUUID(), size
+	switch p.Type {
+	case PoolFS:
+		e.Type, e.Path = ExtentFile, filepath.Join(p.Path, name+".img")
+	case PoolBlock:
+		e.Type, e.Disk = ExtentDisk, p.Path
+	}
+	created := false
+	err = m.change(ctx, func(c *Config) error {
+		for _, x := range c.Extents {
+			if x.Pool == pool && p.Type == PoolBlock {
+				return &Error{Kind: KindExists, Object: "pool", ID: p.ID, Name: pool, Msg: "a block pool holds one volume, " + x.Name}
+			}
+		}
+		e.ID = nextID[Extent](c.Extents)
+		if p.Type == PoolFS {
+			// Allocate now, as a volume create does, so that space and
+			// name clashes show up here rather than at export time.
+			if _, err := os.Stat(e.Path); err == nil {
+				return &Error{Kind: KindExists, Object: "volume", Name: name, Field: "name", Msg: e.Path + " already exists"}
+			}
+			f, err := backend.OpenFile(e.Path, backend.FileOptions{Size: size, Create: true})
+			if err != nil {
+				return &Error{Kind: KindInvalid, Object: "volume", Name: name, Msg: err.Error()}
+			}
+			f.Close()
+			created = true
+		}
+		c.Extents = append(c.Extents, e)
+		return nil
+	})
+	if err != nil {
+		if created {
+			os.Remove(e.Path) // allocated for a change that was then refused
+		}
+		return Volume{}, err
+	}
+	return volumeOf(e), nil
+}
+
+// volumeExtent finds the extent of a volume.
+func (c *Config) volumeExtent(pool, name string) (Extent, error) {
+	for _, e := range c.Extents {
+		if e.Pool == pool && e.Name == name {
+			return e, nil
+		}
+	}
+	return Extent{}, &Error{Kind: KindNotFound, Object: "volume", Name: pool + "/" + name, Msg: "does not exist"}
+}
+
+// DestroyVolume deletes a volume and its data (a directory pool's file);
+// an exported volume must be unexported first.
+func (m *Manager) DestroyVolume(ctx context.Context, pool, name string) error {
+	e, err := m.Config(false).volumeExtent(pool, name)
+	if err != nil {
+		return err
+	}
+	return m.DeleteExtent(ctx, e.ID, e.Type == ExtentFile, false)
+}
+
+// CopyVolume creates volume dst in pool with the size and contents of
+// volume src (holes stay holes in a directory pool).
+func (m *Manager) CopyVolume(ctx context.Context, pool, src, dst string) (Volume, error) {
+	e, err := m.Config(false).volumeExtent(pool, src)
+	if err != nil {
+		return Volume{}, err
+	}
+	v, err := m.CreateVolume(ctx, pool, dst, e.Filesize)
+	if err != nil {
+		return Volume{}, err
+	}
+	ne, err := m.Config(false).volumeExtent(pool, dst)
+	if err == nil {
+		err = copyData(ctx, e.devicePath(), ne.devicePath(), e.Filesize)
+	}
+	if err != nil {
+		m.DestroyVolume(ctx, pool, dst)
+		return Volume{}, fmt.Errorf("mgmt: copy volume %s to %s: %w", src, dst, err)
+	}
+	return v, nil
+}
+
+// copyData copies size bytes from src to dst, skipping runs of zeroes so
+// a sparse source stays sparse.
+func copyData(ctx context.Context, src, dst string, size int64) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < size; {
+		if err := ctx.Err(); err != nil {
+			out.Close()
+			return err
+		}
+		n, err := in.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		if n > 0 && !isZero(buf[:n]) {
+			if _, werr := out.WriteAt(buf[:n], off); werr != nil {
+				out.Close()
+				return werr
+			}
+		}
+		off += int64(n)
+		if errors.Is(err, io.EOF) || errors.Is(err, fs.ErrClosed) {
+			break
+		}
+		if err != nil {
+			out.Close()
+			return err
+		}
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
