@@ -47,6 +47,7 @@ type config struct {
 	stateDir string
 	portal   string   // listen address written into a new configuration
 	dirs     []string // directories FILE extents may live in
+	api      apiConfig
 }
 
 func main() {
@@ -55,6 +56,11 @@ func main() {
 	flag.StringVar(&c.stateDir, "state", "./iscsid-state", "state directory (config.json and backing files)")
 	flag.StringVar(&c.portal, "portal", "0.0.0.0:3260", "portal address of a new configuration (host:port)")
 	flag.StringVar(&dirs, "extent-dirs", "", "comma-separated directories FILE extents may use (default: the state directory)")
+	flag.StringVar(&c.api.addr, "api", "", "management API address (host:port), off when empty: TrueNAS-style JSON-RPC at /api/current")
+	flag.StringVar(&c.api.user, "api-user", "", "HTTP Basic user of the management API (required beyond loopback)")
+	flag.StringVar(&c.api.password, "api-password", "", "HTTP Basic password of the management API")
+	flag.StringVar(&c.api.tlsCert, "tls-cert", "", "serve the management API over TLS with this certificate (PEM)")
+	flag.StringVar(&c.api.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
 	verbose := flag.Bool("v", false, "log debug messages")
 	flag.Parse()
 	if dirs != "" {
@@ -79,6 +85,9 @@ func main() {
 // run serves the state directory's configuration until ctx is cancelled,
 // re-reading it on every value from hup, then shuts down gracefully.
 func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) error {
+	if err := c.api.check(); err != nil {
+		return err
+	}
 	state, err := filepath.Abs(c.stateDir)
 	if err != nil {
 		return err
@@ -104,6 +113,17 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 		return fmt.Errorf("%s refused:\n%w", store.Path(), err)
 	}
 	defer m.Close()
+	if c.api.addr != "" {
+		_, stopAPI, err := startAPI(c.api, m, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			stopAPI(sctx)
+		}()
+	}
 	cfg := m.Config(false)
 	log.Info("iscsid serving", "config", store.Path(), "portals", len(cfg.Portals), "targets", len(cfg.Targets), "extents", len(cfg.Extents))
 
@@ -128,9 +148,10 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 	}
 }
 
-// defaultConfig is the configuration of an empty state directory: one
-// portal on addr, target "default" open to every initiator, and LUN 0 on
-// a 1 GiB sparse file.
+// defaultConfig is the configuration of an empty state directory: portal
+// 1 on addr, initiator group 1 admitting every initiator, target
+// "default" on both, and LUN 0 on a 1 GiB sparse file. Portal 1 and
+// initiator group 1 are what seed 001's examples name.
 func defaultConfig(state, addr string) (*mgmt.Config, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
@@ -142,11 +163,13 @@ func defaultConfig(state, addr string) (*mgmt.Config, error) {
 	p.Listen = []mgmt.Listen{{IP: ap.Addr().String(), Port: int(ap.Port())}}
 	t := mgmt.NewTarget()
 	t.ID, t.Name, t.Alias = 1, defaultTarget, "default"
-	t.Groups = []mgmt.TargetGroup{{Portal: 1, AuthMethod: mgmt.AuthNone}}
+	all := 1
+	t.Groups = []mgmt.TargetGroup{{Portal: 1, Initiator: &all, AuthMethod: mgmt.AuthNone}}
 	e := mgmt.NewExtent()
 	e.ID, e.Name, e.Type = 1, "default", mgmt.ExtentFile
 	e.Path, e.Filesize = filepath.Join(state, defaultImage), defaultSize
 	cfg.Portals = []mgmt.Portal{p}
+	cfg.Initiators = []mgmt.Initiator{{ID: 1, Comment: "all initiators", Initiators: []string{}, AuthNetwork: []string{}}}
 	cfg.Targets = []mgmt.Target{t}
 	cfg.Extents = []mgmt.Extent{e}
 	cfg.TargetExtents = []mgmt.TargetExtent{{ID: 1, Target: 1, Extent: 1, LunID: 0}}

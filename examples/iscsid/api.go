@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/iscsikit/iscsikit/examples/api/truenas"
+	"github.com/iscsikit/iscsikit/mgmt"
+)
+
+// apiConfig is the management API's part of the command line.
+type apiConfig struct {
+	addr     string // host:port; empty disables the API
+	user     string // HTTP Basic credentials; empty with a loopback addr means none
+	password string
+	tlsCert  string
+	tlsKey   string
+}
+
+// check refuses an API configuration that would expose the management
+// API without credentials, or half of a TLS key pair.
+func (c apiConfig) check() error {
+	if c.addr == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.addr)
+	if err != nil {
+		return fmt.Errorf("--api %q: want host:port: %w", c.addr, err)
+	}
+	if (c.user == "") != (c.password == "") {
+		return errors.New("--api-user and --api-password go together")
+	}
+	if c.user == "" && !isLoopback(host) {
+		return fmt.Errorf("--api %s listens beyond loopback: --api-user and --api-password are required", c.addr)
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// apiHandler routes every API dialect served on the one listener.
+func apiHandler(m *mgmt.Manager, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(truenas.Path, truenas.Handler(m, log))
+	return mux
+}
+
+// basicAuth admits requests carrying user and password, comparing in
+// constant time; others get 401 with a Basic challenge.
+func basicAuth(user, password string, next http.Handler) http.Handler {
+	want := sha256.Sum256([]byte(user + "\x00" + password))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		got := sha256.Sum256([]byte(u + "\x00" + p))
+		if !ok || subtle.ConstantTimeCompare(want[:], got[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Basic realm="iscsid", charset="UTF-8"`)
+			http.Error(w, "authentication required", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// startAPI listens on c.addr and serves the management API until the
+// returned stop function is called. The listener is bound before it
+// returns, so a taken port is reported at start.
+func startAPI(c apiConfig, m *mgmt.Manager, log *slog.Logger) (addr net.Addr, stop func(context.Context) error, err error) {
+	h := apiHandler(m, log)
+	if c.user != "" {
+		h = basicAuth(c.user, c.password, h)
+	}
+	var tlsConf *tls.Config
+	if c.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	l, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--api: %w", err)
+	}
+	scheme := "http"
+	if tlsConf != nil {
+		l, scheme = tls.NewListener(l, tlsConf), "https"
+	}
+	hs := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("management API stopped", "err", err)
+		}
+	}()
+	log.Info("management API listening", "url", scheme+"://"+l.Addr().String(), "auth", c.user != "")
+	return l.Addr(), hs.Shutdown, nil
+}
