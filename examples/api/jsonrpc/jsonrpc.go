@@ -19,6 +19,8 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+
+	"github.com/iscsikit/iscsikit/examples/api/merge"
 )
 
 // The error codes JSON-RPC 2.0 reserves.
@@ -269,32 +271,10 @@ func Positional(params json.RawMessage, max int) ([]json.RawMessage, error) {
 }
 
 // Decode decodes raw into v, refusing unknown fields, and reports a
-// failure as invalid params naming what was decoded.
+// failure as invalid params naming what was decoded and the field.
 func Decode(raw json.RawMessage, what string, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return InvalidParams("%s: %s", what, DescribeJSONError(err))
-	}
-	if dec.More() {
-		return InvalidParams("%s: trailing data after the value", what)
+	if err := merge.Strict(raw, v); err != nil {
+		return InvalidParams("%s: %v", what, err)
 	}
 	return nil
-}
-
-// DescribeJSONError words a decoding error so that it names the field:
-// "field listen.port: want number, got string".
-func DescribeJSONError(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		if te.Field != "" {
-			return fmt.Sprintf("field %s: want %s, got %s", te.Field, te.Type, te.Value)
-		}
-		return fmt.Sprintf("want %s, got %s", te.Type, te.Value)
-	}
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fmt.Sprintf("invalid JSON at byte %d: %v", se.Offset, err)
-	}
-	return err.Error()
 }

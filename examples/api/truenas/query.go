@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/iscsikit/iscsikit/examples/api/jsonrpc"
+	"github.com/iscsikit/iscsikit/examples/api/merge"
 )
 
 // queryOptions are the options of a *.query call (the second parameter).
@@ -48,7 +49,7 @@ func parseQuery(params json.RawMessage) ([]filter, queryOptions, error) {
 	if len(args) > 0 && !bytes.Equal(bytes.TrimSpace(args[0]), []byte("null")) {
 		var raw []json.RawMessage
 		if err := json.Unmarshal(args[0], &raw); err != nil {
-			return nil, opts, jsonrpc.InvalidParams("filters: want a list of [field, operator, value] lists: %s", jsonrpc.DescribeJSONError(err))
+			return nil, opts, jsonrpc.InvalidParams("filters: want a list of [field, operator, value] lists: %s", merge.Describe(err))
 		}
 		if filters, err = compileFilters(raw); err != nil {
 			return nil, opts, err

@@ -31,6 +31,7 @@ import (
 	"strings"
 
 	"github.com/iscsikit/iscsikit/examples/api/jsonrpc"
+	"github.com/iscsikit/iscsikit/examples/api/merge"
 	"github.com/iscsikit/iscsikit/mgmt"
 )
 
@@ -216,7 +217,7 @@ func createArg(params json.RawMessage, v any) error {
 	}
 	var probe map[string]json.RawMessage
 	if err := json.Unmarshal(args[0], &probe); err != nil {
-		return jsonrpc.InvalidParams("the parameter must be an object: %s", jsonrpc.DescribeJSONError(err))
+		return jsonrpc.InvalidParams("the parameter must be an object: %v", merge.Describe(err))
 	}
 	if _, ok := probe["id"]; ok {
 		return jsonrpc.InvalidParams("id: assigned by the server; leave it out")
@@ -242,35 +243,11 @@ func idArg(params json.RawMessage, max int) (int, []json.RawMessage, error) {
 }
 
 // patch applies the fields of an update's object parameter to cur: the
-// fields it names change, the others keep their values. Unknown fields
-// and wrong types are refused.
+// fields it names change, the others keep their values.
 func patch[T any](cur *T, raw json.RawMessage) error {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
-		return jsonrpc.InvalidParams("the update must be an object of the fields to change")
+	if err := merge.Patch(cur, raw, "id"); err != nil {
+		return jsonrpc.InvalidParams("%v", err)
 	}
-	if _, ok := fields["id"]; ok {
-		return jsonrpc.InvalidParams("id: cannot be changed")
-	}
-	b, err := json.Marshal(cur)
-	if err != nil {
-		return err
-	}
-	var merged map[string]json.RawMessage
-	if err := json.Unmarshal(b, &merged); err != nil {
-		return err
-	}
-	for k, v := range fields {
-		merged[k] = v
-	}
-	if b, err = json.Marshal(merged); err != nil {
-		return err
-	}
-	var next T
-	if err := jsonrpc.Decode(b, "the update", &next); err != nil {
-		return err
-	}
-	*cur = next
 	return nil
 }
 

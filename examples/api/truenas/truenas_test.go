@@ -124,7 +124,7 @@ func TestGlobal(t *testing.T) {
 	require.Equal(t, "iqn.2005-10.org.freenas.ctl", g.Basename, "fields the update leaves out keep their values")
 
 	c.fails(-32602, "iscsi_global_update.basename", "iscsi.global.update", `{"basename": "not a name"}`)
-	c.fails(-32602, `unknown field "colour"`, "iscsi.global.update", `{"colour": 1}`)
+	c.fails(-32602, "colour: unknown field", "iscsi.global.update", `{"colour": 1}`)
 	c.fails(-32602, "want string", "iscsi.global.update", `{"basename": 5}`)
 	c.fails(-32602, "ENOTSUP", "iscsi.global.update", `{"alua": true}`)
 	c.fails(-32602, "no parameters", "iscsi.global.config", `1`)
@@ -283,7 +283,7 @@ func TestQueryFiltersAndOptions(t *testing.T) {
 	c.fails(-32602, "want [field, operator, value]", "iscsi.target.query", `[["id", "="]]`)
 	c.fails(-32602, "takes a list", "iscsi.target.query", `[["id", "in", 1]]`)
 	c.fails(-32602, "error parsing regexp", "iscsi.target.query", `[["name", "~", "("]]`)
-	c.fails(-32602, `unknown field "page"`, "iscsi.target.query", `[]`, `{"page": 2}`)
+	c.fails(-32602, "page: unknown field", "iscsi.target.query", `[]`, `{"page": 2}`)
 	c.fails(-32602, "must not be negative", "iscsi.target.query", `[]`, `{"limit": -1}`)
 }
 
