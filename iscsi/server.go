@@ -106,6 +106,13 @@ func NewServer(opt Options) (*Server, error) {
 	}, nil
 }
 
+// Options returns the options in force, defaults filled in.
+func (s *Server) Options() Options {
+	o := s.opt
+	o.Negotiation = o.Negotiation.Effective()
+	return o
+}
+
 // AddTarget makes t available to logins and discovery.
 func (s *Server) AddTarget(t *Target) error {
 	if err := ValidateName(t.Name); err != nil {

@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/iscsikit/iscsikit/examples/api/freenas"
 	"github.com/iscsikit/iscsikit/examples/api/truenas"
+	"github.com/iscsikit/iscsikit/iscsi"
 	"github.com/iscsikit/iscsikit/mgmt"
 )
 
@@ -56,10 +58,22 @@ func isLoopback(host string) bool {
 }
 
 // apiHandler routes every API dialect served on the one listener.
-func apiHandler(m *mgmt.Manager, log *slog.Logger) http.Handler {
+func apiHandler(m *mgmt.Manager, srv *iscsi.Server, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(truenas.Path, truenas.Handler(m, log))
+	mux.Handle(freenas.Prefix, freenas.Handler(m, sessionLimits(srv.Options()), log))
 	return mux
+}
+
+// sessionLimits reports the server's session parameters in seed 001's
+// terms.
+func sessionLimits(o iscsi.Options) freenas.SessionLimits {
+	n := o.Negotiation
+	return freenas.SessionLimits{
+		FirstBurst: int(n.FirstBurstLength), MaxBurst: int(n.MaxBurstLength), MaxRecvData: int(n.MaxRecvDataSegmentLength),
+		MaxOutstandingR2T: int(n.MaxOutstandingR2T), DefaultTime2Wait: int(n.DefaultTime2Wait), DefaultTime2Keep: int(n.DefaultTime2Retain),
+		NopInInterval: int(max(o.NopInterval, 0) / time.Second), IOTimeout: int(o.NopTimeout / time.Second), QueueDepth: o.QueueDepth,
+	}
 }
 
 // basicAuth admits requests carrying user and password, comparing in
@@ -81,8 +95,8 @@ func basicAuth(user, password string, next http.Handler) http.Handler {
 // startAPI listens on c.addr and serves the management API until the
 // returned stop function is called. The listener is bound before it
 // returns, so a taken port is reported at start.
-func startAPI(c apiConfig, m *mgmt.Manager, log *slog.Logger) (addr net.Addr, stop func(context.Context) error, err error) {
-	h := apiHandler(m, log)
+func startAPI(c apiConfig, m *mgmt.Manager, srv *iscsi.Server, log *slog.Logger) (addr net.Addr, stop func(context.Context) error, err error) {
+	h := apiHandler(m, srv, log)
 	if c.user != "" {
 		h = basicAuth(c.user, c.password, h)
 	}

@@ -114,7 +114,7 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 	}
 	defer m.Close()
 	if c.api.addr != "" {
-		_, stopAPI, err := startAPI(c.api, m, log)
+		_, stopAPI, err := startAPI(c.api, m, srv, log)
 		if err != nil {
 			return err
 		}

@@ -169,3 +169,7 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// Effective returns the configuration in force: c with every zero field
+// replaced by its documented default.
+func (c Config) Effective() Config { return c.withDefaults() }
