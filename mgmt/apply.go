@@ -537,10 +537,14 @@ func portalOf(cfg *Config, addr netip.AddrPort) int {
 	return 0
 }
 
-// portalTags lists the portal group tags of a target's groups, sorted.
+// portalTags lists the portal group tags of a target's groups, sorted;
+// nil (every portal) when its group is on EveryPortal.
 func portalTags(cfg *Config, t Target) []uint16 {
 	var tags []uint16
 	for _, g := range t.Groups {
+		if g.Portal == EveryPortal {
+			return nil
+		}
 		if p, ok := find(cfg.Portals, g.Portal); ok {
 			tags = append(tags, uint16(p.Tag))
 		}

@@ -113,6 +113,7 @@ const (
 // TargetGroup binds a target to a portal, with who may log in there and
 // how they authenticate.
 type TargetGroup struct {
+	// Portal is a portal id, or EveryPortal.
 	Portal int `json:"portal"`
 	// Initiator is an initiator group id; nil admits everyone.
 	Initiator *int `json:"initiator"`
@@ -120,6 +121,13 @@ type TargetGroup struct {
 	Auth       *int   `json:"auth"`
 	AuthMethod string `json:"authmethod"`
 }
+
+// EveryPortal as a group's portal (an extension) makes the target
+// reachable through every portal, present and future, with that group's
+// initiators and authentication. It is how targets made through APIs that
+// have no portal objects (seeds 002, 003 and 004) are served; it must be
+// the target's only group.
+const EveryPortal = 0
 
 // Target states (an extension from seed 004).
 const (

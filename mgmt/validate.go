@@ -254,7 +254,11 @@ func (v *validator) targets() {
 		portals := map[int]bool{}
 		for i, g := range t.Groups {
 			field := fmt.Sprintf("groups[%d]", i)
-			if _, ok := find(v.cfg.Portals, g.Portal); !ok {
+			if g.Portal == EveryPortal {
+				if len(t.Groups) > 1 {
+					add(KindInvalid, field+".portal", "0 (every portal) must be the target's only group")
+				}
+			} else if _, ok := find(v.cfg.Portals, g.Portal); !ok {
 				add(KindNotFound, field+".portal", "no portal %d", g.Portal)
 			} else if portals[g.Portal] {
 				add(KindExists, field+".portal", "portal %d is in another group of this target", g.Portal)

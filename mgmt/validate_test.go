@@ -85,6 +85,10 @@ func TestValidationRules(t *testing.T) {
 		{"group initiator missing", func(c *Config) { c.Targets[0].Groups[0].Initiator = intp(9) }, ErrNotFound, "groups[0].initiator: no initiator group 9"},
 		{"group auth missing", func(c *Config) { c.Targets[0].Groups[0].Auth = intp(9) }, ErrNotFound, "groups[0].auth: no auth group with tag 9"},
 		{"group chap not yet", func(c *Config) { c.Targets[0].Groups[0].AuthMethod = AuthCHAP }, ErrUnsupported, "groups[0].authmethod: CHAP login authentication is not implemented yet"},
+		{"group on every portal", func(c *Config) { c.Targets[0].Groups[0].Portal = EveryPortal }, nil, ""},
+		{"every portal not alone", func(c *Config) {
+			c.Targets[0].Groups = append(c.Targets[0].Groups, TargetGroup{Portal: EveryPortal, AuthMethod: AuthNone})
+		}, ErrInvalid, "groups[1].portal: 0 (every portal) must be the target's only group"},
 		{"group portal twice", func(c *Config) {
 			c.Targets[0].Groups = append(c.Targets[0].Groups, TargetGroup{Portal: 1, AuthMethod: AuthNone})
 		}, ErrExists, "groups[1].portal: portal 1 is in another group"},
