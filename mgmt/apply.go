@@ -394,14 +394,17 @@ func (a *applier) syncLUNs(cfg *Config, id int, lt *liveTarget) {
 		if m.Target != id || u == nil {
 			continue
 		}
-		if m.Initiator == "" {
+		who := m.maskedTo(cfg)
+		if who == nil {
 			general[uint16(m.LunID)] = u.lu
 			continue
 		}
-		if masked[m.Initiator] == nil {
-			masked[m.Initiator] = map[uint16]*scsi.LogicalUnit{}
+		for _, name := range who {
+			if masked[name] == nil {
+				masked[name] = map[uint16]*scsi.LogicalUnit{}
+			}
+			masked[name][uint16(m.LunID)] = u.lu
 		}
-		masked[m.Initiator][uint16(m.LunID)] = u.lu
 	}
 	lt.mu.Lock()
 	defer lt.mu.Unlock()

@@ -343,12 +343,14 @@ func (m *Manager) UpdateInitiator(ctx context.Context, id int, fn func(*Initiato
 }
 
 // DeleteInitiator deletes initiator group id; with force, the target
-// groups using it are removed (their access goes, it is never widened).
+// groups using it and the LUN maps masked to it are removed (their
+// access goes, it is never widened).
 func (m *Manager) DeleteInitiator(ctx context.Context, id int, force bool) error {
 	match := func(g TargetGroup) bool { return g.Initiator != nil && *g.Initiator == id }
+	masked := func(te TargetExtent) bool { return te.InitiatorGroup != nil && *te.InitiatorGroup == id }
 	return remove(m, ctx, "initiator", initiatorsOf, id, force,
-		func(c *Config) []string { return groupUsers(c, match) },
-		func(c *Config) { dropGroups(c, match) })
+		func(c *Config) []string { return append(groupUsers(c, match), mapUsers(c, masked)...) },
+		func(c *Config) { dropGroups(c, match); dropMaps(c, masked) })
 }
 
 // Auths lists the CHAP credentials matching q; secrets only with q.Secrets.

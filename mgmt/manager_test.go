@@ -489,6 +489,49 @@ func TestLUNMaskingPerInitiator(t *testing.T) {
 	require.Equal(t, block, got, "C's LUN 5 is A's extent")
 }
 
+func TestLUNMaskingPerInitiatorGroup(t *testing.T) {
+	srv, addr, port := liveServer(t)
+	m, _ := newManager(t, srv)
+	_, err := m.CreatePortal(ctx, Portal{DiscoveryAuthMethod: AuthNone, Listen: []Listen{{IP: "127.0.0.1", Port: port}}})
+	require.NoError(t, err)
+	tg := NewTarget()
+	tg.Name, tg.Groups = "grouped", []TargetGroup{{Portal: EveryPortal, AuthMethod: AuthNone}}
+	tg, err = m.CreateTarget(ctx, tg)
+	require.NoError(t, err)
+	e := NewExtent()
+	e.Name, e.Path, e.Filesize = "agvol", "/srv/agvol.img", 1<<20
+	e, err = m.CreateExtent(ctx, e)
+	require.NoError(t, err)
+	const a, b = "iqn.2026-11.com.example:ga", "iqn.2026-11.com.example:gb"
+	ag, err := m.CreateInitiator(ctx, Initiator{Name: "ag1", Initiators: []string{a}})
+	require.NoError(t, err)
+	_, err = m.CreateTargetExtent(ctx, TargetExtent{Target: tg.ID, Extent: e.ID, LunID: 3, InitiatorGroup: &ag.ID})
+	require.NoError(t, err)
+
+	reportLUNs := func(name string) []uint64 {
+		conn, err := initiator.Dial(ctx, addr, initiator.Options{TargetName: DefaultBasename + ":grouped", InitiatorName: name})
+		require.NoError(t, err)
+		defer conn.Close()
+		_ = conn.TestUnitReady(ctx, 0)
+		luns, err := conn.ReportLUNs(ctx)
+		require.NoError(t, err)
+		return luns
+	}
+	require.Equal(t, []uint64{scsi.EncodeLUN(3)}, reportLUNs(a), "a member sees the group's LUN")
+	require.Empty(t, reportLUNs(b), "an initiator outside the group does not")
+
+	// Membership changes move the LUN with it.
+	_, err = m.UpdateInitiator(ctx, ag.ID, func(i *Initiator) error { i.Initiators = []string{b}; return nil })
+	require.NoError(t, err)
+	require.Equal(t, []uint64{scsi.EncodeLUN(3)}, reportLUNs(b))
+	require.Empty(t, reportLUNs(a))
+
+	// The group cannot go while a LUN is masked to it, unless forced.
+	require.ErrorIs(t, m.DeleteInitiator(ctx, ag.ID, false), ErrInUse)
+	require.NoError(t, m.DeleteInitiator(ctx, ag.ID, true))
+	require.Empty(t, m.Config(false).TargetExtents)
+}
+
 func TestPoolsAndVolumes(t *testing.T) {
 	dir := t.TempDir()
 	store := &MemoryStore{}

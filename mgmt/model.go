@@ -82,7 +82,10 @@ type Portal struct {
 // Initiator is an initiator group: who may log in. Empty lists mean
 // everyone.
 type Initiator struct {
-	ID      int    `json:"id"`
+	ID int `json:"id"`
+	// Name (extension, seed 003's access groups) optionally names the
+	// group; names are unique.
+	Name    string `json:"name,omitempty"`
 	Comment string `json:"comment"`
 	// Initiators lists the iSCSI names allowed.
 	Initiators []string `json:"initiators"`
@@ -223,6 +226,27 @@ type TargetExtent struct {
 	// initiator of this iSCSI name sees it, under LunID. Empty means
 	// every initiator admitted to the target.
 	Initiator string `json:"initiator,omitempty"`
+	// InitiatorGroup (extension, seed 003's access group maps) masks the
+	// LUN to the initiators an initiator group names: each of them sees
+	// it under LunID, as if mapped for it alone. The group's networks do
+	// not apply here, and a group naming nobody shows the LUN to nobody.
+	InitiatorGroup *int `json:"initiator_group,omitempty"`
+}
+
+// maskedTo lists the initiators a LUN map is masked to, nil for a map
+// every initiator of the target sees.
+func (m TargetExtent) maskedTo(cfg *Config) []string {
+	if m.InitiatorGroup != nil {
+		g, _ := find(cfg.Initiators, *m.InitiatorGroup)
+		if g.Initiators == nil {
+			return []string{}
+		}
+		return g.Initiators
+	}
+	if m.Initiator != "" {
+		return []string{m.Initiator}
+	}
+	return nil
 }
 
 // MaxLUN is the largest LUN id accepted.

@@ -142,7 +142,16 @@ func (v *validator) portals() {
 }
 
 func (v *validator) initiators() {
+	names := map[string]int{}
 	for _, g := range v.cfg.Initiators {
+		if g.Name != "" {
+			if !validName(g.Name) {
+				v.add(KindInvalid, "initiator", g.ID, g.Name, "name", "must be letters, digits, '_' and '-'")
+			} else if other, dup := names[g.Name]; dup {
+				v.add(KindExists, "initiator", g.ID, g.Name, "name", "initiator group %d has the same name", other)
+			}
+			names[g.Name] = g.ID
+		}
 		for i, name := range g.Initiators {
 			if err := iscsi.ValidateName(name); err != nil {
 				v.add(KindInvalid, "initiator", g.ID, "", fmt.Sprintf("initiators[%d]", i), "%v", err)
@@ -485,26 +494,48 @@ func (v *validator) targetExtents() {
 				add(KindInvalid, "initiator", "%v", err)
 			}
 		}
-		k := lunKey{m.Target, m.Initiator, m.LunID}
-		if other, dup := luns[k]; dup {
-			add(KindExists, "lunid", "LUN %d of target %d is already mapped by targetextent %d", m.LunID, m.Target, other)
+		if g := m.InitiatorGroup; g != nil {
+			if m.Initiator != "" {
+				add(KindInvalid, "initiator_group", "a LUN is masked to one initiator or to an initiator group, not both")
+			}
+			if _, ok := find(v.cfg.Initiators, *g); !ok {
+				add(KindNotFound, "initiator_group", "no initiator group %d", *g)
+			}
 		}
-		luns[k] = m.ID
-		pk := lunKey{m.Target, m.Initiator, m.Extent}
-		if other, dup := pairs[pk]; dup {
-			add(KindExists, "extent", "extent %d is already mapped into target %d by targetextent %d", m.Extent, m.Target, other)
+		who := m.maskedTo(v.cfg)
+		if who == nil {
+			who = []string{""}
 		}
-		pairs[pk] = m.ID
+		for _, name := range who {
+			k := lunKey{m.Target, name, m.LunID}
+			if other, dup := luns[k]; dup && other != m.ID {
+				add(KindExists, "lunid", "LUN %d of target %d is already mapped%s by targetextent %d", m.LunID, m.Target, forWhom(name), other)
+			}
+			luns[k] = m.ID
+			pk := lunKey{m.Target, name, m.Extent}
+			if other, dup := pairs[pk]; dup && other != m.ID {
+				add(KindExists, "extent", "extent %d is already mapped into target %d%s by targetextent %d", m.Extent, m.Target, forWhom(name), other)
+			}
+			pairs[pk] = m.ID
+		}
 	}
 	// A masked LUN may not hide under a general one.
 	for _, m := range v.cfg.TargetExtents {
-		if m.Initiator == "" {
+		if m.maskedTo(v.cfg) == nil {
 			continue
 		}
 		if other, dup := luns[lunKey{m.Target, "", m.LunID}]; dup {
 			v.add(KindExists, "targetextent", m.ID, "", "lunid", "LUN %d of target %d is mapped for every initiator by targetextent %d", m.LunID, m.Target, other)
 		}
 	}
+}
+
+// forWhom words the initiator a LUN is masked to, for messages.
+func forWhom(initiator string) string {
+	if initiator == "" {
+		return ""
+	}
+	return " for " + initiator
 }
 
 // validName reports whether a pool or volume name uses only the

@@ -85,6 +85,24 @@ func TestValidationRules(t *testing.T) {
 		{"group initiator missing", func(c *Config) { c.Targets[0].Groups[0].Initiator = intp(9) }, ErrNotFound, "groups[0].initiator: no initiator group 9"},
 		{"group auth missing", func(c *Config) { c.Targets[0].Groups[0].Auth = intp(9) }, ErrNotFound, "groups[0].auth: no auth group with tag 9"},
 		{"group chap not yet", func(c *Config) { c.Targets[0].Groups[0].AuthMethod = AuthCHAP }, ErrUnsupported, "groups[0].authmethod: CHAP login authentication is not implemented yet"},
+		{"initiator group name", func(c *Config) { c.Initiators[0].Name = "bad name" }, ErrInvalid, "initiator 1 (bad name): name: must be letters"},
+		{"initiator group name taken", func(c *Config) {
+			c.Initiators[0].Name = "ag1"
+			c.Initiators = append(c.Initiators, Initiator{ID: 2, Name: "ag1"})
+		}, ErrExists, "initiator 2 (ag1): name: initiator group 1 has the same name"},
+		{"lun masked to a group", func(c *Config) { c.TargetExtents[1].InitiatorGroup = intp(1) }, nil, ""},
+		{"lun masked to a missing group", func(c *Config) { c.TargetExtents[1].InitiatorGroup = intp(7) }, ErrNotFound, "targetextent 2: initiator_group: no initiator group 7"},
+		{"lun masked twice over", func(c *Config) {
+			c.TargetExtents[1].InitiatorGroup = intp(1)
+			c.TargetExtents[1].Initiator = "iqn.1998-01.com.vmware:esx1"
+		}, ErrInvalid, "initiator_group: a LUN is masked to one initiator or to an initiator group, not both"},
+		{"group mask collides with one initiator's", func(c *Config) {
+			c.TargetExtents[1].InitiatorGroup = intp(1)
+			c.TargetExtents = append(c.TargetExtents, TargetExtent{ID: 3, Target: 1, Extent: 1, LunID: 1, Initiator: "iqn.1998-01.com.vmware:esx1"})
+		}, ErrExists, "LUN 1 of target 1 is already mapped for iqn.1998-01.com.vmware:esx1 by targetextent 2"},
+		{"group mask under a general lun", func(c *Config) {
+			c.TargetExtents = append(c.TargetExtents, TargetExtent{ID: 3, Target: 1, Extent: 2, LunID: 0, InitiatorGroup: intp(1)})
+		}, ErrExists, "LUN 0 of target 1 is mapped for every initiator by targetextent 1"},
 		{"group on every portal", func(c *Config) { c.Targets[0].Groups[0].Portal = EveryPortal }, nil, ""},
 		{"every portal not alone", func(c *Config) {
 			c.Targets[0].Groups = append(c.Targets[0].Groups, TargetGroup{Portal: EveryPortal, AuthMethod: AuthNone})
