@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/iscsikit/iscsikit/examples/api/freenas"
+	"github.com/iscsikit/iscsikit/examples/api/targetd"
 	"github.com/iscsikit/iscsikit/examples/api/truenas"
 	"github.com/iscsikit/iscsikit/iscsi"
 	"github.com/iscsikit/iscsikit/mgmt"
@@ -62,6 +63,7 @@ func apiHandler(m *mgmt.Manager, srv *iscsi.Server, log *slog.Logger) http.Handl
 	mux := http.NewServeMux()
 	mux.Handle(truenas.Path, truenas.Handler(m, log))
 	mux.Handle(freenas.Prefix, freenas.Handler(m, sessionLimits(srv.Options()), log))
+	mux.Handle(targetd.Path, targetd.Handler(m, targetd.Options{Logger: log}))
 	return mux
 }
 

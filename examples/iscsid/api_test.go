@@ -157,3 +157,61 @@ func TestSeed000SetupWithIscsictl(t *testing.T) {
 	require.NoError(t, err, string(lsOut))
 	require.Contains(t, string(lsOut), "Target:iqn.2026-11.io.iscsikit:target0")
 }
+
+// post sends an authenticated request to the daemon's API and returns the
+// status and body.
+func post(t *testing.T, method, url, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.SetBasicAuth("admin", "s3cret-api")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(b)
+}
+
+// lsAs runs iscsi-ls -s on the portal as initiator name.
+func lsAs(t *testing.T, portal, name string) string {
+	t.Helper()
+	out, err := exec.Command(needTool(t, "iscsi-ls"), "-i", name, "-s", "iscsi://"+portal).CombinedOutput()
+	require.NoError(t, err, string(out))
+	return string(out)
+}
+
+// TestTargetdExportWithIscsiLs makes a volume and exports it to one
+// initiator through the targetd API: that initiator sees it as a LUN,
+// another does not.
+func TestTargetdExportWithIscsiLs(t *testing.T) {
+	needTool(t, "iscsi-ls")
+	state, pool := t.TempDir(), t.TempDir()
+	portal := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	api := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	c := config{stateDir: state, portal: portal, api: apiConfig{addr: api, user: "admin", password: "s3cret-api"},
+		pools: poolFlags{{Name: "vg0", Type: "fs", Path: pool}}}
+	go func() { done <- run(ctx, c, nil, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitListening(t, api, done)
+
+	rpc := func(method, params string) string {
+		t.Helper()
+		status, body := post(t, "POST", "http://"+api+"/targetrpc", `{"jsonrpc": "2.0", "id": 1, "method": "`+method+`", "params": `+params+`}`)
+		require.Equal(t, http.StatusOK, status, body)
+		require.NotContains(t, body, `"error"`, body)
+		return body
+	}
+	require.Contains(t, rpc("pool_list", `{}`), `"name":"vg0"`)
+	rpc("vol_create", `{"pool": "vg0", "name": "vol1", "size": 33554432}`)
+	const host = "iqn.2026-11.com.example:host1"
+	rpc("export_create", `{"pool": "vg0", "vol": "vol1", "initiator_wwn": "`+host+`", "lun": 2}`)
+
+	out := lsAs(t, portal, host)
+	require.Contains(t, out, "Target:iqn.2026-11.io.iscsikit:targetd")
+	require.Regexp(t, `(?s)targetd.*Lun:2\s+Type:DIRECT_ACCESS \(Size:3[12]M\)`, out)
+	require.NotRegexp(t, `(?s)targetd.*Lun:2`, lsAs(t, portal, "iqn.2026-11.com.example:other"), "the export is masked to its initiator")
+}

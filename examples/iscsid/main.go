@@ -48,6 +48,7 @@ type config struct {
 	portal   string   // listen address written into a new configuration
 	dirs     []string // directories FILE extents may live in
 	api      apiConfig
+	pools    poolFlags // --pool NAME=DIR: directory pools for volumes (seed 003)
 }
 
 func main() {
@@ -61,6 +62,7 @@ func main() {
 	flag.StringVar(&c.api.password, "api-password", "", "HTTP Basic password of the management API")
 	flag.StringVar(&c.api.tlsCert, "tls-cert", "", "serve the management API over TLS with this certificate (PEM)")
 	flag.StringVar(&c.api.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
+	flag.Var(&c.pools, "pool", "a directory pool for volumes, NAME=DIR (repeatable; targetd's pool_list)")
 	verbose := flag.Bool("v", false, "log debug messages")
 	flag.Parse()
 	if dirs != "" {
@@ -99,6 +101,9 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 	if len(dirs) == 0 {
 		dirs = []string{state}
 	}
+	for _, p := range c.pools {
+		dirs = append(dirs, p.Path)
+	}
 	initial, err := defaultConfig(state, c.portal)
 	if err != nil {
 		return err
@@ -113,6 +118,9 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 		return fmt.Errorf("%s refused:\n%w", store.Path(), err)
 	}
 	defer m.Close()
+	if err := ensurePools(ctx, m, c.pools); err != nil {
+		return err
+	}
 	if c.api.addr != "" {
 		_, stopAPI, err := startAPI(c.api, m, srv, log)
 		if err != nil {
