@@ -179,25 +179,7 @@ func (a *api) delete(w http.ResponseWriter, r *http.Request, res resource) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func readBody(r *http.Request) ([]byte, error) {
-	var raw rawBody
-	if err := rest.DecodeBody(r, &raw); err != nil {
-		return nil, err
-	}
-	return raw, nil
-}
-
-// rawBody keeps a request body as it came, once it is known to be one
-// JSON object.
-type rawBody []byte
-
-func (b *rawBody) UnmarshalJSON(data []byte) error {
-	if len(data) == 0 || data[0] != '{' {
-		return &merge.Error{Msg: "the body must be a JSON object"}
-	}
-	*b = append((*b)[:0], data...)
-	return nil
-}
+func readBody(r *http.Request) ([]byte, error) { return rest.ReadObject(r) }
 
 // fail answers err in seed 001's error shape, renaming mgmt's field names
 // to the resource's.

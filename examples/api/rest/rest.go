@@ -84,14 +84,40 @@ func StatusOf(err error) (status int, msg string) {
 // fields, wrong types, trailing data and bodies over MaxBodyBytes; the
 // error names the field.
 func DecodeBody(r *http.Request, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+	body, err := ReadBody(r)
 	if err != nil {
-		return BadRequest("", "reading the body: %v", err)
-	}
-	if len(body) > MaxBodyBytes {
-		return &Error{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("the body is larger than %d bytes", MaxBodyBytes)}
+		return err
 	}
 	return DecodeJSON(body, v)
+}
+
+// ReadBody reads the request body, refusing one over MaxBodyBytes.
+func ReadBody(r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+	if err != nil {
+		return nil, BadRequest("", "reading the body: %v", err)
+	}
+	if len(body) > MaxBodyBytes {
+		return nil, &Error{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("the body is larger than %d bytes", MaxBodyBytes)}
+	}
+	return body, nil
+}
+
+// ReadObject reads a body that must be one JSON object, for partial
+// updates (merge.Patch) and create calls that decode it themselves.
+func ReadObject(r *http.Request) ([]byte, error) {
+	body, err := ReadBody(r)
+	if err != nil {
+		return nil, err
+	}
+	if t := bytes.TrimSpace(body); len(t) > 0 && t[0] != '{' {
+		return nil, BadRequest("", "the body must be a JSON object")
+	}
+	var fields map[string]json.RawMessage
+	if err := DecodeJSON(body, &fields); err != nil {
+		return nil, err
+	}
+	return body, nil
 }
 
 // DecodeJSON decodes body into v strictly, as DecodeBody does.
