@@ -212,6 +212,9 @@ func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool,
 	}
 	// Transition to full feature phase: declare what we must and create
 	// (or reinstate) the session.
+	if err := st.neg.Complete(); err != nil {
+		return nil, false, loginFail(loginInitiatorError, "%v", err)
+	}
 	resp = append(resp, st.neg.Final()...)
 	sess, err := c.srv.createSession(c, st)
 	if err != nil {
@@ -281,7 +284,11 @@ func (c *conn) loginBegin(pairs []negotiate.Pair, st *loginState) error {
 		return loginFail(loginAuthFailure, "%v", err)
 	}
 	st.auth = ex
-	st.neg = negotiate.New(c.srv.opt.Negotiation, true)
+	ncfg := c.srv.opt.Negotiation
+	if st.target != nil {
+		ncfg = st.target.negotiation(ncfg)
+	}
+	st.neg = negotiate.New(ncfg, true)
 	if st.first.CSG == pdu.StageOperational && ex.Required() {
 		return loginFail(loginAuthFailure, "authentication required but login skipped the security stage")
 	}

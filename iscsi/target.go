@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 	"github.com/iscsikit/iscsikit/scsi"
 )
 
@@ -29,6 +30,21 @@ type Target struct {
 	// units mapped to it, under its own LUN numbers). A nil result means
 	// Device.
 	DeviceFor func(initiatorName string) *scsi.Target
+	// HeaderDigest and DataDigest, when not DigestOptional, replace the
+	// server's digest policy (Options.Negotiation) for logins to this
+	// target: DigestRequired insists on CRC32C, DigestRefused on None.
+	HeaderDigest, DataDigest negotiate.DigestPolicy
+}
+
+// negotiation returns the operational-key configuration for logins to t.
+func (t *Target) negotiation(base negotiate.Config) negotiate.Config {
+	if t.HeaderDigest != negotiate.DigestOptional {
+		base.HeaderDigest = t.HeaderDigest
+	}
+	if t.DataDigest != negotiate.DigestOptional {
+		base.DataDigest = t.DataDigest
+	}
+	return base
 }
 
 // deviceFor returns the SCSI target device a session of initiator uses.

@@ -224,3 +224,27 @@ func TestConfigValidate(t *testing.T) {
 	}
 	require.NoError(t, Config{}.Validate())
 }
+
+func TestCompleteRequiresDigests(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		req  []Pair
+		ok   bool
+	}{
+		{"never offered", nil, false},
+		{"offered None only", []Pair{{"HeaderDigest", "None"}, {"DataDigest", "CRC32C"}}, false},
+		{"agreed", []Pair{{"HeaderDigest", "None,CRC32C"}, {"DataDigest", "CRC32C"}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := New(Config{HeaderDigest: DigestRequired, DataDigest: DigestRequired}, true)
+			_, err := n.Negotiate(tc.req, "Normal")
+			require.NoError(t, err)
+			if tc.ok {
+				require.NoError(t, n.Complete())
+			} else {
+				require.ErrorIs(t, n.Complete(), ErrNegotiation)
+			}
+		})
+	}
+	require.NoError(t, New(Config{}, true).Complete(), "optional digests need nothing")
+}

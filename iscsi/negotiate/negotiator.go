@@ -274,6 +274,21 @@ func (n *Negotiator) Final() []Pair {
 	return []Pair{{Key: "MaxRecvDataSegmentLength", Value: num(n.cfg.MaxRecvDataSegmentLength)}}
 }
 
+// Complete reports whether the negotiated parameters meet the target's
+// requirements at the end of the login: a digest the configuration
+// requires must be in effect, whether the initiator never offered it or
+// offered only values the target answered with Reject. The error wraps
+// ErrNegotiation: the login must fail with an initiator error.
+func (n *Negotiator) Complete() error {
+	if n.cfg.HeaderDigest == DigestRequired && !n.params.HeaderDigest {
+		return fmt.Errorf("%w: the target requires HeaderDigest=CRC32C", ErrNegotiation)
+	}
+	if n.cfg.DataDigest == DigestRequired && !n.params.DataDigest {
+		return fmt.Errorf("%w: the target requires DataDigest=CRC32C", ErrNegotiation)
+	}
+	return nil
+}
+
 // Params returns the parameters negotiated so far, defaults elsewhere.
 func (n *Negotiator) Params() Params { return n.params }
 
