@@ -16,6 +16,7 @@ import (
 
 	"github.com/iscsikit/iscsikit/backend"
 	"github.com/iscsikit/iscsikit/iscsi"
+	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 	"github.com/iscsikit/iscsikit/scsi"
 )
 
@@ -70,10 +71,11 @@ type liveUnit struct {
 }
 
 type liveTarget struct {
-	name   string
-	alias  string
-	groups []uint16
-	policy *atomic.Pointer[accessPolicy]
+	name    string
+	alias   string
+	groups  []uint16
+	digests [2]string // header, data
+	policy  *atomic.Pointer[accessPolicy]
 
 	// mu guards the LUN maps and views: logins pick views concurrently
 	// with apply.
@@ -287,7 +289,8 @@ func (a *applier) commit(cfg *Config, p *plan) {
 	}
 	for id, lt := range a.targets {
 		t, keep := want[id]
-		if keep && cfg.Global.FullName(t.Name) == lt.name && t.Alias == lt.alias && slices.Equal(portalTags(cfg, t), lt.groups) {
+		if keep && cfg.Global.FullName(t.Name) == lt.name && t.Alias == lt.alias && slices.Equal(portalTags(cfg, t), lt.groups) &&
+			lt.digests == [2]string{t.HeaderDigest, t.DataDigest} {
 			continue
 		}
 		a.removeTarget(id, lt)
@@ -322,13 +325,14 @@ func (a *applier) commit(cfg *Config, p *plan) {
 		lt := a.targets[id]
 		if lt == nil {
 			lt = &liveTarget{
-				name: cfg.Global.FullName(t.Name), alias: t.Alias, groups: portalTags(cfg, t),
+				name: cfg.Global.FullName(t.Name), alias: t.Alias, groups: portalTags(cfg, t), digests: [2]string{t.HeaderDigest, t.DataDigest},
 				policy: new(atomic.Pointer[accessPolicy]), views: map[string]*lunView{"": newView()},
 			}
 			lt.policy.Store(policyFor(cfg, t))
 			it := &iscsi.Target{Name: lt.name, Alias: lt.alias, Device: lt.views[""].dev, PortalGroups: lt.groups,
-				Allow:     func(name, remote string) bool { return lt.policy.Load().allows(name, remote) },
-				DeviceFor: func(name string) *scsi.Target { return lt.deviceFor(name, a.log) },
+				Allow:        func(name, remote string) bool { return lt.policy.Load().allows(name, remote) },
+				DeviceFor:    func(name string) *scsi.Target { return lt.deviceFor(name, a.log) },
+				HeaderDigest: digestPolicies[t.HeaderDigest], DataDigest: digestPolicies[t.DataDigest],
 			}
 			if a.srv != nil {
 				if err := a.srv.AddTarget(it); err != nil {
@@ -538,6 +542,11 @@ func portalOf(cfg *Config, addr netip.AddrPort) int {
 		}
 	}
 	return 0
+}
+
+// digestPolicies maps a target's digest settings to the login policy.
+var digestPolicies = map[string]negotiate.DigestPolicy{
+	DigestAuto: negotiate.DigestOptional, DigestCRC32C: negotiate.DigestRequired, DigestNone: negotiate.DigestRefused,
 }
 
 // portalTags lists the portal group tags of a target's groups, sorted;

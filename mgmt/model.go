@@ -151,7 +151,19 @@ type Target struct {
 	// State is ready or offline (extension): an offline target is not
 	// served and its sessions end.
 	State string `json:"state"`
+	// HeaderDigest and DataDigest (extension, seed 002's shares) say
+	// which digests logins to the target may use: Auto (whatever the
+	// initiator prefers), CRC32C (required) or None (refused).
+	HeaderDigest string `json:"header_digest"`
+	DataDigest   string `json:"data_digest"`
 }
+
+// Digest settings of a target.
+const (
+	DigestAuto   = "Auto"
+	DigestCRC32C = "CRC32C"
+	DigestNone   = "None"
+)
 
 // Extent types.
 const (
@@ -260,7 +272,9 @@ const MaxLUN = 1023
 func NewPortal() Portal { return Portal{DiscoveryAuthMethod: AuthNone} }
 
 // NewTarget returns a target with the defaults of a create call.
-func NewTarget() Target { return Target{Mode: "ISCSI", State: StateReady} }
+func NewTarget() Target {
+	return Target{Mode: "ISCSI", State: StateReady, HeaderDigest: DigestAuto, DataDigest: DigestAuto}
+}
 
 // NewExtent returns an extent with the defaults of a create call.
 func NewExtent() Extent {

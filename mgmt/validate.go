@@ -260,6 +260,11 @@ func (v *validator) targets() {
 		if t.State != StateReady && t.State != StateOffline {
 			add(KindInvalid, "state", "%q is not ready or offline", t.State)
 		}
+		for field, d := range map[string]string{"header_digest": t.HeaderDigest, "data_digest": t.DataDigest} {
+			if _, ok := digestPolicies[d]; !ok {
+				add(KindInvalid, field, "%q is not Auto, CRC32C or None", d)
+			}
+		}
 		portals := map[int]bool{}
 		for i, g := range t.Groups {
 			field := fmt.Sprintf("groups[%d]", i)

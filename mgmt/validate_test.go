@@ -103,6 +103,8 @@ func TestValidationRules(t *testing.T) {
 		{"group mask under a general lun", func(c *Config) {
 			c.TargetExtents = append(c.TargetExtents, TargetExtent{ID: 3, Target: 1, Extent: 2, LunID: 0, InitiatorGroup: intp(1)})
 		}, ErrExists, "LUN 0 of target 1 is mapped for every initiator by targetextent 1"},
+		{"target header digest", func(c *Config) { c.Targets[0].HeaderDigest = "MD5" }, ErrInvalid, `target 1 (disk0): header_digest: "MD5" is not Auto, CRC32C or None`},
+		{"target data digest", func(c *Config) { c.Targets[0].DataDigest = DigestCRC32C }, nil, ""},
 		{"group on every portal", func(c *Config) { c.Targets[0].Groups[0].Portal = EveryPortal }, nil, ""},
 		{"every portal not alone", func(c *Config) {
 			c.Targets[0].Groups = append(c.Targets[0].Groups, TargetGroup{Portal: EveryPortal, AuthMethod: AuthNone})
