@@ -140,7 +140,7 @@ var extentFields = map[string]string{"name": "iscsi_target_extent_name", "type":
 	"comment": "iscsi_target_extent_comment"}
 
 func extentOut(e mgmt.Extent) extentView {
-	v := extentView{ID: e.ID, Name: e.Name, Type: "File", Path: e.Path, Filesize: formatSize(e.Filesize), Comment: e.Comment}
+	v := extentView{ID: e.ID, Name: e.Name, Type: "File", Path: e.Path, Filesize: rest.FormatSize(e.Filesize), Comment: e.Comment}
 	if e.Type == mgmt.ExtentDisk {
 		v.Type, v.Path = "Device", e.Disk
 		if strings.HasPrefix(e.Disk, "zvol/") {
@@ -152,7 +152,7 @@ func extentOut(e mgmt.Extent) extentView {
 
 // extentIn sets the fields of e that the view carries.
 func extentIn(v extentView, e *mgmt.Extent) error {
-	size, err := parseSize(v.Filesize)
+	size, err := rest.ParseSize(v.Filesize)
 	if err != nil {
 		return rest.BadRequest("iscsi_target_extent_filesize", "%v", err)
 	}

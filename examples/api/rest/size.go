@@ -1,4 +1,4 @@
-package freenas
+package rest
 
 import (
 	"fmt"
@@ -6,16 +6,16 @@ import (
 	"strings"
 )
 
-// sizeUnits are the suffixes seed 001 accepts on extent sizes, binary as
-// istgt reads them (10MB is 10 MiB).
+// sizeUnits are the suffixes the REST seeds put on sizes, binary as istgt
+// and NAS boxes read them (10MB is 10 MiB).
 var sizeUnits = []struct {
 	suffix string
 	shift  uint
 }{{"TB", 40}, {"GB", 30}, {"MB", 20}, {"KB", 10}, {"B", 0}}
 
-// parseSize reads "10MB", "1073741824" or "0" (auto: the size of an
+// ParseSize reads "10MB", "1073741824" or "0" (auto: the size of an
 // existing file) into bytes.
-func parseSize(s string) (int64, error) {
+func ParseSize(s string) (int64, error) {
 	t := strings.ToUpper(strings.TrimSpace(s))
 	shift := uint(0)
 	for _, u := range sizeUnits {
@@ -34,9 +34,9 @@ func parseSize(s string) (int64, error) {
 	return n << shift, nil
 }
 
-// formatSize writes bytes with the largest unit that divides them, so
+// FormatSize writes bytes with the largest unit that divides them, so
 // that what a client sent ("10MB") comes back the same.
-func formatSize(n int64) string {
+func FormatSize(n int64) string {
 	if n == 0 {
 		return "0"
 	}
