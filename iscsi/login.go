@@ -24,11 +24,8 @@ const (
 	loginInvalidRequest     = 0x020b
 	loginTargetError        = 0x0300
 	loginUnavailable        = 0x0301
+	loginOutOfResources     = 0x0302
 )
-
-// maxLoginText bounds the key=value text one login may accumulate across
-// continued PDUs.
-const maxLoginText = 64 << 10
 
 // loginError fails a login with a status sent to the initiator.
 type loginError struct {
@@ -58,6 +55,7 @@ type loginState struct {
 	sentTPGT       bool
 	statSN         uint32
 	text           []byte // continued (C bit) text being accumulated
+	keys           int    // key=value pairs received so far
 }
 
 // login runs the login phase and returns the session the connection joined.
@@ -67,12 +65,17 @@ func (c *conn) login() (*session, error) {
 		req pdu.LoginRequest
 		st  loginState
 	)
+	lim := c.srv.opt.Limits
 	for n := 0; ; n++ {
 		if err := c.checkLoginHeader(); err != nil {
 			return nil, err
 		}
 		if err := c.r.ReadPDU(&p); err != nil {
 			return nil, err
+		}
+		c.srv.loginActivity(c, st.initiatorName)
+		if exceeds(n, lim.MaxLoginPDUs) {
+			return nil, c.loginReject(&req, &st, loginFail(loginInitiatorError, "login phase exceeds %d requests", lim.MaxLoginPDUs))
 		}
 		if err := req.Decode(&p); err != nil {
 			return nil, c.loginReject(&req, &st, loginFail(loginInitiatorError, "%v", err))
@@ -88,8 +91,8 @@ func (c *conn) login() (*session, error) {
 		} else if req.ISID != st.first.ISID || req.TSIH != st.first.TSIH || req.CID != st.first.CID {
 			return nil, c.loginReject(&req, &st, loginFail(loginInitiatorError, "ISID, TSIH or CID changed during login"))
 		}
-		if len(st.text)+len(req.Data) > maxLoginText {
-			return nil, c.loginReject(&req, &st, loginFail(loginInitiatorError, "login text exceeds %d bytes", maxLoginText))
+		if over(len(st.text)+len(req.Data), lim.MaxLoginText) {
+			return nil, c.loginReject(&req, &st, loginFail(loginInitiatorError, "login text exceeds %d bytes", lim.MaxLoginText))
 		}
 		st.text = append(st.text, req.Data...)
 		if req.Continue {
@@ -137,6 +140,10 @@ func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool,
 	st.text = st.text[:0]
 	if err != nil {
 		return nil, false, loginFail(loginInitiatorError, "%v", err)
+	}
+	st.keys += len(pairs)
+	if lim := c.srv.opt.Limits.MaxLoginKeys; over(st.keys, lim) {
+		return nil, false, loginFail(loginInitiatorError, "login phase exceeds %d keys", lim)
 	}
 	if req.CSG != st.stage {
 		return nil, false, loginFail(loginInitiatorError, "request in stage %d, expected %d", req.CSG, st.stage)
@@ -213,6 +220,14 @@ func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool,
 	// Transition to full feature phase: declare what we must and create
 	// (or reinstate) the session.
 	resp = append(resp, st.neg.Final()...)
+	if st.target != nil {
+		if lim := c.srv.opt.Limits.MaxSessionsPerTarget; exceeds(c.srv.targetSessions(st.target.Name), lim) {
+			return nil, false, loginFail(loginOutOfResources, "target %s has its maximum of %d sessions", st.target.Name, lim)
+		}
+	}
+	if !c.srv.loginDone(c) {
+		return nil, false, errDisplaced
+	}
 	sess, err := c.srv.createSession(c, st)
 	if err != nil {
 		return nil, false, err
@@ -251,7 +266,8 @@ func (c *conn) loginBegin(pairs []negotiate.Pair, st *loginState) error {
 	if err := ValidateName(st.initiatorName); err != nil {
 		return loginFail(loginInitiatorError, "%v", err)
 	}
-	remote := c.nc.RemoteAddr().String()
+	c.srv.loginActivity(c, st.initiatorName)
+	info := LoginInfo{InitiatorName: st.initiatorName, RemoteAddr: c.nc.RemoteAddr().String(), PortalGroupTag: c.tpgt}
 	switch st.sessionType {
 	case "Discovery":
 		st.targetName = ""
@@ -263,17 +279,14 @@ func (c *conn) loginBegin(pairs []negotiate.Pair, st *loginState) error {
 		if st.target == nil || !st.target.servedBy(c.tpgt) {
 			return loginFail(loginNotFound, "no target %s on portal group %d", st.targetName, c.tpgt)
 		}
-		if st.target.Allow != nil && !st.target.Allow(st.initiatorName, remote) {
-			return loginFail(loginAuthzFailure, "initiator %s from %s may not log in to %s", st.initiatorName, remote, st.targetName)
+		info.TargetName = st.targetName
+		if !st.target.allows(info) {
+			return loginFail(loginAuthzFailure, "initiator %s from %s may not log in to %s", st.initiatorName, info.RemoteAddr, st.targetName)
 		}
 	default:
 		return loginFail(loginSessionTypeBad, "session type %q", st.sessionType)
 	}
-	auth := c.srv.opt.Authenticator
-	if auth == nil {
-		auth = noAuth{}
-	}
-	ex, err := auth.Begin(st.initiatorName, st.targetName, remote)
+	ex, err := c.srv.authenticator().Begin(info)
 	if err != nil {
 		if errors.Is(err, ErrNotAuthorized) {
 			return loginFail(loginAuthzFailure, "%v", err)
@@ -388,7 +401,7 @@ func (c *conn) loginReject(req *pdu.LoginRequest, st *loginState, err error) err
 	if !errors.As(err, &le) {
 		le = &loginError{status: loginTargetError, msg: err.Error()}
 	}
-	c.log.Info("login rejected", "initiator", st.initiatorName, "target", st.targetName, "status", fmt.Sprintf("0x%04x", le.status), "reason", le.msg)
+	c.log.Warn("login rejected", "initiator", st.initiatorName, "target", st.targetName, "session", st.sessionType, "status", fmt.Sprintf("0x%04x", le.status), "reason", le.msg)
 	m := pdu.LoginResponse{
 		CSG:          req.CSG,
 		ISID:         req.ISID,
