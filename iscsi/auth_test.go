@@ -403,3 +403,32 @@ func rawLoginStatus(t *testing.T, c *initiator.Conn, itt uint32, transit bool, k
 	}
 	return uint16(resp.StatusClass)<<8 | uint16(resp.StatusDetail), out
 }
+
+// TestLeadingKeysRepeated: libiscsi repeats InitiatorName, TargetName and
+// SessionType when it enters the operational stage; the same values are
+// accepted, a changed one is an initiator error.
+func TestLeadingKeysRepeated(t *testing.T) {
+	h := startServer(t, iscsi.Options{})
+	for _, name := range []string{initiator.DefaultInitiatorName, "iqn.2026-11.io.test:someone-else"} {
+		c, err := initiator.DialRaw(ctxT(t), h.addr, initiator.Options{TargetName: testTarget})
+		require.NoError(t, err)
+		rawLogin(t, c, 0, true, negotiate.Pair{Key: "InitiatorName", Value: initiator.DefaultInitiatorName},
+			negotiate.Pair{Key: "TargetName", Value: testTarget}, negotiate.Pair{Key: "AuthMethod", Value: "None"})
+		req := pdu.LoginRequest{CSG: pdu.StageOperational, ISID: initiator.DefaultISID, ITT: 1,
+			Data: negotiate.Append(nil, negotiate.Pair{Key: "InitiatorName", Value: name}, negotiate.Pair{Key: "TargetName", Value: testTarget})}
+		var p pdu.PDU
+		req.Encode(&p)
+		require.NoError(t, c.SendPDU(&p))
+		in, err := c.ReadPDU(ctxT(t))
+		require.NoError(t, err)
+		var resp pdu.LoginResponse
+		require.NoError(t, resp.Decode(in))
+		status := uint16(resp.StatusClass)<<8 | uint16(resp.StatusDetail)
+		if name == initiator.DefaultInitiatorName {
+			require.EqualValues(t, 0, status)
+		} else {
+			require.EqualValues(t, 0x0200, status)
+		}
+		c.Close()
+	}
+}

@@ -54,8 +54,9 @@ type loginState struct {
 	neg            *negotiate.Negotiator
 	sentTPGT       bool
 	statSN         uint32
-	text           []byte // continued (C bit) text being accumulated
-	keys           int    // key=value pairs received so far
+	text           []byte            // continued (C bit) text being accumulated
+	keys           int               // key=value pairs received so far
+	declared       map[string]string // leading keys of the first request
 }
 
 // login runs the login phase and returns the session the connection joined.
@@ -159,8 +160,10 @@ func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool,
 	for _, kv := range pairs {
 		switch kv.Key {
 		case "InitiatorName", "TargetName", "SessionType", "InitiatorAlias":
-			if !first {
-				return nil, false, loginFail(loginInitiatorError, "%s may only be sent in the first login request", kv.Key)
+			// libiscsi repeats them when it enters the operational stage;
+			// the same value again is harmless, a different one is not.
+			if !first && kv.Value != st.declared[kv.Key] {
+				return nil, false, loginFail(loginInitiatorError, "%s changed after the first login request", kv.Key)
 			}
 		default:
 			if negotiate.IsSecurityKey(kv.Key) {
@@ -248,7 +251,12 @@ func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool,
 // loginBegin reads the first request's declarations and finds the target.
 func (c *conn) loginBegin(pairs []negotiate.Pair, st *loginState) error {
 	st.sessionType = "Normal"
+	st.declared = map[string]string{}
 	for _, kv := range pairs {
+		switch kv.Key {
+		case "InitiatorName", "InitiatorAlias", "TargetName", "SessionType":
+			st.declared[kv.Key] = kv.Value
+		}
 		switch kv.Key {
 		case "InitiatorName":
 			st.initiatorName = kv.Value
