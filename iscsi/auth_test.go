@@ -294,7 +294,9 @@ func TestLoginLimits(t *testing.T) {
 // TestLoginTimeoutDropsSilentAndHalfSentLogins: a connection that sends
 // nothing, or half a header, is closed once LoginTimeout passes.
 func TestLoginTimeoutDropsSilentAndHalfSentLogins(t *testing.T) {
-	h := startServer(t, iscsi.Options{LoginTimeout: 300 * time.Millisecond})
+	logs := &syncBuffer{}
+	h := startServer(t, iscsi.Options{LoginTimeout: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	defer func() { require.Contains(t, logs.String(), "login timed out") }()
 	for _, partial := range [][]byte{nil, {0x43, 0x87, 0, 0, 0, 0, 0, 0x20}} {
 		nc, err := net.Dial("tcp", h.addr)
 		require.NoError(t, err)

@@ -3,6 +3,8 @@ package iscsi
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 
 	"github.com/iscsikit/iscsikit/iscsi/negotiate"
@@ -69,10 +71,10 @@ func (c *conn) login() (*session, error) {
 	lim := c.srv.opt.Limits
 	for n := 0; ; n++ {
 		if err := c.checkLoginHeader(); err != nil {
-			return nil, err
+			return nil, c.loginDropped(&st, err)
 		}
 		if err := c.r.ReadPDU(&p); err != nil {
-			return nil, err
+			return nil, c.loginDropped(&st, err)
 		}
 		c.srv.loginActivity(c, st.initiatorName)
 		if exceeds(n, lim.MaxLoginPDUs) {
@@ -111,6 +113,21 @@ func (c *conn) login() (*session, error) {
 			return sess, nil
 		}
 	}
+}
+
+// loginDropped logs why a connection in login is being dropped without a
+// Login Response (timeout, a stray first PDU, a broken header) and
+// returns err.
+func (c *conn) loginDropped(st *loginState, err error) error {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		c.log.Warn("login timed out; connection dropped", "initiator", st.initiatorName, "timeout", c.srv.opt.LoginTimeout)
+	case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+	default:
+		c.log.Warn("login dropped", "initiator", st.initiatorName, "err", err)
+	}
+	return err
 }
 
 // checkLoginHeader looks at the next PDU before it is read: anything but a

@@ -501,6 +501,12 @@ func TestLUNMaskingPerInitiator(t *testing.T) {
 	var se *initiator.StatusError
 	_, err = cc.ReadBlocks(ctx, scsi.EncodeLUN(1), 0, 1, 512)
 	require.ErrorAs(t, err, &se, "C has no LUN 1")
+	key, asc, _ := se.SenseKey()
+	require.Equal(t, [2]byte{5, 0x25}, [2]byte{key, asc}, "LOGICAL UNIT NOT SUPPORTED")
+	inq, err := cc.Command(ctx, scsi.EncodeLUN(1), []byte{0x12, 0, 0, 0, 36, 0}, nil, 36)
+	require.NoError(t, err)
+	require.NotEmpty(t, inq.Data)
+	require.EqualValues(t, 3, inq.Data[0]>>5, "INQUIRY of a masked LUN: peripheral qualifier 3, no unit")
 
 	// Mapping a LUN for C live shows up in C's view only.
 	_, err = m.CreateTargetExtent(ctx, TargetExtent{Target: tg.ID, Extent: ext["forA"], LunID: 5, Initiator: c})
