@@ -47,6 +47,10 @@ type config struct {
 	stateDir string
 	portal   string   // listen address written into a new configuration
 	dirs     []string // directories FILE extents may live in
+	// loginTimeout and limits protect the portals from hostile clients;
+	// zero values take package iscsi's defaults.
+	loginTimeout time.Duration
+	limits       iscsi.Limits
 }
 
 func main() {
@@ -55,6 +59,11 @@ func main() {
 	flag.StringVar(&c.stateDir, "state", "./iscsid-state", "state directory (config.json and backing files)")
 	flag.StringVar(&c.portal, "portal", "0.0.0.0:3260", "portal address of a new configuration (host:port)")
 	flag.StringVar(&dirs, "extent-dirs", "", "comma-separated directories FILE extents may use (default: the state directory)")
+	flag.DurationVar(&c.loginTimeout, "login-timeout", 15*time.Second, "drop a connection that has not finished logging in after this long")
+	flag.IntVar(&c.limits.MaxConnections, "max-connections", 4096, "TCP connections open at once (-1: no limit)")
+	flag.IntVar(&c.limits.MaxPendingLogins, "max-pending-logins", 256, "connections in login at once; beyond, the longest-idle one is dropped (-1: no limit)")
+	flag.IntVar(&c.limits.MaxPendingLoginsPerSource, "max-pending-logins-per-source", 64, "connections in login at once from one IP address (-1: no limit)")
+	flag.IntVar(&c.limits.MaxSessionsPerTarget, "max-sessions-per-target", 1024, "sessions of one target (-1: no limit)")
 	verbose := flag.Bool("v", false, "log debug messages")
 	flag.Parse()
 	if dirs != "" {
@@ -94,7 +103,7 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	srv, err := iscsi.NewServer(iscsi.Options{Logger: log})
+	srv, err := iscsi.NewServer(iscsi.Options{Logger: log, LoginTimeout: c.loginTimeout, Limits: c.limits})
 	if err != nil {
 		return err
 	}
