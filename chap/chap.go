@@ -170,7 +170,7 @@ func NewChallenge(a Algorithm) (id byte, challenge []byte, err error) {
 func Negotiate(offer string, prefer []Algorithm) (Algorithm, error) {
 	offered := map[Algorithm]bool{}
 	for _, s := range strings.Split(offer, ",") {
-		n, err := strconv.ParseUint(s, 10, 32)
+		n, err := parseDecimal(s, 32)
 		if err != nil {
 			return 0, fmt.Errorf("%w: CHAP_A %q", ErrEncoding, offer)
 		}
@@ -194,7 +194,7 @@ func ParseID(v string) (byte, error) {
 	if len(v) > 2 && (v[:2] == "0x" || v[:2] == "0X") {
 		n, err = strconv.ParseUint(v[2:], 16, 8)
 	} else {
-		n, err = strconv.ParseUint(v, 10, 8)
+		n, err = parseDecimal(v, 8)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("%w: CHAP_I %q is not a number from 0 to 255", ErrEncoding, v)
@@ -202,9 +202,19 @@ func ParseID(v string) (byte, error) {
 	return byte(n), nil
 }
 
+// parseDecimal parses an RFC 7143 decimal-constant: digits without
+// leading zeros (a lone 0 is allowed), no sign.
+func parseDecimal(s string, bits int) (uint64, error) {
+	if len(s) > 1 && s[0] == '0' || s == "" || s[0] < '0' || s[0] > '9' {
+		return 0, ErrEncoding
+	}
+	return strconv.ParseUint(s, 10, bits)
+}
+
 // DecodeBinary decodes an RFC 7143 binary value: 0x (or 0X) followed by
 // hex digits, an odd count read with an implied leading zero, or 0b (or
-// 0B) followed by base64 with padding.
+// 0B) followed by canonical, padded base64. Empty values and line breaks
+// are refused.
 func DecodeBinary(v string) ([]byte, error) {
 	if len(v) < 3 {
 		return nil, fmt.Errorf("%w: %q is not a 0x or 0b binary value", ErrEncoding, v)
@@ -221,9 +231,15 @@ func DecodeBinary(v string) ([]byte, error) {
 		}
 		return b, nil
 	case "0b", "0B":
+		if strings.ContainsAny(body, "\r\n") {
+			return nil, fmt.Errorf("%w: base64 value with a line break", ErrEncoding)
+		}
 		b, err := base64.StdEncoding.Strict().DecodeString(body)
 		if err != nil {
 			return nil, fmt.Errorf("%w: base64 value: %v", ErrEncoding, err)
+		}
+		if len(b) == 0 {
+			return nil, fmt.Errorf("%w: empty base64 value", ErrEncoding)
 		}
 		return b, nil
 	}

@@ -140,6 +140,9 @@ func TestNegotiate(t *testing.T) {
 		{"5,,6", DefaultAlgorithms(), 0, ErrEncoding},
 		{"md5", DefaultAlgorithms(), 0, ErrEncoding},
 		{"-5", DefaultAlgorithms(), 0, ErrEncoding},
+		{"+5", DefaultAlgorithms(), 0, ErrEncoding},
+		{"05", DefaultAlgorithms(), 0, ErrEncoding},
+		{"0007", DefaultAlgorithms(), 0, ErrEncoding},
 	}
 	for _, tc := range tests {
 		t.Run(tc.offer, func(t *testing.T) {
@@ -171,6 +174,8 @@ func TestDecodeBinary(t *testing.T) {
 		{in: "0xzz", err: true},
 		{in: "0b!!!!", err: true},
 		{in: "0bAA", err: true}, // missing padding
+		{in: "0B\n", err: true},  // line breaks are not base64
+		{in: "0bAA\r\nAA==", err: true},
 		{in: "abcdef", err: true},
 		{in: "12345", err: true},
 		{in: "", err: true},
@@ -197,7 +202,7 @@ func TestParseID(t *testing.T) {
 		require.NoError(t, err, in)
 		require.Equal(t, want, got, in)
 	}
-	for _, in := range []string{"", "256", "-1", "0x100", "abc", "1.5", "0x"} {
+	for _, in := range []string{"", "256", "-1", "+1", "01", "0x100", "abc", "1.5", "0x"} {
 		_, err := ParseID(in)
 		require.ErrorIs(t, err, ErrEncoding, in)
 	}

@@ -2,6 +2,7 @@ package iscsi_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -285,6 +286,28 @@ func TestLoginLimits(t *testing.T) {
 	_, err = initiator.Dial(ctxT(t), h.addr, initiator.Options{TargetName: testTarget, ISID: [6]byte{0x80, 0, 0, 0, 0, 9}})
 	require.ErrorAs(t, err, &le)
 	require.EqualValues(t, 0x0302, le.Status())
+	// Reinstating one of the two sessions (same initiator and ISID) is
+	// not a third session.
+	r, err := initiator.Dial(ctxT(t), h.addr, initiator.Options{TargetName: testTarget, ISID: [6]byte{0x80, 0, 0, 0, 0, 1}})
+	require.NoError(t, err)
+	defer r.Close()
+
+	// A login PDU announcing a data segment beyond 8 KiB (the login
+	// MaxRecvDataSegmentLength) is not read: the connection is dropped.
+	nc, err := net.Dial("tcp", h.addr)
+	require.NoError(t, err)
+	defer nc.Close()
+	var big pdu.PDU
+	(&pdu.LoginRequest{CSG: pdu.StageSecurity, ISID: initiator.DefaultISID, Data: make([]byte, 8)}).Encode(&big)
+	hdr := big.Header
+	hdr[5], hdr[6], hdr[7] = 0x10, 0, 0 // DataSegmentLength 1 MiB
+	_, err = nc.Write(hdr[:])
+	require.NoError(t, err)
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = nc.Read(make([]byte, 48))
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "connection kept open waiting for 1 MiB of login data")
+	require.Error(t, err)
 	// Discovery is not a session of the target.
 	d, err := initiator.Dial(ctxT(t), h.addr, initiator.Options{})
 	require.NoError(t, err)

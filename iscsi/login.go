@@ -241,7 +241,7 @@ func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool,
 	// (or reinstate) the session.
 	resp = append(resp, st.neg.Final()...)
 	if st.target != nil {
-		if lim := c.srv.opt.Limits.MaxSessionsPerTarget; exceeds(c.srv.targetSessions(st.target.Name), lim) {
+		if lim := c.srv.opt.Limits.MaxSessionsPerTarget; exceeds(c.srv.targetSessions(st.target.Name, st.initiatorName, st.first.ISID), lim) {
 			return nil, false, loginFail(loginOutOfResources, "target %s has its maximum of %d sessions", st.target.Name, lim)
 		}
 	}

@@ -472,13 +472,14 @@ func (s *Server) loginDone(c *conn) bool {
 	return ok
 }
 
-// targetSessions counts the sessions of the named target.
-func (s *Server) targetSessions(name string) int {
+// targetSessions counts the sessions of the named target, leaving out
+// the one a login of initiator with isid would reinstate.
+func (s *Server) targetSessions(name, initiator string, isid [6]byte) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
 	for _, sess := range s.sessions {
-		if sess.target != nil && sess.target.Name == name {
+		if sess.target != nil && sess.target.Name == name && (sess.initiatorName != initiator || sess.isid != isid) {
 			n++
 		}
 	}
