@@ -174,7 +174,7 @@ func TestDecodeBinary(t *testing.T) {
 		{in: "0xzz", err: true},
 		{in: "0b!!!!", err: true},
 		{in: "0bAA", err: true}, // missing padding
-		{in: "0B\n", err: true},  // line breaks are not base64
+		{in: "0B\n", err: true}, // line breaks are not base64
 		{in: "0bAA\r\nAA==", err: true},
 		{in: "abcdef", err: true},
 		{in: "12345", err: true},
