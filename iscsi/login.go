@@ -252,6 +252,9 @@ func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool,
 	if err != nil {
 		return nil, false, err
 	}
+	if st.target != nil {
+		c.srv.recordLogin(sess, LoginInfo{InitiatorName: st.initiatorName, RemoteAddr: c.nc.RemoteAddr().String(), PortalGroupTag: c.tpgt, TargetName: st.targetName})
+	}
 	c.sessp.Store(sess)
 	params := sess.params
 	if err := c.loginRespond(req, st, true, pdu.StageFullFeature, resp, loginSuccess); err != nil {

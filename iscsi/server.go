@@ -152,7 +152,10 @@ type Server struct {
 	// pending holds the connections still in the login phase, with when
 	// each last showed activity; guarded by mu.
 	pending map[*conn]*pendingLogin
-	auth    atomic.Pointer[authHolder]
+	// logins records how each normal session logged in, for
+	// EnforceAccess; entries of ended sessions are pruned lazily.
+	logins map[*session]LoginInfo
+	auth   atomic.Pointer[authHolder]
 
 	buffers bufpool.Pool // data buffers of tasks
 }
@@ -188,6 +191,7 @@ func NewServer(opt Options) (*Server, error) {
 		conns:     make(map[*conn]struct{}),
 		sessions:  make(map[uint16]*session),
 		pending:   make(map[*conn]*pendingLogin),
+		logins:    make(map[*session]LoginInfo),
 	}
 	s.SetAuthenticator(opt.Authenticator)
 	return s, nil
@@ -470,6 +474,64 @@ func (s *Server) loginDone(c *conn) bool {
 	_, ok := s.pending[c]
 	delete(s.pending, c)
 	return ok
+}
+
+// recordLogin remembers how sess logged in, for EnforceAccess.
+func (s *Server) recordLogin(sess *session, info LoginInfo) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneLoginsLocked()
+	s.logins[sess] = info
+}
+
+// pruneLoginsLocked forgets the logins of sessions that have ended, once
+// the record has grown past twice the live sessions.
+func (s *Server) pruneLoginsLocked() {
+	if len(s.logins) < 2*len(s.sessions)+16 {
+		return
+	}
+	for sess := range s.logins {
+		if s.sessions[sess.tsih] != sess {
+			delete(s.logins, sess)
+		}
+	}
+}
+
+// EnforceAccess checks every live normal session against its target's
+// current Allow, as if it logged in again through the same portal from
+// the same address, and ends the sessions no longer allowed (their
+// initiators get "authorization failure" when they try to log back in).
+// Call it after tightening access control; it returns how many sessions
+// it ended, and logs each with its initiator name and address.
+func (s *Server) EnforceAccess() int {
+	type victim struct {
+		sess *session
+		info LoginInfo
+	}
+	var victims []victim
+	s.mu.Lock()
+	for sess, info := range s.logins {
+		if s.sessions[sess.tsih] != sess {
+			delete(s.logins, sess)
+			continue
+		}
+		t := s.targets[info.TargetName]
+		if t == nil || t != sess.target {
+			continue // RemoveTarget ends those
+		}
+		victims = append(victims, victim{sess, info})
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, v := range victims {
+		if v.sess.target.allows(v.info) {
+			continue
+		}
+		s.log.Warn("session ended: initiator no longer allowed", "initiator", v.info.InitiatorName, "remote", v.info.RemoteAddr, "target", v.info.TargetName)
+		v.sess.close(fmt.Errorf("initiator %s no longer allowed on %s", v.info.InitiatorName, v.info.TargetName))
+		n++
+	}
+	return n
 }
 
 // targetSessions counts the sessions of the named target, leaving out

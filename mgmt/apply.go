@@ -435,6 +435,10 @@ func (a *applier) commit(cfg *Config, p *plan) {
 		a.syncLUNs(cfg, id, lt)
 	}
 	a.auth.Store(a.buildAuthTable(cfg))
+	if a.srv != nil {
+		// Sessions an initiator-group change no longer admits end now.
+		a.srv.EnforceAccess()
+	}
 	// Listeners last: new portals open, removed ones close; sessions
 	// already logged in through a closed portal carry on.
 	if a.srv != nil {

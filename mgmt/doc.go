@@ -48,6 +48,8 @@
 // The first group of a target whose portal and initiator group admit a
 // login decides its auth method; an initiator no group admits gets
 // "authorization failure" and does not see the target in discovery.
+// A change that narrows an initiator group ends the sessions it no longer
+// admits; changed credentials or auth methods apply from the next login.
 // Listings hide secrets unless asked for (Query.Secrets).
 //
 // # Validation and errors

@@ -586,3 +586,59 @@ func TestPoolsAndVolumes(t *testing.T) {
 	require.NotEqual(t, v.UUID, again.UUID)
 	require.ErrorIs(t, m.DestroyVolume(ctx, "tank", "ghost"), ErrNotFound)
 }
+
+// TestAccessChangeEndsSessions: narrowing an initiator group ends the
+// sessions it no longer admits and leaves the others alone; CHAP set on a
+// target group is required from the next login on.
+func TestAccessChangeEndsSessions(t *testing.T) {
+	srv, addr, port := liveServer(t)
+	m, _ := newManager(t, srv)
+	p, err := m.CreatePortal(ctx, Portal{DiscoveryAuthMethod: AuthNone, Listen: []Listen{{IP: "127.0.0.1", Port: port}}})
+	require.NoError(t, err)
+	const a, b = "iqn.2026-11.com.example:a", "iqn.2026-11.com.example:b"
+	ig, err := m.CreateInitiator(ctx, Initiator{Initiators: []string{a, b}})
+	require.NoError(t, err)
+	tg := NewTarget()
+	tg.Name, tg.Groups = "guarded", []TargetGroup{{Portal: p.ID, Initiator: &ig.ID, AuthMethod: AuthNone}}
+	tg, err = m.CreateTarget(ctx, tg)
+	require.NoError(t, err)
+	name := DefaultBasename + ":guarded"
+	dial := func(who string, c *initiator.CHAP) (*initiator.Conn, error) {
+		return initiator.Dial(ctx, addr, initiator.Options{TargetName: name, InitiatorName: who, CHAP: c})
+	}
+	ca, err := dial(a, nil)
+	require.NoError(t, err)
+	defer ca.Close()
+	cb, err := dial(b, nil)
+	require.NoError(t, err)
+	defer cb.Close()
+
+	_, err = m.UpdateInitiator(ctx, ig.ID, func(g *Initiator) error { g.Initiators = []string{b}; return nil })
+	require.NoError(t, err)
+	select {
+	case <-ca.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session of an initiator taken out of the group survived")
+	}
+	_, err = cb.ReportLUNs(ctx)
+	require.NoError(t, err, "the other initiator's session is undisturbed")
+	_, err = dial(a, nil)
+	var le *initiator.LoginError
+	require.ErrorAs(t, err, &le)
+	require.EqualValues(t, 0x0202, le.Status())
+
+	// CHAP on the group: the next login needs credentials of auth group 5.
+	_, err = m.CreateAuth(ctx, Auth{Tag: 5, User: "b-user", Secret: "b-secret-00001"})
+	require.NoError(t, err)
+	_, err = m.UpdateTarget(ctx, tg.ID, func(t *Target) error {
+		t.Groups[0].AuthMethod, t.Groups[0].Auth = AuthCHAP, intp(5)
+		return nil
+	})
+	require.NoError(t, err)
+	_, err = dial(b, nil)
+	require.ErrorAs(t, err, &le)
+	require.EqualValues(t, 0x0201, le.Status())
+	c2, err := dial(b, &initiator.CHAP{Username: "b-user", Secret: "b-secret-00001"})
+	require.NoError(t, err)
+	c2.Close()
+}
