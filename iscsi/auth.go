@@ -249,11 +249,13 @@ func (x *chapExchange) verify(got map[string]string) ([]negotiate.Pair, bool, er
 		return nil, false, fmt.Errorf("%w: CHAP_R: %w", ErrAuthFailed, err)
 	}
 	var match *CHAPCredential
+	known := false
 	for i := range x.creds {
 		c := &x.creds[i]
 		if c.User != user {
 			continue
 		}
+		known = true
 		if err := chap.CheckSecret([]byte(c.Secret)); err != nil {
 			return nil, false, fmt.Errorf("%w: credential of user %q: %w", ErrAuthFailed, user, err)
 		}
@@ -263,6 +265,11 @@ func (x *chapExchange) verify(got map[string]string) ([]negotiate.Pair, bool, er
 		}
 	}
 	if match == nil {
+		if !known {
+			// Spend the same work as for a known user, so response times
+			// do not tell which user names exist.
+			chap.Verify(x.alg, x.id, x.challenge, x.challenge, resp)
+		}
 		return nil, false, fmt.Errorf("%w: CHAP_N %q with a wrong or unknown response (%v)", ErrAuthFailed, user, x.alg)
 	}
 	iv, okI := got["CHAP_I"]

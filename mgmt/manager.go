@@ -20,6 +20,8 @@ type Options struct {
 	Store Store
 	// Server is the running target the configuration is applied to; nil
 	// validates and persists without serving (a configuration editor).
+	// New installs the configuration's CHAP authentication on it
+	// (Server.SetAuthenticator), replacing any Authenticator it had.
 	Server *iscsi.Server
 	// Initial is saved and applied when the store holds nothing yet.
 	// Nil starts from an empty configuration with DefaultBasename.
