@@ -457,3 +457,62 @@ func TestLeadingKeysRepeated(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestMaxConnectionsRefusesWhenAllLoggedIn: with every connection slot
+// held by a logged-in session there is nothing to displace, so a new
+// connection is closed at once (and logged); logged-in sessions carry on.
+func TestMaxConnectionsRefusesWhenAllLoggedIn(t *testing.T) {
+	logs := &syncBuffer{}
+	h := startServer(t, iscsi.Options{Limits: iscsi.Limits{MaxConnections: 2}, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	var sessions []*initiator.Conn
+	for i := range 2 {
+		c, err := initiator.Dial(ctxT(t), h.addr, initiator.Options{TargetName: testTarget, ISID: [6]byte{0x80, 0, 0, 0, 1, byte(i)}})
+		require.NoError(t, err)
+		defer c.Close()
+		sessions = append(sessions, c)
+	}
+	nc, err := net.Dial("tcp", h.addr)
+	require.NoError(t, err)
+	defer nc.Close()
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = nc.Read(make([]byte, 1))
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "connection beyond MaxConnections kept open")
+	require.Contains(t, logs.String(), "too many connections")
+	for _, c := range sessions {
+		_, err := c.ReportLUNs(ctxT(t))
+		require.NoError(t, err)
+	}
+}
+
+// TestEnforceAccess: a session whose initiator the target no longer
+// allows is ended by EnforceAccess; others stay.
+func TestEnforceAccess(t *testing.T) {
+	h := startServer(t, iscsi.Options{})
+	const guarded = "iqn.2026-11.io.iscsikit:enforced"
+	var mu sync.Mutex
+	banned := ""
+	require.NoError(t, h.srv.AddTarget(&iscsi.Target{Name: guarded, Device: h.dev, Allow: func(info iscsi.LoginInfo) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return info.InitiatorName != banned
+	}}))
+	a, err := initiator.Dial(ctxT(t), h.addr, initiator.Options{TargetName: guarded, InitiatorName: "iqn.2026-11.io.test:a"})
+	require.NoError(t, err)
+	defer a.Close()
+	b, err := initiator.Dial(ctxT(t), h.addr, initiator.Options{TargetName: guarded, InitiatorName: "iqn.2026-11.io.test:b"})
+	require.NoError(t, err)
+	defer b.Close()
+	require.Zero(t, h.srv.EnforceAccess())
+	mu.Lock()
+	banned = "iqn.2026-11.io.test:a"
+	mu.Unlock()
+	require.Equal(t, 1, h.srv.EnforceAccess())
+	select {
+	case <-a.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("session of a banned initiator survived")
+	}
+	_, err = b.ReportLUNs(ctxT(t))
+	require.NoError(t, err)
+}
