@@ -2,6 +2,7 @@ package iscsi_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -515,4 +516,34 @@ func TestEnforceAccess(t *testing.T) {
 	}
 	_, err = b.ReportLUNs(ctxT(t))
 	require.NoError(t, err)
+}
+
+// TestCHAPBase64Response: CHAP_R (and a mutual CHAP_C) in base64 (0b) is
+// accepted like hex; a truncated response is refused.
+func TestCHAPBase64Response(t *testing.T) {
+	h, _ := chapServer(t, iscsi.AuthCHAP)
+	for _, truncate := range []bool{false, true} {
+		c, err := initiator.DialRaw(ctxT(t), h.addr, initiator.Options{TargetName: testTarget})
+		require.NoError(t, err)
+		rawLogin(t, c, 0, false, negotiate.Pair{Key: "InitiatorName", Value: initiator.DefaultInitiatorName},
+			negotiate.Pair{Key: "TargetName", Value: testTarget}, negotiate.Pair{Key: "AuthMethod", Value: "CHAP"})
+		resp := rawLogin(t, c, 1, false, negotiate.Pair{Key: "CHAP_A", Value: "5"})
+		r, err := chap.DecodeBinary(md5Hex(t, resp["CHAP_I"], aliceSecret, resp["CHAP_C"]))
+		require.NoError(t, err)
+		if truncate {
+			r = r[:15]
+		}
+		status, keys := rawLoginStatus(t, c, 2, true, negotiate.Pair{Key: "CHAP_N", Value: "alice"},
+			negotiate.Pair{Key: "CHAP_R", Value: "0b" + base64.StdEncoding.EncodeToString(r)},
+			negotiate.Pair{Key: "CHAP_I", Value: "0x2a"},
+			negotiate.Pair{Key: "CHAP_C", Value: "0b" + base64.StdEncoding.EncodeToString([]byte("sixteen byte chl"))})
+		c.Close()
+		if truncate {
+			require.EqualValues(t, 0x0201, status)
+			continue
+		}
+		require.EqualValues(t, 0, status)
+		require.Equal(t, "tgt", keys["CHAP_N"])
+		require.Equal(t, md5Hex(t, "42", targetSecret, chap.EncodeHex([]byte("sixteen byte chl"))), keys["CHAP_R"])
+	}
 }
