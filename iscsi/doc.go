@@ -11,4 +11,13 @@
 // session, commands are admitted in CmdSN order inside a window whose size
 // is the queue depth, and then execute concurrently: the queue depth is real
 // concurrency against the backend.
+//
+// Security: Target.Allow admits or refuses logins by initiator name,
+// address and portal group (refused ones get "authorization failure" and
+// are not listed by SendTargets); an Authenticator runs the security
+// stage, and NewCHAPAuthenticator provides one-way and mutual CHAP per
+// login policy. Options.LoginTimeout and Options.Limits bound what a
+// hostile client can hold: a login's duration, keys and text, open
+// connections, connections in login (a newer one displaces the
+// longest-idle one) and sessions per target.
 package iscsi

@@ -3,6 +3,8 @@ package iscsi
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 
 	"github.com/iscsikit/iscsikit/iscsi/negotiate"
@@ -24,11 +26,8 @@ const (
 	loginInvalidRequest     = 0x020b
 	loginTargetError        = 0x0300
 	loginUnavailable        = 0x0301
+	loginOutOfResources     = 0x0302
 )
-
-// maxLoginText bounds the key=value text one login may accumulate across
-// continued PDUs.
-const maxLoginText = 64 << 10
 
 // loginError fails a login with a status sent to the initiator.
 type loginError struct {
@@ -57,7 +56,9 @@ type loginState struct {
 	neg            *negotiate.Negotiator
 	sentTPGT       bool
 	statSN         uint32
-	text           []byte // continued (C bit) text being accumulated
+	text           []byte            // continued (C bit) text being accumulated
+	keys           int               // key=value pairs received so far
+	declared       map[string]string // leading keys of the first request
 }
 
 // login runs the login phase and returns the session the connection joined.
@@ -67,12 +68,17 @@ func (c *conn) login() (*session, error) {
 		req pdu.LoginRequest
 		st  loginState
 	)
+	lim := c.srv.opt.Limits
 	for n := 0; ; n++ {
 		if err := c.checkLoginHeader(); err != nil {
-			return nil, err
+			return nil, c.loginDropped(&st, err)
 		}
 		if err := c.r.ReadPDU(&p); err != nil {
-			return nil, err
+			return nil, c.loginDropped(&st, err)
+		}
+		c.srv.loginActivity(c, st.initiatorName)
+		if exceeds(n, lim.MaxLoginPDUs) {
+			return nil, c.loginReject(&req, &st, loginFail(loginInitiatorError, "login phase exceeds %d requests", lim.MaxLoginPDUs))
 		}
 		if err := req.Decode(&p); err != nil {
 			return nil, c.loginReject(&req, &st, loginFail(loginInitiatorError, "%v", err))
@@ -88,8 +94,8 @@ func (c *conn) login() (*session, error) {
 		} else if req.ISID != st.first.ISID || req.TSIH != st.first.TSIH || req.CID != st.first.CID {
 			return nil, c.loginReject(&req, &st, loginFail(loginInitiatorError, "ISID, TSIH or CID changed during login"))
 		}
-		if len(st.text)+len(req.Data) > maxLoginText {
-			return nil, c.loginReject(&req, &st, loginFail(loginInitiatorError, "login text exceeds %d bytes", maxLoginText))
+		if over(len(st.text)+len(req.Data), lim.MaxLoginText) {
+			return nil, c.loginReject(&req, &st, loginFail(loginInitiatorError, "login text exceeds %d bytes", lim.MaxLoginText))
 		}
 		st.text = append(st.text, req.Data...)
 		if req.Continue {
@@ -107,6 +113,21 @@ func (c *conn) login() (*session, error) {
 			return sess, nil
 		}
 	}
+}
+
+// loginDropped logs why a connection in login is being dropped without a
+// Login Response (timeout, a stray first PDU, a broken header) and
+// returns err.
+func (c *conn) loginDropped(st *loginState, err error) error {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		c.log.Warn("login timed out; connection dropped", "initiator", st.initiatorName, "timeout", c.srv.opt.LoginTimeout)
+	case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+	default:
+		c.log.Warn("login dropped", "initiator", st.initiatorName, "err", err)
+	}
+	return err
 }
 
 // checkLoginHeader looks at the next PDU before it is read: anything but a
@@ -138,6 +159,10 @@ func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool,
 	if err != nil {
 		return nil, false, loginFail(loginInitiatorError, "%v", err)
 	}
+	st.keys += len(pairs)
+	if lim := c.srv.opt.Limits.MaxLoginKeys; over(st.keys, lim) {
+		return nil, false, loginFail(loginInitiatorError, "login phase exceeds %d keys", lim)
+	}
 	if req.CSG != st.stage {
 		return nil, false, loginFail(loginInitiatorError, "request in stage %d, expected %d", req.CSG, st.stage)
 	}
@@ -152,8 +177,10 @@ func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool,
 	for _, kv := range pairs {
 		switch kv.Key {
 		case "InitiatorName", "TargetName", "SessionType", "InitiatorAlias":
-			if !first {
-				return nil, false, loginFail(loginInitiatorError, "%s may only be sent in the first login request", kv.Key)
+			// libiscsi repeats them when it enters the operational stage;
+			// the same value again is harmless, a different one is not.
+			if !first && kv.Value != st.declared[kv.Key] {
+				return nil, false, loginFail(loginInitiatorError, "%s changed after the first login request", kv.Key)
 			}
 		default:
 			if negotiate.IsSecurityKey(kv.Key) {
@@ -216,9 +243,20 @@ func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool,
 		return nil, false, loginFail(loginInitiatorError, "%v", err)
 	}
 	resp = append(resp, st.neg.Final()...)
+	if st.target != nil {
+		if lim := c.srv.opt.Limits.MaxSessionsPerTarget; exceeds(c.srv.targetSessions(st.target.Name, st.initiatorName, st.first.ISID), lim) {
+			return nil, false, loginFail(loginOutOfResources, "target %s has its maximum of %d sessions", st.target.Name, lim)
+		}
+	}
+	if !c.srv.loginDone(c) {
+		return nil, false, errDisplaced
+	}
 	sess, err := c.srv.createSession(c, st)
 	if err != nil {
 		return nil, false, err
+	}
+	if st.target != nil {
+		c.srv.recordLogin(sess, LoginInfo{InitiatorName: st.initiatorName, RemoteAddr: c.nc.RemoteAddr().String(), PortalGroupTag: c.tpgt, TargetName: st.targetName})
 	}
 	c.sessp.Store(sess)
 	params := sess.params
@@ -236,7 +274,12 @@ func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool,
 // loginBegin reads the first request's declarations and finds the target.
 func (c *conn) loginBegin(pairs []negotiate.Pair, st *loginState) error {
 	st.sessionType = "Normal"
+	st.declared = map[string]string{}
 	for _, kv := range pairs {
+		switch kv.Key {
+		case "InitiatorName", "InitiatorAlias", "TargetName", "SessionType":
+			st.declared[kv.Key] = kv.Value
+		}
 		switch kv.Key {
 		case "InitiatorName":
 			st.initiatorName = kv.Value
@@ -254,7 +297,8 @@ func (c *conn) loginBegin(pairs []negotiate.Pair, st *loginState) error {
 	if err := ValidateName(st.initiatorName); err != nil {
 		return loginFail(loginInitiatorError, "%v", err)
 	}
-	remote := c.nc.RemoteAddr().String()
+	c.srv.loginActivity(c, st.initiatorName)
+	info := LoginInfo{InitiatorName: st.initiatorName, RemoteAddr: c.nc.RemoteAddr().String(), PortalGroupTag: c.tpgt}
 	switch st.sessionType {
 	case "Discovery":
 		st.targetName = ""
@@ -266,17 +310,14 @@ func (c *conn) loginBegin(pairs []negotiate.Pair, st *loginState) error {
 		if st.target == nil || !st.target.servedBy(c.tpgt) {
 			return loginFail(loginNotFound, "no target %s on portal group %d", st.targetName, c.tpgt)
 		}
-		if st.target.Allow != nil && !st.target.Allow(st.initiatorName, remote) {
-			return loginFail(loginAuthzFailure, "initiator %s from %s may not log in to %s", st.initiatorName, remote, st.targetName)
+		info.TargetName = st.targetName
+		if !st.target.allows(info) {
+			return loginFail(loginAuthzFailure, "initiator %s from %s may not log in to %s", st.initiatorName, info.RemoteAddr, st.targetName)
 		}
 	default:
 		return loginFail(loginSessionTypeBad, "session type %q", st.sessionType)
 	}
-	auth := c.srv.opt.Authenticator
-	if auth == nil {
-		auth = noAuth{}
-	}
-	ex, err := auth.Begin(st.initiatorName, st.targetName, remote)
+	ex, err := c.srv.authenticator().Begin(info)
 	if err != nil {
 		if errors.Is(err, ErrNotAuthorized) {
 			return loginFail(loginAuthzFailure, "%v", err)
@@ -395,7 +436,7 @@ func (c *conn) loginReject(req *pdu.LoginRequest, st *loginState, err error) err
 	if !errors.As(err, &le) {
 		le = &loginError{status: loginTargetError, msg: err.Error()}
 	}
-	c.log.Info("login rejected", "initiator", st.initiatorName, "target", st.targetName, "status", fmt.Sprintf("0x%04x", le.status), "reason", le.msg)
+	c.log.Warn("login rejected", "initiator", st.initiatorName, "target", st.targetName, "session", st.sessionType, "status", fmt.Sprintf("0x%04x", le.status), "reason", le.msg)
 	m := pdu.LoginResponse{
 		CSG:          req.CSG,
 		ISID:         req.ISID,

@@ -7,8 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iscsikit/iscsikit/internal/bufpool"
@@ -46,8 +48,67 @@ type Options struct {
 	MaxIOSize int
 	// Authenticator runs the security stage of login. Nil means
 	// AuthMethod=None for every target and discovery session.
+	// SetAuthenticator replaces it on a running server.
 	Authenticator Authenticator
+	// Limits bound what one initiator, or a crowd of clients, can make
+	// the server hold; zero fields take their defaults.
+	Limits Limits
 }
+
+// Limits protect the server from hostile or broken clients. Every
+// refusal they cause is logged with the initiator's name (when known) and
+// address. Zero fields take the defaults named; a negative value turns a
+// limit off.
+type Limits struct {
+	// MaxConnections bounds the TCP connections open at once, logged in
+	// or not. When it is reached a new connection first displaces the
+	// longest-idle connection still in login; if there is none it is
+	// closed at once. Default 4096.
+	MaxConnections int
+	// MaxPendingLogins bounds the connections still in the login phase.
+	// A new connection beyond it displaces the one in login that has
+	// been idle longest, so a flood of half-open or silent connections
+	// cannot keep a real initiator out (the flood's connections are the
+	// idle ones). Default 256.
+	MaxPendingLogins int
+	// MaxPendingLoginsPerSource is MaxPendingLogins for one source IP
+	// address; a source beyond it displaces its own longest-idle
+	// connection in login, not another source's. Default 64.
+	MaxPendingLoginsPerSource int
+	// MaxSessionsPerTarget bounds the sessions of one target; a login
+	// beyond it fails with "out of resources" (0x0302). Default 1024.
+	MaxSessionsPerTarget int
+	// MaxLoginKeys bounds the key=value pairs of one login phase. Default
+	// 256.
+	MaxLoginKeys int
+	// MaxLoginText bounds the key=value text of one login request, across
+	// continued PDUs, in bytes. Default 64 KiB.
+	MaxLoginText int
+	// MaxLoginPDUs bounds the login requests of one login phase. Default
+	// 64.
+	MaxLoginPDUs int
+}
+
+func (l *Limits) setDefaults() {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&l.MaxConnections, 4096)
+	def(&l.MaxPendingLogins, 256)
+	def(&l.MaxPendingLoginsPerSource, 64)
+	def(&l.MaxSessionsPerTarget, 1024)
+	def(&l.MaxLoginKeys, 256)
+	def(&l.MaxLoginText, 64<<10)
+	def(&l.MaxLoginPDUs, 64)
+}
+
+// exceeds reports whether n has reached limit (a negative limit is off).
+func exceeds(n, limit int) bool { return limit >= 0 && n >= limit }
+
+// over reports whether n is beyond limit (a negative limit is off).
+func over(n, limit int) bool { return limit >= 0 && n > limit }
 
 func (o *Options) setDefaults() {
 	if o.Logger == nil {
@@ -71,6 +132,7 @@ func (o *Options) setDefaults() {
 	if o.MaxIOSize <= 0 {
 		o.MaxIOSize = scsi.DefaultMaxTransferLength
 	}
+	o.Limits.setDefaults()
 }
 
 // Server is an iSCSI target server. Its methods are safe for concurrent use.
@@ -87,8 +149,33 @@ type Server struct {
 	closed    bool
 	connWG    sync.WaitGroup
 
+	// pending holds the connections still in the login phase, with when
+	// each last showed activity; guarded by mu.
+	pending map[*conn]*pendingLogin
+	// logins records how each normal session logged in, for
+	// EnforceAccess; entries of ended sessions are pruned lazily.
+	logins map[*session]LoginInfo
+	auth   atomic.Pointer[authHolder]
+
 	buffers bufpool.Pool // data buffers of tasks
 }
+
+// pendingLogin is a connection in the login phase.
+type pendingLogin struct {
+	source    netip.Addr
+	last      time.Time // accepted, or last login PDU received
+	initiator string    // InitiatorName once known, for the log
+}
+
+// displaced is a connection in login that a newer one pushes out.
+type displaced struct {
+	c         *conn
+	initiator string
+	why       string // the limit that was reached
+}
+
+// authHolder lets an interface value live in an atomic.Pointer.
+type authHolder struct{ a Authenticator }
 
 // NewServer returns a Server with the given options.
 func NewServer(opt Options) (*Server, error) {
@@ -96,14 +183,18 @@ func NewServer(opt Options) (*Server, error) {
 	if err := opt.Negotiation.Validate(); err != nil {
 		return nil, fmt.Errorf("iscsi: negotiation config: %w", err)
 	}
-	return &Server{
+	s := &Server{
 		opt:       opt,
 		log:       opt.Logger,
 		targets:   make(map[string]*Target),
 		listeners: make(map[net.Listener]uint16),
 		conns:     make(map[*conn]struct{}),
 		sessions:  make(map[uint16]*session),
-	}, nil
+		pending:   make(map[*conn]*pendingLogin),
+		logins:    make(map[*session]LoginInfo),
+	}
+	s.SetAuthenticator(opt.Authenticator)
+	return s, nil
 }
 
 // Options returns the options in force, defaults filled in.
@@ -112,6 +203,18 @@ func (s *Server) Options() Options {
 	o.Negotiation = o.Negotiation.Effective()
 	return o
 }
+
+// SetAuthenticator replaces the authenticator of later logins (nil means
+// AuthMethod=None for everyone). Logins already past their start keep
+// the one they began with.
+func (s *Server) SetAuthenticator(a Authenticator) {
+	if a == nil {
+		a = noAuth{}
+	}
+	s.auth.Store(&authHolder{a: a})
+}
+
+func (s *Server) authenticator() Authenticator { return s.auth.Load().a }
 
 // AddTarget makes t available to logins and discovery.
 func (s *Server) AddTarget(t *Target) error {
@@ -233,9 +336,21 @@ func (s *Server) ServePortal(l net.Listener, tag uint16) error {
 			nc.Close()
 			return ErrServerClosed
 		}
-		s.conns[c] = struct{}{}
-		s.connWG.Add(1)
+		victims, admitted := s.admitLocked(c)
+		if admitted {
+			s.conns[c] = struct{}{}
+			s.connWG.Add(1)
+		}
 		s.mu.Unlock()
+		for _, v := range victims {
+			v.c.log.Warn("connection in login displaced by a newer one", "initiator", v.initiator, "limit", v.why)
+			v.c.close(errDisplaced)
+		}
+		if !admitted {
+			c.log.Warn("connection refused: too many connections", "limit", s.opt.Limits.MaxConnections)
+			nc.Close()
+			continue
+		}
 		go c.serve()
 	}
 }
@@ -292,8 +407,167 @@ func (s *Server) Close() error {
 func (s *Server) removeConn(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	delete(s.pending, c)
 	s.mu.Unlock()
 	s.connWG.Done()
+}
+
+// errDisplaced ends a connection in login that a newer one displaced.
+var errDisplaced = errors.New("displaced by a newer connection while in login")
+
+// admitLocked applies Limits to a newly accepted connection: it registers
+// c as pending login and returns the connections in login that c
+// displaces, or admitted=false when c must be closed because every open
+// connection is logged in. Called with s.mu held.
+func (s *Server) admitLocked(c *conn) (victims []displaced, admitted bool) {
+	lim := s.opt.Limits
+	src := sourceAddr(c.nc.RemoteAddr())
+	evict := func(sameSource bool, why string) bool {
+		var oldest *conn
+		var op *pendingLogin
+		for pc, p := range s.pending {
+			if sameSource && p.source != src {
+				continue
+			}
+			if oldest == nil || p.last.Before(op.last) {
+				oldest, op = pc, p
+			}
+		}
+		if oldest == nil {
+			return false
+		}
+		delete(s.pending, oldest)
+		victims = append(victims, displaced{c: oldest, initiator: op.initiator, why: why})
+		return true
+	}
+	if exceeds(len(s.conns)-len(victims), lim.MaxConnections) && !evict(false, "MaxConnections") {
+		return nil, false
+	}
+	perSource := 0
+	for _, p := range s.pending {
+		if p.source == src {
+			perSource++
+		}
+	}
+	if exceeds(perSource, lim.MaxPendingLoginsPerSource) {
+		evict(true, "MaxPendingLoginsPerSource")
+	}
+	if exceeds(len(s.pending), lim.MaxPendingLogins) {
+		evict(false, "MaxPendingLogins")
+	}
+	s.pending[c] = &pendingLogin{source: src, last: time.Now()}
+	return victims, true
+}
+
+// loginActivity marks a connection in login as active (it sent a PDU),
+// so it is not the first to be displaced, and records its initiator name
+// once known.
+func (s *Server) loginActivity(c *conn, initiator string) {
+	s.mu.Lock()
+	if p := s.pending[c]; p != nil {
+		p.last = time.Now()
+		if initiator != "" {
+			p.initiator = initiator
+		}
+	}
+	s.mu.Unlock()
+}
+
+// loginDone takes c off the pending list as it enters full feature
+// phase; false means c was displaced meanwhile and must not go on.
+func (s *Server) loginDone(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.pending[c]
+	delete(s.pending, c)
+	return ok
+}
+
+// recordLogin remembers how sess logged in, for EnforceAccess.
+func (s *Server) recordLogin(sess *session, info LoginInfo) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneLoginsLocked()
+	s.logins[sess] = info
+}
+
+// pruneLoginsLocked forgets the logins of sessions that have ended, once
+// the record has grown past twice the live sessions.
+func (s *Server) pruneLoginsLocked() {
+	if len(s.logins) < 2*len(s.sessions)+16 {
+		return
+	}
+	for sess := range s.logins {
+		if s.sessions[sess.tsih] != sess {
+			delete(s.logins, sess)
+		}
+	}
+}
+
+// EnforceAccess checks every live normal session against its target's
+// current Allow, as if it logged in again through the same portal from
+// the same address, and ends the sessions no longer allowed (their
+// initiators get "authorization failure" when they try to log back in).
+// Call it after tightening access control; it returns how many sessions
+// it ended, and logs each with its initiator name and address.
+func (s *Server) EnforceAccess() int {
+	type victim struct {
+		sess *session
+		info LoginInfo
+	}
+	var victims []victim
+	s.mu.Lock()
+	for sess, info := range s.logins {
+		if s.sessions[sess.tsih] != sess {
+			delete(s.logins, sess)
+			continue
+		}
+		t := s.targets[info.TargetName]
+		if t == nil || t != sess.target {
+			continue // RemoveTarget ends those
+		}
+		victims = append(victims, victim{sess, info})
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, v := range victims {
+		if v.sess.target.allows(v.info) {
+			continue
+		}
+		s.log.Warn("session ended: initiator no longer allowed", "initiator", v.info.InitiatorName, "remote", v.info.RemoteAddr, "target", v.info.TargetName)
+		v.sess.close(fmt.Errorf("initiator %s no longer allowed on %s", v.info.InitiatorName, v.info.TargetName))
+		n++
+	}
+	return n
+}
+
+// targetSessions counts the sessions of the named target, leaving out
+// the one a login of initiator with isid would reinstate.
+func (s *Server) targetSessions(name, initiator string, isid [6]byte) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, sess := range s.sessions {
+		if sess.target != nil && sess.target.Name == name && (sess.initiatorName != initiator || sess.isid != isid) {
+			n++
+		}
+	}
+	return n
+}
+
+// sourceAddr is the IP address of a remote address (the zero Addr when it
+// is not an IP address).
+func sourceAddr(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 // SessionInfo describes a live session.

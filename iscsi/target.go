@@ -19,9 +19,11 @@ type Target struct {
 	// Device holds the target's logical units.
 	Device *scsi.Target
 	// Allow decides whether an initiator may discover and log in to the
-	// target; nil admits everyone. Access control policies (initiator
-	// groups, networks) plug in here.
-	Allow func(initiatorName string, remoteAddr string) bool
+	// target through a portal group; nil admits everyone. Access control
+	// policies (initiator groups, networks) plug in here. A login it
+	// refuses fails with "authorization failure" (0x0202), and SendTargets
+	// does not list the target to that initiator.
+	Allow func(info LoginInfo) bool
 	// PortalGroups lists the target portal group tags through which the
 	// target can be reached; empty means every portal of the server.
 	PortalGroups []uint16
@@ -55,6 +57,11 @@ func (t *Target) deviceFor(initiator string) *scsi.Target {
 		}
 	}
 	return t.Device
+}
+
+// allows reports whether the login described by info may reach t.
+func (t *Target) allows(info LoginInfo) bool {
+	return t.Allow == nil || t.Allow(info)
 }
 
 // servedBy reports whether the target is reachable through portal group tag.

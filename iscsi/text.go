@@ -115,7 +115,8 @@ func (c *conn) sendTargets(value string, dst []byte) []byte {
 	remote := c.nc.RemoteAddr().String()
 	for _, name := range names {
 		t := c.srv.Target(name)
-		if t == nil || !t.servedBy(c.tpgt) || (t.Allow != nil && !t.Allow(sess.initiatorName, remote)) {
+		info := LoginInfo{InitiatorName: sess.initiatorName, RemoteAddr: remote, PortalGroupTag: c.tpgt, TargetName: name}
+		if t == nil || !t.servedBy(c.tpgt) || !t.allows(info) {
 			continue
 		}
 		dst = negotiate.Append(dst, negotiate.Pair{Key: "TargetName", Value: name})

@@ -58,6 +58,7 @@ type applier struct {
 	listeners map[netip.AddrPort]*liveListener
 	units     map[int]*liveUnit   // by extent id
 	targets   map[int]*liveTarget // by target id
+	auth      atomic.Pointer[authTable]
 }
 
 type liveListener struct {
@@ -155,49 +156,141 @@ func (lt *liveTarget) deviceFor(initiator string, log *slog.Logger) *scsi.Target
 	return v.dev
 }
 
-// accessPolicy is who may reach a target: an initiator is admitted when
-// any rule (one per initiator group of the target's groups) admits it.
+// accessPolicy is who may reach a target and how they authenticate: one
+// rule per group of the target (a portal group tag, an initiator group
+// and an auth method). The first rule whose portal and initiator group
+// admit a login decides.
 type accessPolicy struct {
 	rules []accessRule
 }
 
-// accessRule is one initiator group: empty lists admit everyone.
+// accessRule is one target group. Empty name and network lists admit
+// everyone; anyTag matches every portal (a target without groups).
 type accessRule struct {
+	tag      uint16
+	anyTag   bool
 	names    map[string]bool
 	networks []netip.Prefix
+	method   iscsi.AuthMethod
+	authTag  int
 }
 
-func (p *accessPolicy) allows(initiator, remote string) bool {
-	addr, err := netip.ParseAddrPort(remote)
-	for _, r := range p.rules {
-		if len(r.names) > 0 && !r.names[initiator] {
+// match returns the rule admitting the login, or nil.
+func (p *accessPolicy) match(info iscsi.LoginInfo) *accessRule {
+	addr, err := netip.ParseAddrPort(info.RemoteAddr)
+	for i := range p.rules {
+		r := &p.rules[i]
+		if !r.anyTag && r.tag != info.PortalGroupTag {
+			continue
+		}
+		if len(r.names) > 0 && !r.names[info.InitiatorName] {
 			continue
 		}
 		if len(r.networks) == 0 {
-			return true
+			return r
 		}
 		if err != nil {
 			continue
 		}
 		for _, n := range r.networks {
 			if n.Contains(addr.Addr().Unmap()) {
-				return true
+				return r
 			}
 		}
 	}
-	return false
+	return nil
+}
+
+func (p *accessPolicy) allows(info iscsi.LoginInfo) bool { return p.match(info) != nil }
+
+// authTable is what logins authenticate against, replaced whole on every
+// apply: discovery methods by portal group tag, target policies by iSCSI
+// name and the credentials of every auth group.
+type authTable struct {
+	discovery map[uint16]accessRule
+	targets   map[string]*atomic.Pointer[accessPolicy]
+	groups    map[int][]iscsi.CHAPCredential
+}
+
+// authPolicy is the iscsi.CHAPAuthenticator's policy lookup.
+func (a *applier) authPolicy(info iscsi.LoginInfo) (iscsi.AuthPolicy, error) {
+	t := a.auth.Load()
+	if t == nil {
+		return iscsi.AuthPolicy{}, fmt.Errorf("%w: no configuration applied", iscsi.ErrNotAuthorized)
+	}
+	var r *accessRule
+	if info.Discovery() {
+		d, ok := t.discovery[info.PortalGroupTag]
+		if !ok {
+			return iscsi.AuthPolicy{}, fmt.Errorf("%w: no portal with tag %d", iscsi.ErrNotAuthorized, info.PortalGroupTag)
+		}
+		r = &d
+	} else {
+		p := t.targets[info.TargetName]
+		if p == nil {
+			return iscsi.AuthPolicy{}, fmt.Errorf("%w: no target %s", iscsi.ErrNotAuthorized, info.TargetName)
+		}
+		if r = p.Load().match(info); r == nil {
+			return iscsi.AuthPolicy{}, fmt.Errorf("%w: initiator %s from %s may not log in to %s", iscsi.ErrNotAuthorized, info.InitiatorName, info.RemoteAddr, info.TargetName)
+		}
+	}
+	if r.method == iscsi.AuthNone {
+		return iscsi.AuthPolicy{Method: iscsi.AuthNone}, nil
+	}
+	return iscsi.AuthPolicy{Method: r.method, Credentials: t.groups[r.authTag]}, nil
+}
+
+// authMethodOf translates a configured auth method.
+func authMethodOf(m string) iscsi.AuthMethod {
+	switch m {
+	case AuthCHAP:
+		return iscsi.AuthCHAP
+	case AuthMutualCHAP:
+		return iscsi.AuthMutualCHAP
+	}
+	return iscsi.AuthNone
+}
+
+// buildAuthTable collects cfg's discovery methods and auth groups and the
+// live targets' policies.
+func (a *applier) buildAuthTable(cfg *Config) *authTable {
+	t := &authTable{
+		discovery: map[uint16]accessRule{},
+		targets:   map[string]*atomic.Pointer[accessPolicy]{},
+		groups:    map[int][]iscsi.CHAPCredential{},
+	}
+	for _, p := range cfg.Portals {
+		r := accessRule{tag: uint16(p.Tag), method: authMethodOf(p.DiscoveryAuthMethod)}
+		if p.DiscoveryAuthGroup != nil {
+			r.authTag = *p.DiscoveryAuthGroup
+		}
+		t.discovery[uint16(p.Tag)] = r
+	}
+	for _, au := range cfg.Auths {
+		t.groups[au.Tag] = append(t.groups[au.Tag], iscsi.CHAPCredential{
+			User: au.User, Secret: au.Secret, PeerUser: au.PeerUser, PeerSecret: au.PeerSecret, Initiator: au.Initiator,
+		})
+	}
+	for _, lt := range a.targets {
+		t.targets[lt.name] = lt.policy
+	}
+	return t
 }
 
 func newApplier(srv *iscsi.Server, open OpenFunc, log *slog.Logger) *applier {
 	if open == nil {
 		open = OpenExtent
 	}
-	return &applier{
+	a := &applier{
 		srv: srv, open: open, log: log,
 		listeners: map[netip.AddrPort]*liveListener{},
 		units:     map[int]*liveUnit{},
 		targets:   map[int]*liveTarget{},
 	}
+	if srv != nil {
+		srv.SetAuthenticator(iscsi.NewCHAPAuthenticator(a.authPolicy))
+	}
+	return a
 }
 
 // plan is what apply prepared before changing anything live.
@@ -330,7 +423,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 			}
 			lt.policy.Store(policyFor(cfg, t))
 			it := &iscsi.Target{Name: lt.name, Alias: lt.alias, Device: lt.views[""].dev, PortalGroups: lt.groups,
-				Allow:        func(name, remote string) bool { return lt.policy.Load().allows(name, remote) },
+				Allow:        func(info iscsi.LoginInfo) bool { return lt.policy.Load().allows(info) },
 				DeviceFor:    func(name string) *scsi.Target { return lt.deviceFor(name, a.log) },
 				HeaderDigest: digestPolicies[t.HeaderDigest], DataDigest: digestPolicies[t.DataDigest],
 			}
@@ -344,6 +437,11 @@ func (a *applier) commit(cfg *Config, p *plan) {
 		}
 		lt.policy.Store(policyFor(cfg, t))
 		a.syncLUNs(cfg, id, lt)
+	}
+	a.auth.Store(a.buildAuthTable(cfg))
+	if a.srv != nil {
+		// Sessions an initiator-group change no longer admits end now.
+		a.srv.EnforceAccess()
 	}
 	// Listeners last: new portals open, removed ones close; sessions
 	// already logged in through a closed portal carry on.
@@ -565,30 +663,41 @@ func portalTags(cfg *Config, t Target) []uint16 {
 	return slices.Compact(tags)
 }
 
-// policyFor builds a target's access policy from the initiator groups of
-// its groups. A target with no groups, or a group without an initiator
-// group, admits everyone.
+// policyFor builds a target's access policy from its groups: one rule
+// per group, for the group's portal (every portal for EveryPortal),
+// initiator group and auth method. A target with no groups admits
+// everyone through every portal without authentication; a group without
+// an initiator group admits everyone through its portal.
 func policyFor(cfg *Config, t Target) *accessPolicy {
 	p := &accessPolicy{}
 	if len(t.Groups) == 0 {
-		p.rules = append(p.rules, accessRule{})
+		p.rules = append(p.rules, accessRule{anyTag: true})
 	}
 	for _, g := range t.Groups {
-		if g.Initiator == nil {
-			p.rules = append(p.rules, accessRule{})
-			continue
+		r := accessRule{anyTag: g.Portal == EveryPortal, method: authMethodOf(g.AuthMethod)}
+		if !r.anyTag {
+			portal, ok := find(cfg.Portals, g.Portal)
+			if !ok {
+				continue
+			}
+			r.tag = uint16(portal.Tag)
 		}
-		ig, ok := find(cfg.Initiators, *g.Initiator)
-		if !ok {
-			continue
+		if g.Auth != nil {
+			r.authTag = *g.Auth
 		}
-		r := accessRule{names: map[string]bool{}}
-		for _, n := range ig.Initiators {
-			r.names[n] = true
-		}
-		for _, n := range ig.AuthNetwork {
-			if pfx, err := parseNetwork(n); err == nil {
-				r.networks = append(r.networks, pfx)
+		if g.Initiator != nil {
+			ig, ok := find(cfg.Initiators, *g.Initiator)
+			if !ok {
+				continue
+			}
+			r.names = map[string]bool{}
+			for _, n := range ig.Initiators {
+				r.names[n] = true
+			}
+			for _, n := range ig.AuthNetwork {
+				if pfx, err := parseNetwork(n); err == nil {
+					r.networks = append(r.networks, pfx)
+				}
 			}
 		}
 		p.rules = append(p.rules, r)

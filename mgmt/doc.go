@@ -29,7 +29,28 @@
 // Extensions beyond seed 000, for the other seeds: extents carry
 // write_cache, online, removable and thin (seed 003 and 004 LUN settings)
 // and vendor, product and revision (seed 004's SCSI identity overrides);
-// targets carry state, ready or offline (seed 004).
+// targets carry state, ready or offline (seed 004); auth entries carry
+// initiator, which restricts a credential to one initiator (seed 003's
+// per-initiator credentials).
+//
+// # Security
+//
+// Auth entries sharing a tag form an auth group (seed 004's incoming users
+// are its users, its outgoing user the peer user). A target group with
+// authmethod CHAP or MUTUAL_CHAP and auth set to a group's tag makes
+// logins through that portal authenticate as one of the group's users;
+// MUTUAL_CHAP needs a peeruser and peersecret on every entry of the
+// group, and NONE takes no group (it would be ignored). A portal's
+// discovery_authmethod and discovery_authgroup do the same for discovery
+// sessions. Secrets have 12 to 16 characters (MinSecretLen,
+// MaxSecretLen): RFC 7143 §9.2.1 asks for at least 96 bits without IPsec,
+// and TrueNAS caps them at 16; the chap package itself accepts up to 255.
+// The first group of a target whose portal and initiator group admit a
+// login decides its auth method; an initiator no group admits gets
+// "authorization failure" and does not see the target in discovery.
+// A change that narrows an initiator group ends the sessions it no longer
+// admits; changed credentials or auth methods apply from the next login.
+// Listings hide secrets unless asked for (Query.Secrets).
 //
 // # Validation and errors
 //
@@ -38,8 +59,8 @@
 // reason; their Kind (and errors.Is with ErrInvalid, ErrNotFound,
 // ErrExists, ErrInUse, ErrUnsupported) lets a front-end pick an HTTP
 // status or JSON-RPC code. Settings that are valid iSCSI but not yet
-// implemented here (CHAP, iSNS, ALUA, Fibre Channel, removable media,
-// XCOPY) are refused as ErrUnsupported rather than accepted and ignored.
+// implemented here (iSNS, ALUA, Fibre Channel, removable media, XCOPY)
+// are refused as ErrUnsupported rather than accepted and ignored.
 //
 // # Persistence and live apply
 //

@@ -20,6 +20,8 @@ type Options struct {
 	Store Store
 	// Server is the running target the configuration is applied to; nil
 	// validates and persists without serving (a configuration editor).
+	// New installs the configuration's CHAP authentication on it
+	// (Server.SetAuthenticator), replacing any Authenticator it had.
 	Server *iscsi.Server
 	// Initial is saved and applied when the store holds nothing yet.
 	// Nil starts from an empty configuration with DefaultBasename.
@@ -194,7 +196,7 @@ func (m *Manager) UpdateGlobal(ctx context.Context, fn func(g *Global) error) (G
 func create[T any, P record[T]](m *Manager, ctx context.Context, list func(*Config) *[]T, v T, fix func(*T)) (T, error) {
 	err := m.change(ctx, func(c *Config) error {
 		l := list(c)
-		P(&v).setObjectID(nextID[T, P](*l))
+		P(&v).setObjectID(NextID[T, P](*l))
 		if fix != nil {
 			fix(&v)
 		}

@@ -134,14 +134,21 @@ func TestDeleteAuthInUse(t *testing.T) {
 	m, _ := newManager(t, nil)
 	a, err := m.CreateAuth(ctx, Auth{Tag: 3, User: "u", Secret: "abcdefghijkl"})
 	require.NoError(t, err)
-	p, err := m.CreatePortal(ctx, Portal{DiscoveryAuthMethod: AuthNone, DiscoveryAuthGroup: intp(3), Listen: []Listen{{IP: "127.0.0.1", Port: 3260}}})
+	p, err := m.CreatePortal(ctx, Portal{DiscoveryAuthMethod: AuthCHAP, DiscoveryAuthGroup: intp(3), Listen: []Listen{{IP: "127.0.0.1", Port: 3260}}})
 	require.NoError(t, err)
 	require.ErrorIs(t, m.DeleteAuth(ctx, a.ID, false), ErrInUse)
 	// A second credential in the group makes the first one free to go.
 	b, err := m.CreateAuth(ctx, Auth{Tag: 3, User: "v", Secret: "abcdefghijkl"})
 	require.NoError(t, err)
 	require.NoError(t, m.DeleteAuth(ctx, a.ID, false))
-	require.NoError(t, m.DeleteAuth(ctx, b.ID, true))
+	// Forcing the last one out of a group a CHAP portal uses would leave
+	// discovery without credentials: refused, never silently opened.
+	err = m.DeleteAuth(ctx, b.ID, true)
+	require.ErrorIs(t, err, ErrInvalid)
+	require.ErrorContains(t, err, "CHAP needs an auth group")
+	_, err = m.UpdatePortal(ctx, p.ID, func(p *Portal) error { p.DiscoveryAuthMethod, p.DiscoveryAuthGroup = AuthNone, nil; return nil })
+	require.NoError(t, err)
+	require.NoError(t, m.DeleteAuth(ctx, b.ID, false))
 	ps, _ := m.Portals(Query{})
 	require.Nil(t, ps[0].DiscoveryAuthGroup)
 	require.Equal(t, p.ID, ps[0].ID)
@@ -393,17 +400,43 @@ func TestLiveLUNChangesRaiseUnitAttention(t *testing.T) {
 	}
 }
 
-// TestInitiatorGroupsAdmit checks the access policy built from initiator
-// groups.
+// TestInitiatorGroupsAdmit checks the access policy built from a
+// target's groups: initiator names, IPv4 and IPv6 networks, and the
+// portal group each group belongs to.
 func TestInitiatorGroupsAdmit(t *testing.T) {
 	cfg := validConfig()
+	cfg.Initiators = append(cfg.Initiators, Initiator{ID: 2, AuthNetwork: []string{"fd00:1::/64"}})
+	cfg.Targets[0].Groups = append(cfg.Targets[0].Groups, TargetGroup{Portal: 2, Initiator: intp(2), AuthMethod: AuthCHAP, Auth: intp(1)})
 	p := policyFor(cfg, cfg.Targets[0])
-	require.False(t, p.allows("iqn.1998-01.com.vmware:esx1", "10.9.9.9:5000"), "name matches, network does not")
-	require.True(t, p.allows("iqn.1998-01.com.vmware:esx1", "192.168.1.20:5000"))
-	require.True(t, p.allows("iqn.1998-01.com.vmware:esx1", "10.0.0.7:5000"))
-	require.False(t, p.allows("iqn.1998-01.com.vmware:esx2", "192.168.1.20:5000"))
+	at := func(tag uint16, name, remote string) iscsi.LoginInfo {
+		return iscsi.LoginInfo{InitiatorName: name, RemoteAddr: remote, PortalGroupTag: tag, TargetName: "t"}
+	}
+	tests := []struct {
+		name string
+		info iscsi.LoginInfo
+		want bool
+	}{
+		{"name matches, network does not", at(1, "iqn.1998-01.com.vmware:esx1", "10.9.9.9:5000"), false},
+		{"name and network", at(1, "iqn.1998-01.com.vmware:esx1", "192.168.1.20:5000"), true},
+		{"name and single address", at(1, "iqn.1998-01.com.vmware:esx1", "10.0.0.7:5000"), true},
+		{"IPv4-mapped address", at(1, "iqn.1998-01.com.vmware:esx1", "[::ffff:192.168.1.20]:5000"), true},
+		{"other name", at(1, "iqn.1998-01.com.vmware:esx2", "192.168.1.20:5000"), false},
+		{"portal 1 rules do not apply on portal 2", at(2, "iqn.1998-01.com.vmware:esx1", "192.168.1.20:5000"), false},
+		{"IPv6 network on portal 2", at(2, "iqn.2026-11.any:x", "[fd00:1::5]:3260"), true},
+		{"IPv6 outside the network", at(2, "iqn.2026-11.any:x", "[fd00:2::5]:3260"), false},
+		{"unknown portal", at(3, "iqn.1998-01.com.vmware:esx1", "192.168.1.20:5000"), false},
+	}
+	for _, tc := range tests {
+		require.Equal(t, tc.want, p.allows(tc.info), tc.name)
+	}
+	r := p.match(at(2, "iqn.2026-11.any:x", "[fd00:1::5]:3260"))
+	require.Equal(t, iscsi.AuthCHAP, r.method)
+	require.Equal(t, 1, r.authTag)
 	open := policyFor(cfg, Target{Groups: []TargetGroup{{Portal: 1}}})
-	require.True(t, open.allows("iqn.2026-11.any:x", "[::1]:1"))
+	require.True(t, open.allows(at(1, "iqn.2026-11.any:x", "[::1]:1")))
+	require.False(t, open.allows(at(2, "iqn.2026-11.any:x", "[::1]:1")))
+	none := policyFor(cfg, Target{})
+	require.True(t, none.allows(at(7, "iqn.2026-11.any:x", "[::1]:1")))
 }
 
 var errMismatch = errors.New("data read back differs")
@@ -468,6 +501,12 @@ func TestLUNMaskingPerInitiator(t *testing.T) {
 	var se *initiator.StatusError
 	_, err = cc.ReadBlocks(ctx, scsi.EncodeLUN(1), 0, 1, 512)
 	require.ErrorAs(t, err, &se, "C has no LUN 1")
+	key, asc, _ := se.SenseKey()
+	require.Equal(t, [2]byte{5, 0x25}, [2]byte{key, asc}, "LOGICAL UNIT NOT SUPPORTED")
+	inq, err := cc.Command(ctx, scsi.EncodeLUN(1), []byte{0x12, 0, 0, 0, 36, 0}, nil, 36)
+	require.NoError(t, err)
+	require.NotEmpty(t, inq.Data)
+	require.EqualValues(t, 3, inq.Data[0]>>5, "INQUIRY of a masked LUN: peripheral qualifier 3, no unit")
 
 	// Mapping a LUN for C live shows up in C's view only.
 	_, err = m.CreateTargetExtent(ctx, TargetExtent{Target: tg.ID, Extent: ext["forA"], LunID: 5, Initiator: c})
@@ -589,4 +628,60 @@ func TestPoolsAndVolumes(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEqual(t, v.UUID, again.UUID)
 	require.ErrorIs(t, m.DestroyVolume(ctx, "tank", "ghost"), ErrNotFound)
+}
+
+// TestAccessChangeEndsSessions: narrowing an initiator group ends the
+// sessions it no longer admits and leaves the others alone; CHAP set on a
+// target group is required from the next login on.
+func TestAccessChangeEndsSessions(t *testing.T) {
+	srv, addr, port := liveServer(t)
+	m, _ := newManager(t, srv)
+	p, err := m.CreatePortal(ctx, Portal{DiscoveryAuthMethod: AuthNone, Listen: []Listen{{IP: "127.0.0.1", Port: port}}})
+	require.NoError(t, err)
+	const a, b = "iqn.2026-11.com.example:a", "iqn.2026-11.com.example:b"
+	ig, err := m.CreateInitiator(ctx, Initiator{Initiators: []string{a, b}})
+	require.NoError(t, err)
+	tg := NewTarget()
+	tg.Name, tg.Groups = "guarded", []TargetGroup{{Portal: p.ID, Initiator: &ig.ID, AuthMethod: AuthNone}}
+	tg, err = m.CreateTarget(ctx, tg)
+	require.NoError(t, err)
+	name := DefaultBasename + ":guarded"
+	dial := func(who string, c *initiator.CHAP) (*initiator.Conn, error) {
+		return initiator.Dial(ctx, addr, initiator.Options{TargetName: name, InitiatorName: who, CHAP: c})
+	}
+	ca, err := dial(a, nil)
+	require.NoError(t, err)
+	defer ca.Close()
+	cb, err := dial(b, nil)
+	require.NoError(t, err)
+	defer cb.Close()
+
+	_, err = m.UpdateInitiator(ctx, ig.ID, func(g *Initiator) error { g.Initiators = []string{b}; return nil })
+	require.NoError(t, err)
+	select {
+	case <-ca.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session of an initiator taken out of the group survived")
+	}
+	_, err = cb.ReportLUNs(ctx)
+	require.NoError(t, err, "the other initiator's session is undisturbed")
+	_, err = dial(a, nil)
+	var le *initiator.LoginError
+	require.ErrorAs(t, err, &le)
+	require.EqualValues(t, 0x0202, le.Status())
+
+	// CHAP on the group: the next login needs credentials of auth group 5.
+	_, err = m.CreateAuth(ctx, Auth{Tag: 5, User: "b-user", Secret: "b-secret-00001"})
+	require.NoError(t, err)
+	_, err = m.UpdateTarget(ctx, tg.ID, func(t *Target) error {
+		t.Groups[0].AuthMethod, t.Groups[0].Auth = AuthCHAP, intp(5)
+		return nil
+	})
+	require.NoError(t, err)
+	_, err = dial(b, nil)
+	require.ErrorAs(t, err, &le)
+	require.EqualValues(t, 0x0201, le.Status())
+	c2, err := dial(b, &initiator.CHAP{Username: "b-user", Secret: "b-secret-00001"})
+	require.NoError(t, err)
+	c2.Close()
 }

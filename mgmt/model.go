@@ -94,16 +94,26 @@ type Initiator struct {
 }
 
 // Auth is one CHAP credential of an auth group; entries sharing a tag
-// form the group.
+// form the group, and a login may authenticate as any user of the group
+// its portal (discovery) or target group names. Seed 004's incoming users
+// are the users of a group, its outgoing user the peer user; seed 003's
+// per-initiator credentials are entries with Initiator set.
 type Auth struct {
-	ID   int    `json:"id"`
-	Tag  int    `json:"tag"`
-	User string `json:"user"`
-	// Secret is the initiator's CHAP secret (12 to 16 characters).
-	Secret   string `json:"secret,omitempty"`
-	PeerUser string `json:"peeruser"`
-	// PeerSecret is the target's secret for mutual CHAP.
+	ID  int `json:"id"`
+	Tag int `json:"tag"`
+	// User and Secret are what the initiator answers the target's
+	// challenge with (CHAP_N, and the secret behind CHAP_R). The secret
+	// has 12 to 16 characters.
+	User   string `json:"user"`
+	Secret string `json:"secret,omitempty"`
+	// PeerUser and PeerSecret are what the target answers the initiator's
+	// challenge with in mutual CHAP; the peer secret has 12 to 16
+	// characters and differs from Secret.
+	PeerUser   string `json:"peeruser"`
 	PeerSecret string `json:"peersecret,omitempty"`
+	// Initiator (extension, seed 003) restricts the credential to the
+	// initiator of this iSCSI name; empty accepts it from any initiator.
+	Initiator string `json:"initiator,omitempty"`
 }
 
 // Auth methods of portals and target groups.
@@ -114,14 +124,20 @@ const (
 )
 
 // TargetGroup binds a target to a portal, with who may log in there and
-// how they authenticate.
+// how they authenticate. An initiator refused by the initiator group gets
+// "authorization failure" at login and does not see the target in
+// discovery; a login that fails CHAP gets "authentication failure".
 type TargetGroup struct {
 	// Portal is a portal id, or EveryPortal.
 	Portal int `json:"portal"`
 	// Initiator is an initiator group id; nil admits everyone.
 	Initiator *int `json:"initiator"`
-	// Auth is an auth group tag, used by CHAP and MUTUAL_CHAP.
-	Auth       *int   `json:"auth"`
+	// Auth is the tag of the auth group whose users may log in with CHAP
+	// and MUTUAL_CHAP; it must be null with NONE.
+	Auth *int `json:"auth"`
+	// AuthMethod is NONE, CHAP (the initiator proves itself; it may also
+	// ask the target to, which answers when the credential has a peer
+	// user) or MUTUAL_CHAP (both prove themselves).
 	AuthMethod string `json:"authmethod"`
 }
 

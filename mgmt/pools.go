@@ -133,7 +133,7 @@ func (m *Manager) CreateVolume(ctx context.Context, pool, name string, size int6
 				return &Error{Kind: KindExists, Object: "pool", ID: p.ID, Name: pool, Msg: "a block pool holds one volume, " + x.Name}
 			}
 		}
-		e.ID = nextID[Extent](c.Extents)
+		e.ID = NextID[Extent](c.Extents)
 		if p.Type == PoolFS {
 			// Allocate now, as a volume create does, so that space and
 			// name clashes show up here rather than at export time.

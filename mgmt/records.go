@@ -50,11 +50,39 @@ func idsOf[T any, P record[T]](list []T) []int {
 	return out
 }
 
-// nextID returns one more than the largest id in list.
-func nextID[T any, P record[T]](list []T) int {
+// NextID returns the id a new object of list gets: one more than the
+// largest id in it. Front-ends that edit a whole Config (for changes that
+// must land together) number their new objects with it.
+func NextID[T any, P record[T]](list []T) int {
 	n := 0
 	for _, id := range idsOf[T, P](list) {
 		n = max(n, id)
 	}
 	return n + 1
+}
+
+// FreeAuthTag returns the smallest auth group tag that no credential,
+// portal or target group uses yet.
+func (c *Config) FreeAuthTag() int {
+	used := map[int]bool{}
+	for _, a := range c.Auths {
+		used[a.Tag] = true
+	}
+	for _, p := range c.Portals {
+		if p.DiscoveryAuthGroup != nil {
+			used[*p.DiscoveryAuthGroup] = true
+		}
+	}
+	for _, t := range c.Targets {
+		for _, g := range t.Groups {
+			if g.Auth != nil {
+				used[*g.Auth] = true
+			}
+		}
+	}
+	n := 1
+	for used[n] {
+		n++
+	}
+	return n
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/iscsikit/iscsikit/chap"
 	"github.com/iscsikit/iscsikit/iscsi"
 )
 
@@ -106,11 +107,8 @@ func (v *validator) portals() {
 		tags[p.Tag] = p.ID
 		if !authMethodValid(p.DiscoveryAuthMethod) {
 			add(KindInvalid, "discovery_authmethod", "%q is not NONE, CHAP or MUTUAL_CHAP", p.DiscoveryAuthMethod)
-		} else if p.DiscoveryAuthMethod != AuthNone {
-			add(KindUnsupported, "discovery_authmethod", "CHAP discovery authentication is not implemented yet; use NONE")
-		}
-		if g := p.DiscoveryAuthGroup; g != nil && !v.authGroupExists(*g) {
-			add(KindNotFound, "discovery_authgroup", "no auth group with tag %d", *g)
+		} else {
+			v.authUse(p.DiscoveryAuthMethod, p.DiscoveryAuthGroup, "discovery_authgroup", add)
 		}
 		if len(p.Listen) == 0 {
 			add(KindInvalid, "listen", "a portal needs at least one address")
@@ -181,14 +179,43 @@ func parseNetwork(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// CHAP secret length limits (seed 000 and RFC 7143 §12.1.3 practice).
+// CHAP secret length limits in characters, as TrueNAS (seed 000) has
+// them: at least the 96 bits RFC 7143 §9.2.1 asks of secrets used without
+// IPsec (chap.MinSecretLen), at most 16.
 const (
-	MinSecretLen = 12
+	MinSecretLen = chap.MinSecretLen
 	MaxSecretLen = 16
 )
 
+// authUse checks how a portal (discovery) or target group uses an auth
+// group: CHAP and MUTUAL_CHAP need one, MUTUAL_CHAP needs a peer user on
+// every credential of it, and NONE takes none (it would be ignored).
+func (v *validator) authUse(method string, group *int, field string, add func(Kind, string, string, ...any)) {
+	if method == AuthNone {
+		if group != nil {
+			add(KindInvalid, field, "an auth group is only used with CHAP or MUTUAL_CHAP; set it to null or choose a method")
+		}
+		return
+	}
+	if group == nil {
+		add(KindInvalid, field, "%s needs an auth group", method)
+		return
+	}
+	if !v.authGroupExists(*group) {
+		add(KindNotFound, field, "no auth group with tag %d", *group)
+		return
+	}
+	if method == AuthMutualCHAP {
+		for _, a := range v.cfg.Auths {
+			if a.Tag == *group && a.PeerUser == "" {
+				add(KindInvalid, field, "MUTUAL_CHAP needs peeruser and peersecret on every credential of auth group %d; auth %d (user %q) has none", *group, a.ID, a.User)
+			}
+		}
+	}
+}
+
 func (v *validator) auths() {
-	users := map[[2]string]int{}
+	users := map[[3]string]int{}
 	for _, a := range v.cfg.Auths {
 		add := func(field, format string, args ...any) {
 			v.add(KindInvalid, "auth", a.ID, a.User, field, format, args...)
@@ -199,11 +226,16 @@ func (v *validator) auths() {
 		if a.User == "" {
 			add("user", "a CHAP user name is required")
 		}
-		key := [2]string{strconv.Itoa(a.Tag), a.User}
+		key := [3]string{strconv.Itoa(a.Tag), a.User, a.Initiator}
 		if other, dup := users[key]; dup {
 			v.add(KindExists, "auth", a.ID, a.User, "user", "auth %d of group %d has the same user", other, a.Tag)
 		}
 		users[key] = a.ID
+		if a.Initiator != "" {
+			if err := iscsi.ValidateName(a.Initiator); err != nil {
+				add("initiator", "%v", err)
+			}
+		}
 		if n := len(a.Secret); n < MinSecretLen || n > MaxSecretLen {
 			add("secret", "must be %d to %d characters, not %d", MinSecretLen, MaxSecretLen, n)
 		}
@@ -287,12 +319,7 @@ func (v *validator) targets() {
 				add(KindInvalid, field+".authmethod", "%q is not NONE, CHAP or MUTUAL_CHAP", g.AuthMethod)
 				continue
 			}
-			if g.AuthMethod != AuthNone {
-				add(KindUnsupported, field+".authmethod", "CHAP login authentication is not implemented yet; use NONE")
-			}
-			if g.Auth != nil && !v.authGroupExists(*g.Auth) {
-				add(KindNotFound, field+".auth", "no auth group with tag %d", *g.Auth)
-			}
+			v.authUse(g.AuthMethod, g.Auth, field+".auth", add)
 		}
 	}
 }

@@ -59,7 +59,11 @@ func TestValidationRules(t *testing.T) {
 		{"same address twice", func(c *Config) { c.Portals[1].Listen[0].IP = "127.0.0.1" }, ErrExists, "portal 2: listen[0]: 127.0.0.1:3260 overlaps 127.0.0.1:3260 of portal 1"},
 		{"wildcard overlaps", func(c *Config) { c.Portals[1].Listen[0].IP = "0.0.0.0" }, ErrExists, "overlaps 127.0.0.1:3260 of portal 1"},
 		{"discovery method", func(c *Config) { c.Portals[0].DiscoveryAuthMethod = "KERBEROS" }, ErrInvalid, `portal 1: discovery_authmethod: "KERBEROS" is not NONE, CHAP or MUTUAL_CHAP`},
-		{"discovery group missing", func(c *Config) { c.Portals[0].DiscoveryAuthGroup = intp(9) }, ErrNotFound, "portal 1: discovery_authgroup: no auth group with tag 9"},
+		{"discovery group missing", func(c *Config) {
+			c.Portals[0].DiscoveryAuthMethod, c.Portals[0].DiscoveryAuthGroup = AuthCHAP, intp(9)
+		}, ErrNotFound, "portal 1: discovery_authgroup: no auth group with tag 9"},
+		{"discovery chap without group", func(c *Config) { c.Portals[0].DiscoveryAuthMethod = AuthCHAP }, ErrInvalid, "portal 1: discovery_authgroup: CHAP needs an auth group"},
+		{"discovery group with NONE", func(c *Config) { c.Portals[0].DiscoveryAuthGroup = intp(1) }, ErrInvalid, "portal 1: discovery_authgroup: an auth group is only used with CHAP or MUTUAL_CHAP"},
 		{"initiator name", func(c *Config) { c.Initiators[0].Initiators = []string{"iqn.1998-01.com.VMware:esx"} }, ErrInvalid, "initiator 1: initiators[0]: "},
 		{"auth network", func(c *Config) { c.Initiators[0].AuthNetwork = []string{"192.168.1.0/33"} }, ErrInvalid, "initiator 1: auth_network[0]: "},
 		{"short secret", func(c *Config) { c.Auths[0].Secret = "short" }, ErrInvalid, "auth 1 (chapuser): secret: must be 12 to 16 characters, not 5"},
@@ -83,8 +87,18 @@ func TestValidationRules(t *testing.T) {
 		{"target state", func(c *Config) { c.Targets[0].State = "paused" }, ErrInvalid, `target 1 (disk0): state: "paused" is not ready or offline`},
 		{"group portal missing", func(c *Config) { c.Targets[0].Groups[0].Portal = 9 }, ErrNotFound, "target 1 (disk0): groups[0].portal: no portal 9"},
 		{"group initiator missing", func(c *Config) { c.Targets[0].Groups[0].Initiator = intp(9) }, ErrNotFound, "groups[0].initiator: no initiator group 9"},
-		{"group auth missing", func(c *Config) { c.Targets[0].Groups[0].Auth = intp(9) }, ErrNotFound, "groups[0].auth: no auth group with tag 9"},
-		{"group chap not yet", func(c *Config) { c.Targets[0].Groups[0].AuthMethod = AuthCHAP }, ErrUnsupported, "groups[0].authmethod: CHAP login authentication is not implemented yet"},
+		{"group auth missing", func(c *Config) {
+			c.Targets[0].Groups[0].AuthMethod, c.Targets[0].Groups[0].Auth = AuthCHAP, intp(9)
+		}, ErrNotFound, "groups[0].auth: no auth group with tag 9"},
+		{"group chap without auth", func(c *Config) { c.Targets[0].Groups[0].AuthMethod = AuthCHAP }, ErrInvalid, "groups[0].auth: CHAP needs an auth group"},
+		{"group auth with NONE", func(c *Config) { c.Targets[0].Groups[0].Auth = intp(1) }, ErrInvalid, "groups[0].auth: an auth group is only used with CHAP or MUTUAL_CHAP"},
+		{"mutual without peer", func(c *Config) {
+			c.Auths = append(c.Auths, Auth{ID: 2, Tag: 1, User: "other", Secret: "anothersecret1"})
+			c.Targets[0].Groups[0].AuthMethod, c.Targets[0].Groups[0].Auth = AuthMutualCHAP, intp(1)
+		}, ErrInvalid, `groups[0].auth: MUTUAL_CHAP needs peeruser and peersecret on every credential of auth group 1; auth 2 (user "other") has none`},
+		{"long secret", func(c *Config) { c.Auths[0].Secret = "seventeen-chars-x" }, ErrInvalid, "auth 1 (chapuser): secret: must be 12 to 16 characters, not 17"},
+		{"same peer secret", func(c *Config) { c.Auths[0].PeerSecret = c.Auths[0].Secret }, ErrInvalid, "auth 1 (chapuser): peersecret: must differ from secret"},
+		{"per-initiator credential name", func(c *Config) { c.Auths[0].Initiator = "not-an-iqn" }, ErrInvalid, "auth 1 (chapuser): initiator: "},
 		{"initiator group name", func(c *Config) { c.Initiators[0].Name = "bad name" }, ErrInvalid, "initiator 1 (bad name): name: must be letters"},
 		{"initiator group name taken", func(c *Config) {
 			c.Initiators[0].Name = "ag1"

@@ -49,6 +49,10 @@ type config struct {
 	dirs     []string // directories FILE extents may live in
 	api      apiConfig
 	pools    poolFlags // --pool NAME=DIR: directory pools for volumes (seed 003)
+	// loginTimeout and limits protect the portals from hostile clients;
+	// zero values take package iscsi's defaults.
+	loginTimeout time.Duration
+	limits       iscsi.Limits
 }
 
 func main() {
@@ -63,6 +67,11 @@ func main() {
 	flag.StringVar(&c.api.tlsCert, "tls-cert", "", "serve the management API over TLS with this certificate (PEM)")
 	flag.StringVar(&c.api.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
 	flag.Var(&c.pools, "pool", "a directory pool for volumes, NAME=DIR (repeatable; targetd's pool_list)")
+	flag.DurationVar(&c.loginTimeout, "login-timeout", 15*time.Second, "drop a connection that has not finished logging in after this long")
+	flag.IntVar(&c.limits.MaxConnections, "max-connections", 4096, "TCP connections open at once (-1: no limit)")
+	flag.IntVar(&c.limits.MaxPendingLogins, "max-pending-logins", 256, "connections in login at once; beyond, the longest-idle one is dropped (-1: no limit)")
+	flag.IntVar(&c.limits.MaxPendingLoginsPerSource, "max-pending-logins-per-source", 64, "connections in login at once from one IP address (-1: no limit)")
+	flag.IntVar(&c.limits.MaxSessionsPerTarget, "max-sessions-per-target", 1024, "sessions of one target (-1: no limit)")
 	verbose := flag.Bool("v", false, "log debug messages")
 	flag.Parse()
 	if dirs != "" {
@@ -108,7 +117,7 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	srv, err := iscsi.NewServer(iscsi.Options{Logger: log})
+	srv, err := iscsi.NewServer(iscsi.Options{Logger: log, LoginTimeout: c.loginTimeout, Limits: c.limits})
 	if err != nil {
 		return err
 	}

@@ -1,18 +1,13 @@
 package initiator
 
 import (
-	"crypto/md5"
 	"crypto/rand"
-	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/sha3"
-	"crypto/subtle"
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/iscsikit/iscsikit/chap"
 	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 )
 
@@ -42,46 +37,12 @@ type CHAP struct {
 	ChallengeLength int
 }
 
-// chapHash computes the CHAP response for an algorithm.
-func chapHash(alg int, id byte, secret string, challenge []byte) ([]byte, error) {
-	msg := make([]byte, 0, 1+len(secret)+len(challenge))
-	msg = append(msg, id)
-	msg = append(msg, secret...)
-	msg = append(msg, challenge...)
-	switch alg {
-	case CHAPMD5:
-		s := md5.Sum(msg)
-		return s[:], nil
-	case CHAPSHA1:
-		s := sha1.Sum(msg)
-		return s[:], nil
-	case CHAPSHA256:
-		s := sha256.Sum256(msg)
-		return s[:], nil
-	case CHAPSHA3256:
-		s := sha3.Sum256(msg)
-		return s[:], nil
-	}
-	return nil, fmt.Errorf("initiator: unsupported CHAP algorithm %d", alg)
-}
-
-// decodeBinary decodes an RFC 7143 binary value (0x hex or 0b base64).
-func decodeBinary(v string) ([]byte, error) {
-	switch {
-	case len(v) > 2 && (v[:2] == "0x" || v[:2] == "0X"):
-		return hex.DecodeString(v[2:])
-	case len(v) > 2 && (v[:2] == "0b" || v[:2] == "0B"):
-		return base64.StdEncoding.DecodeString(v[2:])
-	}
-	return nil, fmt.Errorf("not a binary value: %q", v)
-}
-
 // authState drives the security stage.
 type authState struct {
 	chap  *CHAP
 	phase int // 0 AuthMethod sent, 1 CHAP_A sent, 2 CHAP_R sent, 3 verified
 	ready bool
-	alg   int
+	alg   chap.Algorithm
 	myID  byte
 	myC   []byte
 }
@@ -143,26 +104,30 @@ func (a *authState) step(pairs []negotiate.Pair, transit bool) ([]negotiate.Pair
 		if !ok1 || !ok2 || !ok3 {
 			return nil, protoErr("CHAP: target sent no CHAP_A/CHAP_I/CHAP_C")
 		}
+		algs := a.chap.Algorithms
+		if len(algs) == 0 {
+			algs = []int{CHAPMD5}
+		}
 		alg, err := strconv.Atoi(av)
-		if err != nil {
-			return nil, protoErr("CHAP_A=%q", av)
+		if err != nil || !slices.Contains(algs, alg) {
+			return nil, protoErr("target chose CHAP_A=%q, not one offered", av)
 		}
-		id, err := strconv.ParseUint(iv, 0, 8)
+		id, err := chap.ParseID(iv)
 		if err != nil {
-			return nil, protoErr("CHAP_I=%q", iv)
+			return nil, protoErr("%v", err)
 		}
-		challenge, err := decodeBinary(cv)
+		challenge, err := chap.DecodeBinary(cv)
 		if err != nil {
 			return nil, protoErr("CHAP_C: %v", err)
 		}
-		r, err := chapHash(alg, byte(id), a.chap.Secret, challenge)
+		r, err := chap.Response(chap.Algorithm(alg), id, []byte(a.chap.Secret), challenge)
 		if err != nil {
 			return nil, err
 		}
-		a.alg = alg
+		a.alg = chap.Algorithm(alg)
 		out := []negotiate.Pair{
 			{Key: "CHAP_N", Value: a.chap.Username},
-			{Key: "CHAP_R", Value: "0x" + hex.EncodeToString(r)},
+			{Key: "CHAP_R", Value: chap.EncodeHex(r)},
 		}
 		if a.chap.TargetSecret != "" {
 			n := a.chap.ChallengeLength
@@ -176,7 +141,7 @@ func (a *authState) step(pairs []negotiate.Pair, transit bool) ([]negotiate.Pair
 			a.myID, a.myC = buf[0], buf[1:]
 			out = append(out,
 				negotiate.Pair{Key: "CHAP_I", Value: strconv.Itoa(int(a.myID))},
-				negotiate.Pair{Key: "CHAP_C", Value: "0x" + hex.EncodeToString(a.myC)})
+				negotiate.Pair{Key: "CHAP_C", Value: chap.EncodeHex(a.myC)})
 		}
 		a.phase = 2
 		a.ready = true
@@ -197,15 +162,11 @@ func (a *authState) step(pairs []negotiate.Pair, transit bool) ([]negotiate.Pair
 		if a.chap.TargetUsername != "" && nv != a.chap.TargetUsername {
 			return nil, fmt.Errorf("initiator: mutual CHAP: target name %q, want %q", nv, a.chap.TargetUsername)
 		}
-		got, err := decodeBinary(rv)
+		got, err := chap.DecodeBinary(rv)
 		if err != nil {
 			return nil, protoErr("CHAP_R: %v", err)
 		}
-		want, err := chapHash(a.alg, a.myID, a.chap.TargetSecret, a.myC)
-		if err != nil {
-			return nil, err
-		}
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		if !chap.Verify(a.alg, a.myID, []byte(a.chap.TargetSecret), a.myC, got) {
 			return nil, fmt.Errorf("initiator: mutual CHAP: target response does not match")
 		}
 		a.phase = 3

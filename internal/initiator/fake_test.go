@@ -182,7 +182,7 @@ func (f *fake) login() {
 				id := f.keys["CHAP_I"]
 				var n int
 				fmt.Sscan(id, &n)
-				c, err := decodeBinary(kv.Value)
+				c, err := hex.DecodeString(strings.TrimPrefix(kv.Value, "0x"))
 				must(err)
 				out = append(out, negotiate.Pair{Key: "CHAP_N", Value: f.chap.targetUser},
 					negotiate.Pair{Key: "CHAP_R", Value: md5Resp(byte(n), f.chap.targetSecret, c)})

@@ -203,7 +203,7 @@ func TestTargetsAndLUNs(t *testing.T) {
 	// is the daemon's, so the change is refused, saying why.
 	errorOn(t, c.want(400, "PUT", "target/1/", `{"iscsi_target_queue_depth": 64}`), "iscsi_target_queue_depth", "the daemon's")
 	errorOn(t, c.want(400, "PUT", "target/1/", `{"iscsi_target_portalgroup": 5}`), "iscsi_target_portalgroup", "no portal 5")
-	errorOn(t, c.want(400, "PUT", "target/1/", `{"iscsi_target_authgroup": 3}`), "iscsi_target_authgroup", "no auth group with tag 3")
+	errorOn(t, c.want(400, "PUT", "target/1/", `{"iscsi_target_authtype": "CHAP", "iscsi_target_authgroup": 3}`), "iscsi_target_authgroup", "no auth group with tag 3")
 	errorOn(t, c.want(400, "PUT", "target/1/", `{"iscsi_target_authtype": "Auto", "iscsi_target_authgroup": 3}`), "iscsi_target_authtype", "Auto")
 	errorOn(t, c.want(409, "POST", "target/", `{"iscsi_target_name": "target", "iscsi_target_portalgroup": 1}`), "iscsi_target_name", "")
 	require.Len(t, c.list("target/"), 1)

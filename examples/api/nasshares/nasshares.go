@@ -224,13 +224,9 @@ func applyShare(cfg *mgmt.Config, i int, s share) error {
 		return rest.BadRequest("mutual-chap", "an enabled mutual CHAP needs a username and a password")
 	}
 	if tag == 0 {
-		tag = freeTag(cfg)
+		tag = cfg.FreeAuthTag()
 	}
-	next.Tag = tag
-	for _, x := range cfg.Auths {
-		next.ID = max(next.ID, x.ID)
-	}
-	next.ID++
+	next.Tag, next.ID = tag, mgmt.NextID(cfg.Auths)
 	cfg.Auths = append(cfg.Auths, next)
 	g.Auth = &tag
 	return nil
@@ -241,31 +237,6 @@ func orKeep(given, old string, sameUser bool) string {
 		return old
 	}
 	return given
-}
-
-// freeTag is an auth group tag nothing uses.
-func freeTag(cfg *mgmt.Config) int {
-	used := map[int]bool{}
-	for _, x := range cfg.Auths {
-		used[x.Tag] = true
-	}
-	for _, p := range cfg.Portals {
-		if p.DiscoveryAuthGroup != nil {
-			used[*p.DiscoveryAuthGroup] = true
-		}
-	}
-	for _, t := range cfg.Targets {
-		for _, g := range t.Groups {
-			if g.Auth != nil {
-				used[*g.Auth] = true
-			}
-		}
-	}
-	n := 1
-	for used[n] {
-		n++
-	}
-	return n
 }
 
 func (a *api) create(r *http.Request) (int, any, error) {
@@ -314,20 +285,13 @@ func (a *api) createTarget(ctx context.Context, s share) (int, error) {
 			}
 		}
 		t := mgmt.NewTarget()
-		for _, x := range cfg.Targets {
-			t.ID = max(t.ID, x.ID)
-		}
-		t.ID++
+		t.ID = mgmt.NextID(cfg.Targets)
 		t.Groups = []mgmt.TargetGroup{{Portal: mgmt.EveryPortal, AuthMethod: mgmt.AuthNone}}
 		cfg.Targets = append(cfg.Targets, t)
 		if err := applyShare(cfg, len(cfg.Targets)-1, s); err != nil {
 			return err
 		}
-		te := mgmt.TargetExtent{Target: t.ID, Extent: vol.ID, LunID: 0}
-		for _, x := range cfg.TargetExtents {
-			te.ID = max(te.ID, x.ID)
-		}
-		te.ID++
+		te := mgmt.TargetExtent{ID: mgmt.NextID(cfg.TargetExtents), Target: t.ID, Extent: vol.ID, LunID: 0}
 		cfg.TargetExtents = append(cfg.TargetExtents, te)
 		id = t.ID
 		return nil

@@ -188,9 +188,9 @@ func (a *api) putConf(r *http.Request) (int, any, error) {
 		var group *int
 		if cur.User != "" {
 			if tag == 0 {
-				tag = nextTag(cfg)
+				tag = cfg.FreeAuthTag()
 			}
-			cur.ID, cur.Tag = nextAuthID(cfg), tag
+			cur.ID, cur.Tag = mgmt.NextID(cfg.Auths), tag
 			cfg.Auths = append(cfg.Auths, cur)
 			method, group = mgmt.AuthCHAP, &tag
 			if cur.PeerUser != "" {
@@ -213,34 +213,6 @@ func (a *api) change(ctx context.Context, fn func(*mgmt.Config) error) error {
 		return err
 	}
 	return a.m.Replace(ctx, cfg)
-}
-
-func nextTag(cfg *mgmt.Config) int {
-	n := 0
-	for _, x := range cfg.Auths {
-		n = max(n, x.Tag)
-	}
-	for _, p := range cfg.Portals {
-		if p.DiscoveryAuthGroup != nil {
-			n = max(n, *p.DiscoveryAuthGroup)
-		}
-	}
-	for _, t := range cfg.Targets {
-		for _, g := range t.Groups {
-			if g.Auth != nil {
-				n = max(n, *g.Auth)
-			}
-		}
-	}
-	return n + 1
-}
-
-func nextAuthID(cfg *mgmt.Config) int {
-	n := 0
-	for _, x := range cfg.Auths {
-		n = max(n, x.ID)
-	}
-	return n + 1
 }
 
 // Targets.
@@ -368,11 +340,7 @@ func (a *api) putTarget(r *http.Request) (int, any, error) {
 		}
 		acl := aclGroup(cfg, *t)
 		if acl == nil {
-			id := 0
-			for _, x := range cfg.Initiators {
-				id = max(id, x.ID)
-			}
-			cfg.Initiators = append(cfg.Initiators, mgmt.Initiator{ID: id + 1, Name: fmt.Sprintf("sl-acl-%d", t.ID),
+			cfg.Initiators = append(cfg.Initiators, mgmt.Initiator{ID: mgmt.NextID(cfg.Initiators), Name: fmt.Sprintf("sl-acl-%d", t.ID),
 				Comment: "initiator lists of " + cfg.Global.FullName(t.Name), Initiators: []string{}, AuthNetwork: []string{}})
 			acl = &cfg.Initiators[len(cfg.Initiators)-1]
 			g.Initiator = &acl.ID
@@ -505,7 +473,7 @@ func (a *api) users(ctx context.Context, iqn string, fn func(cfg *mgmt.Config, t
 		if g.Auth != nil && !tagUsedElsewhere(cfg, *g.Auth, cfg.Targets[i].ID) {
 			tag = *g.Auth
 		} else {
-			tag = nextTag(cfg)
+			tag = cfg.FreeAuthTag()
 		}
 		var mine []*mgmt.Auth
 		for j := range cfg.Auths {
@@ -566,7 +534,7 @@ func (a *api) addUser(r *http.Request, outgoing bool) (int, any, error) {
 				return rest.Conflict("username", "incoming user %s exists", req.Username)
 			}
 		}
-		x := mgmt.Auth{ID: nextAuthID(cfg), Tag: tag, User: req.Username, Secret: req.Password}
+		x := mgmt.Auth{ID: mgmt.NextID(cfg.Auths), Tag: tag, User: req.Username, Secret: req.Password}
 		if len(mine) > 0 {
 			x.PeerUser, x.PeerSecret = mine[0].PeerUser, mine[0].PeerSecret
 		}
@@ -758,17 +726,9 @@ func (a *api) addLUN(r *http.Request) (int, any, error) {
 		if err := lunIn(c, &e); err != nil {
 			return err
 		}
-		e.Name = fmt.Sprintf("%s%d", lunPrefix(t.ID), c.LUN)
-		for _, x := range cfg.Extents {
-			e.ID = max(e.ID, x.ID)
-		}
-		e.ID++
-		id := 0
-		for _, x := range cfg.TargetExtents {
-			id = max(id, x.ID)
-		}
+		e.Name, e.ID = fmt.Sprintf("%s%d", lunPrefix(t.ID), c.LUN), mgmt.NextID(cfg.Extents)
 		cfg.Extents = append(cfg.Extents, e)
-		cfg.TargetExtents = append(cfg.TargetExtents, mgmt.TargetExtent{ID: id + 1, Target: t.ID, Extent: e.ID, LunID: c.LUN})
+		cfg.TargetExtents = append(cfg.TargetExtents, mgmt.TargetExtent{ID: mgmt.NextID(cfg.TargetExtents), Target: t.ID, Extent: e.ID, LunID: c.LUN})
 		return nil
 	})
 	if err != nil {

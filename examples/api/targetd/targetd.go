@@ -408,7 +408,7 @@ func (a *adapter) initiatorSetAuth(ctx context.Context, params json.RawMessage) 
 	if err := required("initiator_wwn", p.InitiatorWWN); err != nil {
 		return nil, err
 	}
-	return nil, setInitiatorAuth(ctx, a.m, p.InitiatorWWN, deref(p.InUser), deref(p.InPass), deref(p.OutUser), deref(p.OutPass))
+	return nil, a.setInitiatorAuth(ctx, p.InitiatorWWN, deref(p.InUser), deref(p.InPass), deref(p.OutUser), deref(p.OutPass))
 }
 
 func deref(s *string) string {
@@ -447,7 +447,7 @@ func (a *adapter) initiatorList(ctx context.Context, params json.RawMessage) (an
 			seen[te.Initiator] = true
 		}
 	}
-	for _, n := range initiatorsWithAuth(cfg) {
+	for _, n := range initiatorsWithAuth(cfg, tid) {
 		seen[n] = true
 	}
 	if !p.StandaloneOnly {

@@ -143,9 +143,28 @@ func TestExports(t *testing.T) {
 }
 
 func TestInitiatorSetAuth(t *testing.T) {
-	c, _, _ := newRPC(t)
-	c.ok(nil, "initiator_set_auth", `{"initiator_wwn": "iqn.2026-11.com.example:h", "in_user": null, "in_pass": null, "out_user": null, "out_pass": null}`)
+	c, m, _ := newRPC(t)
+	const wwn = "iqn.2026-11.com.example:h"
+	c.ok(nil, "initiator_set_auth", `{"initiator_wwn": "`+wwn+`", "in_user": null, "in_pass": null, "out_user": null, "out_pass": null}`)
+	require.Empty(t, m.Config(false).Targets, "clearing nothing makes nothing")
+
+	c.ok(nil, "initiator_set_auth", `{"initiator_wwn": "`+wwn+`", "in_user": "host", "in_pass": "hostsecret12", "out_user": "tgt", "out_pass": "tgtsecret123"}`)
+	cfg := m.Config(true)
+	require.Equal(t, mgmt.AuthCHAP, cfg.Targets[0].Groups[0].AuthMethod, "credentials turn CHAP on for the export target")
+	require.Equal(t, []mgmt.Auth{{ID: 1, Tag: 1, User: "host", Secret: "hostsecret12", PeerUser: "tgt", PeerSecret: "tgtsecret123", Initiator: wwn}}, cfg.Auths)
+	var inits []initiatorInfo
+	c.ok(&inits, "initiator_list", "")
+	require.Equal(t, []initiatorInfo{{InitID: wwn, InitType: "iscsi"}}, inits)
+
 	c.fails(-32602, "initiator_set_auth", `{"in_user": "u"}`)
+	c.fails(-32602, "initiator_set_auth", `{"initiator_wwn": "`+wwn+`", "in_user": "u", "in_pass": null}`)
+	c.fails(-32602, "initiator_set_auth", `{"initiator_wwn": "`+wwn+`", "out_user": "u", "out_pass": "uuuuuuuuuuuu"}`)
+	c.fails(-32602, "initiator_set_auth", `{"initiator_wwn": "`+wwn+`", "in_user": "u", "in_pass": "short"}`)
+
+	c.ok(nil, "initiator_set_auth", `{"initiator_wwn": "`+wwn+`", "in_user": null, "in_pass": null, "out_user": null, "out_pass": null}`)
+	cfg = m.Config(true)
+	require.Equal(t, mgmt.AuthNone, cfg.Targets[0].Groups[0].AuthMethod)
+	require.Empty(t, cfg.Auths)
 }
 
 func TestAccessGroups(t *testing.T) {
