@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/iscsikit/iscsikit/examples/api/freenas"
+	"github.com/iscsikit/iscsikit/examples/api/nasshares"
 	"github.com/iscsikit/iscsikit/examples/api/storlever"
 	"github.com/iscsikit/iscsikit/examples/api/targetd"
 	"github.com/iscsikit/iscsikit/examples/api/truenas"
@@ -66,6 +67,9 @@ func apiHandler(m *mgmt.Manager, srv *iscsi.Server, log *slog.Logger) http.Handl
 	mux.Handle(freenas.Prefix, freenas.Handler(m, sessionLimits(srv.Options()), log))
 	mux.Handle(targetd.Path, targetd.Handler(m, targetd.Options{Logger: log}))
 	mux.Handle(storlever.Prefix, storlever.Handler(m, log))
+	shares := nasshares.Handler(m, log)
+	mux.Handle(nasshares.SharesPath, shares)
+	mux.Handle(nasshares.ServicePath, shares)
 	return mux
 }
 

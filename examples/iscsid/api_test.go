@@ -215,3 +215,79 @@ func TestTargetdExportWithIscsiLs(t *testing.T) {
 	require.Regexp(t, `(?s)targetd.*Lun:2\s+Type:DIRECT_ACCESS \(Size:3[12]M\)`, out)
 	require.NotRegexp(t, `(?s)targetd.*Lun:2`, lsAs(t, portal, "iqn.2026-11.com.example:other"), "the export is masked to its initiator")
 }
+
+// TestRESTFrontEndsWithIscsiLs makes one target through each REST API
+// (seeds 001, 002 and 004) on one daemon, logs in to each with iscsi-ls,
+// restarts the daemon and finds all three again.
+func TestRESTFrontEndsWithIscsiLs(t *testing.T) {
+	needTool(t, "iscsi-ls")
+	state, pool := t.TempDir(), t.TempDir()
+	portal := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	api := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	start := func() func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		c := config{stateDir: state, portal: portal, api: apiConfig{addr: api, user: "admin", password: "s3cret-api"},
+			pools: poolFlags{{Name: "Volume_1", Type: "fs", Path: pool}}}
+		go func() { done <- run(ctx, c, nil, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+		waitListening(t, api, done)
+		return func() { cancel(); require.NoError(t, <-done) }
+	}
+	stop := start()
+	base := "http://" + api
+	must := func(status int, method, path, body string) string {
+		t.Helper()
+		got, b := post(t, method, base+path, body)
+		require.Equal(t, status, got, "%s %s: %s", method, path, b)
+		return b
+	}
+
+	// Seed 001: extent, target on portal 1 and initiator group 1 (the
+	// fresh daemon's), and the target-to-extent map.
+	img := filepath.Join(state, "fn0.img")
+	must(201, "POST", "/api/v1.0/services/iscsi/extent/", `{"iscsi_target_extent_type": "File", "iscsi_target_extent_name": "fn0", "iscsi_target_extent_filesize": "16MB", "iscsi_target_extent_path": "`+img+`"}`)
+	must(201, "POST", "/api/v1.0/services/iscsi/target/", `{"iscsi_target_name": "freenas0", "iscsi_target_portalgroup": 1, "iscsi_target_initiatorgroup": 1}`)
+	must(201, "POST", "/api/v1.0/services/iscsi/targettoextent/", `{"iscsi_target": 2, "iscsi_extent": 2}`)
+
+	// Seed 002: a share with one-way CHAP and a required header digest
+	// (libiscsi implements no data digest).
+	must(201, "POST", "/index.php/iscsi_shares/api", `{"target": "share0", "size": "16MB", "volume": "Volume_1", "header-digest": true, "data-digest": false,
+		"one-way-chap": {"enabled": true, "username": "nasuser", "password": "nassecret123"}, "mutual-chap": {"enabled": false, "username": "", "password": ""}}`)
+
+	// Seed 004: a target by IQN with a LUN over an existing file.
+	const slIQN = "iqn.2014-09.com.example:storlever0"
+	slImg := filepath.Join(state, "sl0.img")
+	require.NoError(t, os.WriteFile(slImg, make([]byte, 16<<20), 0o600))
+	must(201, "POST", "/storlever/api/v1/san/tgt/target_list", `{"iqn": "`+slIQN+`"}`)
+	must(200, "PUT", "/storlever/api/v1/san/tgt/target_list/"+slIQN, `{"state": "ready", "initiator_addr_list": ["127.0.0.1"]}`)
+	must(201, "POST", "/storlever/api/v1/san/tgt/target_list/"+slIQN+"/lun_list", `{"lun": 1, "path": "`+slImg+`"}`)
+
+	check := func() {
+		t.Helper()
+		// Discovery lists all three; the share's LUN needs CHAP, so the
+		// others are looked at one by one.
+		out, err := exec.Command(needTool(t, "iscsi-ls"), "iscsi://"+portal).CombinedOutput()
+		require.NoError(t, err, string(out))
+		for _, name := range []string{"iqn.2026-11.io.iscsikit:freenas0", "iqn.2026-11.io.iscsikit:share0", slIQN} {
+			require.Contains(t, string(out), "Target:"+name)
+		}
+		rc16 := needTool(t, "iscsi-readcapacity16")
+		for _, lun := range []string{"iqn.2026-11.io.iscsikit:freenas0/0", slIQN + "/1"} {
+			b, err := exec.Command(rc16, "iscsi://"+portal+"/"+lun).CombinedOutput()
+			require.NoError(t, err, string(b))
+			require.Contains(t, string(b), "Total size:16777216", lun)
+		}
+		inq := needTool(t, "iscsi-inq")
+		share := "iscsi://" + portal + "/iqn.2026-11.io.iscsikit:share0/0"
+		b, err := exec.Command(inq, share).CombinedOutput()
+		require.Error(t, err, "the share needs CHAP: %s", b)
+		b, err = exec.Command(inq, "iscsi://nasuser%nassecret123@"+share[len("iscsi://"):]).CombinedOutput()
+		require.NoError(t, err, string(b))
+		require.Contains(t, string(b), "Peripheral Device Type")
+	}
+	check()
+	stop()
+	stop = start()
+	defer stop()
+	check()
+}
