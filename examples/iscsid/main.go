@@ -15,6 +15,14 @@
 // refused and the running configuration stays. SIGINT and SIGTERM shut
 // the daemon down gracefully: sessions are asked to log out and given a
 // few seconds to do so.
+//
+// --api ADDR serves the management APIs of the five seeds on one HTTP
+// listener (TrueNAS-style JSON-RPC at /api/current, FreeNAS v1.0 REST,
+// the NAS shares API, targetd's JSON-RPC at /targetrpc and StorLever's
+// REST API), behind HTTP Basic auth (--api-user, --api-password; required
+// beyond loopback) and optionally TLS (--tls-cert, --tls-key). Everything
+// they change goes through package mgmt: validated, saved in config.json
+// and applied live. --pool NAME=DIR declares directory pools for volumes.
 package main
 
 import (
