@@ -228,7 +228,7 @@ func (a *applier) prepare(cfg *Config) (*plan, error) {
 		return nil, err
 	}
 	for _, e := range cfg.Extents {
-		if !e.Enabled || !e.Online || !a.mapped(cfg, e.ID) {
+		if !e.Enabled || !a.mapped(cfg, e.ID) {
 			continue
 		}
 		if cur := a.units[e.ID]; cur != nil && reflect.DeepEqual(cur.ext, e) {
@@ -295,7 +295,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 	// Units: detach changed or removed ones from every target, then close.
 	for id, u := range a.units {
 		e, ok := find(cfg.Extents, id)
-		if ok && reflect.DeepEqual(u.ext, e) && e.Enabled && e.Online && a.mapped(cfg, id) {
+		if ok && reflect.DeepEqual(u.ext, e) && e.Enabled && a.mapped(cfg, id) {
 			continue
 		}
 		for _, lt := range a.targets {
@@ -303,7 +303,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 		}
 		u.lu.Close()
 		delete(a.units, id)
-		if ok && e.Enabled && e.Online && a.mapped(cfg, id) && p.newUnits[id] == nil {
+		if ok && e.Enabled && a.mapped(cfg, id) && p.newUnits[id] == nil {
 			// Same storage, new settings: reopen now that it is closed.
 			nu, err := a.openUnit(cfg, e)
 			if err != nil {
@@ -494,6 +494,8 @@ func unitConfig(e Extent) (scsi.UnitConfig, error) {
 		WriteCache:       e.WriteCache,
 		RotationRate:     rpmValues[e.RPM],
 		ThinProvisioning: e.Thin,
+		Removable:        e.Removable,
+		Offline:          !e.Online,
 	}
 	if uc.Serial == "" {
 		uc.Serial = fmt.Sprintf("%016x", id)

@@ -188,9 +188,13 @@ type Extent struct {
 
 	// WriteCache reports and honours a volatile write cache (WCE).
 	WriteCache bool `json:"write_cache"`
-	// Online false takes the LUN away from its targets without deleting it.
+	// Online false keeps the LUN in its targets but offline: INQUIRY and
+	// REPORT LUNS see it, media access fails with NOT READY, LOGICAL UNIT
+	// NOT READY, OFFLINE.
 	Online bool `json:"online"`
-	// Removable marks the medium removable.
+	// Removable marks the medium removable: initiators may prevent its
+	// removal and eject and load it (PREVENT ALLOW MEDIUM REMOVAL, START
+	// STOP UNIT with LOEJ).
 	Removable bool `json:"removable"`
 	// Thin enables thin provisioning (UNMAP, WRITE SAME unmap, GET LBA
 	// STATUS).

@@ -2,6 +2,7 @@ package scsi
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"io"
 
@@ -254,11 +255,64 @@ func (r *request) writeAndVerify() error {
 	return nil
 }
 
+// preFetch runs PRE-FETCH (SBC-4 §5.9): a device that can load a range
+// into its cache (backend.Prefetcher: the page cache of a file) is asked
+// to. The status is GOOD, never CONDITION MET, because the unit cannot
+// promise the range will still be cached when it is read.
 func (r *request) preFetch() error {
 	lba, blocks, _ := blockRange(r.cdb)
-	// The backend is its own cache (the page cache for files): there is
-	// nothing to load, and the blocks are as available as they will get.
-	return r.lu.checkRange(lba, uint64(blocks))
+	if err := r.lu.checkRange(lba, uint64(blocks)); err != nil {
+		return err
+	}
+	if p, ok := r.lu.dev.(backend.Prefetcher); ok && blocks > 0 {
+		return ioError(p.Prefetch(int64(lba)<<r.lu.blockShift, int64(blocks)<<r.lu.blockShift), false)
+	}
+	return nil
+}
+
+// writeAtomic runs WRITE ATOMIC(16) (SBC-4 §5.48): the blocks are written
+// while every other writer of the unit waits, so no command observes or
+// interleaves with half of them. Its limit is maxAtomicBlocks.
+func (r *request) writeAtomic() error {
+	if err := checkProtect(r.cdb); err != nil {
+		return err
+	}
+	lba, blocks := be64(r.cdb[2:10]), uint64(be16(r.cdb[12:14]))
+	if err := r.lu.checkRange(lba, blocks); err != nil {
+		return err
+	}
+	if blocks > uint64(r.lu.maxAtomicBlocks()) {
+		return invalidField(12, -1)
+	}
+	off, length := int64(lba)<<r.lu.blockShift, int64(blocks)<<r.lu.blockShift
+	data, err := r.exactDataOut(length)
+	if err != nil || length == 0 {
+		return err
+	}
+	r.lu.writeGate.Lock()
+	_, err = r.lu.dev.WriteAt(data, off)
+	r.lu.writeGate.Unlock()
+	if err != nil {
+		return ioError(err, true)
+	}
+	return r.lu.syncIf(fua(r.cdb))
+}
+
+// readDefectData answers READ DEFECT DATA (10) and (12) (SBC-4 §5.16):
+// a virtual medium has no defects, so the list, in the format asked for,
+// is empty.
+func (r *request) readDefectData() error {
+	var out []byte
+	var alloc int
+	if r.cdb[0] == 0x37 {
+		out = []byte{0, r.cdb[2] & 0x1f, 0, 0}
+		alloc = int(be16(r.cdb[7:9]))
+	} else {
+		out = []byte{0, r.cdb[1] & 0x1f, 0, 0, 0, 0, 0, 0}
+		alloc = int(be32(r.cdb[6:10]))
+	}
+	r.sendData(out, alloc)
+	return nil
 }
 
 func (r *request) synchronizeCache() error {
@@ -319,26 +373,33 @@ func (r *request) writeSame() error {
 		}
 		return r.lu.syncIf(false)
 	}
-	bufp := r.lu.buffers.Get(int(min(length, 256<<10)))
-	defer r.lu.buffers.Put(bufp)
+	return r.lu.fill(r.ctx, off, length, block)
+}
+
+// fill writes block over and over from off for length bytes, then syncs
+// as the write cache setting asks.
+func (lu *LogicalUnit) fill(ctx context.Context, off, length int64, block []byte) error {
+	bs := int64(len(block))
+	bufp := lu.buffers.Get(int(min(length, 256<<10)))
+	defer lu.buffers.Put(bufp)
 	pattern := *bufp
 	for i := int64(0); i < int64(len(pattern)); i += bs {
 		copy(pattern[i:], block)
 	}
 	for done := int64(0); done < length; {
-		if err := r.ctx.Err(); err != nil {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		n := min(int64(len(pattern)), length-done)
-		r.lu.writeGate.RLock()
-		_, err := r.lu.dev.WriteAt(pattern[:n], off+done)
-		r.lu.writeGate.RUnlock()
+		lu.writeGate.RLock()
+		_, err := lu.dev.WriteAt(pattern[:n], off+done)
+		lu.writeGate.RUnlock()
 		if err != nil {
 			return ioError(err, true)
 		}
 		done += n
 	}
-	return r.lu.syncIf(false)
+	return lu.syncIf(false)
 }
 
 // isZero reports whether b holds only zero bytes.

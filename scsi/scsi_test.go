@@ -19,7 +19,9 @@ const (
 
 var (
 	nexusA = scsi.Nexus{InitiatorPort: "iqn.a,i,0x1", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x1", RelativePortID: 1}
-	nexusB = scsi.Nexus{InitiatorPort: "iqn.b,i,0x1", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x1", RelativePortID: 1}
+	// nexusA2 is a second path of initiator iqn.a, through another port.
+	nexusA2 = scsi.Nexus{InitiatorPort: "iqn.a,i,0x2", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x2", RelativePortID: 2}
+	nexusB  = scsi.Nexus{InitiatorPort: "iqn.b,i,0x1", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x1", RelativePortID: 1}
 )
 
 // fixture is a target with LUN 0 on a memory device.
@@ -328,16 +330,18 @@ func TestModePagesAndUnitAttentions(t *testing.T) {
 	f.fails([]byte{0x15, 0x10, 0, 0, byte(len(sel)), 0}, sel, 0, scsi.SenseIllegalRequest, 0x26, 0)
 
 	// A LU reset restores the defaults and raises a unit attention for
-	// every nexus but the one that asked for it.
+	// every live nexus, the issuer's included since there are others.
 	require.NoError(t, f.tgt.ResetLogicalUnit(nexusB, scsi.EncodeLUN(0)))
+	f.requireSense(f.run(nexusB, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0), scsi.SenseUnitAttention, 0x29, 0x03)
 	require.Equal(t, scsi.StatusGood, f.run(nexusB, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0).Status)
 	f.fails([]byte{0, 0, 0, 0, 0, 0}, nil, 0, scsi.SenseUnitAttention, 0x29, 0x03)
 	res = f.run(nexusA, 0, []byte{0xff, 0, 0, 0, 0, 0}, nil, 0)
 	require.Equal(t, byte(0x70), res.Sense[0])
 	require.ErrorIs(t, f.tgt.ResetLogicalUnit(nexusA, scsi.EncodeLUN(3)), scsi.ErrNoLUN)
 
-	// REQUEST SENSE reports a pending unit attention and clears it.
-	f.tgt.ResetTarget(nexusB, false)
+	// REQUEST SENSE reports a pending unit attention and clears it. A
+	// target reset reaches the other nexuses of the issuing initiator.
+	f.tgt.ResetTarget(nexusA2, false)
 	rs := f.good([]byte{0x03, 0, 0, 0, 18, 0}, nil, 18)
 	require.Equal(t, []byte{0x29, 0x02}, rs[12:14])
 	f.good([]byte{0, 0, 0, 0, 0, 0}, nil, 0)

@@ -105,5 +105,15 @@ func (lu *LogicalUnit) blockLimits() []byte {
 		binary.BigEndian.PutUint32(b[24:28], uint32(1)<<lu.physExp)
 	}
 	binary.BigEndian.PutUint64(b[32:40], maxUnmapBlocks) // maximum WRITE SAME length
+	// WRITE ATOMIC: any alignment and granularity, up to maxAtomicBlocks.
+	binary.BigEndian.PutUint32(b[40:44], lu.maxAtomicBlocks())
+	binary.BigEndian.PutUint32(b[44:48], 1)
+	binary.BigEndian.PutUint32(b[48:52], 1)
 	return b
+}
+
+// maxAtomicBlocks is the MAXIMUM ATOMIC TRANSFER LENGTH: 1 MiB, within
+// the transfer limit and the 16-bit length of WRITE ATOMIC(16).
+func (lu *LogicalUnit) maxAtomicBlocks() uint32 {
+	return min(lu.maxTransferBlocks(), uint32(1<<20)>>lu.blockShift, 0xffff)
 }
