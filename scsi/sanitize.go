@@ -20,8 +20,8 @@ const (
 // the same medium), BLOCK ERASE deallocates every block of a thin unit,
 // and EXIT FAILURE MODE leaves the state a failed sanitize left the unit
 // in. While it runs every command but INQUIRY, REPORT LUNS and REQUEST
-// SENSE fails with SANITIZE IN PROGRESS; with IMMED it runs after the
-// command has completed.
+// SENSE fails with SANITIZE IN PROGRESS; with IMMED the command completes
+// as soon as it has started.
 func (r *request) sanitize() error {
 	sa := r.cdb[1] & 0x1f
 	immed := r.cdb[1]&0x80 != 0
@@ -86,25 +86,32 @@ func (r *request) sanitize() error {
 	lu.mu.Lock()
 	lu.sanitizing, lu.sanitizeAUSE = true, ause
 	lu.mu.Unlock()
-	run := func(ctx context.Context) error {
-		err := job(ctx)
+	// The operation belongs to the unit, not to the command: it runs to
+	// its end through aborts and resets (SBC-4 §4.11.3), and only the
+	// unit's Close cuts it short (leaving it failed).
+	done := make(chan error, 1)
+	lu.background.Add(1)
+	go func() {
+		defer lu.background.Done()
+		err := job(lu.life)
 		if err == nil {
 			err = lu.syncIf(true)
 		}
 		lu.mu.Lock()
 		lu.sanitizing, lu.sanitizeFailed = false, err != nil
 		lu.mu.Unlock()
-		return err
-	}
-	if !immed {
-		return run(r.ctx)
-	}
-	lu.background.Add(1)
-	go func() {
-		defer lu.background.Done()
-		if err := run(lu.life); err != nil && lu.cfg.Logger != nil {
+		if err != nil && lu.cfg.Logger != nil {
 			lu.cfg.Logger.Error("sanitize failed", "err", err)
 		}
+		done <- err
 	}()
-	return nil
+	if immed {
+		return nil
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-r.ctx.Done():
+		return r.ctx.Err()
+	}
 }

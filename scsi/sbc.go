@@ -337,20 +337,25 @@ func (r *request) writeSame() error {
 	}
 	unmap := r.cdb[1]&0x08 != 0
 	ndob := r.cdb[0] == 0x93 && r.cdb[1]&0x01 != 0
-	switch {
-	case r.cdb[1]&0x10 != 0: // ANCHOR: anchored state not supported
+	if r.cdb[1]&0x10 != 0 { // ANCHOR: anchored state not supported
 		return invalidField(1, 4)
-	case blocks == 0: // WSNZ is set in the block limits page
-		return invalidField(lenField, -1)
 	}
 	if err := r.lu.checkRange(lba, uint64(blocks)); err != nil {
 		return err
 	}
-	if blocks > maxUnmapBlocks {
+	n := uint64(blocks)
+	if n == 0 {
+		// WSNZ is clear: zero blocks means through the last LBA.
+		if lba >= r.lu.nblocks {
+			return errLBAOutOfRange
+		}
+		n = r.lu.nblocks - lba
+	}
+	if n > maxUnmapBlocks {
 		return invalidField(lenField, -1)
 	}
 	bs := int64(r.lu.blockSize)
-	off, length := int64(lba)<<r.lu.blockShift, int64(blocks)<<r.lu.blockShift
+	off, length := int64(lba)<<r.lu.blockShift, int64(n)<<r.lu.blockShift
 	var block []byte
 	if ndob {
 		block = make([]byte, bs)

@@ -287,8 +287,13 @@ func TestThinProvisioning(t *testing.T) {
 	ws[1] = 0x08
 	f.good(ws, make([]byte, bs), 0)
 	require.Equal(t, make([]byte, 4*bs), f.good(read10(50, 4), nil, 4*bs))
-	ws[8] = 0
-	f.fails(ws, make([]byte, bs), 0, scsi.SenseIllegalRequest, 0x24, 0)
+	// Zero blocks (WSNZ clear) writes through the last LBA.
+	ws[1], ws[8] = 0, 0
+	binary.BigEndian.PutUint32(ws[2:], blocks-3)
+	f.good(ws, blk, 0)
+	require.Equal(t, bytes.Repeat(blk, 3), f.good(read10(blocks-3, 3), nil, 3*bs))
+	binary.BigEndian.PutUint32(ws[2:], blocks)
+	f.fails(ws, blk, 0, scsi.SenseIllegalRequest, 0x21, 0)
 }
 
 func TestWriteSameWithoutThin(t *testing.T) {

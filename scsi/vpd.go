@@ -27,6 +27,11 @@ func (lu *LogicalUnit) vpdPage(code byte, n Nexus) ([]byte, bool) {
 	case 0xb1: // block device characteristics
 		body = make([]byte, 0x3c)
 		binary.BigEndian.PutUint16(body[0:2], lu.cfg.RotationRate)
+		if lu.cfg.ThinProvisioning {
+			// WABEREQ 01: after SANITIZE BLOCK ERASE reads succeed
+			// (returning zeroes, LBPRZ).
+			body[3] = 0x40
+		}
 	case 0xb2:
 		if !lu.cfg.ThinProvisioning {
 			return nil, false
@@ -94,7 +99,8 @@ func (lu *LogicalUnit) maxTransferBlocks() uint32 {
 // blockLimits builds the body of the block limits VPD page (SBC-4 §6.6.4).
 func (lu *LogicalUnit) blockLimits() []byte {
 	b := make([]byte, 0x3c)
-	b[0] = 0x01 // WSNZ: WRITE SAME with zero blocks is refused
+	// WSNZ clear: WRITE SAME with zero blocks writes through the last LBA
+	// (within the maximum WRITE SAME length).
 	b[1] = maxCompareAndWrite
 	binary.BigEndian.PutUint16(b[2:4], uint16(1)<<lu.physExp)
 	binary.BigEndian.PutUint32(b[4:8], lu.maxTransferBlocks())
