@@ -495,6 +495,7 @@ func unitConfig(e Extent) (scsi.UnitConfig, error) {
 		RotationRate:     rpmValues[e.RPM],
 		ThinProvisioning: e.Thin,
 		Removable:        e.Removable,
+		ThirdPartyCopy:   e.InsecureTPC,
 		Offline:          !e.Online,
 	}
 	if uc.Serial == "" {

@@ -175,9 +175,12 @@ type Extent struct {
 	Serial string `json:"serial"`
 	// NAA is the NAA designator (VPD page 83) as 0x and 16 hex digits;
 	// empty derives one.
-	NAA         string `json:"naa"`
-	InsecureTPC bool   `json:"insecure_tpc"`
-	Xen         bool   `json:"xen"`
+	NAA string `json:"naa"`
+	// InsecureTPC offers third-party copy (EXTENDED COPY, VMware's XCOPY)
+	// between this extent and the other extents of the same target that
+	// offer it, without further authentication of the initiator.
+	InsecureTPC bool `json:"insecure_tpc"`
+	Xen         bool `json:"xen"`
 	// RPM is the reported rotation rate: UNKNOWN, SSD, 5400, 7200,
 	// 10000 or 15000.
 	RPM     string `json:"rpm"`
@@ -236,7 +239,7 @@ func NewTarget() Target { return Target{Mode: "ISCSI", State: StateReady} }
 
 // NewExtent returns an extent with the defaults of a create call.
 func NewExtent() Extent {
-	return Extent{Type: ExtentFile, Blocksize: 512, RPM: "SSD", Enabled: true, WriteCache: true, Online: true, Thin: true}
+	return Extent{Type: ExtentFile, Blocksize: 512, RPM: "SSD", Enabled: true, WriteCache: true, Online: true, Thin: true, InsecureTPC: true}
 }
 
 // UnmarshalJSON fills fields the JSON leaves out with NewPortal's values.

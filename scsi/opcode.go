@@ -31,6 +31,8 @@ const (
 	flagPRWrite
 	// flagRemovable commands exist only on units with removable media.
 	flagRemovable
+	// flagCopy commands exist only on units offering third-party copy.
+	flagCopy
 )
 
 // opcode is one entry of the command table: dispatch, CDB validation and
@@ -144,6 +146,9 @@ func commandTable() []*opcode {
 		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x05, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
 		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x06, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
 		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x07, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "EXTENDED COPY(LID1)", usage: cdb(0x83, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagMedium | flagPRWrite | flagCopy, handler: (*request).extendedCopy},
+		{name: "RECEIVE COPY RESULTS(COPY STATUS)", usage: cdb(0x84, 0x00, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagCopy, handler: (*request).receiveCopyResults},
+		{name: "RECEIVE COPY RESULTS(OPERATING PARAMETERS)", usage: cdb(0x84, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagCopy, handler: (*request).receiveCopyResults},
 		{name: "READ(16)", usage: cdb(0x88, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium, handler: (*request).read},
 		{name: "COMPARE AND WRITE", usage: cdb(0x89, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).compareAndWrite},
 		{name: "WRITE(16)", usage: cdb(0x8a, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).write},
@@ -191,7 +196,8 @@ func lookupOpcode(cdb []byte) (*opcode, *Sense) {
 // supported reports whether the unit offers the command.
 func (lu *LogicalUnit) supported(o *opcode) bool {
 	return (o.flags&flagThin == 0 || lu.cfg.ThinProvisioning) &&
-		(o.flags&flagRemovable == 0 || lu.cfg.Removable)
+		(o.flags&flagRemovable == 0 || lu.cfg.Removable) &&
+		(o.flags&flagCopy == 0 || lu.cfg.ThirdPartyCopy)
 }
 
 // be16, be32 and be64 read big-endian CDB fields.

@@ -56,6 +56,11 @@ type UnitConfig struct {
 	// restarts for initiators that register with APTPL; without it APTPL
 	// is refused (PTPL_C 0).
 	Reservations ReservationStore
+	// ThirdPartyCopy offers EXTENDED COPY (LID1) and RECEIVE COPY RESULTS
+	// between this unit and the other units of the target the command
+	// came through that offer it too (VMware's XCOPY offload), with the
+	// third-party copy VPD page.
+	ThirdPartyCopy bool
 	// Logger receives errors of work that outlives its command; nil
 	// discards them.
 	Logger *slog.Logger
@@ -116,6 +121,10 @@ type LogicalUnit struct {
 	sanitizing, sanitizeFailed bool
 	// sanitizeAUSE is the AUSE bit of the last SANITIZE.
 	sanitizeAUSE bool
+
+	// copies holds the results of EXTENDED COPY commands for RECEIVE
+	// COPY RESULTS, oldest first, guarded by mu.
+	copies []*copyRecord
 
 	// life ends with Close; background holds work that outlives its
 	// command (SANITIZE with IMMED), which Close waits for.
@@ -436,8 +445,8 @@ func (lu *LogicalUnit) nexusLost(key string) {
 
 // execute runs one command against the unit: the unit-level half of
 // Target.Execute, which routes by LUN and answers REPORT LUNS itself.
-func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string) Result {
-	r := &request{ctx: ctx, lu: lu, cmd: cmd, cdb: cmd.CDB, nexus: key}
+func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string, t *Target) Result {
+	r := &request{ctx: ctx, lu: lu, cmd: cmd, cdb: cmd.CDB, nexus: key, tgt: t}
 	if len(r.cdb) == 0 {
 		return r.fail(errInvalidOpcode)
 	}

@@ -4,7 +4,11 @@ import "encoding/binary"
 
 // vpdPages lists the vital product data pages of a unit in ascending order.
 func (lu *LogicalUnit) vpdPages() []byte {
-	pages := []byte{0x00, 0x80, 0x83, 0xb0, 0xb1}
+	pages := []byte{0x00, 0x80, 0x83}
+	if lu.cfg.ThirdPartyCopy {
+		pages = append(pages, 0x8f)
+	}
+	pages = append(pages, 0xb0, 0xb1)
 	if lu.cfg.ThinProvisioning {
 		pages = append(pages, 0xb2)
 	}
@@ -22,6 +26,11 @@ func (lu *LogicalUnit) vpdPage(code byte, n Nexus) ([]byte, bool) {
 		body = []byte(lu.cfg.Serial)
 	case 0x83:
 		body = lu.deviceIdentification(n)
+	case 0x8f:
+		if !lu.cfg.ThirdPartyCopy {
+			return nil, false
+		}
+		body = lu.thirdPartyCopyPage()
 	case 0xb0:
 		body = lu.blockLimits()
 	case 0xb1: // block device characteristics
