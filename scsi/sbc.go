@@ -366,10 +366,11 @@ func (r *request) writeSame() error {
 		}
 	}
 	// A fully provisioned unit has nothing to unmap: the UNMAP bit is a
-	// request it honours by writing the block (SBC-4 §4.7.3.4).
-	if unmap && r.lu.cfg.ThinProvisioning && isZero(block) {
-		// LBPRZ: unmapped blocks read back as zeroes, which is what
-		// writing this block would have produced.
+	// request it honours by writing the block (SBC-4 §4.7.3.4). A thin
+	// unit deallocates the range whatever the block holds, as Linux LIO
+	// and tgt do (libiscsi's WriteSame10.UnmapUntilEnd sends 0xff blocks
+	// and expects zeroes back): the blocks then read as zeroes (LBPRZ).
+	if unmap && r.lu.cfg.ThinProvisioning {
 		r.lu.writeGate.RLock()
 		err := r.lu.dev.(backend.Unmapper).Unmap(off, length)
 		r.lu.writeGate.RUnlock()
@@ -405,22 +406,6 @@ func (lu *LogicalUnit) fill(ctx context.Context, off, length int64, block []byte
 		done += n
 	}
 	return lu.syncIf(false)
-}
-
-// isZero reports whether b holds only zero bytes.
-func isZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func (r *request) unmap() error {
