@@ -109,6 +109,9 @@ type LogicalUnit struct {
 	// unit (pending unit attentions, medium removal prevention); a nexus
 	// seen for the first time gets POWER ON OCCURRED.
 	nexuses map[string]*nexusState
+	// initiators holds the initiator devices (names) the unit has told
+	// of its power on.
+	initiators map[string]bool
 	// reservedBy is the nexus key holding an SPC-2 reservation, or "".
 	reservedBy string
 	// pr is the persistent reservation state (SPC-4 §5.13).
@@ -210,10 +213,11 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 		cfg.Serial = fmt.Sprintf("%016x", cfg.DeviceID)
 	}
 	lu := &LogicalUnit{
-		dev:       dev,
-		cfg:       cfg,
-		blockSize: cfg.BlockSize,
-		nexuses:   make(map[string]*nexusState),
+		dev:        dev,
+		cfg:        cfg,
+		blockSize:  cfg.BlockSize,
+		nexuses:    make(map[string]*nexusState),
+		initiators: make(map[string]bool),
 	}
 	for lu.blockSize>>lu.blockShift > 1 {
 		lu.blockShift++
@@ -327,11 +331,21 @@ func (lu *LogicalUnit) queueUA(key string, s *Sense) {
 }
 
 // nexusLocked returns the state of the nexus key, registering a nexus it
-// has not seen with POWER ON OCCURRED. Called with lu.mu held.
+// has not seen. The first nexus of each initiator device gets POWER ON
+// OCCURRED; later ones (a second path, a session re-established after a
+// cold reset) do not hear of a power on their initiator already knows
+// of. Called with lu.mu held.
 func (lu *LogicalUnit) nexusLocked(key string) *nexusState {
 	ns := lu.nexuses[key]
 	if ns == nil {
-		ns = &nexusState{ua: []*Sense{uaPowerOn}}
+		ns = &nexusState{}
+		name := initiatorOf(key)
+		if !lu.initiators[name] {
+			ns.ua = []*Sense{uaPowerOn}
+			if len(lu.initiators) < maxRememberedNexuses {
+				lu.initiators[name] = true
+			}
+		}
 		lu.nexuses[key] = ns
 	}
 	ns.live = true
