@@ -14,6 +14,10 @@ const (
 	sanitizeExitFailure = 0x1f
 )
 
+// sanitizeSyncBytes is how much of an OVERWRITE is written between two
+// syncs of the device.
+const sanitizeSyncBytes = 32 << 20
+
 // sanitize runs SANITIZE. OVERWRITE writes the initialization pattern
 // over every block once (the OVERWRITE COUNT passes of a disk drive would
 // all land in the same place of a file or a page cache, so one pass leaves
@@ -80,7 +84,11 @@ func (r *request) sanitize() error {
 			}
 		}
 		job = func(ctx context.Context) error {
-			return lu.fill(ctx, 0, int64(lu.nblocks)<<lu.blockShift, block)
+			// The overwrite goes to the medium as it proceeds rather
+			// than filling the page cache with the whole device first:
+			// dirty memory stays bounded, and what the sanitize has
+			// reported done is on stable storage.
+			return lu.fillSynced(ctx, 0, int64(lu.nblocks)<<lu.blockShift, block, sanitizeSyncBytes)
 		}
 	}
 	lu.mu.Lock()

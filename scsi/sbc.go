@@ -351,7 +351,7 @@ func (r *request) writeSame() error {
 		}
 		n = r.lu.nblocks - lba
 	}
-	if n > maxUnmapBlocks {
+	if n > maxWriteSameBlocks {
 		return invalidField(lenField, -1)
 	}
 	bs := int64(r.lu.blockSize)
@@ -385,6 +385,12 @@ func (r *request) writeSame() error {
 // fill writes block over and over from off for length bytes, then syncs
 // as the write cache setting asks.
 func (lu *LogicalUnit) fill(ctx context.Context, off, length int64, block []byte) error {
+	return lu.fillSynced(ctx, off, length, block, 0)
+}
+
+// fillSynced is fill that also makes the data durable after every
+// syncEvery bytes (0: only at the end, as the write cache setting asks).
+func (lu *LogicalUnit) fillSynced(ctx context.Context, off, length int64, block []byte, syncEvery int64) error {
 	bs := int64(len(block))
 	bufp := lu.buffers.Get(int(min(length, 256<<10)))
 	defer lu.buffers.Put(bufp)
@@ -404,6 +410,11 @@ func (lu *LogicalUnit) fill(ctx context.Context, off, length int64, block []byte
 			return ioError(err, true)
 		}
 		done += n
+		if syncEvery > 0 && done%syncEvery == 0 {
+			if err := lu.syncIf(true); err != nil {
+				return err
+			}
+		}
 	}
 	return lu.syncIf(false)
 }

@@ -77,7 +77,8 @@ const DefaultMaxTransferLength = 32 << 20
 
 // Supported limits advertised in the block limits VPD page.
 const (
-	maxUnmapBlocks     = 1 << 20 // per UNMAP descriptor and WRITE SAME
+	maxUnmapBlocks     = 1 << 20 // per UNMAP descriptor
+	maxWriteSameBlocks = 1 << 23 // per WRITE SAME: 4 GiB of 512-byte blocks
 	maxUnmapDescs      = 256
 	maxCompareAndWrite = 255
 )

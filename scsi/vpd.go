@@ -119,7 +119,7 @@ func (lu *LogicalUnit) blockLimits() []byte {
 		binary.BigEndian.PutUint32(b[20:24], maxUnmapDescs)
 		binary.BigEndian.PutUint32(b[24:28], uint32(1)<<lu.physExp)
 	}
-	binary.BigEndian.PutUint64(b[32:40], maxUnmapBlocks) // maximum WRITE SAME length
+	binary.BigEndian.PutUint64(b[32:40], maxWriteSameBlocks) // maximum WRITE SAME length
 	// WRITE ATOMIC: any alignment and granularity, up to maxAtomicBlocks.
 	binary.BigEndian.PutUint32(b[40:44], lu.maxAtomicBlocks())
 	binary.BigEndian.PutUint32(b[44:48], 1)
