@@ -53,6 +53,8 @@ type applier struct {
 	srv  *iscsi.Server
 	open OpenFunc
 	log  *slog.Logger
+	// prDir keeps the extents' persistent reservations; "" refuses APTPL.
+	prDir string
 
 	listeners map[netip.AddrPort]*liveListener
 	units     map[int]*liveUnit   // by extent id
@@ -186,12 +188,12 @@ func (p *accessPolicy) allows(initiator, remote string) bool {
 	return false
 }
 
-func newApplier(srv *iscsi.Server, open OpenFunc, log *slog.Logger) *applier {
+func newApplier(srv *iscsi.Server, open OpenFunc, prDir string, log *slog.Logger) *applier {
 	if open == nil {
 		open = OpenExtent
 	}
 	return &applier{
-		srv: srv, open: open, log: log,
+		srv: srv, open: open, prDir: prDir, log: log,
 		listeners: map[netip.AddrPort]*liveListener{},
 		units:     map[int]*liveUnit{},
 		targets:   map[int]*liveTarget{},
@@ -468,6 +470,10 @@ func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
 			uc.ThinProvisioning = false
 		}
 	}
+	if a.prDir != "" {
+		uc.Reservations = reservationFile(a.prDir, e)
+	}
+	uc.Logger = a.log
 	lu, err := scsi.NewLogicalUnit(dev, uc)
 	if err != nil {
 		dev.Close()

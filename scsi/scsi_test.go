@@ -18,10 +18,10 @@ const (
 )
 
 var (
-	nexusA = scsi.Nexus{InitiatorPort: "iqn.a,i,0x1", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x1", RelativePortID: 1}
+	nexusA = scsi.Nexus{InitiatorPort: "iqn.a,i,0x000000000001", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x1", RelativePortID: 1}
 	// nexusA2 is a second path of initiator iqn.a, through another port.
-	nexusA2 = scsi.Nexus{InitiatorPort: "iqn.a,i,0x2", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x2", RelativePortID: 2}
-	nexusB  = scsi.Nexus{InitiatorPort: "iqn.b,i,0x1", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x1", RelativePortID: 1}
+	nexusA2 = scsi.Nexus{InitiatorPort: "iqn.a,i,0x000000000002", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x2", RelativePortID: 2}
+	nexusB  = scsi.Nexus{InitiatorPort: "iqn.b,i,0x000000000001", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x1", RelativePortID: 1}
 )
 
 // fixture is a target with LUN 0 on a memory device.
