@@ -33,7 +33,11 @@ func (f ReservationFile) Load() ([]byte, error) {
 func (f ReservationFile) Save(data []byte) error {
 	dir := filepath.Dir(f.Path)
 	if data == nil {
-		if err := os.Remove(f.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		err := os.Remove(f.Path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("mgmt: reservations: %w", err)
 		}
 		return syncDir(dir)

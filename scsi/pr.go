@@ -70,6 +70,8 @@ type prState struct {
 	holder  string
 	// aptpl is the APTPL bit of the last registration that set it.
 	aptpl bool
+	// persisted is set while the store holds a state.
+	persisted bool
 }
 
 // allRegistrants reports whether the reservation is held by every
@@ -155,7 +157,14 @@ func (lu *LogicalUnit) savePRLocked() error {
 	}
 	p := &lu.pr
 	if !p.aptpl || len(p.regs) == 0 {
-		return st.Save(nil)
+		if !p.persisted {
+			return nil
+		}
+		if err := st.Save(nil); err != nil {
+			return err
+		}
+		p.persisted = false
+		return nil
 	}
 	out := persistedPR{Generation: p.generation, Type: p.resType, Holder: -1}
 	keys := slices.Sorted(maps.Keys(p.regs))
@@ -169,7 +178,11 @@ func (lu *LogicalUnit) savePRLocked() error {
 	if err != nil {
 		return err
 	}
-	return st.Save(b)
+	if err := st.Save(b); err != nil {
+		return err
+	}
+	p.persisted = true
+	return nil
 }
 
 // loadPR restores the state a store kept.
@@ -201,6 +214,7 @@ func (lu *LogicalUnit) loadPR() error {
 		}
 	}
 	p.generation, p.resType, p.aptpl = in.Generation, in.Type, len(p.regs) > 0
+	p.persisted = true
 	if p.resType != 0 && !p.allRegistrants() && p.holder == "" {
 		return fmt.Errorf("scsi: persistent reservations: type %d without a holder", in.Type)
 	}
