@@ -444,3 +444,45 @@ func TestStartStopUnit(t *testing.T) {
 	f.good([]byte{0x1b, 0, 0, 0, 1, 0}, nil, 0)
 	f.good(read10(0, 1), nil, bs)
 }
+
+func TestLUNInventoryChangeStaysInItsTarget(t *testing.T) {
+	f := newFixture(t, scsi.UnitConfig{})
+	// A second target (another initiator's LUN view) shares the unit.
+	view := scsi.NewTarget()
+	require.NoError(t, view.Attach(0, f.lu))
+	lu, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{Serial: "unit1"})
+	require.NoError(t, err)
+	t.Cleanup(func() { lu.Close() })
+	require.NoError(t, view.Attach(1, lu))
+	// The nexuses of the first target hear nothing of it.
+	f.good([]byte{0, 0, 0, 0, 0, 0}, nil, 0)
+	// A change of the first target's inventory reaches them.
+	lu2, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{Serial: "unit2"})
+	require.NoError(t, err)
+	t.Cleanup(func() { lu2.Close() })
+	require.NoError(t, f.tgt.Attach(2, lu2))
+	f.fails([]byte{0, 0, 0, 0, 0, 0}, nil, 0, scsi.SenseUnitAttention, 0x3f, 0x0e)
+}
+
+func BenchmarkRead4K(b *testing.B) {
+	lu, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{Serial: "bench"})
+	require.NoError(b, err)
+	defer lu.Close()
+	tgt := scsi.NewTarget()
+	require.NoError(b, tgt.Attach(0, lu))
+	ctx := context.Background()
+	tgt.Execute(ctx, &scsi.Command{Nexus: nexusA, CDB: []byte{0, 0, 0, 0, 0, 0}})
+	cdb := read10(8, 8)
+	in := make([]byte, 4096)
+	b.ReportAllocs()
+	b.SetBytes(4096)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		cmd := &scsi.Command{Nexus: nexusA, CDB: cdb, DataIn: make([]byte, len(in))}
+		for pb.Next() {
+			if res := tgt.Execute(ctx, cmd); res.Status != scsi.StatusGood {
+				b.Fatalf("status %x", res.Status)
+			}
+		}
+	})
+}

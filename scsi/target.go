@@ -23,8 +23,9 @@ type Target struct {
 	// target: a change of its LUN inventory is theirs to hear about, not
 	// that of other targets (or per-initiator views) sharing a unit.
 	// Past maxRememberedNexuses it stops growing and overflow is set,
-	// and every nexus of the units hears about changes.
-	seenMu   sync.Mutex
+	// and every nexus of the units hears about changes. Commands only
+	// read it once their nexus is in.
+	seenMu   sync.RWMutex
 	seen     map[string]bool
 	overflow bool
 }
@@ -36,6 +37,12 @@ func NewTarget() *Target {
 
 // saw records that the nexus key sent a command through the target.
 func (t *Target) saw(key string) {
+	t.seenMu.RLock()
+	known := t.seen[key] || t.overflow
+	t.seenMu.RUnlock()
+	if known {
+		return
+	}
 	t.seenMu.Lock()
 	if !t.seen[key] {
 		if len(t.seen) < maxRememberedNexuses {
