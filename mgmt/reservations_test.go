@@ -46,3 +46,36 @@ func TestReservationFile(t *testing.T) {
 	_, err = reservationFile(dir, Extent{Name: "dir"}).Load()
 	require.Error(t, err)
 }
+
+func TestUnitConfigCarriesLUNSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		edit  func(e *Extent)
+		check func(t *testing.T, uc scsi.UnitConfig)
+	}{
+		{"defaults", func(e *Extent) {}, func(t *testing.T, uc scsi.UnitConfig) {
+			require.True(t, uc.ThinProvisioning)
+			require.True(t, uc.ThirdPartyCopy, "insecure_tpc defaults on, as in TrueNAS")
+			require.False(t, uc.ReadOnly || uc.Removable || uc.Offline)
+		}},
+		{"read-only", func(e *Extent) { e.RO = true }, func(t *testing.T, uc scsi.UnitConfig) { require.True(t, uc.ReadOnly) }},
+		{"removable", func(e *Extent) { e.Removable = true }, func(t *testing.T, uc scsi.UnitConfig) { require.True(t, uc.Removable) }},
+		{"offline", func(e *Extent) { e.Online = false }, func(t *testing.T, uc scsi.UnitConfig) { require.True(t, uc.Offline) }},
+		{"no third-party copy", func(e *Extent) { e.InsecureTPC = false }, func(t *testing.T, uc scsi.UnitConfig) { require.False(t, uc.ThirdPartyCopy) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := NewExtent()
+			e.Name = "x"
+			tc.edit(&e)
+			uc, err := unitConfig(e)
+			require.NoError(t, err)
+			tc.check(t, uc)
+		})
+	}
+	// Removable media and third-party copy are accepted by validation.
+	cfg := EmptyConfig()
+	e := NewExtent()
+	e.ID, e.Name, e.Path, e.Filesize, e.Removable = 1, "x", "/srv/x.img", 1<<20, true
+	cfg.Extents = append(cfg.Extents, e)
+	require.NoError(t, Validate(cfg, nil))
+}
