@@ -416,7 +416,7 @@ func (r *request) persistentReserveOut() error {
 		p.generation++
 		return lu.savePRLocked()
 	default: // PREEMPT, PREEMPT AND ABORT
-		return r.preempt(saKey, typ)
+		return r.preempt(saKey, typ, sa == proutPreemptAbort)
 	}
 }
 
@@ -449,10 +449,10 @@ func (r *request) register(me *prRegistration, ignore bool, resKey, saKey uint64
 	return lu.savePRLocked()
 }
 
-// preempt runs PREEMPT and PREEMPT AND ABORT (SPC-4 §5.13.11.4). Tasks of
-// the preempted nexuses that are already past their reservation check
-// complete; every later command of theirs conflicts.
-func (r *request) preempt(saKey uint64, typ byte) error {
+// preempt runs PREEMPT and PREEMPT AND ABORT (SPC-4 §5.13.11.4). With
+// abort, the tasks the preempted nexuses have running in the unit
+// complete with TASK ABORTED; every later command of theirs conflicts.
+func (r *request) preempt(saKey uint64, typ byte, abort bool) error {
 	lu := r.lu
 	p := &lu.pr
 	removeMatching := func(all bool) int {
@@ -464,6 +464,9 @@ func (r *request) preempt(saKey uint64, typ byte) error {
 			if all || g.Key == saKey {
 				delete(p.regs, k)
 				lu.queueUA(k, uaRegsPreempted)
+				if ns := lu.nexuses[k]; abort && ns != nil && k != r.nexus {
+					ns.aborts.Add(1)
+				}
 				n++
 			}
 		}

@@ -1,6 +1,7 @@
 package scsi_test
 
 import (
+	"context"
 	"encoding/binary"
 	"testing"
 
@@ -320,4 +321,52 @@ func TestAPTPLPersistsAcrossRestart(t *testing.T) {
 	st.data = []byte("{")
 	_, err = scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{Reservations: st})
 	require.Error(t, err)
+}
+
+// gatedDevice holds every write until release is closed.
+type gatedDevice struct {
+	*backend.Memory
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (d *gatedDevice) WriteAt(p []byte, off int64) (int, error) {
+	d.entered <- struct{}{}
+	<-d.release
+	return d.Memory.WriteAt(p, off)
+}
+
+func TestPreemptAndAbortEndsRunningTasks(t *testing.T) {
+	dev := &gatedDevice{Memory: backend.NewMemory(blocks * bs), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	lu, err := scsi.NewLogicalUnit(dev, scsi.UnitConfig{Serial: "gated"})
+	require.NoError(t, err)
+	t.Cleanup(func() { lu.Close() })
+	tgt := scsi.NewTarget()
+	require.NoError(t, tgt.Attach(0, lu))
+	f := &fixture{t: t, tgt: tgt, lu: lu}
+	f.clearUAs(nexusA)
+	f.clearUAs(nexusB)
+	require.Equal(t, scsi.StatusGood, f.pr(nexusA, saRegister, 0, 0, 0xa))
+	require.Equal(t, scsi.StatusGood, f.pr(nexusB, saRegister, 0, 0, 0xb))
+	// Write Exclusive, Registrants Only: B may write.
+	require.Equal(t, scsi.StatusGood, f.pr(nexusA, saReserve, typeWERO, 0xa, 0))
+
+	done := make(chan scsi.Result, 1)
+	go func() {
+		cmd := &scsi.Command{Nexus: nexusB, LUN: scsi.EncodeLUN(0), CDB: write10(0, 1), DataOut: make([]byte, bs)}
+		done <- tgt.Execute(context.Background(), cmd)
+	}()
+	<-dev.entered // B's write is inside the device
+	cdb, p := prout(0x05, typeEA, 0xa, 0xb, 0)
+	require.Equal(t, scsi.StatusGood, tgt.Execute(context.Background(), &scsi.Command{Nexus: nexusA, LUN: scsi.EncodeLUN(0), CDB: cdb, DataOut: p}).Status)
+	close(dev.release)
+	require.Equal(t, scsi.StatusTaskAborted, (<-done).Status)
+	// B hears why; unregistered now, it may read but not write under
+	// A's Write Exclusive, Registrants Only.
+	f.requireSense(f.run(nexusB, 0, read10(0, 1), nil, bs), scsi.SenseUnitAttention, 0x2a, 0x05)
+	require.Equal(t, scsi.StatusGood, f.run(nexusB, 0, read10(0, 1), nil, bs).Status)
+	require.Equal(t, scsi.StatusReservationConflict, f.run(nexusB, 0, write10(0, 1), make([]byte, bs), 0).Status)
+	// The issuer's own tasks are not aborted.
+	go func() { <-dev.entered }()
+	require.Equal(t, scsi.StatusGood, f.run(nexusA, 0, write10(0, 1), make([]byte, bs), 0).Status)
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/iscsikit/iscsikit/backend"
 	"github.com/iscsikit/iscsikit/internal/bufpool"
@@ -146,6 +147,10 @@ type nexusState struct {
 	live bool
 	// prevent is set while the nexus prevents medium removal.
 	prevent bool
+	// aborts counts PREEMPT AND ABORTs that ended the nexus's tasks: a
+	// command that sees it change while it runs completes with TASK
+	// ABORTED.
+	aborts atomic.Uint32
 }
 
 // modeState is the changeable part of the mode pages.
@@ -452,7 +457,7 @@ func (lu *LogicalUnit) nexusLost(key string) {
 		lu.reservedBy = ""
 	}
 	if ns := lu.nexuses[key]; ns != nil && len(lu.nexuses) <= maxRememberedNexuses {
-		*ns = nexusState{}
+		ns.ua, ns.live, ns.prevent = nil, false, false
 	} else {
 		delete(lu.nexuses, key)
 	}
@@ -481,10 +486,17 @@ func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string, t 
 	if err := op.checkCDB(r.cdb); err != nil {
 		return r.fail(err)
 	}
-	if err := lu.admit(r.nexus, op); err != nil {
+	ns, epoch, err := lu.admit(r.nexus, op)
+	if err != nil {
 		return r.fail(err)
 	}
-	if err := op.handler(r); err != nil {
+	err = op.handler(r)
+	if ns.aborts.Load() != epoch {
+		// PREEMPT AND ABORT from another nexus ended this task while it
+		// ran: whatever it did, it completes aborted (TAS is set).
+		return Result{Status: StatusTaskAborted}
+	}
+	if err != nil {
 		return r.fail(err)
 	}
 	return r.res
@@ -492,16 +504,22 @@ func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string, t 
 
 // admit runs the checks every command passes before its handler, in the
 // order SAM-5 and SPC-4 give them precedence: a pending unit attention,
-// a reservation conflict, a unit that is not ready, write protection.
-func (lu *LogicalUnit) admit(key string, op *opcode) error {
+// a reservation conflict, a unit that is not ready, write protection. It
+// returns the nexus's state and its abort epoch as the command starts.
+func (lu *LogicalUnit) admit(key string, op *opcode) (*nexusState, uint32, error) {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
+	ns := lu.nexusLocked(key)
+	epoch := ns.aborts.Load()
+	err := lu.admitLocked(key, op)
+	return ns, epoch, err
+}
+
+func (lu *LogicalUnit) admitLocked(key string, op *opcode) error {
 	if op.flags&flagNoUA == 0 {
 		if ua := lu.takeUALocked(key, true); ua != nil {
 			return ua
 		}
-	} else {
-		lu.nexusLocked(key)
 	}
 	if lu.sanitizing && op.flags&flagNoUA == 0 {
 		return errSanitizing
