@@ -52,3 +52,10 @@ type AllocationReporter interface {
 
 // ErrReadOnly is returned by writes to a device opened read-only.
 var ErrReadOnly = errors.New("backend: device is read-only")
+
+// Prefetcher is implemented by devices that can be asked to load a byte
+// range into their cache ahead of reads (SCSI PRE-FETCH). The call is
+// advisory: it returns once the load is started, not when it is done.
+type Prefetcher interface {
+	Prefetch(off, length int64) error
+}

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -281,3 +282,18 @@ func benchmarkIO(b *testing.B, write bool) {
 
 func BenchmarkWriteAt64K(b *testing.B) { benchmarkIO(b, true) }
 func BenchmarkReadAt64K(b *testing.B)  { benchmarkIO(b, false) }
+
+func TestFilePrefetch(t *testing.T) {
+	dir := t.TempDir()
+	for _, direct := range []bool{false, true} {
+		f, err := backend.OpenFile(filepath.Join(dir, fmt.Sprintf("p%v.img", direct)), backend.FileOptions{Size: devSize, Create: true, Direct: direct})
+		require.NoError(t, err)
+		var p backend.Prefetcher = f
+		require.NoError(t, p.Prefetch(0, devSize))
+		require.NoError(t, p.Prefetch(devSize, 0))
+		require.ErrorIs(t, p.Prefetch(devSize-512, 1024), backend.ErrOutOfRange)
+		require.ErrorIs(t, p.Prefetch(-1, 1), backend.ErrOutOfRange)
+		require.NoError(t, f.Close())
+		require.ErrorIs(t, p.Prefetch(0, 512), backend.ErrClosed)
+	}
+}

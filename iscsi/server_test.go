@@ -312,12 +312,14 @@ func TestTaskManagement(t *testing.T) {
 	resp, err = c.TaskManagement(ctxT(t), pdu.TMFTaskReassign, 0, 1)
 	require.NoError(t, err)
 	require.EqualValues(t, pdu.TMFResponseNoReassignSupport, resp)
-	other := h.login(t, initiator.Options{InitiatorName: "iqn.2026-11.io.iscsikit:other"})
+	// A second session of the same initiator (another ISID, as a second
+	// path would use).
+	other := h.login(t, initiator.Options{ISID: [6]byte{0x80, 0, 0, 0, 0, 2}})
 	resp, err = c.TaskManagement(ctxT(t), pdu.TMFTargetWarmReset, 0, pdu.ReservedTag)
 	require.NoError(t, err)
 	require.EqualValues(t, pdu.TMFResponseComplete, resp)
-	// A warm reset raises a unit attention for the other sessions,
-	// reported once; the issuer learnt of it from the response.
+	// A warm reset raises a unit attention for the initiator's other
+	// sessions, reported once; the issuer learnt of it from the response.
 	require.NoError(t, c.TestUnitReady(ctxT(t), 0))
 	var se *initiator.StatusError
 	require.ErrorAs(t, other.TestUnitReady(ctxT(t), 0), &se)

@@ -54,6 +54,8 @@ type applier struct {
 	srv  *iscsi.Server
 	open OpenFunc
 	log  *slog.Logger
+	// prDir keeps the extents' persistent reservations; "" refuses APTPL.
+	prDir string
 
 	listeners map[netip.AddrPort]*liveListener
 	units     map[int]*liveUnit   // by extent id
@@ -277,12 +279,12 @@ func (a *applier) buildAuthTable(cfg *Config) *authTable {
 	return t
 }
 
-func newApplier(srv *iscsi.Server, open OpenFunc, log *slog.Logger) *applier {
+func newApplier(srv *iscsi.Server, open OpenFunc, prDir string, log *slog.Logger) *applier {
 	if open == nil {
 		open = OpenExtent
 	}
 	a := &applier{
-		srv: srv, open: open, log: log,
+		srv: srv, open: open, prDir: prDir, log: log,
 		listeners: map[netip.AddrPort]*liveListener{},
 		units:     map[int]*liveUnit{},
 		targets:   map[int]*liveTarget{},
@@ -323,7 +325,7 @@ func (a *applier) prepare(cfg *Config) (*plan, error) {
 		return nil, err
 	}
 	for _, e := range cfg.Extents {
-		if !e.Enabled || !e.Online || !a.mapped(cfg, e.ID) {
+		if !e.Enabled || !a.mapped(cfg, e.ID) {
 			continue
 		}
 		if cur := a.units[e.ID]; cur != nil && reflect.DeepEqual(cur.ext, e) {
@@ -391,7 +393,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 	// Units: detach changed or removed ones from every target, then close.
 	for id, u := range a.units {
 		e, ok := find(cfg.Extents, id)
-		if ok && reflect.DeepEqual(u.ext, e) && e.Enabled && e.Online && a.mapped(cfg, id) {
+		if ok && reflect.DeepEqual(u.ext, e) && e.Enabled && a.mapped(cfg, id) {
 			continue
 		}
 		for _, lt := range a.targets {
@@ -399,7 +401,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 		}
 		u.lu.Close()
 		delete(a.units, id)
-		if ok && e.Enabled && e.Online && a.mapped(cfg, id) && p.newUnits[id] == nil {
+		if ok && e.Enabled && a.mapped(cfg, id) && p.newUnits[id] == nil {
 			// Same storage, new settings: reopen now that it is closed.
 			nu, err := a.openUnit(cfg, e)
 			if err != nil {
@@ -573,6 +575,10 @@ func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
 			uc.ThinProvisioning = false
 		}
 	}
+	if a.prDir != "" {
+		uc.Reservations = reservationFile(a.prDir, e)
+	}
+	uc.Logger = a.log
 	lu, err := scsi.NewLogicalUnit(dev, uc)
 	if err != nil {
 		dev.Close()
@@ -599,6 +605,9 @@ func unitConfig(e Extent) (scsi.UnitConfig, error) {
 		WriteCache:       e.WriteCache,
 		RotationRate:     rpmValues[e.RPM],
 		ThinProvisioning: e.Thin,
+		Removable:        e.Removable,
+		ThirdPartyCopy:   e.InsecureTPC,
+		Offline:          !e.Online,
 	}
 	if uc.Serial == "" {
 		uc.Serial = fmt.Sprintf("%016x", id)

@@ -31,6 +31,10 @@ type Options struct {
 	AllowedDirs []string
 	// Open opens an extent's storage; nil means OpenExtent.
 	Open OpenFunc
+	// ReservationDir keeps the persistent reservations that initiators
+	// register with APTPL, one file per extent, so they survive a
+	// restart; empty refuses APTPL (PTPL_C 0 in REPORT CAPABILITIES).
+	ReservationDir string
 	// Logger receives what goes wrong while applying; nil discards it.
 	Logger *slog.Logger
 }
@@ -66,7 +70,7 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	m := &Manager{opt: opt, log: log, app: newApplier(opt.Server, opt.Open, log)}
+	m := &Manager{opt: opt, log: log, app: newApplier(opt.Server, opt.Open, opt.ReservationDir, log)}
 	cfg, err := opt.Store.Load(ctx)
 	fresh := errors.Is(err, fs.ErrNotExist)
 	switch {

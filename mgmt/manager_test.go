@@ -390,6 +390,24 @@ func TestLiveLUNChangesRaiseUnitAttention(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []uint64{scsi.EncodeLUN(0), scsi.EncodeLUN(7)}, luns)
 
+	// An extent set offline stays a LUN, and media access says offline.
+	_, err = m.UpdateExtent(ctx, 2, func(e *Extent) error { e.Online = false; return nil })
+	require.NoError(t, err)
+	luns, err = c.ReportLUNs(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{scsi.EncodeLUN(0), scsi.EncodeLUN(7)}, luns)
+	for range 4 { // unit attentions of the reopened unit first
+		if err = c.TestUnitReady(ctx, scsi.EncodeLUN(7)); !errors.As(err, &se) {
+			break
+		}
+		if key, _, _ := se.SenseKey(); key != 6 {
+			break
+		}
+	}
+	require.ErrorAs(t, err, &se)
+	key, asc, ascq = se.SenseKey()
+	require.Equal(t, [3]byte{2, 0x04, 0x12}, [3]byte{key, asc, ascq})
+
 	// Taking the target offline ends the session.
 	_, err = m.UpdateTarget(ctx, tg.ID, func(t *Target) error { t.State = StateOffline; return nil })
 	require.NoError(t, err)

@@ -214,9 +214,12 @@ type Extent struct {
 	Serial string `json:"serial"`
 	// NAA is the NAA designator (VPD page 83) as 0x and 16 hex digits;
 	// empty derives one.
-	NAA         string `json:"naa"`
-	InsecureTPC bool   `json:"insecure_tpc"`
-	Xen         bool   `json:"xen"`
+	NAA string `json:"naa"`
+	// InsecureTPC offers third-party copy (EXTENDED COPY, VMware's XCOPY)
+	// between this extent and the other extents of the same target that
+	// offer it, without further authentication of the initiator.
+	InsecureTPC bool `json:"insecure_tpc"`
+	Xen         bool `json:"xen"`
 	// RPM is the reported rotation rate: UNKNOWN, SSD, 5400, 7200,
 	// 10000 or 15000.
 	RPM     string `json:"rpm"`
@@ -227,9 +230,13 @@ type Extent struct {
 
 	// WriteCache reports and honours a volatile write cache (WCE).
 	WriteCache bool `json:"write_cache"`
-	// Online false takes the LUN away from its targets without deleting it.
+	// Online false keeps the LUN in its targets but offline: INQUIRY and
+	// REPORT LUNS see it, media access fails with NOT READY, LOGICAL UNIT
+	// NOT READY, OFFLINE.
 	Online bool `json:"online"`
-	// Removable marks the medium removable.
+	// Removable marks the medium removable: initiators may prevent its
+	// removal and eject and load it (PREVENT ALLOW MEDIUM REMOVAL, START
+	// STOP UNIT with LOEJ).
 	Removable bool `json:"removable"`
 	// Thin enables thin provisioning (UNMAP, WRITE SAME unmap, GET LBA
 	// STATUS).
@@ -294,7 +301,7 @@ func NewTarget() Target {
 
 // NewExtent returns an extent with the defaults of a create call.
 func NewExtent() Extent {
-	return Extent{Type: ExtentFile, Blocksize: 512, RPM: "SSD", Enabled: true, WriteCache: true, Online: true, Thin: true}
+	return Extent{Type: ExtentFile, Blocksize: 512, RPM: "SSD", Enabled: true, WriteCache: true, Online: true, Thin: true, InsecureTPC: true}
 }
 
 // UnmarshalJSON fills fields the JSON leaves out with NewPortal's values.

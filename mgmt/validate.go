@@ -414,12 +414,6 @@ func (v *validator) extents() {
 				add(KindInvalid, f.field, "must be at most %d printable ASCII characters", f.max)
 			}
 		}
-		if e.Removable {
-			add(KindUnsupported, "removable", "removable media is not implemented yet")
-		}
-		if e.InsecureTPC {
-			add(KindUnsupported, "insecure_tpc", "third-party copy (XCOPY) is not implemented yet")
-		}
 	}
 }
 

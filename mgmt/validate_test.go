@@ -143,7 +143,6 @@ func TestValidationRules(t *testing.T) {
 		{"rpm", func(c *Config) { c.Extents[0].RPM = "3600" }, ErrInvalid, `extent 1 (lun0): rpm: "3600" is not UNKNOWN, SSD`},
 		{"vendor", func(c *Config) { c.Extents[0].Vendor = "TOOLONGVENDOR" }, ErrInvalid, "extent 1 (lun0): vendor: must be at most 8"},
 		{"avail threshold", func(c *Config) { c.Extents[0].AvailThreshold = intp(0) }, ErrInvalid, "extent 1 (lun0): avail_threshold: 0 is not a percentage"},
-		{"removable not yet", func(c *Config) { c.Extents[0].Removable = true }, ErrUnsupported, "extent 1 (lun0): removable:"},
 		{"lun range", func(c *Config) { c.TargetExtents[0].LunID = 1024 }, ErrInvalid, "targetextent 1: lunid: 1024 is not a LUN from 0 to 1023"},
 		{"lun taken", func(c *Config) { c.TargetExtents[1].LunID = 0 }, ErrExists, "targetextent 2: lunid: LUN 0 of target 1 is already mapped by targetextent 1"},
 		{"extent twice", func(c *Config) { c.TargetExtents[1].Extent = 1 }, ErrExists, "targetextent 2: extent: extent 1 is already mapped into target 1 by targetextent 1"},

@@ -47,9 +47,13 @@ func (lu *LogicalUnit) modePage(code byte, pc int, m modeState) []byte {
 		p = make([]byte, 12)
 		if changeable {
 			p[2] = 0x04 // D_SENSE
+			p[4] = 0x08 // SWP
 		} else {
 			if m.dsense {
 				p[2] |= 0x04
+			}
+			if m.swp {
+				p[4] |= 0x08
 			}
 			p[3] = 0x10 // unrestricted reordering, QERR 0
 			if m.tas {
@@ -88,6 +92,7 @@ func (r *request) modeSense() error {
 	}
 	r.lu.mu.Lock()
 	m := r.lu.mode
+	wp := r.lu.cfg.ReadOnly || m.swp
 	if pc == pcDefault {
 		m = modeState{wce: r.lu.cfg.WriteCache, tas: true}
 	}
@@ -120,7 +125,7 @@ func (r *request) modeSense() error {
 		}
 	}
 	deviceSpecific := byte(0x10) // DPOFUA
-	if r.lu.cfg.ReadOnly {
+	if wp {
 		deviceSpecific |= 0x80 // WP
 	}
 	var out []byte
@@ -222,6 +227,7 @@ func (r *request) modeSelect() error {
 			m.wce = got[2]&0x04 != 0
 		case pageControl:
 			m.dsense = got[2]&0x04 != 0
+			m.swp = got[4]&0x08 != 0
 		}
 		off += n
 	}

@@ -3,7 +3,7 @@ package scsi
 import "encoding/binary"
 
 // opFlags says how the dispatcher treats a command before its handler runs.
-type opFlags uint8
+type opFlags uint16
 
 const (
 	// flagNoUA commands neither report nor clear a pending unit attention
@@ -20,6 +20,19 @@ const (
 	flagWrite
 	// flagThin commands exist only on thin-provisioned units.
 	flagThin
+	// flagPRAllowed commands (with flagConflicts for SPC-2) never conflict
+	// with a persistent reservation (SPC-4 table 64: READ CAPACITY, TEST
+	// UNIT READY, the PERSISTENT RESERVE commands, which check for
+	// themselves).
+	flagPRAllowed
+	// flagPRWrite commands conflict with Write Exclusive reservations held
+	// by another nexus, like writes: they change the medium or the state
+	// of the unit. Commands with neither PR flag are reads.
+	flagPRWrite
+	// flagRemovable commands exist only on units with removable media.
+	flagRemovable
+	// flagCopy commands exist only on units offering third-party copy.
+	flagCopy
 )
 
 // opcode is one entry of the command table: dispatch, CDB validation and
@@ -93,29 +106,49 @@ func init() {
 
 func commandTable() []*opcode {
 	return []*opcode{
-		{name: "TEST UNIT READY", usage: cdb(0x00, 0, 0, 0, 0, 0), flags: flagConflicts | flagMedium, handler: (*request).testUnitReady},
+		{name: "TEST UNIT READY", usage: cdb(0x00, 0, 0, 0, 0, 0), flags: flagConflicts | flagMedium | flagPRAllowed, handler: (*request).testUnitReady},
 		{name: "REQUEST SENSE", usage: cdb(0x03, 0x01, 0, 0, 0xff, 0), flags: flagNoUA, handler: (*request).requestSense},
 		{name: "READ(6)", usage: cdb(0x08, 0x1f, 0xff, 0xff, 0xff, 0), flags: flagConflicts | flagMedium, handler: (*request).read},
 		{name: "WRITE(6)", usage: cdb(0x0a, 0x1f, 0xff, 0xff, 0xff, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).write},
 		{name: "INQUIRY", usage: cdb(0x12, 0x01, 0xff, 0xff, 0xff, 0), flags: flagNoUA, handler: (*request).inquiry},
-		{name: "MODE SELECT(6)", usage: cdb(0x15, 0x11, 0, 0, 0xff, 0), flags: flagConflicts, handler: (*request).modeSelect},
+		{name: "MODE SELECT(6)", usage: cdb(0x15, 0x11, 0, 0, 0xff, 0), flags: flagConflicts | flagPRWrite, handler: (*request).modeSelect},
 		{name: "RESERVE(6)", usage: cdb(0x16, 0, 0, 0, 0, 0), flags: flagConflicts, handler: (*request).reserve},
 		{name: "RELEASE(6)", usage: cdb(0x17, 0, 0, 0, 0, 0), handler: (*request).release},
 		{name: "MODE SENSE(6)", usage: cdb(0x1a, 0x08, 0xff, 0xff, 0xff, 0), flags: flagConflicts, handler: (*request).modeSense},
-		{name: "START STOP UNIT", usage: cdb(0x1b, 0x01, 0, 0x0f, 0xf7, 0), flags: flagConflicts, handler: (*request).startStopUnit},
-		{name: "READ CAPACITY(10)", usage: cdb(0x25, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0x01, 0), flags: flagConflicts | flagMedium, handler: (*request).readCapacity10},
+		{name: "START STOP UNIT", usage: cdb(0x1b, 0x01, 0, 0x0f, 0xf7, 0), flags: flagConflicts | flagPRWrite, handler: (*request).startStopUnit},
+		{name: "PREVENT ALLOW MEDIUM REMOVAL", usage: cdb(0x1e, 0, 0, 0, 0x03, 0), flags: flagConflicts | flagPRWrite | flagRemovable, handler: (*request).preventAllow},
+		{name: "READ CAPACITY(10)", usage: cdb(0x25, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0x01, 0), flags: flagConflicts | flagMedium | flagPRAllowed, handler: (*request).readCapacity10},
 		{name: "READ(10)", usage: cdb(0x28, 0xfe, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0), flags: flagConflicts | flagMedium, handler: (*request).read},
 		{name: "WRITE(10)", usage: cdb(0x2a, 0xfa, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).write},
 		{name: "WRITE AND VERIFY(10)", usage: cdb(0x2e, 0xf6, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).writeAndVerify},
 		{name: "VERIFY(10)", usage: cdb(0x2f, 0xf6, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0), flags: flagConflicts | flagMedium, handler: (*request).verify},
 		{name: "PRE-FETCH(10)", usage: cdb(0x34, 0x02, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0), flags: flagConflicts | flagMedium, handler: (*request).preFetch},
-		{name: "SYNCHRONIZE CACHE(10)", usage: cdb(0x35, 0x06, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0), flags: flagConflicts | flagMedium, handler: (*request).synchronizeCache},
+		{name: "READ DEFECT DATA(10)", usage: cdb(0x37, 0, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0), flags: flagConflicts | flagMedium, handler: (*request).readDefectData},
+		{name: "SYNCHRONIZE CACHE(10)", usage: cdb(0x35, 0x06, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0), flags: flagConflicts | flagMedium | flagPRWrite, handler: (*request).synchronizeCache},
 		{name: "WRITE SAME(10)", usage: cdb(0x41, 0xf8, 0xff, 0xff, 0xff, 0xff, 0x3f, 0xff, 0xff, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).writeSame},
 		{name: "UNMAP", usage: cdb(0x42, 0x01, 0, 0, 0, 0, 0x3f, 0xff, 0xff, 0), flags: flagConflicts | flagMedium | flagWrite | flagThin, handler: (*request).unmap},
-		{name: "MODE SELECT(10)", usage: cdb(0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0), flags: flagConflicts, handler: (*request).modeSelect},
+		{name: "SANITIZE", usage: cdb(0x48, 0xa0|sanitizeOverwrite, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagMedium | flagWrite, handler: (*request).sanitize},
+		{name: "SANITIZE", usage: cdb(0x48, 0xa0|sanitizeBlockErase, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagMedium | flagWrite | flagThin, handler: (*request).sanitize},
+		{name: "SANITIZE", usage: cdb(0x48, 0x80|sanitizeExitFailure, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagWrite, handler: (*request).sanitize},
+		{name: "MODE SELECT(10)", usage: cdb(0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0), flags: flagConflicts | flagPRWrite, handler: (*request).modeSelect},
 		{name: "RESERVE(10)", usage: cdb(0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0), flags: flagConflicts, handler: (*request).reserve},
 		{name: "RELEASE(10)", usage: cdb(0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0), handler: (*request).release},
 		{name: "MODE SENSE(10)", usage: cdb(0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0), flags: flagConflicts, handler: (*request).modeSense},
+		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x00, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
+		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x01, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
+		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x02, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
+		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x03, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x00, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x01, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x02, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x03, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x04, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x05, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x06, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x07, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "EXTENDED COPY(LID1)", usage: cdb(0x83, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagMedium | flagPRWrite | flagCopy, handler: (*request).extendedCopy},
+		{name: "RECEIVE COPY RESULTS(COPY STATUS)", usage: cdb(0x84, 0x00, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagCopy, handler: (*request).receiveCopyResults},
+		{name: "RECEIVE COPY RESULTS(OPERATING PARAMETERS)", usage: cdb(0x84, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagCopy, handler: (*request).receiveCopyResults},
 		{name: "READ(16)", usage: cdb(0x88, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium, handler: (*request).read},
 		{name: "COMPARE AND WRITE", usage: cdb(0x89, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).compareAndWrite},
 		{name: "WRITE(16)", usage: cdb(0x8a, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).write},
@@ -123,15 +156,17 @@ func commandTable() []*opcode {
 		{name: "WRITE AND VERIFY(16)", usage: cdb(0x8e, 0xf6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).writeAndVerify},
 		{name: "VERIFY(16)", usage: cdb(0x8f, 0xf6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium, handler: (*request).verify},
 		{name: "PRE-FETCH(16)", usage: cdb(0x90, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium, handler: (*request).preFetch},
-		{name: "SYNCHRONIZE CACHE(16)", usage: cdb(0x91, 0x06, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium, handler: (*request).synchronizeCache},
+		{name: "SYNCHRONIZE CACHE(16)", usage: cdb(0x91, 0x06, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagPRWrite, handler: (*request).synchronizeCache},
 		{name: "WRITE SAME(16)", usage: cdb(0x93, 0xf9, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).writeSame},
-		{name: "READ CAPACITY(16)", usage: cdb(0x9e, 0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0), hasSA: true, flags: flagConflicts | flagMedium, handler: (*request).readCapacity16},
+		{name: "WRITE ATOMIC(16)", usage: cdb(0x9c, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).writeAtomic},
+		{name: "READ CAPACITY(16)", usage: cdb(0x9e, 0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0), hasSA: true, flags: flagConflicts | flagMedium | flagPRAllowed, handler: (*request).readCapacity16},
 		{name: "GET LBA STATUS", usage: cdb(0x9e, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagMedium | flagThin, handler: (*request).getLBAStatus},
 		{name: "REPORT LUNS", usage: cdb(0xa0, 0, 0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), flags: flagNoUA, handler: nil},
 		{name: "REPORT SUPPORTED OPERATION CODES", usage: cdb(0xa3, 0x0c, 0x87, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, handler: (*request).reportOpcodes},
 		{name: "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", usage: cdb(0xa3, 0x0d, 0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, handler: (*request).reportTMFs},
 		{name: "READ(12)", usage: cdb(0xa8, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium, handler: (*request).read},
 		{name: "WRITE(12)", usage: cdb(0xaa, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).write},
+		{name: "READ DEFECT DATA(12)", usage: cdb(0xb7, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), flags: flagConflicts | flagMedium, handler: (*request).readDefectData},
 		{name: "WRITE AND VERIFY(12)", usage: cdb(0xae, 0xf6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).writeAndVerify},
 		{name: "VERIFY(12)", usage: cdb(0xaf, 0xf6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium, handler: (*request).verify},
 	}
@@ -160,7 +195,9 @@ func lookupOpcode(cdb []byte) (*opcode, *Sense) {
 
 // supported reports whether the unit offers the command.
 func (lu *LogicalUnit) supported(o *opcode) bool {
-	return o.flags&flagThin == 0 || lu.cfg.ThinProvisioning
+	return (o.flags&flagThin == 0 || lu.cfg.ThinProvisioning) &&
+		(o.flags&flagRemovable == 0 || lu.cfg.Removable) &&
+		(o.flags&flagCopy == 0 || lu.cfg.ThirdPartyCopy)
 }
 
 // be16, be32 and be64 read big-endian CDB fields.

@@ -10,11 +10,14 @@ import (
 
 // request is one command on its way through a logical unit.
 type request struct {
-	ctx    context.Context
-	lu     *LogicalUnit
-	cmd    *Command
-	cdb    []byte
-	nexus  string
+	ctx   context.Context
+	lu    *LogicalUnit
+	cmd   *Command
+	cdb   []byte
+	nexus string
+	// tgt is the target the command came through: the units EXTENDED
+	// COPY may reach.
+	tgt    *Target
 	dsense bool
 	res    Result
 }

@@ -2,6 +2,7 @@ package scsi
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"io"
 
@@ -254,11 +255,64 @@ func (r *request) writeAndVerify() error {
 	return nil
 }
 
+// preFetch runs PRE-FETCH (SBC-4 §5.9): a device that can load a range
+// into its cache (backend.Prefetcher: the page cache of a file) is asked
+// to. The status is GOOD, never CONDITION MET, because the unit cannot
+// promise the range will still be cached when it is read.
 func (r *request) preFetch() error {
 	lba, blocks, _ := blockRange(r.cdb)
-	// The backend is its own cache (the page cache for files): there is
-	// nothing to load, and the blocks are as available as they will get.
-	return r.lu.checkRange(lba, uint64(blocks))
+	if err := r.lu.checkRange(lba, uint64(blocks)); err != nil {
+		return err
+	}
+	if p, ok := r.lu.dev.(backend.Prefetcher); ok && blocks > 0 {
+		return ioError(p.Prefetch(int64(lba)<<r.lu.blockShift, int64(blocks)<<r.lu.blockShift), false)
+	}
+	return nil
+}
+
+// writeAtomic runs WRITE ATOMIC(16) (SBC-4 §5.48): the blocks are written
+// while every other writer of the unit waits, so no command observes or
+// interleaves with half of them. Its limit is maxAtomicBlocks.
+func (r *request) writeAtomic() error {
+	if err := checkProtect(r.cdb); err != nil {
+		return err
+	}
+	lba, blocks := be64(r.cdb[2:10]), uint64(be16(r.cdb[12:14]))
+	if err := r.lu.checkRange(lba, blocks); err != nil {
+		return err
+	}
+	if blocks > uint64(r.lu.maxAtomicBlocks()) {
+		return invalidField(12, -1)
+	}
+	off, length := int64(lba)<<r.lu.blockShift, int64(blocks)<<r.lu.blockShift
+	data, err := r.exactDataOut(length)
+	if err != nil || length == 0 {
+		return err
+	}
+	r.lu.writeGate.Lock()
+	_, err = r.lu.dev.WriteAt(data, off)
+	r.lu.writeGate.Unlock()
+	if err != nil {
+		return ioError(err, true)
+	}
+	return r.lu.syncIf(fua(r.cdb))
+}
+
+// readDefectData answers READ DEFECT DATA (10) and (12) (SBC-4 §5.16):
+// a virtual medium has no defects, so the list, in the format asked for,
+// is empty.
+func (r *request) readDefectData() error {
+	var out []byte
+	var alloc int
+	if r.cdb[0] == 0x37 {
+		out = []byte{0, r.cdb[2] & 0x1f, 0, 0}
+		alloc = int(be16(r.cdb[7:9]))
+	} else {
+		out = []byte{0, r.cdb[1] & 0x1f, 0, 0, 0, 0, 0, 0}
+		alloc = int(be32(r.cdb[6:10]))
+	}
+	r.sendData(out, alloc)
+	return nil
 }
 
 func (r *request) synchronizeCache() error {
@@ -283,20 +337,25 @@ func (r *request) writeSame() error {
 	}
 	unmap := r.cdb[1]&0x08 != 0
 	ndob := r.cdb[0] == 0x93 && r.cdb[1]&0x01 != 0
-	switch {
-	case r.cdb[1]&0x10 != 0: // ANCHOR: anchored state not supported
+	if r.cdb[1]&0x10 != 0 { // ANCHOR: anchored state not supported
 		return invalidField(1, 4)
-	case blocks == 0: // WSNZ is set in the block limits page
-		return invalidField(lenField, -1)
 	}
 	if err := r.lu.checkRange(lba, uint64(blocks)); err != nil {
 		return err
 	}
-	if blocks > maxUnmapBlocks {
+	n := uint64(blocks)
+	if n == 0 {
+		// WSNZ is clear: zero blocks means through the last LBA.
+		if lba >= r.lu.nblocks {
+			return errLBAOutOfRange
+		}
+		n = r.lu.nblocks - lba
+	}
+	if n > maxWriteSameBlocks {
 		return invalidField(lenField, -1)
 	}
 	bs := int64(r.lu.blockSize)
-	off, length := int64(lba)<<r.lu.blockShift, int64(blocks)<<r.lu.blockShift
+	off, length := int64(lba)<<r.lu.blockShift, int64(n)<<r.lu.blockShift
 	var block []byte
 	if ndob {
 		block = make([]byte, bs)
@@ -307,10 +366,11 @@ func (r *request) writeSame() error {
 		}
 	}
 	// A fully provisioned unit has nothing to unmap: the UNMAP bit is a
-	// request it honours by writing the block (SBC-4 §4.7.3.4).
-	if unmap && r.lu.cfg.ThinProvisioning && isZero(block) {
-		// LBPRZ: unmapped blocks read back as zeroes, which is what
-		// writing this block would have produced.
+	// request it honours by writing the block (SBC-4 §4.7.3.4). A thin
+	// unit deallocates the range whatever the block holds, as Linux LIO
+	// and tgt do (libiscsi's WriteSame10.UnmapUntilEnd sends 0xff blocks
+	// and expects zeroes back): the blocks then read as zeroes (LBPRZ).
+	if unmap && r.lu.cfg.ThinProvisioning {
 		r.lu.writeGate.RLock()
 		err := r.lu.dev.(backend.Unmapper).Unmap(off, length)
 		r.lu.writeGate.RUnlock()
@@ -319,42 +379,44 @@ func (r *request) writeSame() error {
 		}
 		return r.lu.syncIf(false)
 	}
-	bufp := r.lu.buffers.Get(int(min(length, 256<<10)))
-	defer r.lu.buffers.Put(bufp)
+	return r.lu.fill(r.ctx, off, length, block)
+}
+
+// fill writes block over and over from off for length bytes, then syncs
+// as the write cache setting asks.
+func (lu *LogicalUnit) fill(ctx context.Context, off, length int64, block []byte) error {
+	return lu.fillSynced(ctx, off, length, block, 0)
+}
+
+// fillSynced is fill that also makes the data durable after every
+// syncEvery bytes (0: only at the end, as the write cache setting asks).
+func (lu *LogicalUnit) fillSynced(ctx context.Context, off, length int64, block []byte, syncEvery int64) error {
+	bs := int64(len(block))
+	bufp := lu.buffers.Get(int(min(length, 256<<10)))
+	defer lu.buffers.Put(bufp)
 	pattern := *bufp
 	for i := int64(0); i < int64(len(pattern)); i += bs {
 		copy(pattern[i:], block)
 	}
 	for done := int64(0); done < length; {
-		if err := r.ctx.Err(); err != nil {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		n := min(int64(len(pattern)), length-done)
-		r.lu.writeGate.RLock()
-		_, err := r.lu.dev.WriteAt(pattern[:n], off+done)
-		r.lu.writeGate.RUnlock()
+		lu.writeGate.RLock()
+		_, err := lu.dev.WriteAt(pattern[:n], off+done)
+		lu.writeGate.RUnlock()
 		if err != nil {
 			return ioError(err, true)
 		}
 		done += n
-	}
-	return r.lu.syncIf(false)
-}
-
-// isZero reports whether b holds only zero bytes.
-func isZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
+		if syncEvery > 0 && done%syncEvery == 0 {
+			if err := lu.syncIf(true); err != nil {
+				return err
+			}
 		}
 	}
-	return true
+	return lu.syncIf(false)
 }
 
 func (r *request) unmap() error {

@@ -18,8 +18,10 @@ const (
 )
 
 var (
-	nexusA = scsi.Nexus{InitiatorPort: "iqn.a,i,0x1", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x1", RelativePortID: 1}
-	nexusB = scsi.Nexus{InitiatorPort: "iqn.b,i,0x1", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x1", RelativePortID: 1}
+	nexusA = scsi.Nexus{InitiatorPort: "iqn.a,i,0x000000000001", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x1", RelativePortID: 1}
+	// nexusA2 is a second path of initiator iqn.a, through another port.
+	nexusA2 = scsi.Nexus{InitiatorPort: "iqn.a,i,0x000000000002", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x2", RelativePortID: 2}
+	nexusB  = scsi.Nexus{InitiatorPort: "iqn.b,i,0x000000000001", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x1", RelativePortID: 1}
 )
 
 // fixture is a target with LUN 0 on a memory device.
@@ -285,8 +287,13 @@ func TestThinProvisioning(t *testing.T) {
 	ws[1] = 0x08
 	f.good(ws, make([]byte, bs), 0)
 	require.Equal(t, make([]byte, 4*bs), f.good(read10(50, 4), nil, 4*bs))
-	ws[8] = 0
-	f.fails(ws, make([]byte, bs), 0, scsi.SenseIllegalRequest, 0x24, 0)
+	// Zero blocks (WSNZ clear) writes through the last LBA.
+	ws[1], ws[8] = 0, 0
+	binary.BigEndian.PutUint32(ws[2:], blocks-3)
+	f.good(ws, blk, 0)
+	require.Equal(t, bytes.Repeat(blk, 3), f.good(read10(blocks-3, 3), nil, 3*bs))
+	binary.BigEndian.PutUint32(ws[2:], blocks)
+	f.fails(ws, blk, 0, scsi.SenseIllegalRequest, 0x21, 0)
 }
 
 func TestWriteSameWithoutThin(t *testing.T) {
@@ -328,16 +335,18 @@ func TestModePagesAndUnitAttentions(t *testing.T) {
 	f.fails([]byte{0x15, 0x10, 0, 0, byte(len(sel)), 0}, sel, 0, scsi.SenseIllegalRequest, 0x26, 0)
 
 	// A LU reset restores the defaults and raises a unit attention for
-	// every nexus but the one that asked for it.
+	// every live nexus, the issuer's included since there are others.
 	require.NoError(t, f.tgt.ResetLogicalUnit(nexusB, scsi.EncodeLUN(0)))
+	f.requireSense(f.run(nexusB, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0), scsi.SenseUnitAttention, 0x29, 0x03)
 	require.Equal(t, scsi.StatusGood, f.run(nexusB, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0).Status)
 	f.fails([]byte{0, 0, 0, 0, 0, 0}, nil, 0, scsi.SenseUnitAttention, 0x29, 0x03)
 	res = f.run(nexusA, 0, []byte{0xff, 0, 0, 0, 0, 0}, nil, 0)
 	require.Equal(t, byte(0x70), res.Sense[0])
 	require.ErrorIs(t, f.tgt.ResetLogicalUnit(nexusA, scsi.EncodeLUN(3)), scsi.ErrNoLUN)
 
-	// REQUEST SENSE reports a pending unit attention and clears it.
-	f.tgt.ResetTarget(nexusB, false)
+	// REQUEST SENSE reports a pending unit attention and clears it. A
+	// target reset reaches the other nexuses of the issuing initiator.
+	f.tgt.ResetTarget(nexusA2, false)
 	rs := f.good([]byte{0x03, 0, 0, 0, 18, 0}, nil, 18)
 	require.Equal(t, []byte{0x29, 0x02}, rs[12:14])
 	f.good([]byte{0, 0, 0, 0, 0, 0}, nil, 0)
@@ -434,4 +443,46 @@ func TestStartStopUnit(t *testing.T) {
 	f.good([]byte{0x12, 0, 0, 0, 36, 0}, nil, 36)
 	f.good([]byte{0x1b, 0, 0, 0, 1, 0}, nil, 0)
 	f.good(read10(0, 1), nil, bs)
+}
+
+func TestLUNInventoryChangeStaysInItsTarget(t *testing.T) {
+	f := newFixture(t, scsi.UnitConfig{})
+	// A second target (another initiator's LUN view) shares the unit.
+	view := scsi.NewTarget()
+	require.NoError(t, view.Attach(0, f.lu))
+	lu, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{Serial: "unit1"})
+	require.NoError(t, err)
+	t.Cleanup(func() { lu.Close() })
+	require.NoError(t, view.Attach(1, lu))
+	// The nexuses of the first target hear nothing of it.
+	f.good([]byte{0, 0, 0, 0, 0, 0}, nil, 0)
+	// A change of the first target's inventory reaches them.
+	lu2, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{Serial: "unit2"})
+	require.NoError(t, err)
+	t.Cleanup(func() { lu2.Close() })
+	require.NoError(t, f.tgt.Attach(2, lu2))
+	f.fails([]byte{0, 0, 0, 0, 0, 0}, nil, 0, scsi.SenseUnitAttention, 0x3f, 0x0e)
+}
+
+func BenchmarkRead4K(b *testing.B) {
+	lu, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{Serial: "bench"})
+	require.NoError(b, err)
+	defer lu.Close()
+	tgt := scsi.NewTarget()
+	require.NoError(b, tgt.Attach(0, lu))
+	ctx := context.Background()
+	tgt.Execute(ctx, &scsi.Command{Nexus: nexusA, CDB: []byte{0, 0, 0, 0, 0, 0}})
+	cdb := read10(8, 8)
+	in := make([]byte, 4096)
+	b.ReportAllocs()
+	b.SetBytes(4096)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		cmd := &scsi.Command{Nexus: nexusA, CDB: cdb, DataIn: make([]byte, len(in))}
+		for pb.Next() {
+			if res := tgt.Execute(ctx, cmd); res.Status != scsi.StatusGood {
+				b.Fatalf("status %x", res.Status)
+			}
+		}
+	})
 }

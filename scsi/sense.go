@@ -156,6 +156,20 @@ var (
 	errHardware        = newSense(SenseHardwareError, 0x44, 0x00)
 	errTooMuchData     = newSense(SenseIllegalRequest, 0x0e, 0x03)
 	errNotReadyStopped = newSense(SenseNotReady, 0x04, 0x02)
+	// errNotReadyOffline: LOGICAL UNIT NOT READY, OFFLINE.
+	errNotReadyOffline = newSense(SenseNotReady, 0x04, 0x12)
+	// errSanitizing: LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS.
+	errSanitizing = newSense(SenseNotReady, 0x04, 0x1b)
+	// errSanitizeFailed: MEDIUM FORMAT CORRUPTED, SANITIZE COMMAND FAILED.
+	errSanitizeFailed   = newSense(SenseMediumError, 0x31, 0x03)
+	errMediumNotPresent = newSense(SenseNotReady, 0x3a, 0x02) // tray open
+	// errRemovalPrevented: MEDIUM REMOVAL PREVENTED.
+	errRemovalPrevented = newSense(SenseIllegalRequest, 0x53, 0x02)
+	// errSoftwareWriteProtected: WRITE PROTECTED, LOGICAL UNIT SOFTWARE
+	// WRITE PROTECTED (the SWP bit of the control mode page).
+	errSoftwareWriteProtected = newSense(SenseDataProtect, 0x27, 0x02)
+	// errInvalidRelease: INVALID RELEASE OF PERSISTENT RESERVATION.
+	errInvalidRelease = newSense(SenseIllegalRequest, 0x26, 0x04)
 )
 
 // DataPhaseErrorSense returns fixed format sense data for ABORTED COMMAND,

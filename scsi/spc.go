@@ -23,7 +23,11 @@ func (r *request) inquiry() error {
 		if page != 0 {
 			return invalidField(2, -1)
 		}
-		r.sendData(r.lu.standardInquiry(0x00), alloc)
+		b := r.lu.standardInquiry(0x00)
+		if r.lu.cfg.Removable {
+			b[1] |= 0x80 // RMB
+		}
+		r.sendData(b, alloc)
 		return nil
 	}
 	data, ok := r.lu.vpdPage(page, r.cmd.Nexus)
@@ -68,16 +72,27 @@ func putASCII(b []byte, s string) {
 func (r *request) requestSense() error {
 	desc := r.cdb[1]&0x01 != 0
 	alloc := int(r.cdb[4])
-	s := r.lu.takeUA(r.nexus, true)
+	lu := r.lu
+	lu.mu.Lock()
+	s := lu.takeUALocked(r.nexus, true)
 	if s == nil {
-		r.lu.mu.Lock()
-		stopped := r.lu.stopped
-		r.lu.mu.Unlock()
-		s = newSense(SenseNoSense, 0, 0)
-		if stopped {
+		// The conditions a media access would meet, as sense data.
+		switch {
+		case lu.sanitizing:
+			s = errSanitizing
+		case lu.cfg.Offline:
+			s = errNotReadyOffline
+		case lu.ejected:
+			s = errMediumNotPresent
+		case lu.stopped:
 			s = errNotReadyStopped
+		case lu.sanitizeFailed:
+			s = errSanitizeFailed
+		default:
+			s = newSense(SenseNoSense, 0, 0)
 		}
 	}
+	lu.mu.Unlock()
 	r.sendData(s.Encode(desc), alloc)
 	return nil
 }
@@ -88,7 +103,9 @@ func (r *request) reserve() error {
 	}
 	r.lu.mu.Lock()
 	defer r.lu.mu.Unlock()
-	if r.lu.reservedBy != "" && r.lu.reservedBy != r.nexus {
+	if r.lu.reservedBy != "" && r.lu.reservedBy != r.nexus || r.lu.prRegisteredLocked() {
+		// SPC-2 reservations and persistent reservations exclude each
+		// other (SPC-4 §5.13.3, CRH).
 		return errReservationConflict
 	}
 	r.lu.reservedBy = r.nexus
@@ -98,30 +115,14 @@ func (r *request) reserve() error {
 func (r *request) release() error {
 	r.lu.mu.Lock()
 	defer r.lu.mu.Unlock()
+	if r.lu.pr.resType != 0 {
+		return errReservationConflict
+	}
 	// Releasing a reservation held by another nexus (or none) is not an
 	// error and changes nothing (SPC-2 §7.17).
 	if r.lu.reservedBy == r.nexus {
 		r.lu.reservedBy = ""
 	}
-	return nil
-}
-
-func (r *request) startStopUnit() error {
-	powerCondition := r.cdb[4] >> 4
-	if powerCondition != 0 {
-		// Power conditions are accepted and have no effect: the START
-		// and LOEJ bits are ignored with them (SBC-4 §5.25).
-		return nil
-	}
-	start := r.cdb[4]&0x01 != 0
-	if !start && r.cdb[4]&0x04 == 0 { // NO_FLUSH clear: flush on stop
-		if err := r.lu.syncIf(true); err != nil {
-			return err
-		}
-	}
-	r.lu.mu.Lock()
-	r.lu.stopped = !start
-	r.lu.mu.Unlock()
 	return nil
 }
 

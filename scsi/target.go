@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 )
@@ -17,11 +18,40 @@ import (
 type Target struct {
 	mu    sync.RWMutex
 	units map[uint16]*LogicalUnit
+
+	// seen holds the keys of the nexuses that sent commands through this
+	// target: a change of its LUN inventory is theirs to hear about, not
+	// that of other targets (or per-initiator views) sharing a unit.
+	// Past maxRememberedNexuses it stops growing and overflow is set,
+	// and every nexus of the units hears about changes. Commands only
+	// read it once their nexus is in.
+	seenMu   sync.RWMutex
+	seen     map[string]bool
+	overflow bool
 }
 
 // NewTarget returns a target without logical units.
 func NewTarget() *Target {
-	return &Target{units: make(map[uint16]*LogicalUnit)}
+	return &Target{units: make(map[uint16]*LogicalUnit), seen: make(map[string]bool)}
+}
+
+// saw records that the nexus key sent a command through the target.
+func (t *Target) saw(key string) {
+	t.seenMu.RLock()
+	known := t.seen[key] || t.overflow
+	t.seenMu.RUnlock()
+	if known {
+		return
+	}
+	t.seenMu.Lock()
+	if !t.seen[key] {
+		if len(t.seen) < maxRememberedNexuses {
+			t.seen[key] = true
+		} else {
+			t.overflow = true
+		}
+	}
+	t.seenMu.Unlock()
 }
 
 // ErrLUNInUse is returned by Attach for a LUN that already has a unit.
@@ -65,13 +95,20 @@ func (t *Target) Detach(lun uint16) (*LogicalUnit, error) {
 }
 
 // lunsChanged raises REPORTED LUNS DATA HAS CHANGED on every unit but
-// except.
+// except, for the nexuses that use this target.
 func (t *Target) lunsChanged(except *LogicalUnit) {
+	t.seenMu.Lock()
+	keys, all := maps.Clone(t.seen), t.overflow
+	t.seenMu.Unlock()
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	for _, lu := range t.units {
-		if lu != except {
+		switch {
+		case lu == except:
+		case all:
 			lu.addUA(uaLUNsChanged)
+		default:
+			lu.addUAFor(uaLUNsChanged, keys)
 		}
 	}
 }
@@ -109,11 +146,13 @@ func (t *Target) unitAt(raw uint64) *LogicalUnit {
 // which field is wrong. Commands for different or the same units may run
 // concurrently; ordering by task attribute is the transport's job.
 func (t *Target) Execute(ctx context.Context, cmd *Command) Result {
+	key := nexusKey(cmd.Nexus)
+	t.saw(key)
 	if len(cmd.CDB) > 0 && cmd.CDB[0] == 0xa0 {
 		return t.reportLUNs(cmd)
 	}
 	if lu := t.unitAt(cmd.LUN); lu != nil {
-		return lu.execute(ctx, cmd)
+		return lu.execute(ctx, cmd, key, t)
 	}
 	return t.noUnit(cmd)
 }
@@ -178,19 +217,25 @@ func (t *Target) reportLUNs(cmd *Command) Result {
 
 // ResetLogicalUnit performs a LOGICAL UNIT RESET of the unit at the wire
 // LUN raw, on behalf of nexus n: mode parameters return to their saved
-// values, the SPC-2 reservation is released and every nexus gets
-// LOGICAL UNIT RESET OCCURRED. The transport aborts the unit's tasks.
+// values, the SPC-2 reservation and medium removal preventions are
+// released and the other live nexuses get LOGICAL UNIT RESET OCCURRED,
+// and n with them when there are any (see LogicalUnit.reset).
+// Persistent reservations survive. The transport aborts the unit's
+// tasks.
 func (t *Target) ResetLogicalUnit(n Nexus, raw uint64) error {
 	lu := t.unitAt(raw)
 	if lu == nil {
 		return ErrNoLUN
 	}
-	lu.reset(uaLUReset, nexusKey(n))
+	lu.reset(uaLUReset, nexusKey(n), false)
 	return nil
 }
 
 // ResetTarget performs a TARGET WARM RESET (cold false) or TARGET COLD
-// RESET (cold true) of every unit, on behalf of nexus n.
+// RESET (cold true) of every unit, on behalf of nexus n. The unit
+// attention goes to the other live nexuses of n's initiator; other
+// initiators learn of the reset from their aborted tasks (see
+// LogicalUnit.reset).
 func (t *Target) ResetTarget(n Nexus, cold bool) {
 	ua := uaWarmReset
 	if cold {
@@ -199,7 +244,7 @@ func (t *Target) ResetTarget(n Nexus, cold bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	for _, lu := range t.units {
-		lu.reset(ua, nexusKey(n))
+		lu.reset(ua, nexusKey(n), true)
 	}
 }
 

@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/iscsikit/iscsikit/backend"
 	"github.com/iscsikit/iscsikit/internal/bufpool"
@@ -42,6 +46,25 @@ type UnitConfig struct {
 	// ThinProvisioning enables UNMAP, WRITE SAME with UNMAP and GET LBA
 	// STATUS; the device must implement backend.Unmapper.
 	ThinProvisioning bool
+	// Removable makes the medium removable (RMB in INQUIRY): PREVENT
+	// ALLOW MEDIUM REMOVAL and START STOP UNIT with LOEJ eject and load
+	// it, and while it is out media access fails with MEDIUM NOT PRESENT.
+	Removable bool
+	// Offline makes the unit answer every media access with NOT READY,
+	// LOGICAL UNIT NOT READY, OFFLINE; INQUIRY and REPORT LUNS still work.
+	Offline bool
+	// Reservations, when set, keeps persistent reservations across
+	// restarts for initiators that register with APTPL; without it APTPL
+	// is refused (PTPL_C 0).
+	Reservations ReservationStore
+	// ThirdPartyCopy offers EXTENDED COPY (LID1) and RECEIVE COPY RESULTS
+	// between this unit and the other units of the target the command
+	// came through that offer it too (VMware's XCOPY offload), with the
+	// third-party copy VPD page.
+	ThirdPartyCopy bool
+	// Logger receives errors of work that outlives its command; nil
+	// discards them.
+	Logger *slog.Logger
 	// MaxTransferLength is the most bytes one READ or WRITE may move,
 	// advertised in the block limits VPD page so initiators split larger
 	// I/O; 0 means DefaultMaxTransferLength. A transport must accept
@@ -55,7 +78,8 @@ const DefaultMaxTransferLength = 32 << 20
 
 // Supported limits advertised in the block limits VPD page.
 const (
-	maxUnmapBlocks     = 1 << 20 // per UNMAP descriptor and WRITE SAME
+	maxUnmapBlocks     = 1 << 20 // per UNMAP descriptor
+	maxWriteSameBlocks = 1 << 23 // per WRITE SAME: 4 GiB of 512-byte blocks
 	maxUnmapDescs      = 256
 	maxCompareAndWrite = 255
 )
@@ -83,11 +107,50 @@ type LogicalUnit struct {
 	mode    modeState
 	saved   modeState
 	stopped bool
-	// ua holds the pending unit attentions of every I_T nexus that has
-	// talked to the unit; a nexus seen for the first time gets POWER ON.
-	ua map[string][]*Sense
+	// nexuses holds the state of every I_T nexus that has talked to the
+	// unit (pending unit attentions, medium removal prevention); a nexus
+	// seen for the first time gets POWER ON OCCURRED.
+	nexuses map[string]*nexusState
+	// initiators holds the initiator devices (names) the unit has told
+	// of its power on.
+	initiators map[string]bool
 	// reservedBy is the nexus key holding an SPC-2 reservation, or "".
 	reservedBy string
+	// pr is the persistent reservation state (SPC-4 §5.13).
+	pr prState
+	// ejected is set while a removable medium is out (START STOP UNIT
+	// with LOEJ); prevented counts nexuses preventing its removal.
+	ejected bool
+	// sanitizing is set while SANITIZE runs; sanitizeFailed after one
+	// that did not complete, until EXIT FAILURE MODE or a good SANITIZE.
+	sanitizing, sanitizeFailed bool
+	// sanitizeAUSE is the AUSE bit of the last SANITIZE.
+	sanitizeAUSE bool
+
+	// copies holds the results of EXTENDED COPY commands for RECEIVE
+	// COPY RESULTS, oldest first, guarded by mu.
+	copies []*copyRecord
+
+	// life ends with Close; background holds work that outlives its
+	// command (SANITIZE with IMMED), which Close waits for.
+	life       context.Context
+	endLife    context.CancelFunc
+	background sync.WaitGroup
+}
+
+// nexusState is what a unit keeps per I_T nexus.
+type nexusState struct {
+	// ua holds the pending unit attentions, oldest first.
+	ua []*Sense
+	// live is cleared when the nexus ends: unit attentions are
+	// established only for nexuses that exist.
+	live bool
+	// prevent is set while the nexus prevents medium removal.
+	prevent bool
+	// aborts counts PREEMPT AND ABORTs that ended the nexus's tasks: a
+	// command that sees it change while it runs completes with TASK
+	// ABORTED.
+	aborts atomic.Uint32
 }
 
 // modeState is the changeable part of the mode pages.
@@ -156,10 +219,11 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 		cfg.Serial = fmt.Sprintf("%016x", cfg.DeviceID)
 	}
 	lu := &LogicalUnit{
-		dev:       dev,
-		cfg:       cfg,
-		blockSize: cfg.BlockSize,
-		ua:        make(map[string][]*Sense),
+		dev:        dev,
+		cfg:        cfg,
+		blockSize:  cfg.BlockSize,
+		nexuses:    make(map[string]*nexusState),
+		initiators: make(map[string]bool),
 	}
 	for lu.blockSize>>lu.blockShift > 1 {
 		lu.blockShift++
@@ -181,6 +245,10 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 	}
 	lu.mode = modeState{wce: cfg.WriteCache, tas: true}
 	lu.saved = lu.mode
+	if err := lu.loadPR(); err != nil {
+		return nil, err
+	}
+	lu.life, lu.endLife = context.WithCancel(context.Background())
 	return lu, nil
 }
 
@@ -203,11 +271,20 @@ func (lu *LogicalUnit) Config() UnitConfig { return lu.cfg }
 // Blocks returns the capacity in logical blocks.
 func (lu *LogicalUnit) Blocks() uint64 { return lu.nblocks }
 
-// Close closes the backing device.
-func (lu *LogicalUnit) Close() error { return lu.dev.Close() }
+// Close stops background work (a SANITIZE with IMMED ends failed) and
+// closes the backing device.
+func (lu *LogicalUnit) Close() error {
+	lu.endLife()
+	lu.background.Wait()
+	return lu.dev.Close()
+}
 
-// nexusKey is the key unit attentions and reservations use for an I_T nexus.
-func nexusKey(n Nexus) string { return n.InitiatorPort + "\x00" + n.TargetPort }
+// nexusKey is the key unit attentions and reservations use for an I_T
+// nexus: the initiator port and the target port, named by the target
+// device and its relative port identifier.
+func nexusKey(n Nexus) string {
+	return n.InitiatorPort + "\x00" + n.TargetName + "\x00" + strconv.Itoa(int(n.RelativePortID))
+}
 
 // addUA establishes a unit attention for every nexus known to the unit.
 func (lu *LogicalUnit) addUA(s *Sense) {
@@ -216,50 +293,88 @@ func (lu *LogicalUnit) addUA(s *Sense) {
 	lu.addUALocked(s, "")
 }
 
-// addUALocked establishes a unit attention for every nexus known to the
-// unit but except. A reset-class unit attention (ASC 0x29) supersedes
-// everything pending; anything else queues behind what is pending, once.
-// Called with lu.mu held.
-func (lu *LogicalUnit) addUALocked(s *Sense, except string) {
-	for k, q := range lu.ua {
-		if k == except {
-			continue
-		}
-		if s.ASC == 0x29 {
-			q = q[:0]
-		} else if len(q) > 0 && q[0].ASC == 0x29 {
-			continue // the reset already tells the initiator to rescan
-		}
-		dup := false
-		for _, p := range q {
-			if p.ASC == s.ASC && p.ASCQ == s.ASCQ {
-				dup = true
-			}
-		}
-		if !dup {
-			q = append(q, s)
-		}
-		lu.ua[k] = q
+// addUAFor establishes a unit attention for the nexuses in keys that the
+// unit knows.
+func (lu *LogicalUnit) addUAFor(s *Sense, keys map[string]bool) {
+	lu.mu.Lock()
+	defer lu.mu.Unlock()
+	for k := range keys {
+		lu.queueUA(k, s)
 	}
 }
 
-// takeUA returns and clears the oldest pending unit attention of the
-// nexus, registering a nexus it has not seen with POWER ON OCCURRED.
+// addUALocked establishes a unit attention for every live nexus known to
+// the unit but except. Called with lu.mu held.
+func (lu *LogicalUnit) addUALocked(s *Sense, except string) {
+	for k, ns := range lu.nexuses {
+		if k != except && ns.live {
+			lu.queueUA(k, s)
+		}
+	}
+}
+
+// queueUA establishes unit attention s for the nexus key if the unit
+// knows it. A reset-class unit attention (ASC 0x29) supersedes everything
+// pending; anything else queues behind what is pending, once. Called with
+// lu.mu held.
+func (lu *LogicalUnit) queueUA(key string, s *Sense) {
+	ns := lu.nexuses[key]
+	if ns == nil {
+		return
+	}
+	q := ns.ua
+	if s.ASC == 0x29 {
+		q = q[:0]
+	} else if len(q) > 0 && q[0].ASC == 0x29 {
+		return // the reset already tells the initiator to rescan
+	}
+	for _, p := range q {
+		if p.ASC == s.ASC && p.ASCQ == s.ASCQ {
+			return
+		}
+	}
+	ns.ua = append(q, s)
+}
+
+// nexusLocked returns the state of the nexus key, registering a nexus it
+// has not seen. The first nexus of each initiator device gets POWER ON
+// OCCURRED; later ones (a second path, a session re-established after a
+// cold reset) do not hear of a power on their initiator already knows
+// of. Called with lu.mu held.
+func (lu *LogicalUnit) nexusLocked(key string) *nexusState {
+	ns := lu.nexuses[key]
+	if ns == nil {
+		ns = &nexusState{}
+		name := initiatorOf(key)
+		if !lu.initiators[name] {
+			ns.ua = []*Sense{uaPowerOn}
+			if len(lu.initiators) < maxRememberedNexuses {
+				lu.initiators[name] = true
+			}
+		}
+		lu.nexuses[key] = ns
+	}
+	ns.live = true
+	return ns
+}
+
+// takeUA returns and, when consume is set, clears the oldest pending unit
+// attention of the nexus.
 func (lu *LogicalUnit) takeUA(key string, consume bool) *Sense {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
-	q, seen := lu.ua[key]
-	if !seen {
-		q = []*Sense{uaPowerOn}
-	}
-	if len(q) == 0 {
+	return lu.takeUALocked(key, consume)
+}
+
+func (lu *LogicalUnit) takeUALocked(key string, consume bool) *Sense {
+	ns := lu.nexusLocked(key)
+	if len(ns.ua) == 0 {
 		return nil
 	}
-	s := q[0]
+	s := ns.ua[0]
 	if consume {
-		q = q[1:]
+		ns.ua = ns.ua[1:]
 	}
-	lu.ua[key] = q
 	return s
 }
 
@@ -271,21 +386,57 @@ var (
 	uaLUReset     = newSense(SenseUnitAttention, 0x29, 0x03)
 	uaModeChanged = newSense(SenseUnitAttention, 0x2a, 0x01)
 	uaResvRelease = newSense(SenseUnitAttention, 0x2a, 0x04)
-	uaLUNsChanged = newSense(SenseUnitAttention, 0x3f, 0x0e)
-	uaCapacity    = newSense(SenseUnitAttention, 0x2a, 0x09)
+	// uaResvPreempted: RESERVATIONS PREEMPTED (PERSISTENT RESERVE OUT CLEAR).
+	uaResvPreempted = newSense(SenseUnitAttention, 0x2a, 0x03)
+	// uaRegsPreempted: REGISTRATIONS PREEMPTED.
+	uaRegsPreempted = newSense(SenseUnitAttention, 0x2a, 0x05)
+	uaLUNsChanged   = newSense(SenseUnitAttention, 0x3f, 0x0e)
+	uaCapacity      = newSense(SenseUnitAttention, 0x2a, 0x09)
 )
 
-// reset performs a logical unit reset: mode pages back to their saved
-// values, the SPC-2 reservation released, the unit started, and ua
-// established for every nexus but the issuer's, which learns of the reset
-// from its task management response (as Linux tgt and libiscsi expect).
-func (lu *LogicalUnit) reset(ua *Sense, issuer string) {
+// reset performs a reset of the unit on behalf of the nexus issuer: mode
+// pages back to their saved values, the SPC-2 reservation and every
+// medium removal prevention released, the unit started, and ua
+// established. Persistent reservations survive (SPC-4 §5.13.1).
+//
+// Who gets the unit attention: the issuer learns of the reset from the
+// task management response, and like Linux tgt the unit spares it the
+// condition while it is the unit's only live nexus, so a single-path
+// initiator's next command succeeds. A LOGICAL UNIT RESET (target false)
+// reaches every other live nexus, and then the issuer too, so a multipath
+// initiator sees the same condition on every path (SAM-5 §6.3.3). A
+// target reset (target true) is the issuing initiator's: its other
+// nexuses get the condition, while other initiators learn of it from the
+// TASK ABORTED status of the tasks it ended (TAS is set).
+func (lu *LogicalUnit) reset(ua *Sense, issuer string, target bool) {
 	lu.mu.Lock()
+	defer lu.mu.Unlock()
 	lu.mode = lu.saved
 	lu.reservedBy = ""
 	lu.stopped = false
-	lu.addUALocked(ua, issuer)
-	lu.mu.Unlock()
+	name := initiatorOf(issuer)
+	var others []string
+	for k, ns := range lu.nexuses {
+		ns.prevent = false
+		if k != issuer && ns.live && (!target || initiatorOf(k) == name) {
+			others = append(others, k)
+		}
+	}
+	if len(others) > 0 && !target {
+		others = append(others, issuer)
+	}
+	for _, k := range others {
+		lu.queueUA(k, ua)
+	}
+}
+
+// initiatorOf returns the initiator device name of a nexus key: the
+// initiator port name up to its ",i," separator (iSCSI port names are
+// "<initiator name>,i,0x<ISID>").
+func initiatorOf(key string) string {
+	port, _, _ := strings.Cut(key, "\x00")
+	name, _, _ := strings.Cut(port, ",i,")
+	return name
 }
 
 // maxRememberedNexuses bounds how many ended nexuses a unit remembers as
@@ -293,39 +444,41 @@ func (lu *LogicalUnit) reset(ua *Sense, issuer string) {
 // told POWER ON OCCURRED again, which is always a safe thing to say.
 const maxRememberedNexuses = 4096
 
-// nexusLost forgets the state of a nexus that ended: its reservation is
-// released and its pending unit attentions dropped (conditions belong to
-// the nexus they were established for). The initiator port stays known,
-// so logging in again does not report a power on that did not happen.
+// nexusLost forgets the state of a nexus that ended: its SPC-2
+// reservation and medium removal prevention are released and its pending
+// unit attentions dropped (conditions belong to the nexus they were
+// established for). The initiator port stays known, so logging in again
+// does not report a power on that did not happen. Persistent reservations
+// and registrations survive the loss of their nexus.
 func (lu *LogicalUnit) nexusLost(key string) {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
 	if lu.reservedBy == key {
 		lu.reservedBy = ""
 	}
-	if _, known := lu.ua[key]; known && len(lu.ua) <= maxRememberedNexuses {
-		lu.ua[key] = nil
+	if ns := lu.nexuses[key]; ns != nil && len(lu.nexuses) <= maxRememberedNexuses {
+		ns.ua, ns.live, ns.prevent = nil, false, false
 	} else {
-		delete(lu.ua, key)
+		delete(lu.nexuses, key)
 	}
 }
 
 // execute runs one command against the unit: the unit-level half of
 // Target.Execute, which routes by LUN and answers REPORT LUNS itself.
-func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command) Result {
-	r := &request{ctx: ctx, lu: lu, cmd: cmd, cdb: cmd.CDB, nexus: nexusKey(cmd.Nexus)}
-	lu.mu.Lock()
-	r.dsense = lu.mode.dsense
-	lu.mu.Unlock()
+func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string, t *Target) Result {
+	r := &request{ctx: ctx, lu: lu, cmd: cmd, cdb: cmd.CDB, nexus: key, tgt: t}
 	if len(r.cdb) == 0 {
 		return r.fail(errInvalidOpcode)
 	}
 	op, bad := lookupOpcode(r.cdb)
+	if bad == nil && !lu.supported(op) {
+		bad = errInvalidOpcode
+	}
+	lu.mu.Lock()
+	r.dsense = lu.mode.dsense
+	lu.mu.Unlock()
 	if bad != nil {
 		return r.fail(bad)
-	}
-	if !lu.supported(op) {
-		return r.fail(errInvalidOpcode)
 	}
 	if len(r.cdb) < op.cdbLen() {
 		return r.fail(invalidField(len(r.cdb), -1))
@@ -333,49 +486,86 @@ func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command) Result {
 	if err := op.checkCDB(r.cdb); err != nil {
 		return r.fail(err)
 	}
-	if op.flags&flagNoUA == 0 {
-		if ua := lu.takeUA(r.nexus, true); ua != nil {
-			return r.fail(ua)
-		}
-	} else {
-		lu.takeUA(r.nexus, false) // registers the nexus
+	ns, epoch, err := lu.admit(r.nexus, op)
+	if err != nil {
+		return r.fail(err)
 	}
-	if op.flags&flagConflicts != 0 && lu.reservationConflict(r.nexus) {
-		return Result{Status: StatusReservationConflict}
+	err = op.handler(r)
+	if ns.aborts.Load() != epoch {
+		// PREEMPT AND ABORT from another nexus ended this task while it
+		// ran: whatever it did, it completes aborted (TAS is set).
+		return Result{Status: StatusTaskAborted}
 	}
-	if op.flags&flagWrite != 0 && lu.cfg.ReadOnly {
-		return r.fail(errWriteProtected)
-	}
-	if op.flags&flagMedium != 0 {
-		lu.mu.Lock()
-		stopped := lu.stopped
-		lu.mu.Unlock()
-		if stopped {
-			return r.fail(errNotReadyStopped)
-		}
-	}
-	if err := op.handler(r); err != nil {
+	if err != nil {
 		return r.fail(err)
 	}
 	return r.res
 }
 
-// reservationConflict reports whether another nexus holds an SPC-2
-// reservation.
-func (lu *LogicalUnit) reservationConflict(key string) bool {
+// admit runs the checks every command passes before its handler, in the
+// order SAM-5 and SPC-4 give them precedence: a pending unit attention,
+// a reservation conflict, a unit that is not ready, write protection. It
+// returns the nexus's state and its abort epoch as the command starts.
+func (lu *LogicalUnit) admit(key string, op *opcode) (*nexusState, uint32, error) {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
-	return lu.reservedBy != "" && lu.reservedBy != key
+	ns := lu.nexusLocked(key)
+	epoch := ns.aborts.Load()
+	err := lu.admitLocked(key, op)
+	return ns, epoch, err
+}
+
+func (lu *LogicalUnit) admitLocked(key string, op *opcode) error {
+	if op.flags&flagNoUA == 0 {
+		if ua := lu.takeUALocked(key, true); ua != nil {
+			return ua
+		}
+	}
+	if lu.sanitizing && op.flags&flagNoUA == 0 {
+		return errSanitizing
+	}
+	if op.flags&flagConflicts != 0 {
+		if lu.reservedBy != "" && lu.reservedBy != key {
+			return errReservationConflict
+		}
+		if lu.pr.conflicts(key, op.flags) {
+			return errReservationConflict
+		}
+	}
+	if op.flags&flagMedium != 0 {
+		switch {
+		case lu.cfg.Offline:
+			return errNotReadyOffline
+		case lu.ejected:
+			return errMediumNotPresent
+		case lu.stopped:
+			return errNotReadyStopped
+		case lu.sanitizeFailed:
+			return errSanitizeFailed
+		}
+	}
+	if op.flags&flagWrite != 0 {
+		switch {
+		case lu.cfg.ReadOnly:
+			return errWriteProtected
+		case lu.mode.swp:
+			return errSoftwareWriteProtected
+		}
+	}
+	return nil
 }
 
 // clearUA drops a pending unit attention of the nexus.
 func (lu *LogicalUnit) clearUA(key string, s *Sense) {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
-	q := lu.ua[key]
-	for i, p := range q {
+	ns := lu.nexuses[key]
+	if ns == nil {
+		return
+	}
+	for i, p := range ns.ua {
 		if p == s {
-			lu.ua[key] = append(q[:i:i], q[i+1:]...)
+			ns.ua = append(ns.ua[:i:i], ns.ua[i+1:]...)
 			return
 		}
 	}

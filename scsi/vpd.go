@@ -4,7 +4,11 @@ import "encoding/binary"
 
 // vpdPages lists the vital product data pages of a unit in ascending order.
 func (lu *LogicalUnit) vpdPages() []byte {
-	pages := []byte{0x00, 0x80, 0x83, 0xb0, 0xb1}
+	pages := []byte{0x00, 0x80, 0x83}
+	if lu.cfg.ThirdPartyCopy {
+		pages = append(pages, 0x8f)
+	}
+	pages = append(pages, 0xb0, 0xb1)
 	if lu.cfg.ThinProvisioning {
 		pages = append(pages, 0xb2)
 	}
@@ -22,11 +26,21 @@ func (lu *LogicalUnit) vpdPage(code byte, n Nexus) ([]byte, bool) {
 		body = []byte(lu.cfg.Serial)
 	case 0x83:
 		body = lu.deviceIdentification(n)
+	case 0x8f:
+		if !lu.cfg.ThirdPartyCopy {
+			return nil, false
+		}
+		body = lu.thirdPartyCopyPage()
 	case 0xb0:
 		body = lu.blockLimits()
 	case 0xb1: // block device characteristics
 		body = make([]byte, 0x3c)
 		binary.BigEndian.PutUint16(body[0:2], lu.cfg.RotationRate)
+		if lu.cfg.ThinProvisioning {
+			// WABEREQ 01: after SANITIZE BLOCK ERASE reads succeed
+			// (returning zeroes, LBPRZ).
+			body[3] = 0x40
+		}
 	case 0xb2:
 		if !lu.cfg.ThinProvisioning {
 			return nil, false
@@ -94,7 +108,8 @@ func (lu *LogicalUnit) maxTransferBlocks() uint32 {
 // blockLimits builds the body of the block limits VPD page (SBC-4 §6.6.4).
 func (lu *LogicalUnit) blockLimits() []byte {
 	b := make([]byte, 0x3c)
-	b[0] = 0x01 // WSNZ: WRITE SAME with zero blocks is refused
+	// WSNZ clear: WRITE SAME with zero blocks writes through the last LBA
+	// (within the maximum WRITE SAME length).
 	b[1] = maxCompareAndWrite
 	binary.BigEndian.PutUint16(b[2:4], uint16(1)<<lu.physExp)
 	binary.BigEndian.PutUint32(b[4:8], lu.maxTransferBlocks())
@@ -104,6 +119,16 @@ func (lu *LogicalUnit) blockLimits() []byte {
 		binary.BigEndian.PutUint32(b[20:24], maxUnmapDescs)
 		binary.BigEndian.PutUint32(b[24:28], uint32(1)<<lu.physExp)
 	}
-	binary.BigEndian.PutUint64(b[32:40], maxUnmapBlocks) // maximum WRITE SAME length
+	binary.BigEndian.PutUint64(b[32:40], maxWriteSameBlocks) // maximum WRITE SAME length
+	// WRITE ATOMIC: any alignment and granularity, up to maxAtomicBlocks.
+	binary.BigEndian.PutUint32(b[40:44], lu.maxAtomicBlocks())
+	binary.BigEndian.PutUint32(b[44:48], 1)
+	binary.BigEndian.PutUint32(b[48:52], 1)
 	return b
+}
+
+// maxAtomicBlocks is the MAXIMUM ATOMIC TRANSFER LENGTH: 1 MiB, within
+// the transfer limit and the 16-bit length of WRITE ATOMIC(16).
+func (lu *LogicalUnit) maxAtomicBlocks() uint32 {
+	return min(lu.maxTransferBlocks(), uint32(1<<20)>>lu.blockShift, 0xffff)
 }

@@ -1,0 +1,71 @@
+package mgmt
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// ReservationFile keeps the persistent reservations of one extent's
+// logical unit (those registered with APTPL) in a file, written the way
+// FileStore writes config.json: temporary file, fsync, rename, directory
+// fsync. It implements scsi.ReservationStore.
+type ReservationFile struct {
+	Path string
+}
+
+// Load returns the file's contents, or nil when there is none.
+func (f ReservationFile) Load() ([]byte, error) {
+	b, err := os.ReadFile(f.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mgmt: reservations: %w", err)
+	}
+	return b, nil
+}
+
+// Save replaces the file with data crash-safely; nil data removes it.
+func (f ReservationFile) Save(data []byte) error {
+	dir := filepath.Dir(f.Path)
+	if data == nil {
+		err := os.Remove(f.Path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("mgmt: reservations: %w", err)
+		}
+		return syncDir(dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("mgmt: reservations: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".pr-*.json")
+	if err != nil {
+		return fmt.Errorf("mgmt: reservations: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	if err := writeSynced(tmp, data); err != nil {
+		return fmt.Errorf("mgmt: reservations: write %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), f.Path); err != nil {
+		return fmt.Errorf("mgmt: reservations: %w", err)
+	}
+	return syncDir(dir)
+}
+
+// reservationFile names the file of an extent inside dir: by its UUID
+// when it has one (volumes), by its name otherwise, so the state follows
+// the extent across renumbering.
+func reservationFile(dir string, e Extent) ReservationFile {
+	key := e.UUID
+	if key == "" {
+		key = "extent-" + strings.NewReplacer("/", "_", "\x00", "_").Replace(e.Name)
+	}
+	return ReservationFile{Path: filepath.Join(dir, key+".json")}
+}

@@ -1,0 +1,125 @@
+package scsi
+
+import (
+	"context"
+
+	"github.com/iscsikit/iscsikit/backend"
+)
+
+// SANITIZE service actions (SBC-4 §5.30). CRYPTO ERASE is not offered: no
+// backend of this module encrypts, so there is no key to change.
+const (
+	sanitizeOverwrite   = 0x01
+	sanitizeBlockErase  = 0x02
+	sanitizeExitFailure = 0x1f
+)
+
+// sanitizeSyncBytes is how much of an OVERWRITE is written between two
+// syncs of the device.
+const sanitizeSyncBytes = 32 << 20
+
+// sanitize runs SANITIZE. OVERWRITE writes the initialization pattern
+// over every block once (the OVERWRITE COUNT passes of a disk drive would
+// all land in the same place of a file or a page cache, so one pass leaves
+// the same medium), BLOCK ERASE deallocates every block of a thin unit,
+// and EXIT FAILURE MODE leaves the state a failed sanitize left the unit
+// in. While it runs every command but INQUIRY, REPORT LUNS and REQUEST
+// SENSE fails with SANITIZE IN PROGRESS; with IMMED the command completes
+// as soon as it has started.
+func (r *request) sanitize() error {
+	sa := r.cdb[1] & 0x1f
+	immed := r.cdb[1]&0x80 != 0
+	ause := r.cdb[1]&0x20 != 0
+	plen := int(be16(r.cdb[7:9]))
+	lu := r.lu
+	var job func(ctx context.Context) error
+	switch sa {
+	case sanitizeExitFailure:
+		if plen != 0 {
+			return invalidField(7, -1)
+		}
+		lu.mu.Lock()
+		defer lu.mu.Unlock()
+		if lu.sanitizeFailed && !lu.sanitizeAUSE {
+			// Only a SANITIZE that allowed it (AUSE) may be left this way.
+			return invalidField(1, 4)
+		}
+		lu.sanitizeFailed = false
+		return nil
+	case sanitizeBlockErase:
+		if plen != 0 {
+			return invalidField(7, -1)
+		}
+		job = func(context.Context) error {
+			lu.writeGate.RLock()
+			defer lu.writeGate.RUnlock()
+			return ioError(lu.dev.(backend.Unmapper).Unmap(0, int64(lu.nblocks)<<lu.blockShift), true)
+		}
+	default: // OVERWRITE
+		bs := int(lu.blockSize)
+		if plen <= 4 || plen > bs+4 {
+			return invalidField(7, -1)
+		}
+		data, err := r.dataOut(int64(plen))
+		if err != nil {
+			return err
+		}
+		count, invert, test := data[0]&0x1f, data[0]&0x80 != 0, data[0]>>5&0x03
+		patLen := int(be16(data[2:4]))
+		switch {
+		case count == 0, test != 0:
+			return invalidField(7, -1)
+		case patLen == 0 || patLen > bs || patLen+4 != plen:
+			return invalidField(7, -1)
+		}
+		block := make([]byte, bs)
+		for i := 0; i < bs; i += patLen {
+			copy(block[i:], data[4:4+patLen])
+		}
+		if invert && count%2 == 0 {
+			// The pattern is inverted between passes; an even count
+			// leaves the inverted one.
+			for i := range block {
+				block[i] = ^block[i]
+			}
+		}
+		job = func(ctx context.Context) error {
+			// The overwrite goes to the medium as it proceeds rather
+			// than filling the page cache with the whole device first:
+			// dirty memory stays bounded, and what the sanitize has
+			// reported done is on stable storage.
+			return lu.fillSynced(ctx, 0, int64(lu.nblocks)<<lu.blockShift, block, sanitizeSyncBytes)
+		}
+	}
+	lu.mu.Lock()
+	lu.sanitizing, lu.sanitizeAUSE = true, ause
+	lu.mu.Unlock()
+	// The operation belongs to the unit, not to the command: it runs to
+	// its end through aborts and resets (SBC-4 §4.11.3), and only the
+	// unit's Close cuts it short (leaving it failed).
+	done := make(chan error, 1)
+	lu.background.Add(1)
+	go func() {
+		defer lu.background.Done()
+		err := job(lu.life)
+		if err == nil {
+			err = lu.syncIf(true)
+		}
+		lu.mu.Lock()
+		lu.sanitizing, lu.sanitizeFailed = false, err != nil
+		lu.mu.Unlock()
+		if err != nil && lu.cfg.Logger != nil {
+			lu.cfg.Logger.Error("sanitize failed", "err", err)
+		}
+		done <- err
+	}()
+	if immed {
+		return nil
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-r.ctx.Done():
+		return r.ctx.Err()
+	}
+}
