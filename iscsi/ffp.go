@@ -158,6 +158,10 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	dsl := uint32(p.DataSegmentLength())
 	var perr *pdu.ProtocolError
 	switch {
+	case dsl > 0 && !cmd.Write:
+		// Only write data travels with a command (RFC 7143 §11.3.4); the
+		// segment is skipped so the connection stays in step.
+		perr = &pdu.ProtocolError{Op: pdu.OpSCSICommand, Reason: pdu.RejectProtocolError, Msg: "data segment on a command without the W bit"}
 	case dsl > 0 && !params.ImmediateData:
 		perr = &pdu.ProtocolError{Op: pdu.OpSCSICommand, Reason: pdu.RejectProtocolError, Msg: "immediate data not negotiated"}
 	case dsl > params.FirstBurstLength:
