@@ -150,7 +150,9 @@ func TestCaptureSeeds(t *testing.T) {
 	}{
 		{"iscsi-ls", func(a string) []string { return []string{"iscsi-ls", "-s", "iscsi://" + a} }},
 		{"iscsi-inq", func(a string) []string { return []string{"iscsi-inq", "iscsi://" + a + "/" + target + "/0"} }},
-		{"iscsi-inq-vpd", func(a string) []string { return []string{"iscsi-inq", "-e", "1", "-c", "0x83", "iscsi://" + a + "/" + target + "/0"} }},
+		{"iscsi-inq-vpd", func(a string) []string {
+			return []string{"iscsi-inq", "-e", "1", "-c", "0x83", "iscsi://" + a + "/" + target + "/0"}
+		}},
 	}
 	for _, suite := range []string{"ALL.Read10", "ALL.Write10", "ALL.CompareAndWrite", "ALL.ExtendedCopy", "ALL.ModeSense6", "ALL.Unmap", "ALL.WriteSame10", "ALL.PrinReadKeys", "ALL.ProutRegister", "ALL.ReportSupportedOpcodes", "ALL.GetLBAStatus", "ALL.iSCSIcmdsn", "ALL.iSCSITMF"} {
 		suite := suite
