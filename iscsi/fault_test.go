@@ -48,6 +48,12 @@ type unitsHarness struct {
 // startUnits serves devs as LUNs 0, 1, ... of testTarget.
 func startUnits(t *testing.T, opt iscsi.Options, devs ...backend.Device) *unitsHarness {
 	t.Helper()
+	return startUnitsConfig(t, opt, scsi.UnitConfig{BlockSize: blockSize, Serial: "fault", WriteCache: true}, devs...)
+}
+
+// startUnitsConfig is startUnits with every unit configured as cfg.
+func startUnitsConfig(t *testing.T, opt iscsi.Options, cfg scsi.UnitConfig, devs ...backend.Device) *unitsHarness {
+	t.Helper()
 	logs := new(syncBuffer)
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -56,7 +62,7 @@ func startUnits(t *testing.T, opt iscsi.Options, devs ...backend.Device) *unitsH
 	require.NoError(t, err)
 	dev := scsi.NewTarget()
 	for i, d := range devs {
-		lu, err := scsi.NewLogicalUnit(d, scsi.UnitConfig{BlockSize: blockSize, Serial: "fault", WriteCache: true})
+		lu, err := scsi.NewLogicalUnit(d, cfg)
 		require.NoError(t, err)
 		require.NoError(t, dev.Attach(uint16(i), lu))
 	}
