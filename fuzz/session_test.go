@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -101,6 +102,19 @@ func FuzzSession(f *testing.F) {
 // fuzzSessionOnce is one input of FuzzSession.
 func fuzzSessionOnce(t *testing.T, srv *fuzzServer, data []byte, steps uint8) {
 	ops := initiatorOps()
+	// No input may make the exchange hang: one that takes longer than
+	// stallAfter fails with the goroutines as they were at that point.
+	const stallAfter = 8 * time.Second
+	stacks := make(chan []byte, 1)
+	stall := time.AfterFunc(stallAfter, func() {
+		buf := make([]byte, 4<<20)
+		stacks <- buf[:runtime.Stack(buf, true)]
+	})
+	defer func() {
+		if !stall.Stop() {
+			t.Fatalf("one fuzzed session took over %v; goroutines then:\n%s", stallAfter, <-stacks)
+		}
+	}()
 	{
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -137,7 +151,7 @@ func fuzzSessionOnce(t *testing.T, srv *fuzzServer, data []byte, steps uint8) {
 		// Whatever state the junk left, a ping may or may not be answered
 		// (garbage can announce a data segment that never comes, which the
 		// target waits for); the connection then goes.
-		nopCtx, nopCancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		nopCtx, nopCancel := context.WithTimeout(ctx, 50*time.Millisecond)
 		_ = c.Nop(nopCtx, nil)
 		nopCancel()
 		tc := time.Now()
