@@ -97,6 +97,7 @@ func FuzzLogin(f *testing.F) {
 	// full feature phase.
 	f.Add([]byte("MxM\xfcm\xdf3\x06m\x8e\xfeN>\x94\x16\xd3\xe8\xec\x9a5/yx\x9a\xcc\b~\xc3\xe2d5\xdb\x19\x8b\x8b1qh|\xe9\xf6\xf2R\x8d\x90\xc7w\"\x86\xa7\xf4c\xc0\x1b\x10\xb3\xbd\x18\x0f\x95\xa7_\x12\x1f"), uint8(1))
 	f.Fuzz(func(t *testing.T, data []byte, steps uint8) {
+		defer failIfStalled(t)()
 		fz := gofuzz.NewFromGoFuzz(data).NilChance(0.1).NumElements(0, 12)
 		nc, err := net.Dial("tcp", srv.addr)
 		require.NoError(t, err)

@@ -3,6 +3,7 @@ package fuzz
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"runtime"
@@ -102,19 +103,7 @@ func FuzzSession(f *testing.F) {
 // fuzzSessionOnce is one input of FuzzSession.
 func fuzzSessionOnce(t *testing.T, srv *fuzzServer, data []byte, steps uint8) {
 	ops := initiatorOps()
-	// No input may make the exchange hang: one that takes longer than
-	// stallAfter fails with the goroutines as they were at that point.
-	const stallAfter = 8 * time.Second
-	stacks := make(chan []byte, 1)
-	stall := time.AfterFunc(stallAfter, func() {
-		buf := make([]byte, 4<<20)
-		stacks <- buf[:runtime.Stack(buf, true)]
-	})
-	defer func() {
-		if !stall.Stop() {
-			t.Fatalf("one fuzzed session took over %v; goroutines then:\n%s", stallAfter, <-stacks)
-		}
-	}()
+	defer failIfStalled(t)()
 	{
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -171,4 +160,18 @@ func fuzzSessionOnce(t *testing.T, srv *fuzzServer, data []byte, steps uint8) {
 		check.Close()
 		require.False(t, strings.Contains(srv.log.String(), "panic"), "the server recovered a panic:\n%s", srv.log.String())
 	}
+}
+
+// failIfStalled returns a function to defer that ends the input. No
+// input may make an exchange hang: one still running after 20 seconds
+// panics the fuzzing process with every goroutine's stack, so the fuzzer
+// records it as a crasher (a test cannot fail from another goroutine while
+// its own is stuck).
+func failIfStalled(t *testing.T) func() {
+	const stallAfter = 20 * time.Second
+	stall := time.AfterFunc(stallAfter, func() {
+		buf := make([]byte, 8<<20)
+		panic(fmt.Sprintf("%s: one fuzzed exchange took over %v; goroutines:\n%s", t.Name(), stallAfter, buf[:runtime.Stack(buf, true)]))
+	})
+	return func() { stall.Stop() }
 }
