@@ -158,6 +158,10 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	dsl := uint32(p.DataSegmentLength())
 	var perr *pdu.ProtocolError
 	switch {
+	case dsl > 0 && !cmd.Write:
+		// Only write data travels with a command (RFC 7143 §11.3.4); the
+		// segment is skipped so the connection stays in step.
+		perr = &pdu.ProtocolError{Op: pdu.OpSCSICommand, Reason: pdu.RejectProtocolError, Msg: "data segment on a command without the W bit"}
 	case dsl > 0 && !params.ImmediateData:
 		perr = &pdu.ProtocolError{Op: pdu.OpSCSICommand, Reason: pdu.RejectProtocolError, Msg: "immediate data not negotiated"}
 	case dsl > params.FirstBurstLength:
@@ -470,6 +474,7 @@ func (c *conn) handleLogout(p *pdu.PDU) error {
 		resp.Encode(&out)
 		return c.send(&out, statAdvance)
 	}
+	sess.abortStalled()
 	sess.waitTasks()
 	var out pdu.PDU
 	resp.Encode(&out)
@@ -477,4 +482,31 @@ func (c *conn) handleLogout(p *pdu.PDU) error {
 		return err
 	}
 	return errLoggedOut
+}
+
+// abortStalled aborts the tasks that only this connection's reader could
+// move on: write tasks still waiting for data and tasks queued behind a
+// CmdSN gap. The reader stops reading while a logout waits for the
+// session's tasks, so without this a logout sent while a write waits for
+// its data deadlocked the connection for good. Reader goroutine only.
+func (sess *session) abortStalled() {
+	sess.mu.Lock()
+	var stalled []*task
+	for _, t := range sess.tasks {
+		if !t.started {
+			stalled = append(stalled, t)
+			continue
+		}
+		if t.write {
+			select {
+			case <-t.dataReady:
+			default:
+				stalled = append(stalled, t)
+			}
+		}
+	}
+	sess.mu.Unlock()
+	for _, t := range stalled {
+		t.abort(false)
+	}
 }

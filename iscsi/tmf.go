@@ -1,6 +1,8 @@
 package iscsi
 
 import (
+	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
@@ -23,6 +25,14 @@ func (c *conn) handleTaskMgmt(p *pdu.PDU) error {
 		return nil
 	}
 	go func() {
+		// Like the connection and task goroutines, a panic here (in the
+		// SCSI layer's reset or abort handling) ends this connection only.
+		defer func() {
+			if v := recover(); v != nil {
+				c.log.Error("panic in task management; connection closed", "panic", v, "function", m.Function, "stack", string(debug.Stack()))
+				c.close(fmt.Errorf("internal error: %v", v))
+			}
+		}()
 		resp := pdu.TaskMgmtResponse{ITT: m.ITT, Response: c.taskMgmt(&m)}
 		var out pdu.PDU
 		resp.Encode(&out)

@@ -68,6 +68,21 @@ func ioError(err error, write bool) error {
 	}
 }
 
+// ioErrorAt is ioError for a transfer at byte off that moved n bytes
+// before it failed: a medium error carries the LBA of the first block that
+// failed in its INFORMATION field (SBC-4 §4.18.1).
+func (r *request) ioErrorAt(err error, write bool, off int64, n int) error {
+	err = ioError(err, write)
+	var s *Sense
+	if errors.As(err, &s) && s.Key == SenseMediumError {
+		at := *s
+		at.Info = uint64(off+int64(max(n, 0))) / uint64(r.lu.blockSize)
+		at.InfoValid = true
+		return &at
+	}
+	return err
+}
+
 // statusError ends a command with a status other than CHECK CONDITION and
 // no sense data.
 type statusError Status

@@ -114,7 +114,7 @@ func (r *request) readAt(b []byte, off int64) error {
 	if err == io.EOF && n == len(b) {
 		err = nil
 	}
-	return ioError(err, false)
+	return r.ioErrorAt(err, false, off, n)
 }
 
 // writeAt stores b at off, shared with other writers and excluded from
@@ -122,10 +122,10 @@ func (r *request) readAt(b []byte, off int64) error {
 // cache.
 func (r *request) writeAt(b []byte, off int64, force bool) error {
 	r.lu.writeGate.RLock()
-	_, err := r.lu.dev.WriteAt(b, off)
+	n, err := r.lu.dev.WriteAt(b, off)
 	r.lu.writeGate.RUnlock()
 	if err != nil {
-		return ioError(err, true)
+		return r.ioErrorAt(err, true, off, n)
 	}
 	return r.lu.syncIf(force)
 }

@@ -52,7 +52,9 @@ func (s *Sense) Fixed() []byte {
 	b := make([]byte, 18)
 	b[0] = 0x70
 	b[2] = byte(s.Key) & 0x0f
-	if s.InfoValid {
+	if s.InfoValid && s.Info <= 0xffffffff {
+		// An INFORMATION value too wide for the fixed format's four
+		// bytes is not reported (VALID stays 0; SPC-4 §4.5.3).
 		b[0] |= 0x80
 		binary.BigEndian.PutUint32(b[3:7], uint32(s.Info))
 	}
