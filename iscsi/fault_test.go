@@ -1,12 +1,10 @@
 package iscsi_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"log/slog"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,24 +17,6 @@ import (
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
 	"github.com/iscsikit/iscsikit/scsi"
 )
-
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // unitsHarness is a server whose target has one LUN per device given, each
 // of lunBlocks 512-byte blocks, logging into logs.
