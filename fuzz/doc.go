@@ -18,7 +18,11 @@
 //     RESERVE OUT, EXTENDED COPY, UNMAP, WRITE SAME, COMPARE AND WRITE,
 //     ...) with structured CDBs and fuzzed data-out;
 //   - FuzzConfigFile and FuzzConfigModel: mgmt's strict config.json
-//     decoding and validation.
+//     decoding and validation;
+//   - FuzzTrueNASRPC, FuzzTargetdRPC and FuzzRESTAPIs: the request bodies
+//     (and, for REST, methods and paths) of the management front-ends in
+//     examples/api, whose answers must stay well-formed JSON-RPC or REST
+//     and never report an internal error.
 //
 // Each target checks properties, not only the absence of a crash: round
 // trips, typed errors (*pdu.ProtocolError, negotiate.ErrSyntax,
