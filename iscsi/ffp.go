@@ -140,7 +140,7 @@ func (sess *session) startLocked(t *task) {
 		t.barrier = sess.barrier
 	}
 	t.started = true
-	go t.run()
+	t.ready()
 }
 
 // handleCommand reads a SCSI Command PDU (whose header has been read), its
@@ -190,14 +190,13 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 		cmdSN:     cmd.CmdSN,
 		immediate: cmd.Immediate,
 		lun:       cmd.LUN,
-		cdb:       append([]byte(nil), cmd.CDB...),
 		attr:      taskAttribute(cmd.Attr),
 		read:      cmd.Read,
 		write:     cmd.Write,
 		edtl:      cmd.ExpectedDataTransferLength,
 		done:      make(chan struct{}),
-		dataReady: make(chan struct{}),
 	}
+	t.cdb = append(t.cdbBuf[:0], cmd.CDB...)
 	if !t.read && !t.write {
 		t.edtl = 0
 	}
@@ -229,6 +228,10 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	}
 	t.received = dsl
 	t.nextR2T = dsl
+	t.pending.Store(1) // admission
+	if t.write && !tooBig && !t.dataComplete() {
+		t.pending.Add(1) // the rest of the write data
+	}
 	if t.write {
 		t.unsolicited = dsl
 		if !cmd.Final && !params.InitialR2T {
@@ -264,7 +267,7 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	sess.mu.Unlock()
 
 	if tooBig || !t.write || t.dataComplete() {
-		close(t.dataReady)
+		t.dataDone = true
 		return nil
 	}
 	return c.solicit(t)
@@ -363,11 +366,10 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 			// At ErrorRecoveryLevel 0 the data cannot be recovered: the
 			// PDU is rejected and the command fails instead of waiting
 			// for data that will never come.
-			select {
-			case <-t.dataReady:
-			default:
+			if !t.dataDone {
 				t.failSense = scsi.DataPhaseErrorSense()
-				close(t.dataReady)
+				t.dataDone = true
+				t.ready()
 			}
 		}
 		return c.reject(p, &pdu.ProtocolError{Op: pdu.OpDataOut, Reason: pdu.RejectProtocolError, Msg: fmt.Sprintf(format, args...)})
@@ -415,10 +417,9 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 	}
 	t.received += n
 	if t.dataComplete() {
-		select {
-		case <-t.dataReady:
-		default:
-			close(t.dataReady)
+		if !t.dataDone {
+			t.dataDone = true
+			t.ready()
 		}
 		return nil
 	}

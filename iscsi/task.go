@@ -30,6 +30,7 @@ type task struct {
 	immediate bool
 	lun       uint64
 	cdb       []byte
+	cdbBuf    [16]byte // backing store of cdb when it fits
 	attr      scsi.TaskAttribute
 	read      bool
 	write     bool
@@ -37,9 +38,13 @@ type task struct {
 
 	bufp *[]byte // data buffer (write data in, read data out), from the pool
 	refs atomic.Int32
+	// outBuf holds the response PDUs of a task with at most two of them
+	// (the common case) while they are queued; run's goroutine only.
+	outBuf [2]outPDU
 
 	// Write-data gathering, touched only by the connection's reader
-	// goroutine (and read by run after dataReady).
+	// goroutine (and read by run, which the reader starts once the data
+	// is complete).
 	unsolicited uint32 // bytes the initiator may send without R2T
 	unsolNext   uint32 // next expected unsolicited offset
 	unsolDataSN uint32
@@ -47,12 +52,20 @@ type task struct {
 	nextR2T     uint32 // first offset not yet solicited
 	r2tSN       uint32
 	r2ts        []*r2t
-	dataReady   chan struct{}
+	dataDone    bool // all write data arrived, or the data phase failed
 	// failSense, when set, fails the task with CHECK CONDITION instead of
 	// executing it: its write data broke the protocol (wrong offset, DataSN
-	// or TTT; set before dataReady is closed) or it asked for more than
-	// MaxIOSize (set before the task starts).
+	// or TTT; set before dataDone) or it asked for more than MaxIOSize (set
+	// before the task starts).
 	failSense []byte
+
+	// pending counts what the task still waits for before it can run:
+	// admission by CmdSN order and, for writes, the rest of its data. The
+	// one who brings it to zero hands the task to a worker.
+	pending atomic.Int32
+	// claimed is set by whoever ends the task's wait: the dispatch that
+	// runs it, or an abort that finishes it unrun.
+	claimed atomic.Bool
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -83,13 +96,42 @@ func (t *task) abort(silent bool) {
 		t.aborted.Store(true)
 	}
 	t.cancel()
-	t.sess.mu.Lock()
-	started := t.started
-	t.sess.mu.Unlock()
-	if !started {
-		// Still queued behind a CmdSN gap: it ends now; its CmdSN slot
-		// stays queued so the window advances past it in order.
+	if t.claimed.CompareAndSwap(false, true) {
+		// Not running yet (queued behind a CmdSN gap, or waiting for
+		// data): it ends now. A queued CmdSN slot stays queued so the
+		// window advances past it in order.
 		t.finish()
+	}
+}
+
+// ready drops one of the conditions the task waits for; the last one hands
+// it to a worker of its connection.
+func (t *task) ready() {
+	if t.pending.Add(-1) == 0 && t.claimed.CompareAndSwap(false, true) {
+		t.c.dispatch(t)
+	}
+}
+
+// dispatch runs t on an idle worker goroutine of the connection, or on a
+// new one. Workers live as long as the connection, so their number is
+// bounded by the most tasks ever runnable at once (the queue depth), and
+// their stacks are reused from command to command.
+func (c *conn) dispatch(t *task) {
+	select {
+	case c.work <- t:
+	default:
+		go c.worker(t)
+	}
+}
+
+func (c *conn) worker(t *task) {
+	for {
+		t.run()
+		select {
+		case t = <-c.work:
+		case <-c.done:
+			return
+		}
 	}
 }
 
@@ -116,13 +158,6 @@ func (t *task) run() {
 	for _, w := range t.waitFor {
 		select {
 		case <-w.done:
-		case <-t.ctx.Done():
-			return
-		}
-	}
-	if t.write {
-		select {
-		case <-t.dataReady:
 		case <-t.ctx.Done():
 			return
 		}
@@ -184,9 +219,9 @@ func (t *task) freeSlotLocked() {
 	}
 }
 
-// respond sends the task's Data-In PDUs and its status.
+// respond queues the task's Data-In PDUs and its status for the
+// connection's writer. The data buffer stays referenced until written.
 func (t *task) respond(res *scsi.Result) {
-	c := t.c
 	p := t.sess.params
 	var resp pdu.SCSIResponse
 	resp.ITT = t.itt
@@ -200,21 +235,20 @@ func (t *task) respond(res *scsi.Result) {
 		}
 	}
 	var dataSN uint32
+	out := t.outBuf[:0]
 	if t.read && res.DataInLen > 0 {
 		n := min(uint32(res.DataInLen), t.edtl)
 		data := t.buf()[:n]
 		seg := p.InitiatorMaxRecvDataSegmentLength
 		burst := p.MaxBurstLength
 		collapse := res.Status == scsi.StatusGood && len(res.Sense) == 0
-		var din pdu.DataIn
-		var pd pdu.PDU
 		for off := uint32(0); off < n; {
 			l := min(seg, n-off)
 			// Data-In sequences are bounded by MaxBurstLength.
 			inBurst := off % burst
 			l = min(l, burst-inBurst)
 			last := off+l == n
-			din = pdu.DataIn{
+			din := pdu.DataIn{
 				Final:        last || (off+l)%burst == 0,
 				LUN:          t.lun,
 				ITT:          t.itt,
@@ -223,33 +257,41 @@ func (t *task) respond(res *scsi.Result) {
 				BufferOffset: off,
 				Data:         data[off : off+l],
 			}
-			kind := statNone
+			out = append(out, outPDU{kind: statNone})
+			e := &out[len(out)-1]
 			if last && collapse {
 				din.HasStatus = true
 				din.Status = resp.Status
 				din.Overflow, din.Underflow, din.ResidualCount = resp.Overflow, resp.Underflow, resp.ResidualCount
-				kind = statAdvance
-				t.freeSlot()
+				e.kind = statAdvance
 			}
-			din.Encode(&pd)
-			if err := c.send(&pd, kind); err != nil {
-				return
-			}
+			din.Encode(&e.p)
 			dataSN++
 			off += l
 		}
 		if collapse {
+			t.send(out)
 			return
 		}
 	} else if t.write {
 		dataSN = t.r2tSN
 	}
 	resp.ExpDataSN = dataSN
-	var pd pdu.PDU
 	if len(res.Sense) > 0 {
 		resp.Data = pdu.AppendSenseData(make([]byte, 0, 2+len(res.Sense)), res.Sense)
 	}
-	resp.Encode(&pd)
+	out = append(out, outPDU{kind: statAdvance})
+	resp.Encode(&out[len(out)-1].p)
+	t.send(out)
+}
+
+// send queues the task's last PDUs, holding a reference to its buffer
+// until they are written, after giving back its queue slot so that the
+// MaxCmdSN they carry already counts the slot as free.
+func (t *task) send(out []outPDU) {
+	t.refs.Add(1)
+	out[len(out)-1].owner = t
 	t.freeSlot()
-	c.send(&pd, statAdvance)
+	t.c.queue(false, out...)
+	clear(out)
 }

@@ -47,6 +47,7 @@ type config struct {
 	stateDir string
 	portal   string   // listen address written into a new configuration
 	dirs     []string // directories FILE extents may live in
+	pprof    string   // address of the net/http/pprof listener, "" for none
 }
 
 func main() {
@@ -55,6 +56,7 @@ func main() {
 	flag.StringVar(&c.stateDir, "state", "./iscsid-state", "state directory (config.json and backing files)")
 	flag.StringVar(&c.portal, "portal", "0.0.0.0:3260", "portal address of a new configuration (host:port)")
 	flag.StringVar(&dirs, "extent-dirs", "", "comma-separated directories FILE extents may use (default: the state directory)")
+	flag.StringVar(&c.pprof, "pprof", "", "serve net/http/pprof on this address (host:port; keep it on loopback, e.g. 127.0.0.1:6060); off when empty")
 	verbose := flag.Bool("v", false, "log debug messages")
 	flag.Parse()
 	if dirs != "" {
@@ -89,6 +91,13 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 	dirs := c.dirs
 	if len(dirs) == 0 {
 		dirs = []string{state}
+	}
+	if c.pprof != "" {
+		stopProfiling, err := serveProfiling(c.pprof, log)
+		if err != nil {
+			return err
+		}
+		defer stopProfiling()
 	}
 	initial, err := defaultConfig(state, c.portal)
 	if err != nil {
