@@ -202,7 +202,13 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	}
 	size := int(t.edtl)
 	tooBig := size > c.srv.opt.MaxIOSize
-	if tooBig {
+	if !tooBig && size > 0 {
+		var ok bool
+		t.reserved, ok = sess.reserveBuffer(int64(size))
+		t.full = !ok
+	}
+	skip := tooBig || t.full // the task fails without its data
+	if skip {
 		size = 0
 	}
 	t.bufp = c.srv.buffers.Get(size)
@@ -217,7 +223,7 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	// Immediate data lands in the buffer directly.
 	if dsl > 0 {
 		dst := t.buf()[:min(int(dsl), len(t.buf()))]
-		if tooBig {
+		if skip {
 			if err := c.r.DiscardData(p); err != nil {
 				return err
 			}
@@ -229,7 +235,7 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	t.received = dsl
 	t.nextR2T = dsl
 	t.pending.Store(1) // admission
-	if t.write && !tooBig && !t.dataComplete() {
+	if t.write && !skip && !t.dataComplete() {
 		t.pending.Add(1) // the rest of the write data
 	}
 	if t.write {
@@ -266,7 +272,7 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	}
 	sess.mu.Unlock()
 
-	if tooBig || !t.write || t.dataComplete() {
+	if skip || !t.write || t.dataComplete() {
 		t.dataDone = true
 		return nil
 	}
@@ -354,8 +360,9 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 	}
 	defer t.release()
 	n := uint32(p.DataSegmentLength())
-	if t.failSense != nil {
-		// The task already failed on bad data: drop the rest of its burst.
+	if t.failSense != nil || t.full {
+		// The task already failed (bad data, no buffer): drop the rest
+		// of its burst.
 		return c.r.DiscardData(p)
 	}
 	bad := func(format string, args ...any) error {

@@ -36,8 +36,9 @@ type task struct {
 	write     bool
 	edtl      uint32
 
-	bufp *[]byte // data buffer (write data in, read data out), from the pool
-	refs atomic.Int32
+	bufp     *[]byte // data buffer (write data in, read data out), from the pool
+	reserved int64   // bytes of the session's buffer budget bufp holds
+	refs     atomic.Int32
 	// outBuf holds the response PDUs of a task with at most two of them
 	// (the common case) while they are queued; run's goroutine only.
 	outBuf [2]outPDU
@@ -58,6 +59,9 @@ type task struct {
 	// or TTT; set before dataDone) or it asked for more than MaxIOSize (set
 	// before the task starts).
 	failSense []byte
+	// full fails the task with TASK SET FULL: its buffer did not fit in
+	// the session's budget. Set before the task starts.
+	full bool
 
 	// pending counts what the task still waits for before it can run:
 	// admission by CmdSN order and, for writes, the rest of its data. The
@@ -86,6 +90,7 @@ func (t *task) release() {
 	if t.refs.Add(-1) == 0 && t.bufp != nil {
 		t.c.srv.buffers.Put(t.bufp)
 		t.bufp = nil
+		t.sess.releaseBuffer(t.reserved)
 	}
 }
 
@@ -164,6 +169,10 @@ func (t *task) run() {
 	}
 	if t.failSense != nil {
 		t.respond(&scsi.Result{Status: scsi.StatusCheckCondition, Sense: t.failSense})
+		return
+	}
+	if t.full {
+		t.respond(&scsi.Result{Status: scsi.StatusTaskSetFull})
 		return
 	}
 	cmd := scsi.Command{
