@@ -158,7 +158,7 @@ func (c *conn) send(p *pdu.PDU, kind statKind) error {
 	if started {
 		var e outPDU
 		e.p, e.kind = *p, kind
-		return c.queue(true, e)
+		return c.queue(true, false, e)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()

@@ -317,9 +317,10 @@ func (c *conn) solicit(t *task) error {
 		t.r2tSN++
 		t.nextR2T += l
 		outstanding++
-		var p pdu.PDU
-		m.Encode(&p)
-		if err := c.send(&p, statCurrent); err != nil {
+		// Queued without waiting: the reader goes on reading.
+		e := outPDU{kind: statCurrent}
+		m.Encode(&e.p)
+		if err := c.queue(false, false, e); err != nil {
 			return err
 		}
 	}

@@ -301,6 +301,6 @@ func (t *task) send(out []outPDU) {
 	t.refs.Add(1)
 	out[len(out)-1].owner = t
 	t.freeSlot()
-	t.c.queue(false, out...)
+	t.c.queue(false, true, out...)
 	clear(out)
 }

@@ -40,8 +40,11 @@ type outQueue struct {
 // queue sends PDUs in order. With wait it returns once they are written
 // (or failed); without, it returns at once and the PDUs' owners are
 // released when written. Data of PDUs sent without wait must be owned by
-// their owner task.
-func (c *conn) queue(wait bool, es ...outPDU) error {
+// their owner task. With drain, a caller that finds the connection idle
+// and writes its own PDUs goes on to write whatever queued up meanwhile
+// (task workers do; the reader goroutine does not, so that it never sits
+// in a long write while the initiator waits for it to read).
+func (c *conn) queue(wait, drain bool, es ...outPDU) error {
 	q := &c.outq
 	var done chan error
 	if wait {
@@ -60,6 +63,14 @@ func (c *conn) queue(wait bool, es ...outPDU) error {
 		q.mu.Unlock()
 		err := c.writeBatch(es)
 		q.mu.Lock()
+		for drain && !q.closed && len(q.pending) > 0 {
+			batch := q.pending
+			q.pending = q.spare[:0]
+			q.mu.Unlock()
+			c.writeBatch(batch)
+			q.mu.Lock()
+			q.spare = batch[:0]
+		}
 		c.handOffLocked()
 		q.mu.Unlock()
 		if wait {
