@@ -46,8 +46,13 @@ type conn struct {
 	// The outbound queue of the full feature phase (see queue).
 	outq outQueue
 
-	// work hands a runnable task to an idle worker goroutine.
-	work chan *task
+	// work hands a runnable task to an idle worker goroutine; active
+	// counts the tasks workers are running.
+	work   chan *task
+	active atomic.Int32
+	// runnable collects the tasks the PDU being handled made runnable;
+	// reader goroutine only (see startReady).
+	runnable []*task
 
 	sessp atomic.Pointer[session] // set once login completes
 	cid   uint16

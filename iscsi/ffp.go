@@ -69,6 +69,9 @@ func (c *conn) fullFeature() error {
 				err = c.reject(&p, &pdu.ProtocolError{Op: op, Reason: pdu.RejectNotSupported, Msg: "opcode not supported"})
 			}
 		}
+		// Tasks the PDU made runnable start even when it ended the
+		// connection: they were claimed, and only running ends them.
+		c.startReady()
 		if err != nil {
 			return err
 		}
@@ -479,6 +482,7 @@ func (c *conn) handleLogout(p *pdu.PDU) error {
 		resp.Encode(&out)
 		return c.send(&out, statAdvance)
 	}
+	c.startReady() // the logout's CmdSN may have admitted queued commands
 	sess.waitTasks()
 	var out pdu.PDU
 	resp.Encode(&out)

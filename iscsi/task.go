@@ -70,6 +70,7 @@ type task struct {
 	// claimed is set by whoever ends the task's wait: the dispatch that
 	// runs it, or an abort that finishes it unrun.
 	claimed atomic.Bool
+	inline  bool // run by the reader goroutine (startReady)
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -109,12 +110,43 @@ func (t *task) abort(silent bool) {
 	}
 }
 
-// ready drops one of the conditions the task waits for; the last one hands
-// it to a worker of its connection.
+// ready drops one of the conditions the task waits for; the last one makes
+// it runnable. Only the connection's reader goroutine calls it (admission
+// and write data both happen there); it starts the tasks after the PDU at
+// hand is handled (startReady), outside the session lock.
 func (t *task) ready() {
 	if t.pending.Add(-1) == 0 && t.claimed.CompareAndSwap(false, true) {
-		t.c.dispatch(t)
+		t.c.runnable = append(t.c.runnable, t)
 	}
+}
+
+// startReady starts the tasks that became runnable. A lone task with
+// nothing else in flight on the connection and no further PDU already
+// received runs right here in the reader goroutine: at queue depth 1 that
+// saves two goroutine hand-offs per command, and the reader would only
+// wait for the next PDU meanwhile. Otherwise tasks go to workers, so that
+// queue depth is real concurrency. Reader goroutine only.
+func (c *conn) startReady() {
+	if len(c.runnable) == 0 {
+		return
+	}
+	if len(c.runnable) == 1 {
+		t := c.runnable[0]
+		c.runnable[0] = nil
+		c.runnable = c.runnable[:0]
+		if c.active.Load() == 0 && c.r.Buffered() == 0 && t.barrier == nil && len(t.waitFor) == 0 {
+			t.inline = true
+			t.run()
+			return
+		}
+		c.dispatch(t)
+		return
+	}
+	for i, t := range c.runnable {
+		c.runnable[i] = nil
+		c.dispatch(t)
+	}
+	c.runnable = c.runnable[:0]
 }
 
 // dispatch runs t on an idle worker goroutine of the connection, or on a
@@ -122,6 +154,7 @@ func (t *task) ready() {
 // bounded by the most tasks ever runnable at once (the queue depth), and
 // their stacks are reused from command to command.
 func (c *conn) dispatch(t *task) {
+	c.active.Add(1)
 	select {
 	case c.work <- t:
 	default:
@@ -132,6 +165,7 @@ func (c *conn) dispatch(t *task) {
 func (c *conn) worker(t *task) {
 	for {
 		t.run()
+		c.active.Add(-1)
 		select {
 		case t = <-c.work:
 		case <-c.done:
@@ -301,6 +335,8 @@ func (t *task) send(out []outPDU) {
 	t.refs.Add(1)
 	out[len(out)-1].owner = t
 	t.freeSlot()
-	t.c.queue(false, true, out...)
+	// A task run by the reader goroutine does not drain the queue (see
+	// conn.queue); workers do.
+	t.c.queue(false, !t.inline, out...)
 	clear(out)
 }

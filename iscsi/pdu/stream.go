@@ -50,6 +50,10 @@ func (r *Reader) MaxDataSegmentLength() int { return r.maxData }
 // Login Request) before waiting for an AHS or data segment it announces.
 func (r *Reader) Peek(n int) ([]byte, error) { return r.br.Peek(n) }
 
+// Buffered reports how many bytes of the stream have been received and not
+// yet consumed; 0 means the next read waits for the peer.
+func (r *Reader) Buffered() int { return r.br.Buffered() }
+
 // ReadHeader reads the BHS, the AHS and the header digest of the next PDU
 // into p, leaving the data segment unread. The caller must follow with
 // ReadData or DiscardData. A returned *ProtocolError with Fatal set, or any
