@@ -27,8 +27,8 @@
 // defaults of a create call (NewTarget, NewExtent, NewPortal).
 //
 // Extensions beyond seed 000, for the other seeds: extents carry
-// write_cache, online, removable and thin (seed 003 and 004 LUN settings)
-// and vendor, product and revision (seed 004's SCSI identity overrides);
+// write_cache, online, removable and thin (seed 003 and 004 LUN settings),
+// direct (O_DIRECT I/O) and vendor, product and revision (seed 004's SCSI identity overrides);
 // targets carry state, ready or offline (seed 004).
 //
 // # Validation and errors
