@@ -93,7 +93,7 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 		dirs = []string{state}
 	}
 	if c.pprof != "" {
-		stopProfiling, err := serveProfiling(c.pprof, log)
+		_, stopProfiling, err := serveProfiling(c.pprof, log)
 		if err != nil {
 			return err
 		}

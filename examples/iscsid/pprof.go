@@ -11,13 +11,14 @@ import (
 )
 
 // serveProfiling serves the net/http/pprof handlers on their own listener
-// at addr (never on an iSCSI portal) and returns a function that stops it.
+// at addr (never on an iSCSI portal) and returns the address it listens on
+// and a function that stops it.
 // The handlers expose goroutine stacks and memory contents' shapes, so the
 // flag help recommends a loopback address.
-func serveProfiling(addr string, log *slog.Logger) (func(), error) {
+func serveProfiling(addr string, log *slog.Logger) (string, func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--pprof %s: %w", addr, err)
+		return "", nil, fmt.Errorf("--pprof %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -32,5 +33,5 @@ func serveProfiling(addr string, log *slog.Logger) (func(), error) {
 		}
 	}()
 	log.Info("profiling enabled", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
-	return func() { hs.Close() }, nil
+	return ln.Addr().String(), func() { hs.Close() }, nil
 }
