@@ -58,8 +58,12 @@ bash "$shared/tools/qbench.sh" "$ours" "$peer" "$rounds"
 # option, so the digest run names the LUN with a json: filename.
 drounds=${DIGEST_ROUNDS:-5}
 if [ "$drounds" -gt 0 ]; then
-  dig='json:{"driver":"iscsi","transport":"tcp","portal":"127.0.0.1:'$port'","target":"iqn.2026-11.io.iscsikit:default","lun":0,"header-digest":"crc32c"}'
-  once() { timeout 120 qemu-img bench -f raw -t none -c 16000 -d 32 -s 65536 "$1" 2>&1 | sed -n 's/Run completed in \([0-9.]*\) seconds./\1/p'; }
+  dig='json:{"driver":"raw","file":{"driver":"iscsi","transport":"tcp","portal":"127.0.0.1:'$port'","target":"iqn.2026-11.io.iscsikit:default","lun":0,"header-digest":"crc32c"}}'
+  once() {
+    local s
+    s=$(timeout 120 qemu-img bench -f raw -t none -c 16000 -d 32 -s 65536 "$1" 2>&1 | sed -n 's/Run completed in \([0-9.]*\) seconds./\1/p') || true
+    echo "${s:-999}"
+  }
   median() { sort -g | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'; }
   plain=(); digest=()
   for _ in $(seq "$drounds"); do plain+=("$(once "$ours")"); digest+=("$(once "$dig")"); done

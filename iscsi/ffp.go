@@ -1,7 +1,6 @@
 package iscsi
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -221,7 +220,6 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 		// its data being solicited (Data-Out sent for it is rejected).
 		t.failSense = scsi.IllegalRequestSense(0x24, 0x00)
 	}
-	t.ctx, t.cancel = context.WithCancel(context.Background())
 
 	// Immediate data lands in the buffer directly.
 	if dsl > 0 {

@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
 	"github.com/iscsikit/iscsikit/scsi"
@@ -72,8 +73,11 @@ type task struct {
 	claimed atomic.Bool
 	inline  bool // run by the reader goroutine (startReady)
 
-	ctx      context.Context
-	cancel   context.CancelFunc
+	// The task is the context its command executes under (see Err):
+	// cancelled when the task is aborted or its session ends.
+	cancelled atomic.Bool
+	cancelMu  sync.Mutex
+	cancelCh  chan struct{} // made on the first Done call
 	aborted  atomic.Bool
 	barrier  <-chan struct{} // an earlier ORDERED task, or nil
 	ordered  chan struct{}   // closed when this ORDERED task completes
@@ -85,6 +89,47 @@ type task struct {
 }
 
 func (t *task) buf() []byte { return *t.bufp }
+
+// A task is a context.Context that costs no allocation unless something
+// waits on Done: commands run with one per task, and the SCSI layer only
+// polls Err.
+var _ context.Context = (*task)(nil)
+
+// Deadline reports that a task has no deadline.
+func (t *task) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+// Value returns nil: a task carries no values.
+func (t *task) Value(any) any { return nil }
+
+// Err reports context.Canceled once the task has been cancelled.
+func (t *task) Err() error {
+	if t.cancelled.Load() {
+		return context.Canceled
+	}
+	return nil
+}
+
+// Done returns a channel closed when the task is cancelled.
+func (t *task) Done() <-chan struct{} {
+	t.cancelMu.Lock()
+	defer t.cancelMu.Unlock()
+	if t.cancelCh == nil {
+		t.cancelCh = make(chan struct{})
+		if t.cancelled.Load() {
+			close(t.cancelCh)
+		}
+	}
+	return t.cancelCh
+}
+
+// cancel cancels the task's context; later calls do nothing.
+func (t *task) cancel() {
+	t.cancelMu.Lock()
+	defer t.cancelMu.Unlock()
+	if !t.cancelled.Swap(true) && t.cancelCh != nil {
+		close(t.cancelCh)
+	}
+}
 
 // release drops a reference to the data buffer; the last one returns it.
 func (t *task) release() {
@@ -190,14 +235,14 @@ func (t *task) run() {
 	if t.barrier != nil {
 		select {
 		case <-t.barrier:
-		case <-t.ctx.Done():
+		case <-t.Done():
 			return
 		}
 	}
 	for _, w := range t.waitFor {
 		select {
 		case <-w.done:
-		case <-t.ctx.Done():
+		case <-t.Done():
 			return
 		}
 	}
@@ -220,7 +265,7 @@ func (t *task) run() {
 	} else if t.read {
 		cmd.DataIn = t.buf()
 	}
-	res := t.sess.device.Execute(t.ctx, &cmd)
+	res := t.sess.device.Execute(t, &cmd)
 	if t.aborted.Load() {
 		return
 	}
