@@ -78,14 +78,14 @@ type task struct {
 	cancelled atomic.Bool
 	cancelMu  sync.Mutex
 	cancelCh  chan struct{} // made on the first Done call
-	aborted  atomic.Bool
-	barrier  <-chan struct{} // an earlier ORDERED task, or nil
-	ordered  chan struct{}   // closed when this ORDERED task completes
-	waitFor  []*task         // earlier tasks an ORDERED task waits for
-	started  bool            // handed to run; guarded by sess.mu
-	slotFree bool            // queue slot given back; guarded by sess.mu
-	done     chan struct{}
-	doneOnce sync.Once
+	aborted   atomic.Bool
+	barrier   <-chan struct{} // an earlier ORDERED task, or nil
+	ordered   chan struct{}   // closed when this ORDERED task completes
+	waitFor   []*task         // earlier tasks an ORDERED task waits for
+	started   bool            // handed to run; guarded by sess.mu
+	slotFree  bool            // queue slot given back; guarded by sess.mu
+	done      chan struct{}
+	doneOnce  sync.Once
 }
 
 func (t *task) buf() []byte { return *t.bufp }
