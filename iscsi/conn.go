@@ -50,6 +50,8 @@ type conn struct {
 	// counts the tasks workers are running.
 	work   chan *task
 	active atomic.Int32
+	// cmd is the SCSI Command being decoded; reader goroutine only.
+	cmd pdu.SCSICommand
 	// runnable collects the tasks the PDU being handled made runnable;
 	// reader goroutine only (see startReady).
 	runnable []*task

@@ -117,7 +117,7 @@ func (sess *session) startEarlyLocked() {
 		delete(sess.early, sess.expCmdSN)
 		sess.expCmdSN++
 		select {
-		case <-t.done: // aborted while queued
+		case <-t.finished(): // aborted while queued
 		default:
 			sess.startLocked(t)
 		}
@@ -149,7 +149,7 @@ func (sess *session) startLocked(t *task) {
 // immediate data straight into the task's buffer, and admits the task.
 func (c *conn) handleCommand(p *pdu.PDU) error {
 	sess := c.sess()
-	var cmd pdu.SCSICommand
+	cmd := &c.cmd
 	if err := cmd.Decode(p); err != nil {
 		if derr := c.r.DiscardData(p); derr != nil {
 			return derr
@@ -196,7 +196,6 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 		read:      cmd.Read,
 		write:     cmd.Write,
 		edtl:      cmd.ExpectedDataTransferLength,
-		done:      make(chan struct{}),
 	}
 	t.cdb = append(t.cdbBuf[:0], cmd.CDB...)
 	if !t.read && !t.write {

@@ -239,7 +239,7 @@ func (sess *session) waitTasks() {
 	}
 	sess.mu.Unlock()
 	for _, t := range tasks {
-		<-t.done
+		<-t.finished()
 	}
 }
 

@@ -84,8 +84,13 @@ type task struct {
 	waitFor   []*task         // earlier tasks an ORDERED task waits for
 	started   bool            // handed to run; guarded by sess.mu
 	slotFree  bool            // queue slot given back; guarded by sess.mu
-	done      chan struct{}
 	doneOnce  sync.Once
+	// doneCh is closed when the task has finished (see finished); made
+	// only when someone waits. Guarded by cancelMu, like doneFlag.
+	doneCh   chan struct{}
+	doneFlag bool
+
+	scmd scsi.Command // the command handed to the SCSI layer; run only
 }
 
 func (t *task) buf() []byte { return *t.bufp }
@@ -120,6 +125,20 @@ func (t *task) Done() <-chan struct{} {
 		}
 	}
 	return t.cancelCh
+}
+
+// finished returns a channel closed once the task has finished: its
+// response is queued (or it was aborted) and its slot given back.
+func (t *task) finished() <-chan struct{} {
+	t.cancelMu.Lock()
+	defer t.cancelMu.Unlock()
+	if t.doneCh == nil {
+		t.doneCh = make(chan struct{})
+		if t.doneFlag {
+			close(t.doneCh)
+		}
+	}
+	return t.doneCh
 }
 
 // cancel cancels the task's context; later calls do nothing.
@@ -241,7 +260,7 @@ func (t *task) run() {
 	}
 	for _, w := range t.waitFor {
 		select {
-		case <-w.done:
+		case <-w.finished():
 		case <-t.Done():
 			return
 		}
@@ -254,7 +273,8 @@ func (t *task) run() {
 		t.respond(&scsi.Result{Status: scsi.StatusTaskSetFull})
 		return
 	}
-	cmd := scsi.Command{
+	cmd := &t.scmd
+	*cmd = scsi.Command{
 		Nexus:     t.sess.nexus,
 		LUN:       t.lun,
 		CDB:       t.cdb,
@@ -265,7 +285,7 @@ func (t *task) run() {
 	} else if t.read {
 		cmd.DataIn = t.buf()
 	}
-	res := t.sess.device.Execute(t, &cmd)
+	res := t.sess.device.Execute(t, cmd)
 	if t.aborted.Load() {
 		return
 	}
@@ -286,7 +306,12 @@ func (t *task) finish() {
 			close(t.ordered)
 		}
 		t.cancel()
-		close(t.done)
+		t.cancelMu.Lock()
+		t.doneFlag = true
+		if t.doneCh != nil {
+			close(t.doneCh)
+		}
+		t.cancelMu.Unlock()
 		t.release()
 	})
 }
