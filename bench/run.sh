@@ -21,7 +21,7 @@ rounds=${1:-3}
 port=${PORT:-3340}
 tport=${TGT_PORT:-3360}
 shared=${SHARED:-../shared}
-if [ ! -x "$shared/tools/qbench.sh" ] && [ -d ../../shared ]; then shared=../../shared; fi
+if [ ! -f "$shared/tools/qbench.sh" ] && [ -d ../../shared ]; then shared=../../shared; fi
 [ -f "$shared/tools/qbench.sh" ] || { echo "bench: qbench.sh not found under $shared/tools" >&2; exit 2; }
 shared=$(cd "$shared" && pwd)
 
