@@ -144,6 +144,9 @@ func (d *File) IsBlockDevice() bool { return d.blockDev }
 // Size reports the capacity in bytes.
 func (d *File) Size() int64 { return d.size }
 
+// Direct reports whether the device was opened with O_DIRECT.
+func (d *File) Direct() bool { return d.direct }
+
 func (d *File) check(off int64, n int64) error {
 	if d.closed.Load() {
 		return ErrClosed

@@ -28,8 +28,9 @@ const (
 	statAdvance                 // consumes a StatSN (responses)
 )
 
-// conn is one TCP connection: one reader goroutine (serve) and sends
-// serialized under wmu, each PDU written with one vectored write.
+// conn is one TCP connection: one reader goroutine (serve), task workers
+// reused across commands (worker), and an outbound queue drained by one
+// writer at a time with vectored writes (see queue).
 type conn struct {
 	srv  *Server
 	nc   net.Conn
@@ -40,7 +41,20 @@ type conn struct {
 	wmu    sync.Mutex
 	w      *pdu.Writer
 	statSN uint32
-	out    pdu.PDU // scratch PDU for control responses, used under wmu
+	iov    net.Buffers // scratch vector of a batch write, used under wmu
+
+	// The outbound queue of the full feature phase (see queue).
+	outq outQueue
+
+	// work hands a runnable task to an idle worker goroutine; active
+	// counts the tasks workers are running.
+	work   chan *task
+	active atomic.Int32
+	// cmd is the SCSI Command being decoded; reader goroutine only.
+	cmd pdu.SCSICommand
+	// runnable collects the tasks the PDU being handled made runnable;
+	// reader goroutine only (see startReady).
+	runnable []*task
 
 	sessp atomic.Pointer[session] // set once login completes
 	cid   uint16
@@ -65,7 +79,9 @@ func newConn(s *Server, nc net.Conn, tpgt uint16) *conn {
 		r:    pdu.NewReader(nc, 8192),
 		w:    pdu.NewWriter(nc),
 		done: make(chan struct{}),
+		work: make(chan *task),
 	}
+	c.outq.wake = make(chan struct{}, 1)
 	c.lastRecv.Store(time.Now().UnixNano())
 	return c
 }
@@ -97,6 +113,10 @@ func (c *conn) serve() {
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
+	go c.writer()
+	c.outq.mu.Lock()
+	c.outq.started = true
+	c.outq.mu.Unlock()
 	c.log = c.log.With("initiator", sess.initiatorName, "tsih", sess.tsih)
 	c.log.Info("session established", "target", sess.targetName(), "discovery", sess.discovery, "isid", fmt.Sprintf("%x", sess.isid[:]))
 	if c.srv.opt.NopInterval > 0 {
@@ -135,8 +155,18 @@ func (c *conn) closed() bool {
 }
 
 // send writes p, filling StatSN, ExpCmdSN and MaxCmdSN (the latter two
-// from the session once there is one). It is safe for concurrent use.
+// from the session once there is one), and returns once it is written. It
+// is safe for concurrent use; in the full feature phase it goes through
+// the outbound queue, so it keeps its place among queued responses.
 func (c *conn) send(p *pdu.PDU, kind statKind) error {
+	c.outq.mu.Lock()
+	started := c.outq.started
+	c.outq.mu.Unlock()
+	if started {
+		var e outPDU
+		e.p, e.kind = *p, kind
+		return c.queue(true, false, e)
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.sendLocked(p, kind)
@@ -168,13 +198,11 @@ func (c *conn) sendLocked(p *pdu.PDU, kind statKind) error {
 
 // sendReject answers a PDU whose header is hdr with a Reject.
 func (c *conn) sendReject(hdr *[pdu.BHSLen]byte, reason pdu.RejectReason) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	var saved [pdu.BHSLen]byte
-	saved = *hdr
+	saved := *hdr
 	m := pdu.Reject{Reason: reason, DataSN: 0, Header: saved[:]}
-	m.Encode(&c.out)
-	return c.sendLocked(&c.out, statAdvance)
+	var p pdu.PDU
+	m.Encode(&p)
+	return c.send(&p, statAdvance)
 }
 
 // keepAlive pings an idle connection with NOP-In and drops it when the

@@ -20,4 +20,18 @@
 // hostile client can hold: a login's duration, keys and text, open
 // connections, connections in login (a newer one displaces the
 // longest-idle one) and sessions per target.
+//
+// The data path of a connection: one reader goroutine decodes PDUs into
+// reused buffers and reads immediate, unsolicited and solicited write data
+// straight into the task's buffer; a task runs once it is admitted and its
+// data is complete, on a worker goroutine reused across commands (or, when
+// it is the only command in flight and nothing else has arrived, in the
+// reader itself, which saves two hand-offs at queue depth 1); SCSI reads
+// and writes go straight between that buffer and the backend. Responses
+// go through one ordered outbound queue: a sender that finds the socket
+// idle writes at once, and what queues up meanwhile leaves in one vectored
+// write (writev) per batch, header and data never copied together. Data
+// buffers come from size-classed pools, and a session holds at most queue
+// depth x burst length bytes of them (beyond that a command gets TASK SET
+// FULL).
 package iscsi

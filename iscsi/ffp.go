@@ -1,7 +1,6 @@
 package iscsi
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -69,6 +68,9 @@ func (c *conn) fullFeature() error {
 				err = c.reject(&p, &pdu.ProtocolError{Op: op, Reason: pdu.RejectNotSupported, Msg: "opcode not supported"})
 			}
 		}
+		// Tasks the PDU made runnable start even when it ended the
+		// connection: they were claimed, and only running ends them.
+		c.startReady()
 		if err != nil {
 			return err
 		}
@@ -115,7 +117,7 @@ func (sess *session) startEarlyLocked() {
 		delete(sess.early, sess.expCmdSN)
 		sess.expCmdSN++
 		select {
-		case <-t.done: // aborted while queued
+		case <-t.finished(): // aborted while queued
 		default:
 			sess.startLocked(t)
 		}
@@ -140,14 +142,14 @@ func (sess *session) startLocked(t *task) {
 		t.barrier = sess.barrier
 	}
 	t.started = true
-	go t.run()
+	t.ready()
 }
 
 // handleCommand reads a SCSI Command PDU (whose header has been read), its
 // immediate data straight into the task's buffer, and admits the task.
 func (c *conn) handleCommand(p *pdu.PDU) error {
 	sess := c.sess()
-	var cmd pdu.SCSICommand
+	cmd := &c.cmd
 	if err := cmd.Decode(p); err != nil {
 		if derr := c.r.DiscardData(p); derr != nil {
 			return derr
@@ -194,20 +196,24 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 		cmdSN:     cmd.CmdSN,
 		immediate: cmd.Immediate,
 		lun:       cmd.LUN,
-		cdb:       append([]byte(nil), cmd.CDB...),
 		attr:      taskAttribute(cmd.Attr),
 		read:      cmd.Read,
 		write:     cmd.Write,
 		edtl:      cmd.ExpectedDataTransferLength,
-		done:      make(chan struct{}),
-		dataReady: make(chan struct{}),
 	}
+	t.cdb = append(t.cdbBuf[:0], cmd.CDB...)
 	if !t.read && !t.write {
 		t.edtl = 0
 	}
 	size := int(t.edtl)
 	tooBig := size > c.srv.opt.MaxIOSize
-	if tooBig {
+	if !tooBig && size > 0 {
+		var ok bool
+		t.reserved, ok = sess.reserveBuffer(int64(size))
+		t.full = !ok
+	}
+	skip := tooBig || t.full // the task fails without its data
+	if skip {
 		size = 0
 	}
 	t.bufp = c.srv.buffers.Get(size)
@@ -217,12 +223,11 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 		// its data being solicited (Data-Out sent for it is rejected).
 		t.failSense = scsi.IllegalRequestSense(0x24, 0x00)
 	}
-	t.ctx, t.cancel = context.WithCancel(context.Background())
 
 	// Immediate data lands in the buffer directly.
 	if dsl > 0 {
 		dst := t.buf()[:min(int(dsl), len(t.buf()))]
-		if tooBig {
+		if skip {
 			if err := c.r.DiscardData(p); err != nil {
 				return err
 			}
@@ -233,6 +238,10 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	}
 	t.received = dsl
 	t.nextR2T = dsl
+	t.pending.Store(1) // admission
+	if t.write && !skip && !t.dataComplete() {
+		t.pending.Add(1) // the rest of the write data
+	}
 	if t.write {
 		t.unsolicited = dsl
 		if !cmd.Final && !params.InitialR2T {
@@ -267,8 +276,8 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	}
 	sess.mu.Unlock()
 
-	if tooBig || !t.write || t.dataComplete() {
-		close(t.dataReady)
+	if skip || !t.write || t.dataComplete() {
+		t.dataDone = true
 		return nil
 	}
 	return c.solicit(t)
@@ -312,9 +321,10 @@ func (c *conn) solicit(t *task) error {
 		t.r2tSN++
 		t.nextR2T += l
 		outstanding++
-		var p pdu.PDU
-		m.Encode(&p)
-		if err := c.send(&p, statCurrent); err != nil {
+		// Queued without waiting: the reader goes on reading.
+		e := outPDU{kind: statCurrent}
+		m.Encode(&e.p)
+		if err := c.queue(false, false, e); err != nil {
 			return err
 		}
 	}
@@ -355,8 +365,9 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 	}
 	defer t.release()
 	n := uint32(p.DataSegmentLength())
-	if t.failSense != nil {
-		// The task already failed on bad data: drop the rest of its burst.
+	if t.failSense != nil || t.full {
+		// The task already failed (bad data, no buffer): drop the rest
+		// of its burst.
 		return c.r.DiscardData(p)
 	}
 	bad := func(format string, args ...any) error {
@@ -367,11 +378,10 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 			// At ErrorRecoveryLevel 0 the data cannot be recovered: the
 			// PDU is rejected and the command fails instead of waiting
 			// for data that will never come.
-			select {
-			case <-t.dataReady:
-			default:
+			if !t.dataDone {
 				t.failSense = scsi.DataPhaseErrorSense()
-				close(t.dataReady)
+				t.dataDone = true
+				t.ready()
 			}
 		}
 		return c.reject(p, &pdu.ProtocolError{Op: pdu.OpDataOut, Reason: pdu.RejectProtocolError, Msg: fmt.Sprintf(format, args...)})
@@ -419,10 +429,9 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 	}
 	t.received += n
 	if t.dataComplete() {
-		select {
-		case <-t.dataReady:
-		default:
-			close(t.dataReady)
+		if !t.dataDone {
+			t.dataDone = true
+			t.ready()
 		}
 		return nil
 	}
@@ -474,6 +483,7 @@ func (c *conn) handleLogout(p *pdu.PDU) error {
 		resp.Encode(&out)
 		return c.send(&out, statAdvance)
 	}
+	c.startReady() // the logout's CmdSN may have admitted queued commands
 	sess.abortStalled()
 	sess.waitTasks()
 	var out pdu.PDU
@@ -497,12 +507,8 @@ func (sess *session) abortStalled() {
 			stalled = append(stalled, t)
 			continue
 		}
-		if t.write {
-			select {
-			case <-t.dataReady:
-			default:
-				stalled = append(stalled, t)
-			}
+		if t.write && !t.dataDone {
+			stalled = append(stalled, t)
 		}
 	}
 	sess.mu.Unlock()

@@ -36,7 +36,7 @@ type harness struct {
 	dev  *scsi.Target
 }
 
-func startServer(t *testing.T, opt iscsi.Options) *harness {
+func startServer(t testing.TB, opt iscsi.Options) *harness {
 	t.Helper()
 	srv, err := iscsi.NewServer(opt)
 	require.NoError(t, err)
@@ -61,14 +61,14 @@ func startServer(t *testing.T, opt iscsi.Options) *harness {
 	return &harness{srv: srv, addr: l.Addr().String(), dev: dev}
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
 
 // login opens a normal session and clears the power-on unit attention.
-func (h *harness) login(t *testing.T, opt initiator.Options) *initiator.Conn {
+func (h *harness) login(t testing.TB, opt initiator.Options) *initiator.Conn {
 	t.Helper()
 	if opt.TargetName == "" {
 		opt.TargetName = testTarget
@@ -81,7 +81,7 @@ func (h *harness) login(t *testing.T, opt initiator.Options) *initiator.Conn {
 	return c
 }
 
-func randomData(t *testing.T, n int) []byte {
+func randomData(t testing.TB, n int) []byte {
 	b := make([]byte, n)
 	_, err := rand.Read(b)
 	require.NoError(t, err)

@@ -3,6 +3,7 @@ package iscsi
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 	"github.com/iscsikit/iscsikit/scsi"
@@ -22,6 +23,12 @@ type session struct {
 	params         negotiate.Params
 	nexus          scsi.Nexus
 	depth          uint32
+	// bufBudget bounds the bytes of data buffers the session's tasks hold
+	// at once: the queue depth times the negotiated burst size (the larger
+	// of MaxBurstLength and FirstBurstLength). A command that would go
+	// beyond it ends with TASK SET FULL, which initiators retry.
+	bufBudget int64
+	bufUsed   atomic.Int64
 
 	mu       sync.Mutex
 	conn     *conn
@@ -60,6 +67,7 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 		tasks:          make(map[uint32]*task),
 	}
 	sess.maxCmdSN = req.CmdSN + sess.depth - 1
+	sess.bufBudget = int64(sess.depth) * int64(max(sess.params.MaxBurstLength, sess.params.FirstBurstLength))
 	if sess.discovery {
 		sess.depth = 1
 		sess.maxCmdSN = req.CmdSN
@@ -119,6 +127,25 @@ func (sess *session) targetName() string {
 	}
 	return sess.target.Name
 }
+
+// reserveBuffer takes n bytes of the session's buffer budget, reporting
+// whether they were free. A request larger than the whole budget takes all
+// of it, so one command of any size the server allows can still run alone.
+func (sess *session) reserveBuffer(n int64) (int64, bool) {
+	n = min(n, sess.bufBudget)
+	for {
+		used := sess.bufUsed.Load()
+		if used+n > sess.bufBudget {
+			return 0, false
+		}
+		if sess.bufUsed.CompareAndSwap(used, used+n) {
+			return n, true
+		}
+	}
+}
+
+// releaseBuffer gives back bytes reserveBuffer took.
+func (sess *session) releaseBuffer(n int64) { sess.bufUsed.Add(-n) }
 
 // window returns ExpCmdSN and MaxCmdSN for a PDU about to be sent.
 func (sess *session) window() (uint32, uint32) {
@@ -212,7 +239,7 @@ func (sess *session) waitTasks() {
 	}
 	sess.mu.Unlock()
 	for _, t := range tasks {
-		<-t.done
+		<-t.finished()
 	}
 }
 

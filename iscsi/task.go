@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
 	"github.com/iscsikit/iscsikit/scsi"
@@ -30,16 +31,22 @@ type task struct {
 	immediate bool
 	lun       uint64
 	cdb       []byte
+	cdbBuf    [16]byte // backing store of cdb when it fits
 	attr      scsi.TaskAttribute
 	read      bool
 	write     bool
 	edtl      uint32
 
-	bufp *[]byte // data buffer (write data in, read data out), from the pool
-	refs atomic.Int32
+	bufp     *[]byte // data buffer (write data in, read data out), from the pool
+	reserved int64   // bytes of the session's buffer budget bufp holds
+	refs     atomic.Int32
+	// outBuf holds the response PDUs of a task with at most two of them
+	// (the common case) while they are queued; run's goroutine only.
+	outBuf [2]outPDU
 
 	// Write-data gathering, touched only by the connection's reader
-	// goroutine (and read by run after dataReady).
+	// goroutine (and read by run, which the reader starts once the data
+	// is complete).
 	unsolicited uint32 // bytes the initiator may send without R2T
 	unsolNext   uint32 // next expected unsolicited offset
 	unsolDataSN uint32
@@ -47,32 +54,108 @@ type task struct {
 	nextR2T     uint32 // first offset not yet solicited
 	r2tSN       uint32
 	r2ts        []*r2t
-	dataReady   chan struct{}
+	dataDone    bool // all write data arrived, or the data phase failed
 	// failSense, when set, fails the task with CHECK CONDITION instead of
 	// executing it: its write data broke the protocol (wrong offset, DataSN
-	// or TTT; set before dataReady is closed) or it asked for more than
-	// MaxIOSize (set before the task starts).
+	// or TTT; set before dataDone) or it asked for more than MaxIOSize (set
+	// before the task starts).
 	failSense []byte
+	// full fails the task with TASK SET FULL: its buffer did not fit in
+	// the session's budget. Set before the task starts.
+	full bool
 
-	ctx      context.Context
-	cancel   context.CancelFunc
-	aborted  atomic.Bool
-	barrier  <-chan struct{} // an earlier ORDERED task, or nil
-	ordered  chan struct{}   // closed when this ORDERED task completes
-	waitFor  []*task         // earlier tasks an ORDERED task waits for
-	started  bool            // handed to run; guarded by sess.mu
-	slotFree bool            // queue slot given back; guarded by sess.mu
-	done     chan struct{}
-	doneOnce sync.Once
+	// pending counts what the task still waits for before it can run:
+	// admission by CmdSN order and, for writes, the rest of its data. The
+	// one who brings it to zero hands the task to a worker.
+	pending atomic.Int32
+	// claimed is set by whoever ends the task's wait: the dispatch that
+	// runs it, or an abort that finishes it unrun.
+	claimed atomic.Bool
+	inline  bool // run by the reader goroutine (startReady)
+
+	// The task is the context its command executes under (see Err):
+	// cancelled when the task is aborted or its session ends.
+	cancelled atomic.Bool
+	cancelMu  sync.Mutex
+	cancelCh  chan struct{} // made on the first Done call
+	aborted   atomic.Bool
+	barrier   <-chan struct{} // an earlier ORDERED task, or nil
+	ordered   chan struct{}   // closed when this ORDERED task completes
+	waitFor   []*task         // earlier tasks an ORDERED task waits for
+	started   bool            // handed to run; guarded by sess.mu
+	slotFree  bool            // queue slot given back; guarded by sess.mu
+	doneOnce  sync.Once
+	// doneCh is closed when the task has finished (see finished); made
+	// only when someone waits. Guarded by cancelMu, like doneFlag.
+	doneCh   chan struct{}
+	doneFlag bool
+
+	scmd scsi.Command // the command handed to the SCSI layer; run only
 }
 
 func (t *task) buf() []byte { return *t.bufp }
+
+// A task is a context.Context that costs no allocation unless something
+// waits on Done: commands run with one per task, and the SCSI layer only
+// polls Err.
+var _ context.Context = (*task)(nil)
+
+// Deadline reports that a task has no deadline.
+func (t *task) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+// Value returns nil: a task carries no values.
+func (t *task) Value(any) any { return nil }
+
+// Err reports context.Canceled once the task has been cancelled.
+func (t *task) Err() error {
+	if t.cancelled.Load() {
+		return context.Canceled
+	}
+	return nil
+}
+
+// Done returns a channel closed when the task is cancelled.
+func (t *task) Done() <-chan struct{} {
+	t.cancelMu.Lock()
+	defer t.cancelMu.Unlock()
+	if t.cancelCh == nil {
+		t.cancelCh = make(chan struct{})
+		if t.cancelled.Load() {
+			close(t.cancelCh)
+		}
+	}
+	return t.cancelCh
+}
+
+// finished returns a channel closed once the task has finished: its
+// response is queued (or it was aborted) and its slot given back.
+func (t *task) finished() <-chan struct{} {
+	t.cancelMu.Lock()
+	defer t.cancelMu.Unlock()
+	if t.doneCh == nil {
+		t.doneCh = make(chan struct{})
+		if t.doneFlag {
+			close(t.doneCh)
+		}
+	}
+	return t.doneCh
+}
+
+// cancel cancels the task's context; later calls do nothing.
+func (t *task) cancel() {
+	t.cancelMu.Lock()
+	defer t.cancelMu.Unlock()
+	if !t.cancelled.Swap(true) && t.cancelCh != nil {
+		close(t.cancelCh)
+	}
+}
 
 // release drops a reference to the data buffer; the last one returns it.
 func (t *task) release() {
 	if t.refs.Add(-1) == 0 && t.bufp != nil {
 		t.c.srv.buffers.Put(t.bufp)
 		t.bufp = nil
+		t.sess.releaseBuffer(t.reserved)
 	}
 }
 
@@ -83,13 +166,75 @@ func (t *task) abort(silent bool) {
 		t.aborted.Store(true)
 	}
 	t.cancel()
-	t.sess.mu.Lock()
-	started := t.started
-	t.sess.mu.Unlock()
-	if !started {
-		// Still queued behind a CmdSN gap: it ends now; its CmdSN slot
-		// stays queued so the window advances past it in order.
+	if t.claimed.CompareAndSwap(false, true) {
+		// Not running yet (queued behind a CmdSN gap, or waiting for
+		// data): it ends now. A queued CmdSN slot stays queued so the
+		// window advances past it in order.
 		t.finish()
+	}
+}
+
+// ready drops one of the conditions the task waits for; the last one makes
+// it runnable. Only the connection's reader goroutine calls it (admission
+// and write data both happen there); it starts the tasks after the PDU at
+// hand is handled (startReady), outside the session lock.
+func (t *task) ready() {
+	if t.pending.Add(-1) == 0 && t.claimed.CompareAndSwap(false, true) {
+		t.c.runnable = append(t.c.runnable, t)
+	}
+}
+
+// startReady starts the tasks that became runnable. A lone task with
+// nothing else in flight on the connection and no further PDU already
+// received runs right here in the reader goroutine: at queue depth 1 that
+// saves two goroutine hand-offs per command, and the reader would only
+// wait for the next PDU meanwhile. Otherwise tasks go to workers, so that
+// queue depth is real concurrency. Reader goroutine only.
+func (c *conn) startReady() {
+	if len(c.runnable) == 0 {
+		return
+	}
+	if len(c.runnable) == 1 {
+		t := c.runnable[0]
+		c.runnable[0] = nil
+		c.runnable = c.runnable[:0]
+		if c.active.Load() == 0 && c.r.Buffered() == 0 && t.barrier == nil && len(t.waitFor) == 0 {
+			t.inline = true
+			t.run()
+			return
+		}
+		c.dispatch(t)
+		return
+	}
+	for i, t := range c.runnable {
+		c.runnable[i] = nil
+		c.dispatch(t)
+	}
+	c.runnable = c.runnable[:0]
+}
+
+// dispatch runs t on an idle worker goroutine of the connection, or on a
+// new one. Workers live as long as the connection, so their number is
+// bounded by the most tasks ever runnable at once (the queue depth), and
+// their stacks are reused from command to command.
+func (c *conn) dispatch(t *task) {
+	c.active.Add(1)
+	select {
+	case c.work <- t:
+	default:
+		go c.worker(t)
+	}
+}
+
+func (c *conn) worker(t *task) {
+	for {
+		t.run()
+		c.active.Add(-1)
+		select {
+		case t = <-c.work:
+		case <-c.done:
+			return
+		}
 	}
 }
 
@@ -109,21 +254,14 @@ func (t *task) run() {
 	if t.barrier != nil {
 		select {
 		case <-t.barrier:
-		case <-t.ctx.Done():
+		case <-t.Done():
 			return
 		}
 	}
 	for _, w := range t.waitFor {
 		select {
-		case <-w.done:
-		case <-t.ctx.Done():
-			return
-		}
-	}
-	if t.write {
-		select {
-		case <-t.dataReady:
-		case <-t.ctx.Done():
+		case <-w.finished():
+		case <-t.Done():
 			return
 		}
 	}
@@ -131,7 +269,12 @@ func (t *task) run() {
 		t.respond(&scsi.Result{Status: scsi.StatusCheckCondition, Sense: t.failSense})
 		return
 	}
-	cmd := scsi.Command{
+	if t.full {
+		t.respond(&scsi.Result{Status: scsi.StatusTaskSetFull})
+		return
+	}
+	cmd := &t.scmd
+	*cmd = scsi.Command{
 		Nexus:     t.sess.nexus,
 		LUN:       t.lun,
 		CDB:       t.cdb,
@@ -142,7 +285,7 @@ func (t *task) run() {
 	} else if t.read {
 		cmd.DataIn = t.buf()
 	}
-	res := t.sess.device.Execute(t.ctx, &cmd)
+	res := t.sess.device.Execute(t, cmd)
 	if t.aborted.Load() {
 		return
 	}
@@ -163,7 +306,12 @@ func (t *task) finish() {
 			close(t.ordered)
 		}
 		t.cancel()
-		close(t.done)
+		t.cancelMu.Lock()
+		t.doneFlag = true
+		if t.doneCh != nil {
+			close(t.doneCh)
+		}
+		t.cancelMu.Unlock()
 		t.release()
 	})
 }
@@ -184,9 +332,9 @@ func (t *task) freeSlotLocked() {
 	}
 }
 
-// respond sends the task's Data-In PDUs and its status.
+// respond queues the task's Data-In PDUs and its status for the
+// connection's writer. The data buffer stays referenced until written.
 func (t *task) respond(res *scsi.Result) {
-	c := t.c
 	p := t.sess.params
 	var resp pdu.SCSIResponse
 	resp.ITT = t.itt
@@ -200,21 +348,20 @@ func (t *task) respond(res *scsi.Result) {
 		}
 	}
 	var dataSN uint32
+	out := t.outBuf[:0]
 	if t.read && res.DataInLen > 0 {
 		n := min(uint32(res.DataInLen), t.edtl)
 		data := t.buf()[:n]
 		seg := p.InitiatorMaxRecvDataSegmentLength
 		burst := p.MaxBurstLength
 		collapse := res.Status == scsi.StatusGood && len(res.Sense) == 0
-		var din pdu.DataIn
-		var pd pdu.PDU
 		for off := uint32(0); off < n; {
 			l := min(seg, n-off)
 			// Data-In sequences are bounded by MaxBurstLength.
 			inBurst := off % burst
 			l = min(l, burst-inBurst)
 			last := off+l == n
-			din = pdu.DataIn{
+			din := pdu.DataIn{
 				Final:        last || (off+l)%burst == 0,
 				LUN:          t.lun,
 				ITT:          t.itt,
@@ -223,33 +370,43 @@ func (t *task) respond(res *scsi.Result) {
 				BufferOffset: off,
 				Data:         data[off : off+l],
 			}
-			kind := statNone
+			out = append(out, outPDU{kind: statNone})
+			e := &out[len(out)-1]
 			if last && collapse {
 				din.HasStatus = true
 				din.Status = resp.Status
 				din.Overflow, din.Underflow, din.ResidualCount = resp.Overflow, resp.Underflow, resp.ResidualCount
-				kind = statAdvance
-				t.freeSlot()
+				e.kind = statAdvance
 			}
-			din.Encode(&pd)
-			if err := c.send(&pd, kind); err != nil {
-				return
-			}
+			din.Encode(&e.p)
 			dataSN++
 			off += l
 		}
 		if collapse {
+			t.send(out)
 			return
 		}
 	} else if t.write {
 		dataSN = t.r2tSN
 	}
 	resp.ExpDataSN = dataSN
-	var pd pdu.PDU
 	if len(res.Sense) > 0 {
 		resp.Data = pdu.AppendSenseData(make([]byte, 0, 2+len(res.Sense)), res.Sense)
 	}
-	resp.Encode(&pd)
+	out = append(out, outPDU{kind: statAdvance})
+	resp.Encode(&out[len(out)-1].p)
+	t.send(out)
+}
+
+// send queues the task's last PDUs, holding a reference to its buffer
+// until they are written, after giving back its queue slot so that the
+// MaxCmdSN they carry already counts the slot as free.
+func (t *task) send(out []outPDU) {
+	t.refs.Add(1)
+	out[len(out)-1].owner = t
 	t.freeSlot()
-	c.send(&pd, statAdvance)
+	// A task run by the reader goroutine does not drain the queue (see
+	// conn.queue); workers do.
+	t.c.queue(false, !t.inline, out...)
+	clear(out)
 }

@@ -168,7 +168,7 @@ func abortAndWait(tasks []*task) {
 	defer deadline.Stop()
 	for _, t := range tasks {
 		select {
-		case <-t.done:
+		case <-t.finished():
 		case <-deadline.C:
 			return
 		}

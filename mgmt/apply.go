@@ -40,9 +40,9 @@ func OpenExtent(e Extent) (backend.Device, error) {
 				f.Close()
 			}
 		}
-		return backend.OpenFile(e.Path, backend.FileOptions{Size: e.Filesize, Create: !e.RO, ReadOnly: e.RO})
+		return backend.OpenFile(e.Path, backend.FileOptions{Size: e.Filesize, Create: !e.RO, ReadOnly: e.RO, Direct: e.Direct})
 	case ExtentDisk:
-		return backend.OpenFile(DiskPath(e.Disk), backend.FileOptions{Size: e.Filesize, ReadOnly: e.RO})
+		return backend.OpenFile(DiskPath(e.Disk), backend.FileOptions{Size: e.Filesize, ReadOnly: e.RO, Direct: e.Direct})
 	}
 	return nil, fmt.Errorf("mgmt: extent type %q", e.Type)
 }

@@ -230,6 +230,10 @@ type Extent struct {
 
 	// WriteCache reports and honours a volatile write cache (WCE).
 	WriteCache bool `json:"write_cache"`
+	// Direct opens the file or device with O_DIRECT, bypassing the host's
+	// page cache (unaligned I/O goes through aligned bounce buffers).
+	// Off by default: buffered I/O is faster for reads that hit the cache.
+	Direct bool `json:"direct,omitempty"`
 	// Online false keeps the LUN in its targets but offline: INQUIRY and
 	// REPORT LUNS see it, media access fails with NOT READY, LOGICAL UNIT
 	// NOT READY, OFFLINE.

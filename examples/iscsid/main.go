@@ -61,6 +61,7 @@ type config struct {
 	// zero values take package iscsi's defaults.
 	loginTimeout time.Duration
 	limits       iscsi.Limits
+	pprof        string // address of the net/http/pprof listener, "" for none
 }
 
 func main() {
@@ -80,6 +81,7 @@ func main() {
 	flag.IntVar(&c.limits.MaxPendingLogins, "max-pending-logins", 256, "connections in login at once; beyond, the longest-idle one is dropped (-1: no limit)")
 	flag.IntVar(&c.limits.MaxPendingLoginsPerSource, "max-pending-logins-per-source", 64, "connections in login at once from one IP address (-1: no limit)")
 	flag.IntVar(&c.limits.MaxSessionsPerTarget, "max-sessions-per-target", 1024, "sessions of one target (-1: no limit)")
+	flag.StringVar(&c.pprof, "pprof", "", "serve net/http/pprof on this address (host:port; keep it on loopback, e.g. 127.0.0.1:6060); off when empty")
 	verbose := flag.Bool("v", false, "log debug messages")
 	flag.Parse()
 	if dirs != "" {
@@ -120,6 +122,13 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 	}
 	for _, p := range c.pools {
 		dirs = append(dirs, p.Path)
+	}
+	if c.pprof != "" {
+		_, stopProfiling, err := serveProfiling(c.pprof, log)
+		if err != nil {
+			return err
+		}
+		defer stopProfiling()
 	}
 	initial, err := defaultConfig(state, c.portal)
 	if err != nil {

@@ -50,6 +50,10 @@ func (r *Reader) MaxDataSegmentLength() int { return r.maxData }
 // Login Request) before waiting for an AHS or data segment it announces.
 func (r *Reader) Peek(n int) ([]byte, error) { return r.br.Peek(n) }
 
+// Buffered reports how many bytes of the stream have been received and not
+// yet consumed; 0 means the next read waits for the peer.
+func (r *Reader) Buffered() int { return r.br.Buffered() }
+
 // ReadHeader reads the BHS, the AHS and the header digest of the next PDU
 // into p, leaving the data segment unread. The caller must follow with
 // ReadData or DiscardData. A returned *ProtocolError with Fatal set, or any
@@ -159,17 +163,25 @@ func (r *Reader) ReadSegment(p *PDU) error {
 	return r.ReadData(p, p.buf[:n])
 }
 
-// Writer writes PDUs to a stream with one vectored write each (writev on a
-// TCP connection): header, AHS, digests, data and padding are never copied
-// together. A Writer is not safe for concurrent use.
+// Writer writes PDUs to a stream with vectored writes (writev on a TCP
+// connection): header, AHS, digests, data and padding are never copied
+// together, and several PDUs can go out in one system call (AppendBuffers
+// then WriteBuffers). A Writer is not safe for concurrent use.
 type Writer struct {
 	w            io.Writer
 	headerDigest bool
 	dataDigest   bool
-	hdig         [4]byte
-	tail         [8]byte
+	frame        Frame
 	iov          [5][]byte
 	vec          net.Buffers
+}
+
+// Frame holds the bytes a PDU needs on the wire besides its own header and
+// data: the header digest and the padding plus data digest. It must stay
+// unchanged until the buffers AppendBuffers returned have been written.
+type Frame struct {
+	hdig [4]byte
+	tail [8]byte
 }
 
 // NewWriter returns a Writer over w.
@@ -178,36 +190,56 @@ func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
 // SetDigests turns CRC32C header and data digests on or off.
 func (w *Writer) SetDigests(header, data bool) { w.headerDigest, w.dataDigest = header, data }
 
-// WritePDU writes p. The lengths in p's header must match AHS and Data (the
-// message Encode methods ensure that).
-func (w *Writer) WritePDU(p *PDU) error {
+// AppendBuffers appends the buffers that put p on the wire to vec: its
+// header, AHS, header digest, data, padding and data digest, with the
+// digests and padding kept in f. Nothing is copied: p's Header, AHS and
+// Data and f must stay unchanged until vec has been written. The lengths in
+// p's header are set from AHS and Data.
+func (w *Writer) AppendBuffers(vec net.Buffers, p *PDU, f *Frame) (net.Buffers, error) {
 	if len(p.Data) > MaxDataSegmentLength || len(p.AHS)%4 != 0 || len(p.AHS) > MaxAHSLength {
-		return fmt.Errorf("pdu: cannot write %v with %d AHS and %d data bytes", p.Opcode(), len(p.AHS), len(p.Data))
+		return vec, fmt.Errorf("pdu: cannot write %v with %d AHS and %d data bytes", p.Opcode(), len(p.AHS), len(p.Data))
 	}
 	p.setLengths()
-	iov := w.iov[:0]
-	iov = append(iov, p.Header[:])
+	vec = append(vec, p.Header[:])
 	if len(p.AHS) > 0 {
-		iov = append(iov, p.AHS)
+		vec = append(vec, p.AHS)
 	}
 	if w.headerDigest {
-		binary.LittleEndian.PutUint32(w.hdig[:], crc32c.Update(crc32c.Checksum(p.Header[:]), p.AHS))
-		iov = append(iov, w.hdig[:])
+		binary.LittleEndian.PutUint32(f.hdig[:], crc32c.Update(crc32c.Checksum(p.Header[:]), p.AHS))
+		vec = append(vec, f.hdig[:])
 	}
 	if n := len(p.Data); n > 0 {
-		iov = append(iov, p.Data)
+		vec = append(vec, p.Data)
 		pad := Padding(n)
-		w.tail = [8]byte{}
+		f.tail = [8]byte{}
 		tail := pad
 		if w.dataDigest {
-			binary.LittleEndian.PutUint32(w.tail[pad:], crc32c.Update(crc32c.Checksum(p.Data), w.tail[:pad]))
+			binary.LittleEndian.PutUint32(f.tail[pad:], crc32c.Update(crc32c.Checksum(p.Data), f.tail[:pad]))
 			tail += 4
 		}
 		if tail > 0 {
-			iov = append(iov, w.tail[:tail])
+			vec = append(vec, f.tail[:tail])
 		}
 	}
-	w.vec = iov
-	_, err := w.vec.WriteTo(w.w)
+	return vec, nil
+}
+
+// WriteBuffers writes vec, the buffers of one or more PDUs from
+// AppendBuffers, with as few vectored writes as the system allows. The
+// slice elements are consumed (set to nil); its backing array can be
+// reused afterwards.
+func (w *Writer) WriteBuffers(vec *net.Buffers) error {
+	_, err := vec.WriteTo(w.w)
 	return err
+}
+
+// WritePDU writes p with one vectored write. The lengths in p's header must
+// match AHS and Data (the message Encode methods ensure that).
+func (w *Writer) WritePDU(p *PDU) error {
+	vec, err := w.AppendBuffers(w.iov[:0], p, &w.frame)
+	if err != nil {
+		return err
+	}
+	w.vec = vec
+	return w.WriteBuffers(&w.vec)
 }

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Side-by-side loopback benchmark: iscsid (this tree) against Linux tgt, both
+# serving a 1 GiB sparse file from the same temporary directory, measured by
+# ../shared/tools/qbench.sh (qemu-img bench over libiscsi) in one run.
+#
+# usage: bench/run.sh [ROUNDS]           (default 3)
+# env:   PORT=3340      iscsid portal port
+#        TGT_PORT=3360  tgt portal port
+#        WORKDIR=DIR    where the images live (default: a new temporary directory)
+#        DIGEST_ROUNDS=5  rounds of the digest comparison (0 skips it)
+#        PPROF=ADDR     start iscsid with --pprof ADDR (e.g. 127.0.0.1:6060)
+#        SHARED=DIR     the shared tools directory (default ../shared, else ../../shared)
+# Prints qbench's table (speedup = tgt/ours, above 1 means iscsid is faster),
+# then 64 KiB reads at queue depth 32 with and without a CRC32C header digest
+# (libiscsi, hence qemu, negotiates HeaderDigest only: it never offers
+# DataDigest; data digests are covered by BenchmarkLoopback in package
+# iscsi), and iscsid's peak resident memory (VmHWM) over the whole run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+port=${PORT:-3340}
+tport=${TGT_PORT:-3360}
+shared=${SHARED:-../shared}
+if [ ! -f "$shared/tools/qbench.sh" ] && [ -d ../../shared ]; then shared=../../shared; fi
+[ -f "$shared/tools/qbench.sh" ] || { echo "bench: qbench.sh not found under $shared/tools" >&2; exit 2; }
+shared=$(cd "$shared" && pwd)
+
+own=0
+work=${WORKDIR:-}
+if [ -z "$work" ]; then work=$(mktemp -d); own=1; fi
+pid=; tpid=
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  if [ -n "$tpid" ]; then # tgtd may ignore SIGTERM while it has targets
+    kill "$tpid" 2>/dev/null
+    for _ in $(seq 20); do kill -0 "$tpid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$tpid" 2>/dev/null
+  fi
+  [ "$own" = 1 ] && rm -rf "$work"
+  return 0
+}
+trap cleanup EXIT
+
+go build -o "$work/iscsid" ./examples/iscsid
+args=(--state "$work/state" --portal "127.0.0.1:$port")
+[ -n "${PPROF:-}" ] && args+=(--pprof "$PPROF")
+"$work/iscsid" "${args[@]}" 2>"$work/iscsid.log" &
+pid=$!
+ours="iscsi://127.0.0.1:$port/iqn.2026-11.io.iscsikit:default/0"
+for _ in $(seq 100); do iscsi-ls "iscsi://127.0.0.1:$port" >/dev/null 2>&1 && break; sleep 0.1; done
+peer=$(bash "$shared/tools/tgt-peer.sh" "$tport" "$work/tgt.img" 1G)
+tpid=$(cat "$work/tgt.img.pid")
+
+echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+bash "$shared/tools/qbench.sh" "$ours" "$peer" "$rounds"
+
+# Header digest cost: qemu's iscsi driver takes header-digest only as an
+# option, so the digest run names the LUN with a json: filename.
+drounds=${DIGEST_ROUNDS:-5}
+if [ "$drounds" -gt 0 ]; then
+  dig='json:{"driver":"raw","file":{"driver":"iscsi","transport":"tcp","portal":"127.0.0.1:'$port'","target":"iqn.2026-11.io.iscsikit:default","lun":0,"header-digest":"crc32c"}}'
+  once() {
+    local s
+    s=$(timeout 120 qemu-img bench -f raw -t none -c 16000 -d 32 -s 65536 "$1" 2>&1 | sed -n 's/Run completed in \([0-9.]*\) seconds./\1/p') || true
+    echo "${s:-999}"
+  }
+  median() { sort -g | awk '{v[NR]=$1} END{print v[int((NR+1)/2)]}'; }
+  plain=(); digest=()
+  for _ in $(seq "$drounds"); do plain+=("$(once "$ours")"); digest+=("$(once "$dig")"); done
+  mp=$(printf '%s\n' "${plain[@]}" | median); md=$(printf '%s\n' "${digest[@]}" | median)
+  printf '%-14s %9s %9s %8.2f   (plain_s digest_s plain/digest)\n' read64k-hdig "$mp" "$md" "$(awk -v a="$md" -v b="$mp" 'BEGIN{print b/a}')"
+fi
+echo "# iscsid $(grep VmHWM /proc/$pid/status | tr -s ' \t' ' '), load $(cut -d' ' -f1-3 /proc/loadavg)"
