@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
@@ -475,7 +476,17 @@ func (c *conn) handleLogout(p *pdu.PDU) error {
 		return c.send(&out, statAdvance)
 	}
 	sess.abortStalled()
-	sess.waitTasks()
+	// Wait for the session's commands, but not past the connection's end:
+	// a command hung in its device must not keep Server.Close (and so
+	// Shutdown's deadline) waiting for this reader. The waiter goroutine
+	// ends with the last command.
+	waited := make(chan struct{})
+	go func() { sess.waitTasks(); close(waited) }()
+	select {
+	case <-waited:
+	case <-c.done:
+		return net.ErrClosed
+	}
 	var out pdu.PDU
 	resp.Encode(&out)
 	if err := c.send(&out, statAdvance); err != nil {
