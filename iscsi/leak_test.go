@@ -91,3 +91,42 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 		t.Fatalf("%d goroutine(s) left after Shutdown:\n%s", len(left), leakcheck.Format(left))
 	}
 }
+
+// TestShutdownHonorsItsDeadlineWithAHungDevice: a logout waits for the
+// session's commands, one of which hangs in its device; Shutdown must
+// still return once its context ends, and nothing is left once the device
+// lets go.
+func TestShutdownHonorsItsDeadlineWithAHungDevice(t *testing.T) {
+	leakcheck.Check(t)
+	hold := make(chan struct{})
+	released := false
+	defer func() {
+		if !released {
+			close(hold)
+		}
+	}()
+	slow := backend.NewFaulty(backend.NewMemory(lunBlocks * blockSize))
+	h := startUnits(t, iscsi.Options{}, slow)
+	c := h.login(t, initiator.Options{})
+	slow.Add(backend.Fault{Op: backend.FaultRead, Hold: hold})
+	go c.ReadBlocks(context.Background(), 0, 0, 8, blockSize)
+	require.Eventually(t, func() bool { return slow.Hits() > 0 }, 5*time.Second, time.Millisecond)
+	go c.Logout(context.Background())
+	time.Sleep(50 * time.Millisecond) // the logout is waiting for the read
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.srv.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(5 * time.Second):
+		close(hold)
+		released = true
+		<-done
+		t.Fatal("Shutdown ignored its deadline while a device hung")
+	}
+	close(hold)
+	released = true
+}
