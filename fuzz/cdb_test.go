@@ -13,7 +13,9 @@ import (
 )
 
 // fuzzNexus is the I_T nexus every fuzzed command arrives on.
-var fuzzNexus = scsi.Nexus{InitiatorPort: "iqn.2026-11.io.example:fuzz,i,0x800000000001", TargetName: "iqn.2026-11.io.iscsikit:fuzz", TargetPort: "iqn.2026-11.io.iscsikit:fuzz,t,0x0001", RelativePortID: 1}
+func fuzzNexus() scsi.Nexus {
+	return scsi.Nexus{InitiatorPort: "iqn.2026-11.io.example:fuzz,i,0x800000000001", TargetName: "iqn.2026-11.io.iscsikit:fuzz", TargetPort: "iqn.2026-11.io.iscsikit:fuzz,t,0x0001", RelativePortID: 1}
+}
 
 // fuzzBlocks is the capacity of a fuzzed unit: small, so that random LBAs
 // land inside it often enough.
@@ -27,7 +29,7 @@ func newFuzzTarget(tb testing.TB) *scsi.Target {
 	require.NoError(tb, err)
 	tgt := scsi.NewTarget()
 	require.NoError(tb, tgt.Attach(0, lu))
-	tgt.Execute(context.Background(), &scsi.Command{Nexus: fuzzNexus, CDB: []byte{0, 0, 0, 0, 0, 0}})
+	tgt.Execute(context.Background(), &scsi.Command{Nexus: fuzzNexus(), CDB: []byte{0, 0, 0, 0, 0, 0}})
 	return tgt
 }
 
@@ -44,7 +46,7 @@ type tableEntry struct {
 func commandTable(tb testing.TB, tgt *scsi.Target) []tableEntry {
 	tb.Helper()
 	run := func(cdb []byte, n int) []byte {
-		cmd := &scsi.Command{Nexus: fuzzNexus, CDB: cdb, DataIn: make([]byte, n)}
+		cmd := &scsi.Command{Nexus: fuzzNexus(), CDB: cdb, DataIn: make([]byte, n)}
 		res := tgt.Execute(context.Background(), cmd)
 		require.Equal(tb, scsi.StatusGood, res.Status, "REPORT SUPPORTED OPERATION CODES %x: %x", cdb, res.Sense)
 		return cmd.DataIn[:res.DataInLen]
@@ -70,7 +72,7 @@ func commandTable(tb testing.TB, tgt *scsi.Target) []tableEntry {
 // cdbInput is what gofuzz fills to build a CDB from the table.
 type cdbInput struct {
 	Pick     uint16   // table entry
-	Bytes    [32]byte // raw CDB bytes
+	Bytes    [64]byte // raw CDB bytes (CDBs in the table are at most 32 bytes, plus Extra)
 	Valid    bool     // keep only bits the unit evaluates
 	Small    bool     // clear the high bits of the middle bytes (LBAs and lengths in range)
 	Extra    uint8    // bytes appended beyond the CDB length
@@ -91,14 +93,15 @@ func (in *cdbInput) build(e tableEntry) []byte {
 				cdb[i] &^= 0x04 // NACA is refused
 			}
 		}
-		if in.Small && i >= 2 && i < len(cdb)-2 && i != 1 {
+		if in.Small && i >= 2 && i < len(cdb)-2 {
 			cdb[i] &= 0x01
 		}
 	}
 	if e.hasSA {
 		cdb[1] = cdb[1]&^0x1f | e.usage[1]&0x1f
 	}
-	return append(cdb, in.Bytes[len(cdb):len(cdb)+int(in.Extra%8)]...)
+	extra := min(len(cdb)+int(in.Extra%8), len(in.Bytes))
+	return append(cdb, in.Bytes[min(len(cdb), extra):extra]...)
 }
 
 // checkSense requires well-formed fixed or descriptor sense data.
@@ -149,7 +152,7 @@ func checkResult(t *testing.T, cmd *scsi.Command, res scsi.Result) {
 // stillAnswers requires the unit to answer INQUIRY after a fuzzed command.
 func stillAnswers(t *testing.T, tgt *scsi.Target, cdb []byte) {
 	t.Helper()
-	r := tgt.Execute(context.Background(), &scsi.Command{Nexus: fuzzNexus, CDB: []byte{0x12, 0, 0, 0, 36, 0}, DataIn: make([]byte, 36)})
+	r := tgt.Execute(context.Background(), &scsi.Command{Nexus: fuzzNexus(), CDB: []byte{0x12, 0, 0, 0, 36, 0}, DataIn: make([]byte, 36)})
 	require.Equal(t, scsi.StatusGood, r.Status, "INQUIRY fails after CDB %x", cdb)
 }
 
@@ -168,7 +171,7 @@ func FuzzCDB(f *testing.F) {
 		e := table[int(in.Pick)%len(table)]
 		cdb := in.build(e)
 		tgt := newFuzzTarget(t)
-		cmd := &scsi.Command{Nexus: fuzzNexus, CDB: cdb, DataOut: in.DataOut, DataIn: make([]byte, in.DataIn), Attribute: scsi.TaskAttribute(in.TaskAttr % 4)}
+		cmd := &scsi.Command{Nexus: fuzzNexus(), CDB: cdb, DataOut: in.DataOut, DataIn: make([]byte, in.DataIn), Attribute: scsi.TaskAttribute(in.TaskAttr % 4)}
 		checkResult(t, cmd, tgt.Execute(context.Background(), cmd))
 		stillAnswers(t, tgt, cdb)
 	})
@@ -262,7 +265,7 @@ func FuzzParameterList(f *testing.F) {
 			out = out[:len(out)-int(in.Truncate)]
 		}
 		tgt := newFuzzTarget(t)
-		cmd := &scsi.Command{Nexus: fuzzNexus, CDB: cdb, DataOut: out}
+		cmd := &scsi.Command{Nexus: fuzzNexus(), CDB: cdb, DataOut: out}
 		checkResult(t, cmd, tgt.Execute(context.Background(), cmd))
 		stillAnswers(t, tgt, cdb)
 	})

@@ -104,15 +104,27 @@ func TestEIOBecomesMediumErrorWithLBA(t *testing.T) {
 	const badLBA = 37
 	faulty.Add(backend.Fault{Op: backend.FaultRead | backend.FaultWrite, Off: badLBA * blockSize, Len: blockSize, Fail: true})
 	tests := []struct {
-		name string
-		run  func() error
-		asc  byte
+		name  string
+		fault *backend.Fault // replaces the bad block for this case
+		run   func() error
+		asc   byte
+		lba   uint64
 	}{
-		{"read", func() error { _, err := c.ReadBlocks(ctxT(t), 0, 32, 16, blockSize); return err }, 0x11},
-		{"write", func() error { return c.WriteBlocks(ctxT(t), 0, 30, make([]byte, 16*blockSize), blockSize, false) }, 0x0c},
+		{"read", nil, func() error { _, err := c.ReadBlocks(ctxT(t), 0, 32, 16, blockSize); return err }, 0x11, badLBA},
+		{"write", nil, func() error { return c.WriteBlocks(ctxT(t), 0, 30, make([]byte, 16*blockSize), blockSize, false) }, 0x0c, badLBA},
+		{
+			// A write torn 1700 bytes in: blocks 200..202 are whole, 203
+			// is the first one that did not make it.
+			"torn write", &backend.Fault{Op: backend.FaultWrite, Fail: true, Torn: true, TearAt: 1700, Count: 1},
+			func() error { return c.WriteBlocks(ctxT(t), 0, 200, make([]byte, 8*blockSize), blockSize, false) }, 0x0c, 203,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.fault != nil {
+				faulty.Clear()
+				faulty.Add(*tt.fault)
+			}
 			var se *initiator.StatusError
 			require.ErrorAs(t, tt.run(), &se)
 			key, asc, _ := se.SenseKey()
@@ -120,7 +132,7 @@ func TestEIOBecomesMediumErrorWithLBA(t *testing.T) {
 			require.Equal(t, tt.asc, asc)
 			info, valid := informationField(t, se.Sense)
 			require.True(t, valid, "the INFORMATION field names the failed LBA")
-			require.EqualValues(t, badLBA, info)
+			require.Equal(t, tt.lba, info)
 		})
 	}
 	// Blocks outside the bad one still work.

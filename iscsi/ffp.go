@@ -3,6 +3,7 @@ package iscsi
 import (
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
@@ -485,7 +486,17 @@ func (c *conn) handleLogout(p *pdu.PDU) error {
 	}
 	c.startReady() // the logout's CmdSN may have admitted queued commands
 	sess.abortStalled()
-	sess.waitTasks()
+	// Wait for the session's commands, but not past the connection's end:
+	// a command hung in its device must not keep Server.Close (and so
+	// Shutdown's deadline) waiting for this reader. The waiter goroutine
+	// ends with the last command.
+	waited := make(chan struct{})
+	go func() { sess.waitTasks(); close(waited) }()
+	select {
+	case <-waited:
+	case <-c.done:
+		return net.ErrClosed
+	}
 	var out pdu.PDU
 	resp.Encode(&out)
 	if err := c.send(&out, statAdvance); err != nil {

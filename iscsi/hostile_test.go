@@ -341,3 +341,70 @@ func TestProtocolViolations(t *testing.T) {
 	require.NoError(t, err, "the healthy session was disturbed")
 	require.Positive(t, rounds)
 }
+
+// TestHostileConnectionsLeaveNothingRunning: once hostile connections
+// (garbage, half logins, writes abandoned halfway, logouts racing writes,
+// NOP-In pings never answered) have gone, the running server holds no
+// goroutine for them.
+func TestHostileConnectionsLeaveNothingRunning(t *testing.T) {
+	h := startServer(t, iscsi.Options{NopInterval: 20 * time.Millisecond, NopTimeout: 100 * time.Millisecond, LoginTimeout: time.Second})
+	snap := leakcheck.Take()
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch i % 4 {
+			case 0: // garbage and a half header
+				nc, err := net.Dial("tcp", h.addr)
+				if err != nil {
+					return
+				}
+				nc.Write(append(make([]byte, 48), 1, 2, 3))
+				time.Sleep(20 * time.Millisecond)
+				nc.Close()
+			case 1: // a write abandoned after its command
+				c, err := initiator.Dial(context.Background(), h.addr, initiator.Options{TargetName: testTarget, ISID: [6]byte{0x80, 0, 0, 0, 0x60, byte(i)}})
+				if err != nil {
+					return
+				}
+				cdb := make([]byte, 16)
+				cdb[0] = 0x8a
+				binary.BigEndian.PutUint32(cdb[10:14], 64)
+				var p pdu.PDU
+				(&pdu.SCSICommand{Final: true, Write: true, ITT: c.NextITT(), CmdSN: c.NextCmdSN(), ExpStatSN: c.ExpStatSN(), ExpectedDataTransferLength: 64 * blockSize, CDB: cdb}).Encode(&p)
+				c.SendPDU(&p)
+				time.Sleep(20 * time.Millisecond)
+				c.Close()
+			case 2: // a logout racing a write that waits for data
+				c, err := initiator.Dial(context.Background(), h.addr, initiator.Options{TargetName: testTarget, ISID: [6]byte{0x80, 0, 0, 0, 0x61, byte(i)}})
+				if err != nil {
+					return
+				}
+				cdb := make([]byte, 16)
+				cdb[0] = 0x8a
+				binary.BigEndian.PutUint32(cdb[10:14], 8)
+				var p pdu.PDU
+				(&pdu.SCSICommand{Final: true, Write: true, ITT: c.NextITT(), CmdSN: c.NextCmdSN(), ExpStatSN: c.ExpStatSN(), ExpectedDataTransferLength: 8 * blockSize, CDB: cdb}).Encode(&p)
+				c.SendPDU(&p)
+				c.Logout(context.Background())
+				c.Close()
+			case 3: // pings never answered: the target drops the connection
+				c, err := initiator.Dial(context.Background(), h.addr, initiator.Options{TargetName: testTarget, ISID: [6]byte{0x80, 0, 0, 0, 0x62, byte(i)}, ManualNOPIn: true})
+				if err != nil {
+					return
+				}
+				select {
+				case <-c.Done():
+				case <-time.After(5 * time.Second):
+				}
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if left := snap.Wait(leakcheck.DefaultTimeout); len(left) > 0 {
+		t.Fatalf("%d goroutine(s) still running for connections that are gone:\n%s", len(left), leakcheck.Format(left))
+	}
+	require.Empty(t, h.srv.Sessions())
+}

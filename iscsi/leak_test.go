@@ -91,3 +91,89 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 		t.Fatalf("%d goroutine(s) left after Shutdown:\n%s", len(left), leakcheck.Format(left))
 	}
 }
+
+// TestShutdownHonorsItsDeadlineWithAHungDevice: a logout waits for the
+// session's commands, one of which hangs in its device; Shutdown must
+// still return once its context ends, and nothing is left once the device
+// lets go.
+func TestShutdownHonorsItsDeadlineWithAHungDevice(t *testing.T) {
+	leakcheck.Check(t)
+	hold := make(chan struct{})
+	released := false
+	defer func() {
+		if !released {
+			close(hold)
+		}
+	}()
+	slow := backend.NewFaulty(backend.NewMemory(lunBlocks * blockSize))
+	h := startUnits(t, iscsi.Options{}, slow)
+	c := h.login(t, initiator.Options{})
+	slow.Add(backend.Fault{Op: backend.FaultRead, Hold: hold})
+	go c.ReadBlocks(context.Background(), 0, 0, 8, blockSize)
+	require.Eventually(t, func() bool { return slow.Hits() > 0 }, 5*time.Second, time.Millisecond)
+	go c.Logout(context.Background())
+	time.Sleep(50 * time.Millisecond) // the logout is waiting for the read
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.srv.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(5 * time.Second):
+		close(hold)
+		released = true
+		<-done
+		t.Fatal("Shutdown ignored its deadline while a device hung")
+	}
+	close(hold)
+	released = true
+}
+
+// TestShutdownHonorsItsDeadlineWhileReinstating: a login that reinstates
+// a session whose command hangs in its device waits for that command;
+// Shutdown must still return once its context ends.
+func TestShutdownHonorsItsDeadlineWhileReinstating(t *testing.T) {
+	leakcheck.Check(t)
+	hold := make(chan struct{})
+	released := false
+	defer func() {
+		if !released {
+			close(hold)
+		}
+	}()
+	slow := backend.NewFaulty(backend.NewMemory(lunBlocks * blockSize))
+	h := startUnits(t, iscsi.Options{}, slow)
+	c := h.login(t, initiator.Options{})
+	slow.Add(backend.Fault{Op: backend.FaultRead, Hold: hold})
+	go c.ReadBlocks(context.Background(), 0, 0, 8, blockSize)
+	require.Eventually(t, func() bool { return slow.Hits() > 0 }, 5*time.Second, time.Millisecond)
+	go func() {
+		again, err := initiator.Dial(context.Background(), h.addr, initiator.Options{TargetName: testTarget, Timeout: 20 * time.Second})
+		if err == nil {
+			again.Close()
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // the reinstating login waits for the read
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.srv.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		// Connections still logging in are closed at once, so Shutdown
+		// may well finish before its deadline.
+		if err != nil {
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+		}
+	case <-time.After(5 * time.Second):
+		close(hold)
+		released = true
+		<-done
+		t.Fatal("Shutdown ignored its deadline while a reinstatement waited for a hung device")
+	}
+	close(hold)
+	released = true
+}

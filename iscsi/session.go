@@ -2,6 +2,7 @@ package iscsi
 
 import (
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 
@@ -116,7 +117,21 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 	s.mu.Unlock()
 	for _, o := range stale {
 		o.close(fmt.Errorf("reinstated by a new login with the same ISID"))
-		o.loseNexus()
+		// Wait for the old nexus to be gone, but not past this
+		// connection's end: a command of the old session hung in its
+		// device must not keep Server.Close waiting for this login.
+		lost := make(chan struct{})
+		go func() { o.loseNexus(); close(lost) }()
+		select {
+		case <-lost:
+		case <-c.done:
+			s.mu.Lock()
+			if s.sessions[sess.tsih] == sess {
+				delete(s.sessions, sess.tsih)
+			}
+			s.mu.Unlock()
+			return nil, net.ErrClosed
+		}
 	}
 	return sess, nil
 }
