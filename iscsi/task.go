@@ -71,7 +71,6 @@ type task struct {
 	// claimed is set by whoever ends the task's wait: the dispatch that
 	// runs it, or an abort that finishes it unrun.
 	claimed atomic.Bool
-	inline  bool // run by the reader goroutine (startReady)
 
 	// The task is the context its command executes under (see Err):
 	// cancelled when the task is aborted or its session ends.
@@ -184,28 +183,11 @@ func (t *task) ready() {
 	}
 }
 
-// startReady starts the tasks that became runnable. A lone task with
-// nothing else in flight on the connection and no further PDU already
-// received runs right here in the reader goroutine: at queue depth 1 that
-// saves two goroutine hand-offs per command, and the reader would only
-// wait for the next PDU meanwhile. Otherwise tasks go to workers, so that
-// queue depth is real concurrency. Reader goroutine only.
+// startReady hands the tasks that became runnable to workers. They never
+// run in the reader goroutine itself: a command stuck in a slow or hung
+// device must not stop the connection from reading NOP-Outs, task
+// management and commands for other LUNs. Reader goroutine only.
 func (c *conn) startReady() {
-	if len(c.runnable) == 0 {
-		return
-	}
-	if len(c.runnable) == 1 {
-		t := c.runnable[0]
-		c.runnable[0] = nil
-		c.runnable = c.runnable[:0]
-		if c.active.Load() == 0 && c.r.Buffered() == 0 && t.barrier == nil && len(t.waitFor) == 0 {
-			t.inline = true
-			t.run()
-			return
-		}
-		c.dispatch(t)
-		return
-	}
 	for i, t := range c.runnable {
 		c.runnable[i] = nil
 		c.dispatch(t)
@@ -405,8 +387,6 @@ func (t *task) send(out []outPDU) {
 	t.refs.Add(1)
 	out[len(out)-1].owner = t
 	t.freeSlot()
-	// A task run by the reader goroutine does not drain the queue (see
-	// conn.queue); workers do.
-	t.c.queue(false, !t.inline, out...)
+	t.c.queue(false, true, out...)
 	clear(out)
 }
