@@ -1,14 +1,12 @@
 package fuzz
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 
 	"github.com/iscsikit/iscsikit/backend"
 	"github.com/iscsikit/iscsikit/internal/initiator"
+	"github.com/iscsikit/iscsikit/internal/syncbuf"
 	"github.com/iscsikit/iscsikit/iscsi"
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
 	"github.com/iscsikit/iscsikit/scsi"
@@ -24,34 +23,16 @@ import (
 
 const sessionTarget = "iqn.2026-11.io.iscsikit:fuzz"
 
-// lockedBuffer collects the server's log.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // fuzzServer is an in-process target on a loopback port whose log is kept
 // to spot recovered panics.
 type fuzzServer struct {
 	addr string
-	log  *lockedBuffer
+	log  *syncbuf.Buffer
 }
 
 func startFuzzServer(f *testing.F) *fuzzServer {
 	f.Helper()
-	log := new(lockedBuffer)
+	log := new(syncbuf.Buffer)
 	srv, err := iscsi.NewServer(iscsi.Options{
 		Logger:       slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		NopInterval:  -1,

@@ -1,7 +1,6 @@
 package iscsi_test
 
 import (
-	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/iscsikit/iscsikit/chap"
 	"github.com/iscsikit/iscsikit/internal/initiator"
+	"github.com/iscsikit/iscsikit/internal/syncbuf"
 	"github.com/iscsikit/iscsikit/iscsi"
 	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
@@ -29,30 +29,12 @@ const (
 	carolName    = "iqn.2026-11.io.test:carol"
 )
 
-// syncBuffer is a log sink tests can read while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // chapServer serves testTarget with CHAP (alice; mutual with peer "tgt"),
 // an extra user carol restricted to her own initiator name, and discovery
 // with CHAP (user disco). It returns the server's log.
-func chapServer(t *testing.T, method iscsi.AuthMethod, algs ...int) (*harness, *syncBuffer) {
+func chapServer(t *testing.T, method iscsi.AuthMethod, algs ...int) (*harness, *syncbuf.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	policy := func(info iscsi.LoginInfo) (iscsi.AuthPolicy, error) {
 		if info.Discovery() {
 			return iscsi.AuthPolicy{Method: iscsi.AuthCHAP, Credentials: []iscsi.CHAPCredential{{User: "disco", Secret: discoSecret}}}, nil
@@ -318,7 +300,7 @@ func TestLoginLimits(t *testing.T) {
 // TestLoginTimeoutDropsSilentAndHalfSentLogins: a connection that sends
 // nothing, or half a header, is closed once LoginTimeout passes.
 func TestLoginTimeoutDropsSilentAndHalfSentLogins(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	h := startServer(t, iscsi.Options{LoginTimeout: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	defer func() { require.Contains(t, logs.String(), "login timed out") }()
 	for _, partial := range [][]byte{nil, {0x43, 0x87, 0, 0, 0, 0, 0, 0x20}} {
@@ -345,7 +327,7 @@ func TestLoginTimeoutDropsSilentAndHalfSentLogins(t *testing.T) {
 func TestIdleConnectionFloodDoesNotBlockLogin(t *testing.T) {
 	for _, lim := range []iscsi.Limits{{}, {MaxConnections: 50, MaxPendingLogins: 20, MaxPendingLoginsPerSource: 10}} {
 		t.Run(fmt.Sprintf("%+v", lim), func(t *testing.T) {
-			logs := &syncBuffer{}
+			logs := &syncbuf.Buffer{}
 			h := startServer(t, iscsi.Options{Limits: lim, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 			var flood []net.Conn
 			defer func() {
@@ -463,7 +445,7 @@ func TestLeadingKeysRepeated(t *testing.T) {
 // held by a logged-in session there is nothing to displace, so a new
 // connection is closed at once (and logged); logged-in sessions carry on.
 func TestMaxConnectionsRefusesWhenAllLoggedIn(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	h := startServer(t, iscsi.Options{Limits: iscsi.Limits{MaxConnections: 2}, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	var sessions []*initiator.Conn
 	for i := range 2 {

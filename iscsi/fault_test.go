@@ -13,6 +13,7 @@ import (
 	"github.com/iscsikit/iscsikit/backend"
 	"github.com/iscsikit/iscsikit/internal/initiator"
 	"github.com/iscsikit/iscsikit/internal/leakcheck"
+	"github.com/iscsikit/iscsikit/internal/syncbuf"
 	"github.com/iscsikit/iscsikit/iscsi"
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
 	"github.com/iscsikit/iscsikit/scsi"
@@ -22,7 +23,7 @@ import (
 // of lunBlocks 512-byte blocks, logging into logs.
 type unitsHarness struct {
 	harness
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 // startUnits serves devs as LUNs 0, 1, ... of testTarget.
@@ -34,7 +35,7 @@ func startUnits(t *testing.T, opt iscsi.Options, devs ...backend.Device) *unitsH
 // startUnitsConfig is startUnits with every unit configured as cfg.
 func startUnitsConfig(t *testing.T, opt iscsi.Options, cfg scsi.UnitConfig, devs ...backend.Device) *unitsHarness {
 	t.Helper()
-	logs := new(syncBuffer)
+	logs := new(syncbuf.Buffer)
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,30 +9,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/iscsikit/iscsikit/internal/syncbuf"
 	"github.com/stretchr/testify/require"
 )
-
-// lockedBuffer collects the daemon's log for the test to read.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // Secrets of the security configuration (12 to 16 characters).
 const (
@@ -99,13 +80,13 @@ func securityConfig(dir string, port1, port2 int) string {
 
 // startSecureDaemon runs iscsid on securityConfig and returns both
 // portals' addresses and the daemon's log.
-func startSecureDaemon(t *testing.T) (addr1, addr2 string, logs *lockedBuffer) {
+func startSecureDaemon(t *testing.T) (addr1, addr2 string, logs *syncbuf.Buffer) {
 	t.Helper()
 	dir := t.TempDir()
 	p1, p2 := freePort(t), freePort(t)
 	addr1, addr2 = "127.0.0.1:"+strconv.Itoa(p1), "127.0.0.1:"+strconv.Itoa(p2)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.json"), []byte(securityConfig(dir, p1, p2)), 0o600))
-	logs = &lockedBuffer{}
+	logs = &syncbuf.Buffer{}
 	done := make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(logs, nil))
