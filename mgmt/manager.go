@@ -130,6 +130,16 @@ func (m *Manager) Replace(ctx context.Context, cfg *Config) error {
 	return m.change(ctx, func(c *Config) error { *c = *next; return nil })
 }
 
+// Update runs fn on a copy of the whole configuration (secrets included)
+// and, if fn succeeds, validates, applies and saves the result, all under
+// the Manager's lock: a front-end that changes several objects at once
+// (a share is a target, a volume and its CHAP users) neither sees nor
+// overwrites another caller's change halfway. On any error the running
+// state and the store are as before.
+func (m *Manager) Update(ctx context.Context, fn func(c *Config) error) error {
+	return m.change(ctx, fn)
+}
+
 // Reload re-reads the store and applies what changed (SIGHUP in
 // iscsid). A broken configuration is refused and the old one keeps
 // running.

@@ -703,3 +703,34 @@ func TestAccessChangeEndsSessions(t *testing.T) {
 	require.NoError(t, err)
 	c2.Close()
 }
+
+func TestUpdateIsAtomic(t *testing.T) {
+	m, store := newManager(t, nil)
+	// Concurrent whole-config updates all land: none overwrites another.
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			require.NoError(t, m.Update(ctx, func(c *Config) error {
+				c.Initiators = append(c.Initiators, Initiator{ID: NextID(c.Initiators), Comment: strconv.Itoa(i)})
+				return nil
+			}))
+		}()
+	}
+	wg.Wait()
+	require.Len(t, m.Config(false).Initiators, 20)
+	saved, err := store.Load(ctx)
+	require.NoError(t, err)
+	require.Len(t, saved.Initiators, 20, "every update is saved")
+
+	// A refused update (fn's error, or a validation error) changes nothing.
+	before := m.Config(true)
+	boom := errors.New("boom")
+	require.ErrorIs(t, m.Update(ctx, func(c *Config) error { c.Initiators = nil; return boom }), boom)
+	require.ErrorIs(t, m.Update(ctx, func(c *Config) error {
+		c.Initiators[0].AuthNetwork = []string{"300.0.0.0/8"}
+		return nil
+	}), ErrInvalid)
+	require.Equal(t, before, m.Config(true))
+}

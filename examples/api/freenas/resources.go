@@ -100,13 +100,15 @@ func (a *api) putGlobal(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err, nil)
 		return
 	}
-	cfg := a.m.Config(true)
-	cfg.Global.Basename = next.Basename
-	for i := range cfg.Portals {
-		cfg.Portals[i].DiscoveryAuthMethod = method
-		cfg.Portals[i].DiscoveryAuthGroup = next.DiscoveryAuthGroup
-	}
-	if err := a.m.Replace(r.Context(), cfg); err != nil {
+	err = a.m.Update(r.Context(), func(cfg *mgmt.Config) error {
+		cfg.Global.Basename = next.Basename
+		for i := range cfg.Portals {
+			cfg.Portals[i].DiscoveryAuthMethod = method
+			cfg.Portals[i].DiscoveryAuthGroup = next.DiscoveryAuthGroup
+		}
+		return nil
+	})
+	if err != nil {
 		a.fail(w, err, map[string]string{"basename": "iscsi_basename", "discovery_authmethod": "iscsi_discoveryauthmethod", "discovery_authgroup": "iscsi_discoveryauthgroup"})
 		return
 	}

@@ -277,7 +277,7 @@ func (a *api) create(r *http.Request) (int, any, error) {
 // createTarget adds the share's target and LUN 0 in one change.
 func (a *api) createTarget(ctx context.Context, s share) (int, error) {
 	id := 0
-	err := a.change(ctx, func(cfg *mgmt.Config) error {
+	err := a.m.Update(ctx, func(cfg *mgmt.Config) error {
 		var vol mgmt.Extent
 		for _, e := range cfg.Extents {
 			if e.Pool == s.Volume && e.Name == s.Target {
@@ -297,16 +297,6 @@ func (a *api) createTarget(ctx context.Context, s share) (int, error) {
 		return nil
 	})
 	return id, shareField(err)
-}
-
-// change applies fn to the whole configuration and hands it to the
-// Manager to validate, persist and apply.
-func (a *api) change(ctx context.Context, fn func(*mgmt.Config) error) error {
-	cfg := a.m.Config(true)
-	if err := fn(cfg); err != nil {
-		return err
-	}
-	return a.m.Replace(ctx, cfg)
 }
 
 // shareField names a model refusal by the share's field.
@@ -360,7 +350,7 @@ func (a *api) edit(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	err = a.change(r.Context(), func(cfg *mgmt.Config) error {
+	err = a.m.Update(r.Context(), func(cfg *mgmt.Config) error {
 		i, err := findTarget(cfg, id)
 		if err != nil {
 			return err
@@ -417,7 +407,7 @@ func (a *api) delete(r *http.Request) (int, any, error) {
 	}
 	gone := shareOf(cfg, cfg.Targets[i])
 	vol, hasVol := lun0(cfg, id)
-	err = a.change(r.Context(), func(cfg *mgmt.Config) error {
+	err = a.m.Update(r.Context(), func(cfg *mgmt.Config) error {
 		i, err := findTarget(cfg, id)
 		if err != nil {
 			return err
@@ -472,7 +462,7 @@ func (a *api) putService(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	err = a.change(r.Context(), func(cfg *mgmt.Config) error {
+	err = a.m.Update(r.Context(), func(cfg *mgmt.Config) error {
 		cur := serviceOf(cfg)
 		next := cur
 		if err := merge.Patch(&next, body, "id"); err != nil {

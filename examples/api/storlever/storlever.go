@@ -160,7 +160,7 @@ func (a *api) putConf(r *http.Request) (int, any, error) {
 	if err := decode(r, &c); err != nil {
 		return 0, nil, err
 	}
-	err := a.change(r.Context(), func(cfg *mgmt.Config) error {
+	err := a.m.Update(r.Context(), func(cfg *mgmt.Config) error {
 		tag, users := discoveryAuth(cfg)
 		var cur mgmt.Auth
 		if len(users) > 0 {
@@ -203,16 +203,6 @@ func (a *api) putConf(r *http.Request) (int, any, error) {
 		return nil
 	})
 	return http.StatusOK, nil, err
-}
-
-// change applies fn to the whole configuration (with secrets) and hands
-// the result to the Manager, which validates, persists and applies it.
-func (a *api) change(ctx context.Context, fn func(*mgmt.Config) error) error {
-	cfg := a.m.Config(true)
-	if err := fn(cfg); err != nil {
-		return err
-	}
-	return a.m.Replace(ctx, cfg)
 }
 
 // Targets.
@@ -319,7 +309,7 @@ func (a *api) putTarget(r *http.Request) (int, any, error) {
 	if err := decode(r, &req); err != nil {
 		return 0, nil, err
 	}
-	err := a.change(r.Context(), func(cfg *mgmt.Config) error {
+	err := a.m.Update(r.Context(), func(cfg *mgmt.Config) error {
 		i, err := findTarget(cfg, r.PathValue("iqn"))
 		if err != nil {
 			return err
@@ -371,7 +361,7 @@ func withoutALL(l []string) []string {
 }
 
 func (a *api) deleteTarget(r *http.Request) (int, any, error) {
-	err := a.change(r.Context(), func(cfg *mgmt.Config) error {
+	err := a.m.Update(r.Context(), func(cfg *mgmt.Config) error {
 		i, err := findTarget(cfg, r.PathValue("iqn"))
 		if err != nil {
 			return err
@@ -460,7 +450,7 @@ func (a *api) listUsers(r *http.Request, outgoing bool) (int, any, error) {
 // what is left: no users NONE, incoming users CHAP, and an outgoing user
 // too MUTUAL_CHAP.
 func (a *api) users(ctx context.Context, iqn string, fn func(cfg *mgmt.Config, tag int, mine []*mgmt.Auth) error) error {
-	return a.change(ctx, func(cfg *mgmt.Config) error {
+	return a.m.Update(ctx, func(cfg *mgmt.Config) error {
 		i, err := findTarget(cfg, iqn)
 		if err != nil {
 			return err
@@ -716,7 +706,7 @@ func (a *api) addLUN(r *http.Request) (int, any, error) {
 		return 0, nil, err
 	}
 	iqn := r.PathValue("iqn")
-	err := a.change(r.Context(), func(cfg *mgmt.Config) error {
+	err := a.m.Update(r.Context(), func(cfg *mgmt.Config) error {
 		i, err := findTarget(cfg, iqn)
 		if err != nil {
 			return err
@@ -760,7 +750,7 @@ func (a *api) putLUN(r *http.Request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	err = a.change(r.Context(), func(cfg *mgmt.Config) error {
+	err = a.m.Update(r.Context(), func(cfg *mgmt.Config) error {
 		i, err := findTarget(cfg, r.PathValue("iqn"))
 		if err != nil {
 			return err
@@ -779,7 +769,7 @@ func (a *api) putLUN(r *http.Request) (int, any, error) {
 }
 
 func (a *api) deleteLUN(r *http.Request) (int, any, error) {
-	err := a.change(r.Context(), func(cfg *mgmt.Config) error {
+	err := a.m.Update(r.Context(), func(cfg *mgmt.Config) error {
 		i, err := findTarget(cfg, r.PathValue("iqn"))
 		if err != nil {
 			return err

@@ -29,25 +29,29 @@ func (a *adapter) setInitiatorAuth(ctx context.Context, wwn, inUser, inPass, out
 	if err != nil || tid == 0 {
 		return err
 	}
-	cfg := a.m.Config(true)
-	i := slices.IndexFunc(cfg.Targets, func(t mgmt.Target) bool { return t.ID == tid })
-	g := &cfg.Targets[i].Groups[0]
-	tag := 0
-	if g.Auth != nil {
-		tag = *g.Auth
-	} else {
-		tag = cfg.FreeAuthTag()
-	}
-	cfg.Auths = slices.DeleteFunc(cfg.Auths, func(x mgmt.Auth) bool { return x.Tag == tag && x.Initiator == wwn })
-	if inUser != "" {
-		cfg.Auths = append(cfg.Auths, mgmt.Auth{ID: mgmt.NextID(cfg.Auths), Tag: tag, User: inUser, Secret: inPass, PeerUser: outUser, PeerSecret: outPass, Initiator: wwn})
-	}
-	if slices.ContainsFunc(cfg.Auths, func(x mgmt.Auth) bool { return x.Tag == tag }) {
-		g.Auth, g.AuthMethod = &tag, mgmt.AuthCHAP
-	} else {
-		g.Auth, g.AuthMethod = nil, mgmt.AuthNone
-	}
-	return a.m.Replace(ctx, cfg)
+	return a.m.Update(ctx, func(cfg *mgmt.Config) error {
+		i := slices.IndexFunc(cfg.Targets, func(t mgmt.Target) bool { return t.ID == tid })
+		if i < 0 {
+			return fail(CodeInvalid, "the export target went away; try again")
+		}
+		g := &cfg.Targets[i].Groups[0]
+		tag := 0
+		if g.Auth != nil {
+			tag = *g.Auth
+		} else {
+			tag = cfg.FreeAuthTag()
+		}
+		cfg.Auths = slices.DeleteFunc(cfg.Auths, func(x mgmt.Auth) bool { return x.Tag == tag && x.Initiator == wwn })
+		if inUser != "" {
+			cfg.Auths = append(cfg.Auths, mgmt.Auth{ID: mgmt.NextID(cfg.Auths), Tag: tag, User: inUser, Secret: inPass, PeerUser: outUser, PeerSecret: outPass, Initiator: wwn})
+		}
+		if slices.ContainsFunc(cfg.Auths, func(x mgmt.Auth) bool { return x.Tag == tag }) {
+			g.Auth, g.AuthMethod = &tag, mgmt.AuthCHAP
+		} else {
+			g.Auth, g.AuthMethod = nil, mgmt.AuthNone
+		}
+		return nil
+	})
 }
 
 // initiatorsWithAuth lists the initiators with credentials for the export
