@@ -91,12 +91,7 @@ func newConn(s *Server, nc net.Conn, tpgt uint16) *conn {
 // this connection only.
 func (c *conn) serve() {
 	defer c.srv.removeConn(c)
-	defer func() {
-		if v := recover(); v != nil {
-			c.log.Error("panic in connection handler; connection closed", "panic", v, "stack", string(debug.Stack()))
-			c.close(fmt.Errorf("internal error: %v", v))
-		}
-	}()
+	defer c.containPanic("connection handler")
 	defer func() {
 		c.close(nil)
 		if sess := c.sess(); sess != nil {
@@ -208,6 +203,7 @@ func (c *conn) sendReject(hdr *[pdu.BHSLen]byte, reason pdu.RejectReason) error 
 // keepAlive pings an idle connection with NOP-In and drops it when the
 // initiator does not answer in time.
 func (c *conn) keepAlive() {
+	defer c.containPanic("keep-alive")
 	interval, timeout := c.srv.opt.NopInterval, c.srv.opt.NopTimeout
 	t := time.NewTicker(min(interval, timeout) / 2)
 	defer t.Stop()
@@ -255,5 +251,14 @@ func (c *conn) requestLogout() {
 	(&pdu.AsyncMessage{AsyncEvent: pdu.AsyncLogoutRequest, Parameter3: 2}).Encode(&p)
 	if err := c.send(&p, statAdvance); err != nil {
 		c.close(ErrServerClosed)
+	}
+}
+
+// containPanic is deferred by the goroutines of a connection: a panic is
+// recovered, logged with its stack, and ends this connection only.
+func (c *conn) containPanic(where string) {
+	if v := recover(); v != nil {
+		c.log.Error("panic in "+where+"; connection closed", "panic", v, "stack", string(debug.Stack()))
+		c.close(fmt.Errorf("internal error: %v", v))
 	}
 }

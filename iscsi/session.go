@@ -3,6 +3,7 @@ package iscsi
 import (
 	"fmt"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 
@@ -121,7 +122,7 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 		// connection's end: a command of the old session hung in its
 		// device must not keep Server.Close waiting for this login.
 		lost := make(chan struct{})
-		go func() { o.loseNexus(); close(lost) }()
+		o.loseNexusAsync(lost)
 		select {
 		case <-lost:
 		case <-c.done:
@@ -228,8 +229,24 @@ func (sess *session) close(reason error) {
 	if len(tasks) == 0 {
 		sess.loseNexus()
 	} else {
-		go sess.loseNexus()
+		sess.loseNexusAsync(nil)
 	}
+}
+
+// loseNexusAsync runs loseNexus on its own goroutine; a panic in the SCSI
+// layer's nexus-loss handling is logged and ends that goroutine only.
+func (sess *session) loseNexusAsync(done chan<- struct{}) {
+	go func() {
+		if done != nil {
+			defer close(done)
+		}
+		defer func() {
+			if v := recover(); v != nil {
+				sess.srv.log.Error("panic while ending an I_T nexus", "initiator", sess.initiatorName, "panic", v, "stack", string(debug.Stack()))
+			}
+		}()
+		sess.loseNexus()
+	}()
 }
 
 // loseNexus tells the SCSI layer, once, that the session's I_T nexus ended,

@@ -2,7 +2,6 @@ package iscsi
 
 import (
 	"fmt"
-	"runtime/debug"
 	"time"
 
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
@@ -27,12 +26,7 @@ func (c *conn) handleTaskMgmt(p *pdu.PDU) error {
 	go func() {
 		// Like the connection and task goroutines, a panic here (in the
 		// SCSI layer's reset or abort handling) ends this connection only.
-		defer func() {
-			if v := recover(); v != nil {
-				c.log.Error("panic in task management; connection closed", "panic", v, "function", m.Function, "stack", string(debug.Stack()))
-				c.close(fmt.Errorf("internal error: %v", v))
-			}
-		}()
+		defer c.containPanic(fmt.Sprintf("task management function %d", m.Function))
 		resp := pdu.TaskMgmtResponse{ITT: m.ITT, Response: c.taskMgmt(&m)}
 		var out pdu.PDU
 		resp.Encode(&out)

@@ -120,6 +120,7 @@ func (c *conn) wakeWriter() {
 // writer is the connection's writer goroutine: it sends whatever queued
 // up while another goroutine was writing, a batch per vectored write.
 func (c *conn) writer() {
+	defer c.containPanic("writer")
 	q := &c.outq
 	for {
 		select {
