@@ -182,6 +182,13 @@ func TestCommandWindowFollowsQueueDepth(t *testing.T) {
 	c := h.login(t, initiator.Options{})
 	exp, maxSN := c.Window()
 	require.EqualValues(t, 15, maxSN-exp)
+
+	// A target's own queue depth replaces the server's.
+	const deep = "iqn.2026-11.io.iscsikit:deep"
+	require.NoError(t, h.srv.AddTarget(&iscsi.Target{Name: deep, Device: h.dev, QueueDepth: 64}))
+	c = h.login(t, initiator.Options{TargetName: deep, ISID: [6]byte{0x80, 0, 0, 0, 0x64, 1}})
+	exp, maxSN = c.Window()
+	require.EqualValues(t, 63, maxSN-exp)
 }
 
 func TestBeyondEndOfLUN(t *testing.T) {

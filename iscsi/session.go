@@ -62,7 +62,7 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 		target:         st.target,
 		discovery:      st.sessionType == "Discovery",
 		params:         st.neg.Params(),
-		depth:          uint32(s.opt.QueueDepth),
+		depth:          uint32(st.target.queueDepth(s.opt.QueueDepth)),
 		conn:           c,
 		expCmdSN:       req.CmdSN,
 		early:          make(map[uint32]*task),

@@ -36,6 +36,18 @@ type Target struct {
 	// server's digest policy (Options.Negotiation) for logins to this
 	// target: DigestRequired insists on CRC32C, DigestRefused on None.
 	HeaderDigest, DataDigest negotiate.DigestPolicy
+	// QueueDepth, when positive, replaces Options.QueueDepth for sessions
+	// of this target: the commands each may have outstanding (its CmdSN
+	// window) and so the data buffers it may hold.
+	QueueDepth int
+}
+
+// queueDepth returns the CmdSN window of this target's sessions.
+func (t *Target) queueDepth(serverDefault int) int {
+	if t != nil && t.QueueDepth > 0 {
+		return t.QueueDepth
+	}
+	return serverDefault
 }
 
 // negotiation returns the operational-key configuration for logins to t.

@@ -78,6 +78,7 @@ type liveTarget struct {
 	alias   string
 	groups  []uint16
 	digests [2]string // header, data
+	depth   int       // queue depth, 0 for the server's
 	policy  *atomic.Pointer[accessPolicy]
 
 	// mu guards the LUN maps and views: logins pick views concurrently
@@ -385,7 +386,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 	for id, lt := range a.targets {
 		t, keep := want[id]
 		if keep && cfg.Global.FullName(t.Name) == lt.name && t.Alias == lt.alias && slices.Equal(portalTags(cfg, t), lt.groups) &&
-			lt.digests == [2]string{t.HeaderDigest, t.DataDigest} {
+			lt.digests == [2]string{t.HeaderDigest, t.DataDigest} && lt.depth == t.QueueDepth {
 			continue
 		}
 		a.removeTarget(id, lt)
@@ -421,6 +422,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 		if lt == nil {
 			lt = &liveTarget{
 				name: cfg.Global.FullName(t.Name), alias: t.Alias, groups: portalTags(cfg, t), digests: [2]string{t.HeaderDigest, t.DataDigest},
+				depth:  t.QueueDepth,
 				policy: new(atomic.Pointer[accessPolicy]), views: map[string]*lunView{"": newView()},
 			}
 			lt.policy.Store(policyFor(cfg, t))
@@ -428,6 +430,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 				Allow:        func(info iscsi.LoginInfo) bool { return lt.policy.Load().allows(info) },
 				DeviceFor:    func(name string) *scsi.Target { return lt.deviceFor(name, a.log) },
 				HeaderDigest: digestPolicies[t.HeaderDigest], DataDigest: digestPolicies[t.DataDigest],
+				QueueDepth: t.QueueDepth,
 			}
 			if a.srv != nil {
 				if err := a.srv.AddTarget(it); err != nil {

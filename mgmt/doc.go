@@ -30,11 +30,12 @@
 // write_cache, online, removable and thin (seed 003 and 004 LUN settings),
 // direct (O_DIRECT I/O) and vendor, product and revision (seed 004's SCSI
 // identity overrides); targets carry state, ready or offline (seed 004),
-// and header_digest and data_digest (seed 002); a target group on portal
-// 0 (EveryPortal) reaches every portal (seeds 002 to 004); auth entries
-// carry initiator, which restricts a credential to one initiator, initiator
-// groups a name and LUN maps an initiator_group they are masked to (seed
-// 003's per-initiator credentials and access groups).
+// header_digest and data_digest (seed 002) and queue_depth (seed 001); a
+// target group on portal 0 (EveryPortal) reaches every portal (seeds 002
+// to 004); auth entries carry initiator, which restricts a credential to
+// one initiator, initiator groups a name and LUN maps an initiator_group
+// they are masked to (seed 003's per-initiator credentials and access
+// groups).
 //
 // # Security
 //

@@ -172,7 +172,14 @@ type Target struct {
 	// initiator prefers), CRC32C (required) or None (refused).
 	HeaderDigest string `json:"header_digest"`
 	DataDigest   string `json:"data_digest"`
+	// QueueDepth (extension, seed 001's per-target queue depth) is the
+	// commands each session of the target may have outstanding, 1 to
+	// MaxQueueDepth; 0 keeps the daemon's.
+	QueueDepth int `json:"queue_depth,omitempty"`
 }
+
+// MaxQueueDepth is the largest per-target queue depth accepted.
+const MaxQueueDepth = 4096
 
 // Digest settings of a target.
 const (

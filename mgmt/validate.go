@@ -292,6 +292,9 @@ func (v *validator) targets() {
 		if t.State != StateReady && t.State != StateOffline {
 			add(KindInvalid, "state", "%q is not ready or offline", t.State)
 		}
+		if t.QueueDepth < 0 || t.QueueDepth > MaxQueueDepth {
+			add(KindInvalid, "queue_depth", "%d is not from 1 to %d (0 keeps the daemon's)", t.QueueDepth, MaxQueueDepth)
+		}
 		for field, d := range map[string]string{"header_digest": t.HeaderDigest, "data_digest": t.DataDigest} {
 			if _, ok := digestPolicies[d]; !ok {
 				add(KindInvalid, field, "%q is not Auto, CRC32C or None", d)

@@ -119,6 +119,8 @@ func TestValidationRules(t *testing.T) {
 		}, ErrExists, "LUN 0 of target 1 is mapped for every initiator by targetextent 1"},
 		{"target header digest", func(c *Config) { c.Targets[0].HeaderDigest = "MD5" }, ErrInvalid, `target 1 (disk0): header_digest: "MD5" is not Auto, CRC32C or None`},
 		{"target data digest", func(c *Config) { c.Targets[0].DataDigest = DigestCRC32C }, nil, ""},
+		{"target queue depth", func(c *Config) { c.Targets[0].QueueDepth = 64 }, nil, ""},
+		{"target queue depth too deep", func(c *Config) { c.Targets[0].QueueDepth = 5000 }, ErrInvalid, "target 1 (disk0): queue_depth: 5000 is not from 1 to 4096"},
 		{"group on every portal", func(c *Config) { c.Targets[0].Groups[0].Portal = EveryPortal }, nil, ""},
 		{"every portal not alone", func(c *Config) {
 			c.Targets[0].Groups = append(c.Targets[0].Groups, TargetGroup{Portal: EveryPortal, AuthMethod: AuthNone})

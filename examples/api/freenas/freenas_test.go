@@ -199,9 +199,14 @@ func TestTargetsAndLUNs(t *testing.T) {
 
 	tg = c.want(202, "PUT", "target/1/", `{"iscsi_target_alias": "Beta"}`)
 	require.Equal(t, "Beta", tg["iscsi_target_alias"])
-	// The documented example sets istgt's per-target queue depth; here it
-	// is the daemon's, so the change is refused, saying why.
-	errorOn(t, c.want(400, "PUT", "target/1/", `{"iscsi_target_queue_depth": 64}`), "iscsi_target_queue_depth", "the daemon's")
+	// The documented example: the target's own queue depth (its sessions'
+	// CmdSN window); 0 turns queuing off.
+	tg = c.want(202, "PUT", "target/1/", `{"iscsi_target_queue_depth": 64}`)
+	require.Equal(t, float64(64), tg["iscsi_target_queue_depth"])
+	require.Equal(t, 64, m.Config(false).Targets[0].QueueDepth)
+	tg = c.want(202, "PUT", "target/1/", `{"iscsi_target_queue_depth": 0}`)
+	require.Equal(t, float64(1), tg["iscsi_target_queue_depth"])
+	errorOn(t, c.want(400, "PUT", "target/1/", `{"iscsi_target_queue_depth": 300}`), "iscsi_target_queue_depth", "0 (queuing off) to 255")
 	errorOn(t, c.want(400, "PUT", "target/1/", `{"iscsi_target_portalgroup": 5}`), "iscsi_target_portalgroup", "no portal 5")
 	errorOn(t, c.want(400, "PUT", "target/1/", `{"iscsi_target_authtype": "CHAP", "iscsi_target_authgroup": 3}`), "iscsi_target_authgroup", "no auth group with tag 3")
 	errorOn(t, c.want(400, "PUT", "target/1/", `{"iscsi_target_authtype": "Auto", "iscsi_target_authgroup": 3}`), "iscsi_target_authtype", "Auto")

@@ -1,6 +1,7 @@
 package freenas
 
 import (
+	"cmp"
 	"context"
 	"net/http"
 	"strings"
@@ -357,14 +358,13 @@ var fixedTarget = map[string]string{
 	"iscsi_target_serial":            "the serial number belongs to each extent (its LUN) here, not to the target",
 	"iscsi_target_flags":             "read-only is set per extent here, not per target",
 	"iscsi_target_logical_blocksize": "the block size belongs to each extent here, not to the target",
-	"iscsi_target_queue_depth":       "the queue depth is the daemon's, the same for every target",
 	"iscsi_target_initialdigest":     "digests are negotiated per connection: the target accepts None and CRC32C (Auto)",
 	"iscsi_target_type":              "targets serve disks only",
 }
 
 // targetOut shows t; the LU fields come from its LUN 0 extent.
 func (a *api) targetOut(cfg *mgmt.Config, t mgmt.Target) targetView {
-	v := targetView{ID: t.ID, Name: t.Name, AuthType: "None", InitialDigest: "Auto", QueueDepth: a.limits.QueueDepth,
+	v := targetView{ID: t.ID, Name: t.Name, AuthType: "None", InitialDigest: "Auto", QueueDepth: cmp.Or(t.QueueDepth, a.limits.QueueDepth),
 		LogicalBlocksize: 512, Flags: "rw", Type: "Disk"}
 	if t.Alias != "" {
 		alias := t.Alias
@@ -402,6 +402,13 @@ func targetIn(cur, v targetView, t *mgmt.Target) error {
 	method, err := authMethodIn("iscsi_target_authtype", v.AuthType, v.AuthGroup)
 	if err != nil {
 		return err
+	}
+	if v.QueueDepth != cur.QueueDepth {
+		// istgt's 0 turns command queuing off: one command at a time.
+		if v.QueueDepth < 0 || v.QueueDepth > 255 {
+			return rest.BadRequest("iscsi_target_queue_depth", "%d is not from 0 (queuing off) to 255", v.QueueDepth)
+		}
+		t.QueueDepth = max(v.QueueDepth, 1)
 	}
 	t.Name = v.Name
 	t.Alias = ""
