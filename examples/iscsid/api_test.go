@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -11,44 +9,18 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/iscsikit/iscsikit/mgmt"
 )
 
-// apiDaemon is iscsid running in-process with its management API.
-type apiDaemon struct {
-	portal, api string
-	stop        func()
-}
-
 // startAPIDaemon runs iscsid on stateDir with a portal and the management
-// API on free loopback ports, behind Basic auth user "admin".
-func startAPIDaemon(t *testing.T, stateDir, portal, api string) *apiDaemon {
+// API on the given loopback addresses, behind Basic auth user "admin".
+func startAPIDaemon(t *testing.T, stateDir, portal, api string, pools ...mgmt.Pool) *daemon {
 	t.Helper()
-	d := &apiDaemon{portal: portal, api: api}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c := config{stateDir: stateDir, portal: portal, api: apiConfig{addr: api, user: "admin", password: "s3cret-api"}}
-	go func() { done <- run(ctx, c, nil, log) }()
-	stopped := false
-	d.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(10 * time.Second):
-			t.Error("iscsid did not shut down")
-		}
-	}
-	t.Cleanup(d.stop)
-	waitListening(t, api, done)
-	return d
+	c := config{stateDir: stateDir, portal: portal, api: apiConfig{addr: api, user: "admin", password: "s3cret-api"}, pools: pools}
+	return runInProcess(t, c, nil, api)
 }
 
 // buildIscsictl builds the iscsictl example into a temporary directory.
@@ -190,13 +162,7 @@ func TestTargetdExportWithIscsiLs(t *testing.T) {
 	state, pool := t.TempDir(), t.TempDir()
 	portal := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	api := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	c := config{stateDir: state, portal: portal, api: apiConfig{addr: api, user: "admin", password: "s3cret-api"},
-		pools: poolFlags{{Name: "vg0", Type: "fs", Path: pool}}}
-	go func() { done <- run(ctx, c, nil, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
-	t.Cleanup(func() { cancel(); <-done })
-	waitListening(t, api, done)
+	startAPIDaemon(t, state, portal, api, mgmt.Pool{Name: "vg0", Type: "fs", Path: pool})
 
 	rpc := func(method, params string) string {
 		t.Helper()
@@ -225,13 +191,7 @@ func TestRESTFrontEndsWithIscsiLs(t *testing.T) {
 	portal := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	api := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	start := func() func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		c := config{stateDir: state, portal: portal, api: apiConfig{addr: api, user: "admin", password: "s3cret-api"},
-			pools: poolFlags{{Name: "Volume_1", Type: "fs", Path: pool}}}
-		go func() { done <- run(ctx, c, nil, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
-		waitListening(t, api, done)
-		return func() { cancel(); require.NoError(t, <-done) }
+		return startAPIDaemon(t, state, portal, api, mgmt.Pool{Name: "Volume_1", Type: "fs", Path: pool}).stop
 	}
 	stop := start()
 	base := "http://" + api

@@ -87,24 +87,13 @@ func startSecureDaemon(t *testing.T) (addr1, addr2 string, logs *syncbuf.Buffer)
 	addr1, addr2 = "127.0.0.1:"+strconv.Itoa(p1), "127.0.0.1:"+strconv.Itoa(p2)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.json"), []byte(securityConfig(dir, p1, p2)), 0o600))
 	logs = &syncbuf.Buffer{}
-	done := make(chan error, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	log := slog.New(slog.NewTextHandler(logs, nil))
-	go func() { done <- run(ctx, config{stateDir: dir, portal: "127.0.0.1:1"}, nil, log) }()
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(10 * time.Second):
-			t.Error("iscsid did not shut down")
-		}
+		// Runs after the daemon has stopped (cleanups run last first).
 		for _, s := range []string{aliceSecret, bobSecret, peerSecret, discoSecret, "wrongsecret12"} {
 			require.NotContains(t, logs.String(), s, "a secret reached the log")
 		}
 	})
-	waitListening(t, addr1, done)
-	waitListening(t, addr2, done)
+	runInProcess(t, config{stateDir: dir, portal: "127.0.0.1:1"}, slog.New(slog.NewTextHandler(logs, nil)), addr1, addr2)
 	return addr1, addr2, logs
 }
 

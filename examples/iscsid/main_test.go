@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -47,7 +48,43 @@ func freePort(t *testing.T) int {
 type daemon struct {
 	addr string
 	hup  chan os.Signal
-	done chan error
+	// stop ends the daemon and requires a clean shutdown; it runs at the
+	// end of the test at the latest and may be called more than once.
+	stop func()
+}
+
+// runInProcess runs iscsid with c in this process (logging to log, or
+// nowhere when nil) and returns once it listens on every address of
+// listen. The daemon stops when the test ends or when stop is called.
+func runInProcess(t *testing.T, c config, log *slog.Logger, listen ...string) *daemon {
+	t.Helper()
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	d := &daemon{hup: make(chan os.Signal, 1)}
+	if len(listen) > 0 {
+		d.addr = listen[0]
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, c, d.hup, log) }()
+	var once sync.Once
+	d.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(10 * time.Second):
+				t.Error("iscsid did not shut down")
+			}
+		})
+	}
+	t.Cleanup(d.stop)
+	for _, addr := range listen {
+		waitListening(t, addr, done)
+	}
+	return d
 }
 
 // startDaemon runs iscsid in-process with stateDir (fresh when empty) and
@@ -57,25 +94,8 @@ func startDaemon(t *testing.T, stateDir string) *daemon {
 	if stateDir == "" {
 		stateDir = t.TempDir()
 	}
-	d := &daemon{
-		addr: "127.0.0.1:" + strconv.Itoa(freePort(t)),
-		hup:  make(chan os.Signal, 1),
-		done: make(chan error, 1),
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() { d.done <- run(ctx, config{stateDir: stateDir, portal: d.addr}, d.hup, log) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-d.done:
-			require.NoError(t, err)
-		case <-time.After(10 * time.Second):
-			t.Error("iscsid did not shut down")
-		}
-	})
-	waitListening(t, d.addr, d.done)
-	return d
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	return runInProcess(t, config{stateDir: stateDir, portal: addr}, nil, addr)
 }
 
 // waitListening waits until addr accepts connections or the daemon fails.
@@ -121,11 +141,18 @@ func TestDefaultTargetListedByIscsiLs(t *testing.T) {
 }
 
 func TestQemuImgWriteReadBack64MiB(t *testing.T) {
+	qemuWriteReadBack(t, startDaemon(t, "").addr, 64<<20)
+}
+
+// qemuWriteReadBack writes size random bytes to LUN 0 of the default
+// target on addr with qemu-img, reads them back the same way and requires
+// them identical.
+func qemuWriteReadBack(t *testing.T, addr string, size int) {
+	t.Helper()
 	qemu := needTool(t, "qemu-img")
-	addr := startDaemon(t, "").addr
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.raw")
-	data := make([]byte, 64<<20)
+	data := make([]byte, size)
 	_, err := rand.Read(data)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(src, data, 0o644))
@@ -150,20 +177,7 @@ func TestQemuImgWriteReadBack64MiB(t *testing.T) {
 func startDaemonWithConfig(t *testing.T, stateDir, cfg, addr string) *daemon {
 	t.Helper()
 	require.NoError(t, os.WriteFile(filepath.Join(stateDir, "config.json"), []byte(cfg), 0o600))
-	d := &daemon{addr: addr, hup: make(chan os.Signal, 1), done: make(chan error, 1)}
-	ctx, cancel := context.WithCancel(context.Background())
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() { d.done <- run(ctx, config{stateDir: stateDir, portal: "127.0.0.1:1"}, d.hup, log) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-d.done:
-		case <-time.After(10 * time.Second):
-			t.Error("iscsid did not shut down")
-		}
-	})
-	waitListening(t, addr, d.done)
-	return d
+	return runInProcess(t, config{stateDir: stateDir, portal: "127.0.0.1:1"}, nil, addr)
 }
 
 // twoTargets is a hand-written configuration: two portals, two targets,

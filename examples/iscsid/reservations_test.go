@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,27 +18,7 @@ import (
 // runDaemon runs iscsid on stateDir until the returned stop is called.
 func runDaemon(t *testing.T, stateDir, addr string) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() { done <- run(ctx, config{stateDir: stateDir, portal: addr}, make(chan os.Signal, 1), log) }()
-	waitListening(t, addr, done)
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(10 * time.Second):
-			t.Error("iscsid did not shut down")
-		}
-	}
-	t.Cleanup(stop)
-	return stop
+	return runInProcess(t, config{stateDir: stateDir, portal: addr}, nil, addr).stop
 }
 
 // dialReady logs in as initiator name and consumes the unit attentions a
