@@ -6,7 +6,9 @@ require github.com/stretchr/testify v1.12.1
 
 require github.com/google/gofuzz v1.2.0
 
+require golang.org/x/crypto v0.59.0
+
 require (
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
-	golang.org/x/sys v0.49.0
+	golang.org/x/sys v0.50.0
 )

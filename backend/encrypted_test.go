@@ -1,0 +1,229 @@
+//go:build linux
+
+package backend_test
+
+import (
+	"bytes"
+	"fmt"
+	"crypto/aes"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/xts"
+
+	"github.com/iscsikit/iscsikit/backend"
+)
+
+// newEncrypted returns an encrypted device over a fresh sparse file, the
+// raw file underneath and the key file.
+func newEncrypted(t testing.TB, sector int) (*backend.Encrypted, backend.Device, backend.KeyFile) {
+	t.Helper()
+	dir := t.TempDir()
+	raw, err := backend.OpenFile(filepath.Join(dir, "lun.img"), backend.FileOptions{Size: devSize, Create: true})
+	require.NoError(t, err)
+	keys := backend.KeyFile{Path: filepath.Join(dir, "keys", "lun.key")}
+	key, err := backend.NewEncryptionKey()
+	require.NoError(t, err)
+	require.NoError(t, keys.Store(key))
+	enc, err := backend.NewEncrypted(raw, keys, sector)
+	require.NoError(t, err)
+	t.Cleanup(func() { enc.Close() })
+	return enc, raw, keys
+}
+
+func TestEncryptedStoresCiphertextAndReadsPlaintext(t *testing.T) {
+	enc, raw, keys := newEncrypted(t, 512)
+	data := bytes.Repeat([]byte("secret block 0123456789abcdef!!\n"), 32) // two sectors of one pattern
+	_, err := enc.WriteAt(data, 4096)
+	require.NoError(t, err)
+
+	got := make([]byte, len(data))
+	_, err = enc.ReadAt(got, 4096)
+	require.NoError(t, err)
+	require.Equal(t, data, got)
+
+	stored := make([]byte, len(data))
+	_, err = raw.ReadAt(stored, 4096)
+	require.NoError(t, err)
+	require.False(t, bytes.Contains(stored, []byte("secret")), "plaintext reached the medium")
+	require.NotEqual(t, stored[:512], stored[512:], "equal sectors must encrypt differently (the sector number is the tweak)")
+
+	// The medium holds AES-256-XTS of the data with the sector number as
+	// tweak: anyone with the key file can decrypt it with a standard
+	// implementation.
+	key, err := keys.Load()
+	require.NoError(t, err)
+	c, err := xts.NewCipher(aes.NewCipher, key)
+	require.NoError(t, err)
+	plain := make([]byte, 512)
+	c.Decrypt(plain, stored[512:], 4096/512+1)
+	require.Equal(t, data[512:], plain)
+}
+
+func TestEncryptedUnwrittenAndUnmappedReadZeroes(t *testing.T) {
+	enc, _, _ := newEncrypted(t, 4096)
+	got := make([]byte, 8192)
+	_, err := enc.ReadAt(got, 0)
+	require.NoError(t, err)
+	require.Equal(t, make([]byte, 8192), got, "a never written range reads zeroes")
+
+	_, err = enc.WriteAt(bytes.Repeat([]byte{0xa5}, 8192), 0)
+	require.NoError(t, err)
+	require.NoError(t, enc.Unmap(0, 4096))
+	_, err = enc.ReadAt(got, 0)
+	require.NoError(t, err)
+	require.Equal(t, make([]byte, 4096), got[:4096], "an unmapped sector reads zeroes")
+	require.Equal(t, bytes.Repeat([]byte{0xa5}, 4096), got[4096:])
+
+	allocated, _, err := enc.Allocation(0)
+	require.NoError(t, err)
+	require.False(t, allocated, "allocation is the wrapped device's")
+}
+
+func TestEncryptedCryptoErase(t *testing.T) {
+	enc, _, keys := newEncrypted(t, 512)
+	old, err := keys.Load()
+	require.NoError(t, err)
+	data := bytes.Repeat([]byte{'a'}, 64<<10)
+	_, err = enc.WriteAt(data, 0)
+	require.NoError(t, err)
+
+	require.NoError(t, enc.CryptoErase())
+	now, err := keys.Load()
+	require.NoError(t, err)
+	require.NotEqual(t, old, now, "the key file holds a new key")
+
+	got := make([]byte, len(data))
+	_, err = enc.ReadAt(got, 0)
+	require.NoError(t, err)
+	for i := 0; i < len(got); i += 512 {
+		require.NotEqual(t, data[i:i+512], got[i:i+512], "sector %d still readable after the erase", i/512)
+	}
+
+	// Data written after the erase survives a reopen with the stored key.
+	fresh := bytes.Repeat([]byte{'b'}, 512)
+	_, err = enc.WriteAt(fresh, 512)
+	require.NoError(t, err)
+	require.NoError(t, enc.Sync())
+	raw, err := backend.OpenFile(filepath.Join(filepath.Dir(filepath.Dir(keys.Path)), "lun.img"), backend.FileOptions{})
+	require.NoError(t, err)
+	again, err := backend.NewEncrypted(raw, keys, 512)
+	require.NoError(t, err)
+	defer again.Close()
+	got = got[:512]
+	_, err = again.ReadAt(got, 512)
+	require.NoError(t, err)
+	require.Equal(t, fresh, got)
+}
+
+func TestEncryptedRefusesBadInput(t *testing.T) {
+	enc, raw, keys := newEncrypted(t, 512)
+	_, err := enc.ReadAt(make([]byte, 512), 100)
+	require.ErrorIs(t, err, backend.ErrMisaligned)
+	_, err = enc.WriteAt(make([]byte, 100), 0)
+	require.ErrorIs(t, err, backend.ErrMisaligned)
+
+	_, err = backend.NewEncrypted(raw, keys, 1000)
+	require.ErrorContains(t, err, "power of two")
+	_, err = backend.NewEncrypted(backend.NewMemory(4096+512), keys, 4096)
+	require.ErrorContains(t, err, "multiple")
+
+	missing := backend.KeyFile{Path: filepath.Join(t.TempDir(), "none.key")}
+	_, err = backend.NewEncrypted(raw, missing, 512)
+	require.ErrorIs(t, err, fs.ErrNotExist)
+
+	short := backend.KeyFile{Path: filepath.Join(t.TempDir(), "short.key")}
+	require.NoError(t, os.WriteFile(short.Path, []byte("too short"), 0o600))
+	_, err = backend.NewEncrypted(raw, short, 512)
+	require.ErrorContains(t, err, "holds 9 bytes")
+	require.Error(t, short.Store([]byte("too short")))
+}
+
+func TestKeyFileIsPrivateAndOverwrittenInPlace(t *testing.T) {
+	kf := backend.KeyFile{Path: filepath.Join(t.TempDir(), "k", "lun.key")}
+	k1, err := backend.NewEncryptionKey()
+	require.NoError(t, err)
+	require.NoError(t, kf.Store(k1))
+	st, err := os.Stat(kf.Path)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+
+	k2, err := backend.NewEncryptionKey()
+	require.NoError(t, err)
+	require.NoError(t, kf.Store(k2))
+	st2, err := os.Stat(kf.Path)
+	require.NoError(t, err)
+	require.True(t, os.SameFile(st, st2), "a new key overwrites the old one in the same file")
+	got, err := kf.Load()
+	require.NoError(t, err)
+	require.Equal(t, k2, got)
+}
+
+// TestEncryptedIOAcrossErase runs reads and writes while the key changes:
+// every write must read back under the key it ends up stored with (no I/O
+// straddles a key change).
+func TestEncryptedIOAcrossErase(t *testing.T) {
+	enc, _, _ := newEncrypted(t, 512)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := bytes.Repeat([]byte{byte(w + 1)}, 4096)
+			got := make([]byte, 4096)
+			for range 200 {
+				_, err := enc.WriteAt(buf, int64(w)*4096)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := enc.ReadAt(got, int64(w)*4096); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	for range 20 {
+		require.NoError(t, enc.CryptoErase())
+	}
+	wg.Wait()
+	got := make([]byte, 4096)
+	for w := range 4 {
+		buf := bytes.Repeat([]byte{byte(w + 1)}, 4096)
+		_, err := enc.WriteAt(buf, int64(w)*4096)
+		require.NoError(t, err)
+		_, err = enc.ReadAt(got, int64(w)*4096)
+		require.NoError(t, err)
+		require.Equal(t, buf, got)
+	}
+}
+
+func BenchmarkEncrypted64K(b *testing.B) {
+	for _, sector := range []int{512, 4096} {
+		enc, _, _ := newEncrypted(b, sector)
+		buf := make([]byte, 64<<10)
+		b.Run(fmt.Sprintf("write/%d", sector), func(b *testing.B) {
+			b.SetBytes(int64(len(buf)))
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if _, err := enc.WriteAt(buf, int64(i%32)*int64(len(buf))); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("read/%d", sector), func(b *testing.B) {
+			b.SetBytes(int64(len(buf)))
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if _, err := enc.ReadAt(buf, int64(i%32)*int64(len(buf))); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
