@@ -3,6 +3,7 @@ package scsi_test
 import (
 	"bytes"
 	"encoding/binary"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -238,10 +239,99 @@ func TestSanitize(t *testing.T) {
 		return f.run(nexusA, 0, tur, nil, 0).Status == scsi.StatusGood
 	}, 5*time.Second, time.Millisecond)
 	require.Equal(t, bytes.Repeat([]byte{9}, bs), f.good(read10(7, 1), nil, bs))
-	// EXIT FAILURE MODE with no failure is a no-op; CRYPTO ERASE is not
-	// offered.
+	// EXIT FAILURE MODE with no failure is a no-op; CRYPTOGRAPHIC ERASE
+	// is not offered by a unit whose device does not encrypt, and its
+	// WACEREQ says so.
 	f.good([]byte{0x48, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0}, nil, 0)
-	f.fails([]byte{0x48, 0x03, 0, 0, 0, 0, 0, 0, 0, 0}, nil, 0, scsi.SenseIllegalRequest, 0x24, 0)
+	f.fails(cryptoErase, nil, 0, scsi.SenseIllegalRequest, 0x24, 0)
+	require.Equal(t, byte(0x01), f.good(rsocSanitize(0x03), nil, 12)[1]&0x07, "SANITIZE CRYPTOGRAPHIC ERASE: not supported per the standard")
+	require.Equal(t, byte(0x40), f.good(vpdB1, nil, 64)[7], "WABEREQ 01, WACEREQ 00")
+}
+
+var (
+	cryptoErase = []byte{0x48, 0x03, 0, 0, 0, 0, 0, 0, 0, 0}
+	vpdB1       = []byte{0x12, 0x01, 0xb1, 0, 64, 0}
+)
+
+// rsocSanitize is REPORT SUPPORTED OPERATION CODES for one SANITIZE
+// service action.
+func rsocSanitize(sa byte) []byte {
+	return []byte{0xa3, 0x0c, 0x02, 0x48, 0, sa, 0, 0, 0, 12, 0, 0}
+}
+
+// encryptedMemory returns a memory device encrypted under a fresh key.
+func encryptedMemory(t *testing.T) *backend.Encrypted {
+	t.Helper()
+	keys := backend.KeyFile{Path: filepath.Join(t.TempDir(), "unit.key")}
+	key, err := backend.NewEncryptionKey()
+	require.NoError(t, err)
+	require.NoError(t, keys.Store(key))
+	dev, err := backend.NewEncrypted(backend.NewMemory(blocks*bs), keys, bs)
+	require.NoError(t, err)
+	return dev
+}
+
+func TestSanitizeCryptoErase(t *testing.T) {
+	_, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{CryptoErase: true})
+	require.ErrorContains(t, err, "replace its data key", "a device that cannot change its key cannot offer it")
+
+	f := newFixtureOn(t, encryptedMemory(t), scsi.UnitConfig{ThinProvisioning: true, CryptoErase: true})
+	require.Equal(t, byte(0x03), f.good(rsocSanitize(0x03), nil, 12)[1]&0x07, "SANITIZE CRYPTOGRAPHIC ERASE supported per the standard")
+	require.Equal(t, byte(0x50), f.good(vpdB1, nil, 64)[7], "WABEREQ 01, WACEREQ 01: reads succeed after either erase")
+
+	written := bytes.Repeat([]byte{'a'}, 16*bs)
+	f.good(write10(0, 16), written, 0)
+	f.good(write10(blocks-16, 16), written, 0)
+	require.Equal(t, written, f.good(read10(0, 16), nil, 16*bs))
+
+	// The parameter list must be empty.
+	f.fails([]byte{0x48, 0x03, 0, 0, 0, 0, 0, 0, 8, 0}, make([]byte, 8), 0, scsi.SenseIllegalRequest, 0x24, 0)
+	// Another nexus's reservation conflicts.
+	f.good([]byte{0x16, 0, 0, 0, 0, 0}, nil, 0)
+	require.Equal(t, scsi.StatusReservationConflict, f.run(nexusB, 0, cryptoErase, nil, 0).Status)
+	f.good([]byte{0x17, 0, 0, 0, 0, 0}, nil, 0)
+
+	f.good(cryptoErase, nil, 0)
+	for _, lba := range []uint32{0, blocks - 16} {
+		got := f.good(read10(lba, 16), nil, 16*bs)
+		for i := 0; i < len(got); i += bs {
+			require.NotEqual(t, written[i:i+bs], got[i:i+bs], "LBA %d still holds its data", int(lba)+i/bs)
+		}
+	}
+	require.Equal(t, make([]byte, bs), f.good(read10(100, 1), nil, bs), "a block never written still reads zeroes")
+	// The unit works on under the new key.
+	f.good(write10(0, 16), written, 0)
+	require.Equal(t, written, f.good(read10(0, 16), nil, 16*bs))
+
+	// A write-protected unit refuses it.
+	ro := newFixtureOn(t, encryptedMemory(t), scsi.UnitConfig{ReadOnly: true, CryptoErase: true})
+	ro.fails(cryptoErase, nil, 0, scsi.SenseDataProtect, 0x27, 0)
+}
+
+func TestSanitizeRate(t *testing.T) {
+	// 1 MiB at 512 KiB/s: the overwrite cannot be done before 1.5 s.
+	f := newFixture(t, scsi.UnitConfig{SanitizeRate: 512 << 10})
+	p := []byte{0x01, 0, 0, 1, 0x5a}
+	f.good([]byte{0x48, 0x81, 0, 0, 0, 0, 0, 0, byte(len(p)), 0}, p, 0)
+	time.Sleep(500 * time.Millisecond)
+	f.fails(tur, nil, 0, scsi.SenseNotReady, 0x04, 0x1b)
+	require.Eventually(t, func() bool {
+		return f.run(nexusA, 0, tur, nil, 0).Status == scsi.StatusGood
+	}, 20*time.Second, 10*time.Millisecond)
+	require.Equal(t, bytes.Repeat([]byte{0x5a}, bs), f.good(read10(blocks-1, 1), nil, bs))
+
+	// Closing the unit does not wait for a throttled sanitize to finish.
+	_, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{SanitizeRate: -1})
+	require.Error(t, err)
+	slow := newFixture(t, scsi.UnitConfig{SanitizeRate: 1})
+	slow.good([]byte{0x48, 0x81, 0, 0, 0, 0, 0, 0, byte(len(p)), 0}, p, 0)
+	closed := make(chan error, 1)
+	go func() { closed <- slow.lu.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for a throttled sanitize")
+	}
 }
 
 func TestSanitizeUnderReservation(t *testing.T) {

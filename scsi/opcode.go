@@ -33,6 +33,9 @@ const (
 	flagRemovable
 	// flagCopy commands exist only on units offering third-party copy.
 	flagCopy
+	// flagCrypto commands exist only on units offering cryptographic
+	// erase.
+	flagCrypto
 )
 
 // opcode is one entry of the command table: dispatch, CDB validation and
@@ -129,6 +132,7 @@ func commandTable() []*opcode {
 		{name: "UNMAP", usage: cdb(0x42, 0x01, 0, 0, 0, 0, 0x3f, 0xff, 0xff, 0), flags: flagConflicts | flagMedium | flagWrite | flagThin, handler: (*request).unmap},
 		{name: "SANITIZE", usage: cdb(0x48, 0xa0|sanitizeOverwrite, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagMedium | flagWrite, handler: (*request).sanitize},
 		{name: "SANITIZE", usage: cdb(0x48, 0xa0|sanitizeBlockErase, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagMedium | flagWrite | flagThin, handler: (*request).sanitize},
+		{name: "SANITIZE", usage: cdb(0x48, 0xa0|sanitizeCryptoErase, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagMedium | flagWrite | flagCrypto, handler: (*request).sanitize},
 		{name: "SANITIZE", usage: cdb(0x48, 0x80|sanitizeExitFailure, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagWrite, handler: (*request).sanitize},
 		{name: "MODE SELECT(10)", usage: cdb(0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0), flags: flagConflicts | flagPRWrite, handler: (*request).modeSelect},
 		{name: "RESERVE(10)", usage: cdb(0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0), flags: flagConflicts, handler: (*request).reserve},
@@ -197,7 +201,23 @@ func lookupOpcode(cdb []byte) (*opcode, *Sense) {
 func (lu *LogicalUnit) supported(o *opcode) bool {
 	return (o.flags&flagThin == 0 || lu.cfg.ThinProvisioning) &&
 		(o.flags&flagRemovable == 0 || lu.cfg.Removable) &&
-		(o.flags&flagCopy == 0 || lu.cfg.ThirdPartyCopy)
+		(o.flags&flagCopy == 0 || lu.cfg.ThirdPartyCopy) &&
+		(o.flags&flagCrypto == 0 || lu.cfg.CryptoErase)
+}
+
+// unsupported is the sense for a command the unit does not offer: INVALID
+// FIELD IN CDB (the service action) when it offers another service action
+// of the same operation code, INVALID COMMAND OPERATION CODE otherwise
+// (SPC-4 §4.5.2).
+func (lu *LogicalUnit) unsupported(o *opcode) *Sense {
+	if o.hasSA {
+		for _, sibling := range opcodeIndex[o.usage[0]] {
+			if lu.supported(sibling) {
+				return invalidField(1, 4)
+			}
+		}
+	}
+	return errInvalidOpcode
 }
 
 // be16, be32 and be64 read big-endian CDB fields.

@@ -6,11 +6,12 @@ import (
 	"github.com/iscsikit/iscsikit/backend"
 )
 
-// SANITIZE service actions (SBC-4 §5.30). CRYPTO ERASE is not offered: no
-// backend of this module encrypts, so there is no key to change.
+// SANITIZE service actions (SBC-4 §5.30). CRYPTOGRAPHIC ERASE is offered
+// on units whose device encrypts (UnitConfig.CryptoErase).
 const (
 	sanitizeOverwrite   = 0x01
 	sanitizeBlockErase  = 0x02
+	sanitizeCryptoErase = 0x03
 	sanitizeExitFailure = 0x1f
 )
 
@@ -21,8 +22,9 @@ const sanitizeSyncBytes = 32 << 20
 // sanitize runs SANITIZE. OVERWRITE writes the initialization pattern
 // over every block once (the OVERWRITE COUNT passes of a disk drive would
 // all land in the same place of a file or a page cache, so one pass leaves
-// the same medium), BLOCK ERASE deallocates every block of a thin unit,
-// and EXIT FAILURE MODE leaves the state a failed sanitize left the unit
+// the same medium) at no more than UnitConfig.SanitizeRate, BLOCK ERASE
+// deallocates every block of a thin unit, CRYPTOGRAPHIC ERASE replaces
+// the device's data key, and EXIT FAILURE MODE leaves the state a failed sanitize left the unit
 // in. While it runs every command but INQUIRY, REPORT LUNS and REQUEST
 // SENSE fails with SANITIZE IN PROGRESS; with IMMED the command completes
 // as soon as it has started.
@@ -54,6 +56,15 @@ func (r *request) sanitize() error {
 			lu.writeGate.RLock()
 			defer lu.writeGate.RUnlock()
 			return ioError(lu.dev.(backend.Unmapper).Unmap(0, int64(lu.nblocks)<<lu.blockShift), true)
+		}
+	case sanitizeCryptoErase:
+		if plen != 0 {
+			return invalidField(7, -1)
+		}
+		job = func(context.Context) error {
+			lu.writeGate.Lock()
+			defer lu.writeGate.Unlock()
+			return ioError(lu.dev.(backend.CryptoEraser).CryptoErase(), true)
 		}
 	default: // OVERWRITE
 		bs := int(lu.blockSize)
@@ -88,7 +99,7 @@ func (r *request) sanitize() error {
 			// than filling the page cache with the whole device first:
 			// dirty memory stays bounded, and what the sanitize has
 			// reported done is on stable storage.
-			return lu.fillSynced(ctx, 0, int64(lu.nblocks)<<lu.blockShift, block, sanitizeSyncBytes)
+			return lu.fillSynced(ctx, 0, int64(lu.nblocks)<<lu.blockShift, block, sanitizeSyncBytes, lu.cfg.SanitizeRate)
 		}
 	}
 	lu.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"time"
 
 	"github.com/iscsikit/iscsikit/backend"
 )
@@ -385,12 +386,15 @@ func (r *request) writeSame() error {
 // fill writes block over and over from off for length bytes, then syncs
 // as the write cache setting asks.
 func (lu *LogicalUnit) fill(ctx context.Context, off, length int64, block []byte) error {
-	return lu.fillSynced(ctx, off, length, block, 0)
+	return lu.fillSynced(ctx, off, length, block, 0, 0)
 }
 
 // fillSynced is fill that also makes the data durable after every
-// syncEvery bytes (0: only at the end, as the write cache setting asks).
-func (lu *LogicalUnit) fillSynced(ctx context.Context, off, length int64, block []byte, syncEvery int64) error {
+// syncEvery bytes (0: only at the end, as the write cache setting asks)
+// and writes no more than rate bytes per second (0: as fast as the device
+// takes them).
+func (lu *LogicalUnit) fillSynced(ctx context.Context, off, length int64, block []byte, syncEvery, rate int64) error {
+	start := time.Now()
 	bs := int64(len(block))
 	bufp := lu.buffers.Get(int(min(length, 256<<10)))
 	defer lu.buffers.Put(bufp)
@@ -415,8 +419,31 @@ func (lu *LogicalUnit) fillSynced(ctx context.Context, off, length int64, block 
 				return err
 			}
 		}
+		if rate > 0 {
+			if err := pace(ctx, start, done, rate); err != nil {
+				return err
+			}
+		}
 	}
 	return lu.syncIf(false)
+}
+
+// pace sleeps until done bytes written since start are no more than rate
+// bytes per second, or ctx ends.
+func pace(ctx context.Context, start time.Time, done, rate int64) error {
+	due := start.Add(time.Duration(float64(done) / float64(rate) * float64(time.Second)))
+	wait := time.Until(due)
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (r *request) unmap() error {

@@ -35,10 +35,16 @@ type fixture struct {
 
 func newFixture(t *testing.T, cfg scsi.UnitConfig) *fixture {
 	t.Helper()
+	return newFixtureOn(t, backend.NewMemory(blocks*bs), cfg)
+}
+
+// newFixtureOn is newFixture with LUN 0 on dev.
+func newFixtureOn(t *testing.T, dev backend.Device, cfg scsi.UnitConfig) *fixture {
+	t.Helper()
 	if cfg.Serial == "" {
 		cfg.Serial = "unit0"
 	}
-	lu, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), cfg)
+	lu, err := scsi.NewLogicalUnit(dev, cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { lu.Close() })
 	tgt := scsi.NewTarget()

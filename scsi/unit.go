@@ -62,6 +62,14 @@ type UnitConfig struct {
 	// came through that offer it too (VMware's XCOPY offload), with the
 	// third-party copy VPD page.
 	ThirdPartyCopy bool
+	// CryptoErase offers SANITIZE CRYPTOGRAPHIC ERASE, which makes every
+	// block unreadable by replacing the device's data key; the device
+	// must implement backend.CryptoEraser (backend.Encrypted does).
+	CryptoErase bool
+	// SanitizeRate caps the bytes per second a SANITIZE OVERWRITE writes,
+	// so that a sanitize running in the background leaves the rest of
+	// the storage's bandwidth to other units; 0 means no cap.
+	SanitizeRate int64
 	// Logger receives errors of work that outlives its command; nil
 	// discards them.
 	Logger *slog.Logger
@@ -100,7 +108,8 @@ type LogicalUnit struct {
 	buffers bufpool.Pool
 
 	// writeGate is held shared by every writer and exclusively by
-	// COMPARE AND WRITE, which must be atomic against other writers.
+	// COMPARE AND WRITE, which must be atomic against other writers, and
+	// by CRYPTOGRAPHIC ERASE, which no write may straddle.
 	writeGate sync.RWMutex
 
 	mu      sync.Mutex
@@ -209,6 +218,14 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 		if _, ok := dev.(backend.Unmapper); !ok {
 			return nil, errors.New("scsi: thin provisioning needs a device that can unmap")
 		}
+	}
+	if cfg.CryptoErase {
+		if _, ok := dev.(backend.CryptoEraser); !ok {
+			return nil, errors.New("scsi: cryptographic erase needs a device that can replace its data key")
+		}
+	}
+	if cfg.SanitizeRate < 0 {
+		return nil, fmt.Errorf("scsi: sanitize rate %d is negative", cfg.SanitizeRate)
 	}
 	if cfg.DeviceID == 0 {
 		h := fnv.New64a()
@@ -472,7 +489,7 @@ func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string, t 
 	}
 	op, bad := lookupOpcode(r.cdb)
 	if bad == nil && !lu.supported(op) {
-		bad = errInvalidOpcode
+		bad = lu.unsupported(op)
 	}
 	lu.mu.Lock()
 	r.dsense = lu.mode.dsense

@@ -41,6 +41,12 @@ func (lu *LogicalUnit) vpdPage(code byte, n Nexus) ([]byte, bool) {
 			// (returning zeroes, LBPRZ).
 			body[3] = 0x40
 		}
+		if lu.cfg.CryptoErase {
+			// WACEREQ 01: after SANITIZE CRYPTOGRAPHIC ERASE reads
+			// succeed (returning what the old data decrypts to under
+			// the new key, or zeroes where nothing was written).
+			body[3] |= 0x10
+		}
 	case 0xb2:
 		if !lu.cfg.ThinProvisioning {
 			return nil, false
