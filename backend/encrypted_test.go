@@ -4,8 +4,8 @@ package backend_test
 
 import (
 	"bytes"
-	"fmt"
 	"crypto/aes"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
