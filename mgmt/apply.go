@@ -56,6 +56,8 @@ type applier struct {
 	log  *slog.Logger
 	// prDir keeps the extents' persistent reservations; "" refuses APTPL.
 	prDir string
+	// keyDir keeps the keys of encrypted extents; "" refuses them.
+	keyDir string
 
 	listeners map[netip.AddrPort]*liveListener
 	units     map[int]*liveUnit   // by extent id
@@ -280,12 +282,12 @@ func (a *applier) buildAuthTable(cfg *Config) *authTable {
 	return t
 }
 
-func newApplier(srv *iscsi.Server, open OpenFunc, prDir string, log *slog.Logger) *applier {
+func newApplier(srv *iscsi.Server, open OpenFunc, prDir, keyDir string, log *slog.Logger) *applier {
 	if open == nil {
 		open = OpenExtent
 	}
 	a := &applier{
-		srv: srv, open: open, prDir: prDir, log: log,
+		srv: srv, open: open, prDir: prDir, keyDir: keyDir, log: log,
 		listeners: map[netip.AddrPort]*liveListener{},
 		units:     map[int]*liveUnit{},
 		targets:   map[int]*liveTarget{},
@@ -333,11 +335,18 @@ func (a *applier) prepare(cfg *Config) (*plan, error) {
 			continue
 		}
 		if cur := a.units[e.ID]; cur != nil && cur.ext.devicePath() == e.devicePath() {
+			if cur.ext.Encrypted != e.Encrypted {
+				return fail(&Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "encrypted",
+					Msg: "cannot change while the extent's storage is in use: its data would read as noise; create a new extent and copy the data"})
+			}
 			// Reopened in commit, after the old unit lets go of the file.
 			continue
 		}
 		u, err := a.openUnit(cfg, e)
 		if err != nil {
+			if me := (*Error)(nil); errors.As(err, &me) {
+				return fail(err)
+			}
 			return fail(&Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "path", Msg: err.Error()})
 		}
 		p.newUnits[e.ID] = u
@@ -568,6 +577,14 @@ func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
 	if err != nil {
 		return nil, err
 	}
+	if e.Encrypted {
+		enc, err := a.encrypt(dev, e)
+		if err != nil {
+			dev.Close()
+			return nil, err
+		}
+		dev = enc
+	}
 	uc, err := unitConfig(e)
 	if err != nil {
 		dev.Close()
@@ -588,6 +605,54 @@ func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
 		return nil, err
 	}
 	return &liveUnit{ext: e, lu: lu}, nil
+}
+
+// encrypt wraps an extent's storage in its encryption. The key is created
+// on first use, but only while the storage holds no data: a key file lost
+// from under data that exists is reported, not replaced by a key that
+// would read that data as noise. Storage that cannot tell what it holds
+// (a block device) counts as empty.
+func (a *applier) encrypt(dev backend.Device, e Extent) (backend.Device, error) {
+	fail := func(format string, args ...any) error {
+		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "encrypted", Msg: fmt.Sprintf(format, args...)}
+	}
+	if a.keyDir == "" {
+		return nil, fail("encrypted extents need a key directory (Options.KeyDir)")
+	}
+	keys := backend.KeyFile{Path: extentFile(a.keyDir, e, ".key")}
+	_, err := keys.Load()
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if !unwritten(dev) {
+			return nil, fail("the key file %s is missing and the storage holds data: restore the key file (without it the data cannot be read)", keys.Path)
+		}
+		key, err := backend.NewEncryptionKey()
+		if err == nil {
+			err = keys.Store(key)
+		}
+		if err != nil {
+			return nil, fail("creating the key: %v", err)
+		}
+		a.log.Info("created the extent's encryption key; keep it with the data", "extent", e.Name, "file", keys.Path)
+	case err != nil:
+		return nil, fail("%v", err)
+	}
+	enc, err := backend.NewEncrypted(dev, keys, e.Blocksize)
+	if err != nil {
+		return nil, fail("%v", err)
+	}
+	return enc, nil
+}
+
+// unwritten reports whether dev is known to hold no data: a thin device
+// with nothing allocated, or one that cannot report its allocation.
+func unwritten(dev backend.Device) bool {
+	r, ok := dev.(backend.AllocationReporter)
+	if !ok {
+		return true
+	}
+	allocated, n, err := r.Allocation(0)
+	return err == nil && !allocated && n >= dev.Size()
 }
 
 // unitConfig translates an extent into the SCSI unit's settings. Serial
@@ -611,6 +676,8 @@ func unitConfig(e Extent) (scsi.UnitConfig, error) {
 		Removable:        e.Removable,
 		ThirdPartyCopy:   e.InsecureTPC,
 		Offline:          !e.Online,
+		CryptoErase:      e.Encrypted,
+		SanitizeRate:     int64(e.SanitizeRateMiBps) << 20,
 	}
 	if uc.Serial == "" {
 		uc.Serial = fmt.Sprintf("%016x", id)

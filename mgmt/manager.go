@@ -35,6 +35,11 @@ type Options struct {
 	// register with APTPL, one file per extent, so they survive a
 	// restart; empty refuses APTPL (PTPL_C 0 in REPORT CAPABILITIES).
 	ReservationDir string
+	// KeyDir keeps the data keys of encrypted extents, one file per
+	// extent, readable by its owner only; empty refuses encrypted
+	// extents. Back it up with the data: an extent cannot be read
+	// without its key.
+	KeyDir string
 	// Logger receives what goes wrong while applying; nil discards it.
 	Logger *slog.Logger
 }
@@ -70,7 +75,7 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	m := &Manager{opt: opt, log: log, app: newApplier(opt.Server, opt.Open, opt.ReservationDir, log)}
+	m := &Manager{opt: opt, log: log, app: newApplier(opt.Server, opt.Open, opt.ReservationDir, opt.KeyDir, log)}
 	cfg, err := opt.Store.Load(ctx)
 	fresh := errors.Is(err, fs.ErrNotExist)
 	switch {

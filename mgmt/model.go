@@ -252,6 +252,17 @@ type Extent struct {
 	// Thin enables thin provisioning (UNMAP, WRITE SAME unmap, GET LBA
 	// STATUS).
 	Thin bool `json:"thin"`
+	// Encrypted stores the extent's blocks encrypted (AES-256-XTS) under
+	// a key of its own kept in Options.KeyDir, and offers SANITIZE
+	// CRYPTOGRAPHIC ERASE, which replaces the key. The key is created
+	// with the extent while its storage holds no data; losing the key
+	// file loses the data. It cannot be switched on or off for storage
+	// that is in use.
+	Encrypted bool `json:"encrypted,omitempty"`
+	// SanitizeRateMiBps caps how fast a SANITIZE OVERWRITE writes, in MiB
+	// per second, so that sanitizing one extent leaves the pool's
+	// bandwidth to the others; 0 means no cap.
+	SanitizeRateMiBps int `json:"sanitize_rate_mibps,omitempty"`
 	// Vendor, Product and Revision override the standard INQUIRY data.
 	Vendor   string `json:"vendor,omitempty"`
 	Product  string `json:"product,omitempty"`

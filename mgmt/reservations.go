@@ -59,13 +59,18 @@ func (f ReservationFile) Save(data []byte) error {
 	return syncDir(dir)
 }
 
-// reservationFile names the file of an extent inside dir: by its UUID
-// when it has one (volumes), by its name otherwise, so the state follows
-// the extent across renumbering.
+// reservationFile names the reservations file of an extent inside dir.
 func reservationFile(dir string, e Extent) ReservationFile {
+	return ReservationFile{Path: extentFile(dir, e, ".json")}
+}
+
+// extentFile names a state file of an extent inside dir: by its UUID when
+// it has one (volumes), by its name otherwise, so the state follows the
+// extent across renumbering.
+func extentFile(dir string, e Extent, ext string) string {
 	key := e.UUID
 	if key == "" {
 		key = "extent-" + strings.NewReplacer("/", "_", "\x00", "_").Replace(e.Name)
 	}
-	return ReservationFile{Path: filepath.Join(dir, key+".json")}
+	return filepath.Join(dir, key+ext)
 }

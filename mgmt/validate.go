@@ -395,6 +395,9 @@ func (v *validator) extents() {
 			}
 			paths[p] = e.ID
 		}
+		if e.SanitizeRateMiBps < 0 {
+			add(KindInvalid, "sanitize_rate_mibps", "%d is negative", e.SanitizeRateMiBps)
+		}
 		if len(e.Serial) > 252 || !printable(e.Serial) {
 			add(KindInvalid, "serial", "must be at most 252 printable ASCII characters")
 		}

@@ -139,7 +139,7 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 		return err
 	}
 	store := mgmt.FileStore{Dir: state}
-	m, err := mgmt.New(ctx, mgmt.Options{Store: store, Server: srv, Initial: initial, AllowedDirs: dirs, ReservationDir: filepath.Join(state, "reservations"), Logger: log})
+	m, err := mgmt.New(ctx, mgmt.Options{Store: store, Server: srv, Initial: initial, AllowedDirs: dirs, ReservationDir: filepath.Join(state, "reservations"), KeyDir: filepath.Join(state, "keys"), Logger: log})
 	if err != nil {
 		return fmt.Errorf("%s refused:\n%w", store.Path(), err)
 	}
