@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/rand"
-	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"golang.org/x/crypto/xts"
@@ -47,10 +47,6 @@ func NewEncryptionKey() ([]byte, error) {
 	return key, nil
 }
 
-// ErrMisaligned is returned by an Encrypted device for I/O that does not
-// start and end on a sector boundary.
-var ErrMisaligned = errors.New("backend: I/O not aligned to the encryption sector")
-
 // Encrypted stores the data of another Device encrypted with AES-256 in
 // XTS mode (IEEE 1619, the mode of disk encryption), one sector at a
 // time, with the sector number as the tweak. The key comes from a
@@ -62,10 +58,13 @@ var ErrMisaligned = errors.New("backend: I/O not aligned to the encryption secto
 // reading zeroes. A genuine ciphertext of all zeroes has a probability of
 // 2^-4096 for a 512-byte sector.
 //
-// Reads and writes must cover whole sectors (ErrMisaligned otherwise);
-// the SCSI layer addresses whole logical blocks, so a sector size equal
-// to the logical block size (or a divisor of it) meets that. Unmap,
-// Allocation and Prefetch are passed to the wrapped device when it
+// I/O that covers whole sectors is transformed in place (reads) or
+// through one scratch buffer (writes); the SCSI layer addresses whole
+// logical blocks, so a sector size equal to the logical block size (or a
+// divisor of it) keeps it there. Other I/O works too, through the
+// sectors around it: a partial read decrypts them and copies out, a
+// partial write reads, patches and rewrites them while holding every
+// other I/O off. Unmap, Allocation and Prefetch are passed to the wrapped device when it
 // implements them (ErrUnsupported otherwise): allocation is not hidden.
 type Encrypted struct {
 	dev    Device
@@ -111,21 +110,42 @@ func newXTS(key []byte) (*xts.Cipher, error) {
 	return c, nil
 }
 
-// aligned checks that [off, off+n) covers whole sectors.
-func (e *Encrypted) aligned(off int64, n int) error {
-	if off%e.sector != 0 || int64(n)%e.sector != 0 {
-		return fmt.Errorf("%w: %d bytes at %d, %d-byte sectors", ErrMisaligned, n, off, e.sector)
-	}
-	return nil
+// aligned reports whether [off, off+n) covers whole sectors.
+func (e *Encrypted) aligned(off int64, n int) bool {
+	return off%e.sector == 0 && int64(n)%e.sector == 0
 }
 
-// ReadAt reads and decrypts whole sectors.
-func (e *Encrypted) ReadAt(p []byte, off int64) (int, error) {
-	if err := e.aligned(off, len(p)); err != nil {
-		return 0, err
+// around returns the whole-sector range that covers [off, off+n).
+func (e *Encrypted) around(off int64, n int) (start int64, length int) {
+	start = off - off%e.sector
+	end := off + int64(n)
+	if r := end % e.sector; r != 0 {
+		end += e.sector - r
 	}
+	return start, int(end - start)
+}
+
+// ReadAt reads and decrypts.
+func (e *Encrypted) ReadAt(p []byte, off int64) (int, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
+	if e.aligned(off, len(p)) {
+		return e.readSectors(p, off)
+	}
+	start, length := e.around(off, len(p))
+	bp := e.buffer(length)
+	defer e.scratch.Put(bp)
+	n, err := e.readSectors((*bp)[:length], start)
+	got := max(0, min(n-int(off-start), len(p)))
+	copy(p, (*bp)[off-start:int(off-start)+got])
+	if err == nil && got < len(p) {
+		err = io.ErrUnexpectedEOF
+	}
+	return got, err
+}
+
+// readSectors reads and decrypts whole sectors at off into p, in place.
+func (e *Encrypted) readSectors(p []byte, off int64) (int, error) {
 	n, err := e.dev.ReadAt(p, off)
 	// Only whole sectors can be decrypted; a short read reports the
 	// sectors it got.
@@ -144,20 +164,49 @@ func (e *Encrypted) ReadAt(p []byte, off int64) (int, error) {
 // zeroSector is compared against to find unwritten sectors.
 var zeroSector [65536]byte
 
-// WriteAt encrypts whole sectors and writes them; p is not modified.
+// WriteAt encrypts and writes; p is not modified.
 func (e *Encrypted) WriteAt(p []byte, off int64) (int, error) {
-	if err := e.aligned(off, len(p)); err != nil {
-		return 0, err
+	if !e.aligned(off, len(p)) {
+		return e.writePartial(p, off)
 	}
 	bp := e.buffer(len(p))
 	defer e.scratch.Put(bp)
-	buf := (*bp)[:len(p)]
 	e.mu.RLock()
 	defer e.mu.RUnlock()
+	return e.writeSectors((*bp)[:len(p)], p, off)
+}
+
+// writeSectors encrypts the whole sectors of p into buf, which must be as
+// long, and writes them at off.
+func (e *Encrypted) writeSectors(buf, p []byte, off int64) (int, error) {
 	for i := 0; i < len(p); i += int(e.sector) {
 		e.cipher.Encrypt(buf[i:i+int(e.sector)], p[i:i+int(e.sector)], uint64(off+int64(i))/uint64(e.sector))
 	}
 	return e.dev.WriteAt(buf, off)
+}
+
+// writePartial writes p at an offset or length that is not sector
+// aligned: the sectors around it are read, patched and written back, with
+// every other read and write held off so none sees or overwrites half of
+// it.
+func (e *Encrypted) writePartial(p []byte, off int64) (int, error) {
+	start, length := e.around(off, len(p))
+	if start < 0 || start+int64(length) > e.dev.Size() {
+		return 0, ErrOutOfRange
+	}
+	plain := make([]byte, length)
+	cipher := make([]byte, length)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if n, err := e.readSectors(plain, start); n < length {
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, err
+	}
+	copy(plain[off-start:], p)
+	n, err := e.writeSectors(cipher, plain, start)
+	return max(0, min(n-int(off-start), len(p))), err
 }
 
 // buffer returns a scratch buffer of at least n bytes.

@@ -122,10 +122,8 @@ func TestEncryptedCryptoErase(t *testing.T) {
 
 func TestEncryptedRefusesBadInput(t *testing.T) {
 	enc, raw, keys := newEncrypted(t, 512)
-	_, err := enc.ReadAt(make([]byte, 512), 100)
-	require.ErrorIs(t, err, backend.ErrMisaligned)
-	_, err = enc.WriteAt(make([]byte, 100), 0)
-	require.ErrorIs(t, err, backend.ErrMisaligned)
+	_, err := enc.WriteAt(make([]byte, 512), devSize-256)
+	require.ErrorIs(t, err, backend.ErrOutOfRange)
 
 	_, err = backend.NewEncrypted(raw, keys, 1000)
 	require.ErrorContains(t, err, "power of two")
@@ -141,6 +139,33 @@ func TestEncryptedRefusesBadInput(t *testing.T) {
 	_, err = backend.NewEncrypted(raw, short, 512)
 	require.ErrorContains(t, err, "holds 9 bytes")
 	require.Error(t, short.Store([]byte("too short")))
+}
+
+// TestEncryptedPartialSectors covers I/O that does not start or end on a
+// sector boundary (a SCSI read shorter than a block, a product's own
+// byte-addressed use): it goes through the sectors around it.
+func TestEncryptedPartialSectors(t *testing.T) {
+	enc, _, _ := newEncrypted(t, 512)
+	want := make([]byte, 4096)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	_, err := enc.WriteAt(want, 0)
+	require.NoError(t, err)
+
+	patch := bytes.Repeat([]byte{0xee}, 700)
+	n, err := enc.WriteAt(patch, 300)
+	require.NoError(t, err)
+	require.Equal(t, len(patch), n)
+	copy(want[300:], patch)
+
+	for _, r := range []struct{ off, n int }{{0, 200}, {250, 100}, {511, 2}, {300, 700}, {1000, 3000}, {0, 4096}} {
+		got := make([]byte, r.n)
+		n, err := enc.ReadAt(got, int64(r.off))
+		require.NoError(t, err)
+		require.Equal(t, r.n, n)
+		require.Equal(t, want[r.off:r.off+r.n], got, "%d bytes at %d", r.n, r.off)
+	}
 }
 
 func TestKeyFileIsPrivateAndOverwrittenInPlace(t *testing.T) {
