@@ -149,27 +149,39 @@ func TestQemuImgWriteReadBack64MiB(t *testing.T) {
 // them identical.
 func qemuWriteReadBack(t *testing.T, addr string, size int) {
 	t.Helper()
-	qemu := needTool(t, "qemu-img")
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src.raw")
 	data := make([]byte, size)
 	_, err := rand.Read(data)
 	require.NoError(t, err)
+	qemuWrite(t, addr, data)
+	require.True(t, bytes.Equal(data, qemuRead(t, addr, len(data))), "data read back differs from data written")
+}
+
+// qemuWrite writes data at the start of LUN 0 of the default target on
+// addr with qemu-img.
+func qemuWrite(t *testing.T, addr string, data []byte) {
+	t.Helper()
+	qemu := needTool(t, "qemu-img")
+	src := filepath.Join(t.TempDir(), "src.raw")
 	require.NoError(t, os.WriteFile(src, data, 0o644))
 	url := "iscsi://" + addr + "/" + defaultTarget + "/0"
-
 	out, err := exec.Command(qemu, "convert", "-n", "-f", "raw", "-O", "raw", src, url).CombinedOutput()
 	require.NoError(t, err, string(out))
+}
 
-	dst := filepath.Join(dir, "dst.raw")
-	out, err = exec.Command(qemu, "convert", "-O", "raw", "--image-opts",
-		"driver=raw,size="+strconv.Itoa(len(data))+",file.driver=iscsi,file.transport=tcp,file.portal="+addr+
+// qemuRead reads the first size bytes of LUN 0 of the default target on
+// addr with qemu-img.
+func qemuRead(t *testing.T, addr string, size int) []byte {
+	t.Helper()
+	qemu := needTool(t, "qemu-img")
+	dst := filepath.Join(t.TempDir(), "dst.raw")
+	out, err := exec.Command(qemu, "convert", "-O", "raw", "--image-opts",
+		"driver=raw,size="+strconv.Itoa(size)+",file.driver=iscsi,file.transport=tcp,file.portal="+addr+
 			",file.target="+defaultTarget+",file.lun=0", dst).CombinedOutput()
 	require.NoError(t, err, string(out))
 	got, err := os.ReadFile(dst)
 	require.NoError(t, err)
-	require.Equal(t, len(data), len(got))
-	require.True(t, bytes.Equal(data, got), "data read back differs from data written")
+	require.Len(t, got, size)
+	return got
 }
 
 // startDaemonWithConfig writes config.json into a fresh state directory
