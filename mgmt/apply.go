@@ -54,7 +54,8 @@ type applier struct {
 	srv  *iscsi.Server
 	open OpenFunc
 	log  *slog.Logger
-	// prDir keeps the extents' persistent reservations; "" refuses APTPL.
+	// prDir keeps the extents' persistent reservations and sanitize
+	// records; "" refuses APTPL and forgets an interrupted sanitize.
 	prDir string
 	// keyDir keeps the keys of encrypted extents; "" refuses them.
 	keyDir string
@@ -597,6 +598,7 @@ func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
 	}
 	if a.prDir != "" {
 		uc.Reservations = reservationFile(a.prDir, e)
+		uc.SanitizeState = sanitizeFile(a.prDir, e)
 	}
 	uc.Logger = a.log
 	lu, err := scsi.NewLogicalUnit(dev, uc)

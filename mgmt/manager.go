@@ -33,7 +33,10 @@ type Options struct {
 	Open OpenFunc
 	// ReservationDir keeps the persistent reservations that initiators
 	// register with APTPL, one file per extent, so they survive a
-	// restart; empty refuses APTPL (PTPL_C 0 in REPORT CAPABILITIES).
+	// restart; empty refuses APTPL (PTPL_C 0 in REPORT CAPABILITIES). It
+	// also keeps the record of a SANITIZE in progress, so that one cut
+	// short by a crash or restart is reported as failed afterwards
+	// (scsi.UnitConfig.SanitizeState).
 	ReservationDir string
 	// KeyDir keeps the data keys of encrypted extents, one file per
 	// extent, readable by its owner only; empty refuses encrypted

@@ -9,28 +9,33 @@ import (
 	"strings"
 )
 
-// ReservationFile keeps the persistent reservations of one extent's
-// logical unit (those registered with APTPL) in a file, written the way
-// FileStore writes config.json: temporary file, fsync, rename, directory
-// fsync. It implements scsi.ReservationStore.
-type ReservationFile struct {
+// StateFile keeps a piece of one extent's unit state in a file: its
+// persistent reservations (those registered with APTPL), or the record of
+// a SANITIZE that has not completed. It is written the way FileStore
+// writes config.json: temporary file, fsync, rename, directory fsync. It
+// implements scsi.StateStore.
+type StateFile struct {
 	Path string
 }
 
+// ReservationFile is the StateFile of an extent's persistent
+// reservations.
+type ReservationFile = StateFile
+
 // Load returns the file's contents, or nil when there is none.
-func (f ReservationFile) Load() ([]byte, error) {
+func (f StateFile) Load() ([]byte, error) {
 	b, err := os.ReadFile(f.Path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("mgmt: reservations: %w", err)
+		return nil, fmt.Errorf("mgmt: state file: %w", err)
 	}
 	return b, nil
 }
 
 // Save replaces the file with data crash-safely; nil data removes it.
-func (f ReservationFile) Save(data []byte) error {
+func (f StateFile) Save(data []byte) error {
 	dir := filepath.Dir(f.Path)
 	if data == nil {
 		err := os.Remove(f.Path)
@@ -38,30 +43,36 @@ func (f ReservationFile) Save(data []byte) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("mgmt: reservations: %w", err)
+			return fmt.Errorf("mgmt: state file: %w", err)
 		}
 		return syncDir(dir)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("mgmt: reservations: %w", err)
+		return fmt.Errorf("mgmt: state file: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".pr-*.json")
+	tmp, err := os.CreateTemp(dir, ".state-*.json")
 	if err != nil {
-		return fmt.Errorf("mgmt: reservations: %w", err)
+		return fmt.Errorf("mgmt: state file: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // a no-op once renamed
 	if err := writeSynced(tmp, data); err != nil {
-		return fmt.Errorf("mgmt: reservations: write %s: %w", tmp.Name(), err)
+		return fmt.Errorf("mgmt: state file: write %s: %w", tmp.Name(), err)
 	}
 	if err := os.Rename(tmp.Name(), f.Path); err != nil {
-		return fmt.Errorf("mgmt: reservations: %w", err)
+		return fmt.Errorf("mgmt: state file: %w", err)
 	}
 	return syncDir(dir)
 }
 
 // reservationFile names the reservations file of an extent inside dir.
-func reservationFile(dir string, e Extent) ReservationFile {
-	return ReservationFile{Path: extentFile(dir, e, ".json")}
+func reservationFile(dir string, e Extent) StateFile {
+	return StateFile{Path: extentFile(dir, e, ".json")}
+}
+
+// sanitizeFile names the file inside dir that records a SANITIZE of the
+// extent until it completes.
+func sanitizeFile(dir string, e Extent) StateFile {
+	return StateFile{Path: extentFile(dir, e, ".sanitize.json")}
 }
 
 // extentFile names a state file of an extent inside dir: by its UUID when

@@ -3,6 +3,7 @@ package scsi_test
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -307,6 +308,65 @@ func TestSanitizeCryptoErase(t *testing.T) {
 	ro := newFixtureOn(t, encryptedMemory(t), scsi.UnitConfig{ReadOnly: true, CryptoErase: true})
 	ro.fails(cryptoErase, nil, 0, scsi.SenseDataProtect, 0x27, 0)
 }
+
+// TestInterruptedSanitizeIsRemembered cuts a SANITIZE short by closing
+// its unit, as a crash or a restart would, and opens a new unit on the
+// same device and state store.
+func TestInterruptedSanitizeIsRemembered(t *testing.T) {
+	p := []byte{0x01, 0, 0, 1, 0x5a}
+	overwrite := func(ause bool) []byte {
+		c := []byte{0x48, 0x81, 0, 0, 0, 0, 0, 0, byte(len(p)), 0}
+		if ause {
+			c[1] |= 0x20
+		}
+		return c
+	}
+	exitFailure := []byte{0x48, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0}
+	for _, ause := range []bool{false, true} {
+		t.Run(fmt.Sprintf("AUSE=%v", ause), func(t *testing.T) {
+			dev := backend.NewMemory(blocks * bs)
+			st := &memStore{}
+			cfg := scsi.UnitConfig{SanitizeState: st, SanitizeRate: 1}
+			f := newFixtureOn(t, nopClose{dev}, cfg)
+			f.good(overwrite(ause), p, 0)
+			require.NoError(t, f.lu.Close())
+			require.NotEmpty(t, st.stored(), "the record of a sanitize in progress")
+
+			cfg.SanitizeRate = 0
+			g := newFixtureOn(t, nopClose{dev}, cfg)
+			g.fails(tur, nil, 0, scsi.SenseMediumError, 0x31, 0x03)
+			g.fails(read10(0, 1), nil, bs, scsi.SenseMediumError, 0x31, 0x03)
+			if ause {
+				g.good(exitFailure, nil, 0)
+			} else {
+				g.fails(exitFailure, nil, 0, scsi.SenseIllegalRequest, 0x24, 0)
+				// A sanitize that completes ends the failure.
+				g.good(overwrite(false)[:], p, 0)
+				require.Eventually(t, func() bool {
+					return g.run(nexusA, 0, tur, nil, 0).Status == scsi.StatusGood
+				}, 10*time.Second, 5*time.Millisecond)
+			}
+			g.good(tur, nil, 0)
+			require.Empty(t, st.stored(), "nothing is recorded once the failure is over")
+		})
+	}
+
+	// A sanitize whose record cannot be stored does not start.
+	st := &memStore{failSave: true}
+	f := newFixture(t, scsi.UnitConfig{SanitizeState: st})
+	f.fails(overwrite(false), p, 0, scsi.SenseMediumError, 0x0c, 0x00)
+	f.good(tur, nil, 0)
+	// A damaged record is refused at start.
+	st = &memStore{data: []byte("{")}
+	_, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{SanitizeState: st})
+	require.ErrorContains(t, err, "sanitize record")
+}
+
+// nopClose keeps a device open when its unit closes, so a second unit
+// can take it over as after a restart.
+type nopClose struct{ backend.Device }
+
+func (nopClose) Close() error { return nil }
 
 func TestSanitizeRate(t *testing.T) {
 	// 1 MiB at 512 KiB/s: the overwrite cannot be done before 1.5 s.

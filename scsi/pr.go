@@ -31,18 +31,22 @@ func validPRType(t byte) bool {
 	return false
 }
 
-// ReservationStore keeps the persistent reservations of one logical unit
-// across power loss, for initiators that ask for it with APTPL (activate
-// persist through power loss). The unit encodes its state itself; the
-// store only keeps the bytes. Implementations need not be safe for
+// StateStore keeps a small piece of one logical unit's state across
+// restarts and power loss: its persistent reservations (for initiators
+// that ask for it with APTPL, activate persist through power loss) or the
+// record of a SANITIZE in progress. The unit encodes its state itself;
+// the store only keeps the bytes. Implementations need not be safe for
 // concurrent use: the unit calls them under its own lock.
-type ReservationStore interface {
+type StateStore interface {
 	// Load returns what Save stored last, or nil when nothing is stored.
 	Load() ([]byte, error)
 	// Save stores data, replacing what was stored; nil data removes it.
 	// It must not return before the data is durable.
 	Save(data []byte) error
 }
+
+// ReservationStore is the StateStore of a unit's persistent reservations.
+type ReservationStore = StateStore
 
 // prRegistration is one registered I_T nexus.
 type prRegistration struct {

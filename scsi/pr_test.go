@@ -3,6 +3,8 @@ package scsi_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -281,11 +283,38 @@ func TestRegisterAndMove(t *testing.T) {
 	require.Equal(t, uint64(0xbb), binary.BigEndian.Uint64(keys[8:]))
 }
 
-// memStore is a scsi.ReservationStore in memory.
-type memStore struct{ data []byte }
+// memStore is a scsi.StateStore in memory; failSave makes Save fail.
+type memStore struct {
+	mu       sync.Mutex
+	data     []byte
+	failSave bool
+}
 
-func (m *memStore) Load() ([]byte, error)  { return m.data, nil }
-func (m *memStore) Save(data []byte) error { m.data = append([]byte(nil), data...); return nil }
+func (m *memStore) Load() ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.data, nil
+}
+
+func (m *memStore) Save(data []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failSave {
+		return errors.New("store failed")
+	}
+	m.data = append([]byte(nil), data...)
+	if data == nil {
+		m.data = nil
+	}
+	return nil
+}
+
+// stored returns what the store holds.
+func (m *memStore) stored() []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.data
+}
 
 func TestAPTPLPersistsAcrossRestart(t *testing.T) {
 	st := &memStore{}

@@ -2,6 +2,8 @@ package scsi
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 
 	"github.com/iscsikit/iscsikit/backend"
 )
@@ -14,6 +16,9 @@ const (
 	sanitizeCryptoErase = 0x03
 	sanitizeExitFailure = 0x1f
 )
+
+// opSanitize is the operation code of SANITIZE.
+const opSanitize = 0x48
 
 // sanitizeSyncBytes is how much of an OVERWRITE is written between two
 // syncs of the device.
@@ -45,6 +50,9 @@ func (r *request) sanitize() error {
 		if lu.sanitizeFailed && !lu.sanitizeAUSE {
 			// Only a SANITIZE that allowed it (AUSE) may be left this way.
 			return invalidField(1, 4)
+		}
+		if err := lu.saveSanitizeLocked(nil); err != nil {
+			return ioError(err, true)
 		}
 		lu.sanitizeFailed = false
 		return nil
@@ -103,6 +111,18 @@ func (r *request) sanitize() error {
 		}
 	}
 	lu.mu.Lock()
+	if lu.sanitizing {
+		// Another SANITIZE was admitted at the same moment and started
+		// first.
+		lu.mu.Unlock()
+		return errSanitizing
+	}
+	// The record goes to stable storage before the first block changes:
+	// from here until the sanitize completes, a crash leaves it failed.
+	if err := lu.saveSanitizeLocked(&sanitizeRecord{ServiceAction: sa, AUSE: ause}); err != nil {
+		lu.mu.Unlock()
+		return ioError(err, true)
+	}
 	lu.sanitizing, lu.sanitizeAUSE = true, ause
 	lu.mu.Unlock()
 	// The operation belongs to the unit, not to the command: it runs to
@@ -117,6 +137,13 @@ func (r *request) sanitize() error {
 			err = lu.syncIf(true)
 		}
 		lu.mu.Lock()
+		if err == nil {
+			// Done: the record of a sanitize in progress goes. If it
+			// cannot, the next unit will report this one failed.
+			if serr := lu.saveSanitizeLocked(nil); serr != nil && lu.cfg.Logger != nil {
+				lu.cfg.Logger.Error("clearing the sanitize record", "err", serr)
+			}
+		}
 		lu.sanitizing, lu.sanitizeFailed = false, err != nil
 		lu.mu.Unlock()
 		if err != nil && lu.cfg.Logger != nil {
@@ -133,4 +160,50 @@ func (r *request) sanitize() error {
 	case <-r.ctx.Done():
 		return r.ctx.Err()
 	}
+}
+
+// sanitizeRecord is what UnitConfig.SanitizeState keeps while a SANITIZE
+// runs and after it failed: the operation, and whether it allowed EXIT
+// FAILURE MODE.
+type sanitizeRecord struct {
+	ServiceAction byte `json:"service_action"`
+	AUSE          bool `json:"ause"`
+}
+
+// saveSanitizeLocked stores rec, or removes the record when rec is nil.
+func (lu *LogicalUnit) saveSanitizeLocked(rec *sanitizeRecord) error {
+	st := lu.cfg.SanitizeState
+	if st == nil {
+		return nil
+	}
+	if rec == nil {
+		return st.Save(nil)
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return st.Save(b)
+}
+
+// loadSanitize picks up a sanitize that an earlier unit on the device
+// left unfinished: the unit starts failed, as after a failed SANITIZE.
+func (lu *LogicalUnit) loadSanitize() error {
+	st := lu.cfg.SanitizeState
+	if st == nil {
+		return nil
+	}
+	b, err := st.Load()
+	if err != nil || len(b) == 0 {
+		return err
+	}
+	var rec sanitizeRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return fmt.Errorf("scsi: sanitize record: %w", err)
+	}
+	lu.sanitizeFailed, lu.sanitizeAUSE = true, rec.AUSE
+	if lu.cfg.Logger != nil {
+		lu.cfg.Logger.Warn("a SANITIZE did not complete before the unit was last closed; media access fails until one completes", "service_action", rec.ServiceAction, "ause", rec.AUSE)
+	}
+	return nil
 }

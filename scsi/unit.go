@@ -66,6 +66,15 @@ type UnitConfig struct {
 	// block unreadable by replacing the device's data key; the device
 	// must implement backend.CryptoEraser (backend.Encrypted does).
 	CryptoErase bool
+	// SanitizeState, when set, records a SANITIZE while it runs and after
+	// it failed, so that one cut short by a crash, a restart or a closed
+	// unit is reported by the next unit on the same device: media access
+	// fails with MEDIUM FORMAT CORRUPTED, SANITIZE COMMAND FAILED until a
+	// SANITIZE completes (or EXIT FAILURE MODE, if the interrupted one
+	// allowed it with AUSE), as SBC-4 asks of a sanitize interrupted by
+	// power loss. Without it an interrupted sanitize is forgotten with its
+	// unit, and the device serves what the sanitize left.
+	SanitizeState StateStore
 	// SanitizeRate caps the bytes per second a SANITIZE OVERWRITE writes,
 	// so that a sanitize running in the background leaves the rest of
 	// the storage's bandwidth to other units; 0 means no cap.
@@ -263,6 +272,9 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 	lu.mode = modeState{wce: cfg.WriteCache, tas: true}
 	lu.saved = lu.mode
 	if err := lu.loadPR(); err != nil {
+		return nil, err
+	}
+	if err := lu.loadSanitize(); err != nil {
 		return nil, err
 	}
 	lu.life, lu.endLife = context.WithCancel(context.Background())
@@ -557,7 +569,9 @@ func (lu *LogicalUnit) admitLocked(key string, op *opcode) error {
 			return errMediumNotPresent
 		case lu.stopped:
 			return errNotReadyStopped
-		case lu.sanitizeFailed:
+		case lu.sanitizeFailed && op.usage[0] != opSanitize:
+			// A failed sanitize leaves the medium to a new SANITIZE
+			// only (SBC-4 §4.11.4).
 			return errSanitizeFailed
 		}
 	}
