@@ -134,7 +134,10 @@ func (e *Encrypted) ReadAt(p []byte, off int64) (int, error) {
 	}
 	start, length := e.around(off, len(p))
 	bp := e.buffer(length)
-	defer e.scratch.Put(bp)
+	defer func() {
+		clear((*bp)[:length]) // no plaintext left in the pool
+		e.scratch.Put(bp)
+	}()
 	n, err := e.readSectors((*bp)[:length], start)
 	got := max(0, min(n-int(off-start), len(p)))
 	copy(p, (*bp)[off-start:int(off-start)+got])
@@ -219,8 +222,10 @@ func (e *Encrypted) buffer(n int) *[]byte {
 }
 
 // CryptoErase stores a fresh key and switches to it, after every read
-// and write in progress has finished. If the store fails the old key
-// stays in use and the error is returned.
+// and write in progress has finished. If the store fails, the device
+// goes on with whichever key the store then holds (the old one, or the
+// new one if it was written before the failure), so that what it writes
+// stays readable after a restart; the error is returned.
 func (e *Encrypted) CryptoErase() error {
 	key, err := NewEncryptionKey()
 	if err != nil {
@@ -233,6 +238,11 @@ func (e *Encrypted) CryptoErase() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err := e.keys.Store(key); err != nil {
+		if stored, lerr := e.keys.Load(); lerr == nil {
+			if sc, cerr := newXTS(stored); cerr == nil {
+				e.cipher = sc
+			}
+		}
 		return fmt.Errorf("backend: storing the new encryption key: %w", err)
 	}
 	e.cipher = c
@@ -248,16 +258,23 @@ func (e *Encrypted) Sync() error { return e.dev.Sync() }
 // Close closes the wrapped device.
 func (e *Encrypted) Close() error { return e.dev.Close() }
 
-// Unmap deallocates a range of the wrapped device (which then reads back
-// as zeroes), if it implements Unmapper.
+// Unmap deallocates the whole sectors of a range of the wrapped device
+// (which then read back as zeroes), if it implements Unmapper. The parts
+// of sectors at its ends are left as they are: zeroing part of a
+// sector's ciphertext would turn all of it into noise.
 func (e *Encrypted) Unmap(off, length int64) error {
 	u, ok := e.dev.(Unmapper)
 	if !ok {
 		return ErrUnsupported
 	}
+	start := (off + e.sector - 1) / e.sector * e.sector
+	end := (off + length) / e.sector * e.sector
+	if end <= start {
+		return nil
+	}
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	return u.Unmap(off, length)
+	return u.Unmap(start, end-start)
 }
 
 // Allocation reports the wrapped device's allocation, if it implements

@@ -48,7 +48,10 @@ func (f KeyFile) Store(key []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = file.WriteAt(key, 0)
+	err = file.Chmod(0o600) // an existing file may have been widened
+	if err == nil {
+		_, err = file.WriteAt(key, 0)
+	}
 	if err == nil {
 		err = file.Truncate(int64(len(key)))
 	}

@@ -47,6 +47,11 @@ func (r *request) sanitize() error {
 		}
 		lu.mu.Lock()
 		defer lu.mu.Unlock()
+		if lu.sanitizing {
+			// A SANITIZE of another nexus started after this command
+			// was admitted.
+			return errSanitizing
+		}
 		if lu.sanitizeFailed && !lu.sanitizeAUSE {
 			// Only a SANITIZE that allowed it (AUSE) may be left this way.
 			return invalidField(1, 4)
@@ -139,9 +144,10 @@ func (r *request) sanitize() error {
 		lu.mu.Lock()
 		if err == nil {
 			// Done: the record of a sanitize in progress goes. If it
-			// cannot, the next unit will report this one failed.
-			if serr := lu.saveSanitizeLocked(nil); serr != nil && lu.cfg.Logger != nil {
-				lu.cfg.Logger.Error("clearing the sanitize record", "err", serr)
+			// cannot, the next unit would report this sanitize failed,
+			// so this one does too.
+			if serr := lu.saveSanitizeLocked(nil); serr != nil {
+				err = fmt.Errorf("clearing the sanitize record: %w", serr)
 			}
 		}
 		lu.sanitizing, lu.sanitizeFailed = false, err != nil

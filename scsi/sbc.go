@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"time"
 
@@ -266,7 +267,12 @@ func (r *request) preFetch() error {
 		return err
 	}
 	if p, ok := r.lu.dev.(backend.Prefetcher); ok && blocks > 0 {
-		return ioError(p.Prefetch(int64(lba)<<r.lu.blockShift, int64(blocks)<<r.lu.blockShift), false)
+		err := p.Prefetch(int64(lba)<<r.lu.blockShift, int64(blocks)<<r.lu.blockShift)
+		if errors.Is(err, backend.ErrUnsupported) {
+			// A wrapper over a device without a cache to load.
+			return nil
+		}
+		return ioError(err, false)
 	}
 	return nil
 }
@@ -607,6 +613,12 @@ func (r *request) getLBAStatus() error {
 		allocated, runBlocks := true, r.lu.nblocks-cur
 		if ok {
 			a, n, err := rep.Allocation(int64(cur) << shift)
+			if errors.Is(err, backend.ErrUnsupported) {
+				// A wrapper over a device that cannot tell: every
+				// block counts as mapped.
+				ok = false
+				continue
+			}
 			if err != nil {
 				return ioError(err, false)
 			}
