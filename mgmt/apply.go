@@ -340,6 +340,10 @@ func (a *applier) prepare(cfg *Config) (*plan, error) {
 				return fail(&Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "encrypted",
 					Msg: "cannot change while the extent's storage is in use: its data would read as noise; create a new extent and copy the data"})
 			}
+			if e.Encrypted && a.keyDir != "" && extentFile(a.keyDir, cur.ext, ".key") != extentFile(a.keyDir, e, ".key") {
+				return fail(&Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "name",
+					Msg: "an encrypted extent's name names its key file: renaming it would part the data from its key"})
+			}
 			// Reopened in commit, after the old unit lets go of the file.
 			continue
 		}
@@ -578,14 +582,6 @@ func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.Encrypted {
-		enc, err := a.encrypt(dev, e)
-		if err != nil {
-			dev.Close()
-			return nil, err
-		}
-		dev = enc
-	}
 	uc, err := unitConfig(e)
 	if err != nil {
 		dev.Close()
@@ -595,6 +591,14 @@ func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
 		if _, ok := dev.(backend.Unmapper); !ok {
 			uc.ThinProvisioning = false
 		}
+	}
+	if e.Encrypted || a.keyDir != "" {
+		enc, err := a.encrypt(dev, e)
+		if err != nil {
+			dev.Close()
+			return nil, err
+		}
+		dev = enc
 	}
 	if a.prDir != "" {
 		uc.Reservations = reservationFile(a.prDir, e)
@@ -609,14 +613,32 @@ func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
 	return &liveUnit{ext: e, lu: lu}, nil
 }
 
-// encrypt wraps an extent's storage in its encryption. The key is created
-// on first use, but only while the storage holds no data: a key file lost
+// encryptionSector is the encryption unit of encrypted extents: 512
+// bytes whatever the logical block size, so that changing an extent's
+// block size leaves its data readable.
+const encryptionSector = 512
+
+// encrypt wraps an encrypted extent's storage in its encryption, and
+// returns the storage of other extents as it is. The key is created on
+// first use, but only over storage known to hold no data: a key file lost
 // from under data that exists is reported, not replaced by a key that
 // would read that data as noise. Storage that cannot tell what it holds
-// (a block device) counts as empty.
+// (a block device) needs its key file put in place by hand. An extent
+// that is not encrypted but has a key file is refused: its storage holds
+// ciphertext that it would serve as data.
 func (a *applier) encrypt(dev backend.Device, e Extent) (backend.Device, error) {
 	fail := func(format string, args ...any) error {
 		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "encrypted", Msg: fmt.Sprintf(format, args...)}
+	}
+	if !e.Encrypted {
+		if a.keyDir == "" {
+			return dev, nil
+		}
+		kf := extentFile(a.keyDir, e, ".key")
+		if _, err := os.Stat(kf); err == nil {
+			return nil, fail("the key file %s exists: the storage holds encrypted data; set encrypted, or remove the key file if the data is to go", kf)
+		}
+		return dev, nil
 	}
 	if a.keyDir == "" {
 		return nil, fail("encrypted extents need a key directory (Options.KeyDir)")
@@ -626,7 +648,7 @@ func (a *applier) encrypt(dev backend.Device, e Extent) (backend.Device, error) 
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if !unwritten(dev) {
-			return nil, fail("the key file %s is missing and the storage holds data: restore the key file (without it the data cannot be read)", keys.Path)
+			return nil, fail("the key file %s is missing and the storage holds data or cannot tell: restore the key file (without it the data cannot be read), or, for new storage that cannot report its allocation, write %d random bytes to it (mode 0600)", keys.Path, backend.EncryptionKeySize)
 		}
 		key, err := backend.NewEncryptionKey()
 		if err == nil {
@@ -639,7 +661,7 @@ func (a *applier) encrypt(dev backend.Device, e Extent) (backend.Device, error) 
 	case err != nil:
 		return nil, fail("%v", err)
 	}
-	enc, err := backend.NewEncrypted(dev, keys, e.Blocksize)
+	enc, err := backend.NewEncrypted(dev, keys, encryptionSector)
 	if err != nil {
 		return nil, fail("%v", err)
 	}
@@ -647,11 +669,11 @@ func (a *applier) encrypt(dev backend.Device, e Extent) (backend.Device, error) 
 }
 
 // unwritten reports whether dev is known to hold no data: a thin device
-// with nothing allocated, or one that cannot report its allocation.
+// with nothing allocated.
 func unwritten(dev backend.Device) bool {
 	r, ok := dev.(backend.AllocationReporter)
 	if !ok {
-		return true
+		return false
 	}
 	allocated, n, err := r.Allocation(0)
 	return err == nil && !allocated && n >= dev.Size()

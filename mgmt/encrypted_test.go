@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/iscsikit/iscsikit/backend"
 	"github.com/iscsikit/iscsikit/scsi"
 )
 
@@ -81,8 +82,22 @@ func TestEncryptedExtent(t *testing.T) {
 	require.True(t, errors.As(err, &me), "%v", err)
 	require.Equal(t, "encrypted", me.Field)
 
-	// A key file lost from under data is reported, not replaced.
+	// Nor renamed: the name names the key file.
+	_, err = m.UpdateExtent(ctx, 1, func(e *Extent) error { e.Name = "renamed"; return nil })
+	require.True(t, errors.As(err, &me), "%v", err)
+	require.Equal(t, "name", me.Field)
+
+	// The same storage declared unencrypted is refused while its key
+	// file exists: it would serve ciphertext as data.
 	m.Close()
+	plain := m.Config(true)
+	plain.Extents[0].Encrypted = false
+	_, err = New(ctx, Options{Store: &MemoryStore{}, Initial: plain, KeyDir: filepath.Join(dir, "keys")})
+	require.True(t, errors.As(err, &me), "%v", err)
+	require.Equal(t, "encrypted", me.Field)
+	require.ErrorContains(t, err, "key file")
+
+	// A key file lost from under data is reported, not replaced.
 	require.NoError(t, os.Remove(keyPath))
 	_, err = New(ctx, Options{Store: store, KeyDir: filepath.Join(dir, "keys")})
 	require.ErrorContains(t, err, "key file")
@@ -109,4 +124,34 @@ func TestSanitizeRateSetting(t *testing.T) {
 	err = Validate(cfg, nil)
 	require.ErrorIs(t, err, ErrInvalid)
 	require.ErrorContains(t, err, "sanitize_rate_mibps")
+}
+
+// noAllocation hides a device's allocation reporting, as a block device
+// or a product's own backend may lack it.
+type noAllocation struct{ backend.Device }
+
+func TestEncryptedExtentOnStorageThatCannotTell(t *testing.T) {
+	dir := t.TempDir()
+	e := NewExtent()
+	e.ID, e.Name, e.Path, e.Filesize, e.Encrypted = 1, "lun0", filepath.Join(dir, "lun0.img"), 1<<20, true
+	tg := NewTarget()
+	tg.ID, tg.Name = 1, "t"
+	cfg := EmptyConfig()
+	cfg.Targets, cfg.Extents = []Target{tg}, []Extent{e}
+	cfg.TargetExtents = []TargetExtent{{ID: 1, Target: 1, Extent: 1, LunID: 0}}
+	open := func(e Extent) (backend.Device, error) {
+		dev, err := OpenExtent(e)
+		return noAllocation{dev}, err
+	}
+	opt := Options{Store: &MemoryStore{}, Initial: cfg, KeyDir: filepath.Join(dir, "keys"), Open: open}
+	_, err := New(ctx, opt)
+	require.ErrorContains(t, err, "cannot tell", "no key is made up for storage that may hold data")
+
+	// A key put in place by hand is used.
+	key, err := backend.NewEncryptionKey()
+	require.NoError(t, err)
+	require.NoError(t, backend.KeyFile{Path: filepath.Join(dir, "keys", "extent-lun0.key")}.Store(key))
+	m, err := New(ctx, opt)
+	require.NoError(t, err)
+	m.Close()
 }

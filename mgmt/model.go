@@ -252,12 +252,16 @@ type Extent struct {
 	// Thin enables thin provisioning (UNMAP, WRITE SAME unmap, GET LBA
 	// STATUS).
 	Thin bool `json:"thin"`
-	// Encrypted stores the extent's blocks encrypted (AES-256-XTS) under
-	// a key of its own kept in Options.KeyDir, and offers SANITIZE
-	// CRYPTOGRAPHIC ERASE, which replaces the key. The key is created
-	// with the extent while its storage holds no data; losing the key
-	// file loses the data. It cannot be switched on or off for storage
-	// that is in use.
+	// Encrypted stores the extent's blocks encrypted (AES-256-XTS, in
+	// 512-byte sectors) under a key of its own kept in Options.KeyDir,
+	// named after the extent, and offers SANITIZE CRYPTOGRAPHIC ERASE,
+	// which replaces the key. The key is created with the extent while
+	// its storage is known to hold no data (a thin FILE extent with
+	// nothing allocated); for storage that cannot tell (a block device)
+	// the key file must be put in place first. Losing the key file loses
+	// the data. It cannot be switched on or off, nor the extent renamed,
+	// while the storage is in use, and an unencrypted extent whose key
+	// file exists is refused.
 	Encrypted bool `json:"encrypted,omitempty"`
 	// SanitizeRateMiBps caps how fast a SANITIZE OVERWRITE writes, in MiB
 	// per second, so that sanitizing one extent leaves the pool's

@@ -343,6 +343,10 @@ func ValidateTargetName(g Global, name string) error {
 	return iscsi.ValidateName(g.FullName(name))
 }
 
+// maxSanitizeRateMiBps is the highest sanitize cap an extent takes (1
+// TiB/s): beyond it a cap means nothing.
+const maxSanitizeRateMiBps = 1 << 20
+
 // rpmValues are the rotation rates an extent may report.
 var rpmValues = map[string]uint16{"UNKNOWN": 0, "SSD": 1, "5400": 5400, "7200": 7200, "10000": 10000, "15000": 15000}
 
@@ -395,8 +399,8 @@ func (v *validator) extents() {
 			}
 			paths[p] = e.ID
 		}
-		if e.SanitizeRateMiBps < 0 {
-			add(KindInvalid, "sanitize_rate_mibps", "%d is negative", e.SanitizeRateMiBps)
+		if e.SanitizeRateMiBps < 0 || e.SanitizeRateMiBps > maxSanitizeRateMiBps {
+			add(KindInvalid, "sanitize_rate_mibps", "%d is not from 0 (no cap) to %d", e.SanitizeRateMiBps, maxSanitizeRateMiBps)
 		}
 		if len(e.Serial) > 252 || !printable(e.Serial) {
 			add(KindInvalid, "serial", "must be at most 252 printable ASCII characters")
