@@ -14,27 +14,35 @@ import (
 	"github.com/iscsikit/iscsikit/scsi"
 )
 
-// encryptedSetup is a Manager serving one encrypted FILE extent as LUN 0
-// of a target, with its keys in dir/keys.
-func encryptedSetup(t *testing.T, dir string, store Store) (*Manager, error) {
-	t.Helper()
-	e := NewExtent()
-	e.ID, e.Name, e.Path, e.Filesize, e.Encrypted = 1, "lun0", filepath.Join(dir, "lun0.img"), 1<<20, true
+// oneLUN is a configuration that serves e, with id 1, as LUN 0 of target
+// "t".
+func oneLUN(e Extent) *Config {
+	e.ID = 1
 	tg := NewTarget()
 	tg.ID, tg.Name = 1, "t"
 	cfg := EmptyConfig()
 	cfg.Targets, cfg.Extents = []Target{tg}, []Extent{e}
 	cfg.TargetExtents = []TargetExtent{{ID: 1, Target: 1, Extent: 1, LunID: 0}}
-	m, err := New(ctx, Options{Store: store, Initial: cfg, KeyDir: filepath.Join(dir, "keys")})
+	return cfg
+}
+
+// encryptedSetup is a Manager serving one encrypted FILE extent as LUN 0
+// of a target, with its keys in dir/keys.
+func encryptedSetup(t *testing.T, dir string, store Store) (*Manager, error) {
+	t.Helper()
+	e := NewExtent()
+	e.Name, e.Path, e.Filesize, e.Encrypted = "lun0", filepath.Join(dir, "lun0.img"), 1<<20, true
+	m, err := New(ctx, Options{Store: store, Initial: oneLUN(e), KeyDir: filepath.Join(dir, "keys")})
 	if err == nil {
 		t.Cleanup(m.Close)
 	}
 	return m, err
 }
 
-// unitTarget attaches the Manager's unit of extent id to a target of its
-// own, for commands straight to it.
-func unitTarget(t *testing.T, m *Manager, id int) *scsi.Target {
+// unitRunner runs CDBs straight at the Manager's unit of extent id,
+// through a target of its own, once the unit's POWER ON OCCURRED is
+// taken.
+func unitRunner(t *testing.T, m *Manager, id int) func(cdb, out []byte) scsi.Result {
 	t.Helper()
 	m.mu.Lock()
 	u := m.app.units[id]
@@ -42,7 +50,12 @@ func unitTarget(t *testing.T, m *Manager, id int) *scsi.Target {
 	require.NotNil(t, u, "extent %d is not open", id)
 	tgt := scsi.NewTarget()
 	require.NoError(t, tgt.Attach(0, u.lu))
-	return tgt
+	nexus := scsi.Nexus{InitiatorPort: "iqn.i,i,0x1", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x1", RelativePortID: 1}
+	run := func(cdb, out []byte) scsi.Result {
+		return tgt.Execute(context.Background(), &scsi.Command{Nexus: nexus, LUN: scsi.EncodeLUN(0), CDB: cdb, DataOut: out})
+	}
+	run([]byte{0, 0, 0, 0, 0, 0}, nil)
+	return run
 }
 
 func TestEncryptedExtent(t *testing.T) {
@@ -55,15 +68,9 @@ func TestEncryptedExtent(t *testing.T) {
 	require.NoError(t, err, "the key is created with the extent")
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
 
-	tgt := unitTarget(t, m, 1)
-	nexus := scsi.Nexus{InitiatorPort: "iqn.i,i,0x1", TargetName: "iqn.t", TargetPort: "iqn.t,t,0x1", RelativePortID: 1}
-	run := func(cdb, out []byte, in int) scsi.Result {
-		cmd := &scsi.Command{Nexus: nexus, LUN: scsi.EncodeLUN(0), CDB: cdb, DataOut: out, DataIn: make([]byte, in)}
-		return tgt.Execute(context.Background(), cmd)
-	}
-	run([]byte{0, 0, 0, 0, 0, 0}, nil, 0) // POWER ON OCCURRED
+	run := unitRunner(t, m, 1)
 	marker := bytes.Repeat([]byte("plaintext-marker"), 512/16)
-	require.Equal(t, scsi.StatusGood, run([]byte{0x2a, 0, 0, 0, 0, 8, 0, 0, 1, 0}, marker, 0).Status)
+	require.Equal(t, scsi.StatusGood, run([]byte{0x2a, 0, 0, 0, 0, 8, 0, 0, 1, 0}, marker).Status)
 	raw, err := os.ReadFile(filepath.Join(dir, "lun0.img"))
 	require.NoError(t, err)
 	require.False(t, bytes.Contains(raw, []byte("plaintext-marker")), "plaintext reached the file")
@@ -71,7 +78,7 @@ func TestEncryptedExtent(t *testing.T) {
 	// The unit offers CRYPTOGRAPHIC ERASE, and it changes the key.
 	before, err := os.ReadFile(keyPath)
 	require.NoError(t, err)
-	require.Equal(t, scsi.StatusGood, run([]byte{0x48, 0x03, 0, 0, 0, 0, 0, 0, 0, 0}, nil, 0).Status)
+	require.Equal(t, scsi.StatusGood, run([]byte{0x48, 0x03, 0, 0, 0, 0, 0, 0, 0, 0}, nil).Status)
 	after, err := os.ReadFile(keyPath)
 	require.NoError(t, err)
 	require.NotEqual(t, before, after)
@@ -133,12 +140,8 @@ type noAllocation struct{ backend.Device }
 func TestEncryptedExtentOnStorageThatCannotTell(t *testing.T) {
 	dir := t.TempDir()
 	e := NewExtent()
-	e.ID, e.Name, e.Path, e.Filesize, e.Encrypted = 1, "lun0", filepath.Join(dir, "lun0.img"), 1<<20, true
-	tg := NewTarget()
-	tg.ID, tg.Name = 1, "t"
-	cfg := EmptyConfig()
-	cfg.Targets, cfg.Extents = []Target{tg}, []Extent{e}
-	cfg.TargetExtents = []TargetExtent{{ID: 1, Target: 1, Extent: 1, LunID: 0}}
+	e.Name, e.Path, e.Filesize, e.Encrypted = "lun0", filepath.Join(dir, "lun0.img"), 1<<20, true
+	cfg := oneLUN(e)
 	open := func(e Extent) (backend.Device, error) {
 		dev, err := OpenExtent(e)
 		return noAllocation{dev}, err

@@ -369,7 +369,7 @@ type nopClose struct{ backend.Device }
 func (nopClose) Close() error { return nil }
 
 func TestSanitizeRate(t *testing.T) {
-	// 1 MiB at 512 KiB/s: the overwrite cannot be done before 1.5 s.
+	// 1 MiB at 512 KiB/s: the overwrite cannot be done before about 2 s.
 	f := newFixture(t, scsi.UnitConfig{SanitizeRate: 512 << 10})
 	p := []byte{0x01, 0, 0, 1, 0x5a}
 	f.good([]byte{0x48, 0x81, 0, 0, 0, 0, 0, 0, byte(len(p)), 0}, p, 0)
