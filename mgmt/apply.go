@@ -332,7 +332,7 @@ func (a *applier) prepare(cfg *Config) (*plan, error) {
 		if !e.Enabled || !a.mapped(cfg, e.ID) {
 			continue
 		}
-		if cur := a.units[e.ID]; cur != nil && reflect.DeepEqual(cur.ext, e) {
+		if cur := a.units[e.ID]; cur != nil && sameUnit(cur.ext, e) {
 			continue
 		}
 		if cur := a.units[e.ID]; cur != nil && cur.ext.devicePath() == e.devicePath() {
@@ -408,7 +408,8 @@ func (a *applier) commit(cfg *Config, p *plan) {
 	// Units: detach changed or removed ones from every target, then close.
 	for id, u := range a.units {
 		e, ok := find(cfg.Extents, id)
-		if ok && reflect.DeepEqual(u.ext, e) && e.Enabled && a.mapped(cfg, id) {
+		if ok && sameUnit(u.ext, e) && e.Enabled && a.mapped(cfg, id) {
+			u.ext = e
 			continue
 		}
 		for _, lt := range a.targets {
@@ -574,6 +575,19 @@ func (a *applier) close() {
 		u.lu.Close()
 		delete(a.units, id)
 	}
+}
+
+// sameUnit reports whether two versions of an extent make the same
+// logical unit: they differ at most in fields that only describe it (the
+// comment, the space warning threshold, the pool it came from, and xen,
+// which has no effect here). Such a change leaves the unit open, with its
+// reservations, unit attentions and any sanitize it runs; any other
+// change reopens it.
+func sameUnit(a, b Extent) bool {
+	for _, e := range []*Extent{&a, &b} {
+		e.Comment, e.AvailThreshold, e.Pool, e.Xen = "", nil, "", false
+	}
+	return reflect.DeepEqual(a, b)
 }
 
 // openUnit opens an extent's storage as a logical unit.
