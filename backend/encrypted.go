@@ -2,13 +2,10 @@ package backend
 
 import (
 	"bytes"
-	"crypto/aes"
 	"crypto/rand"
 	"fmt"
 	"io"
 	"sync"
-
-	"golang.org/x/crypto/xts"
 )
 
 // CryptoEraser is implemented by devices that keep their data encrypted
@@ -48,7 +45,7 @@ func NewEncryptionKey() ([]byte, error) {
 }
 
 // Encrypted stores the data of another Device encrypted with AES-256 in
-// XTS mode (IEEE 1619, the mode of disk encryption), one sector at a
+// XTS mode (IEEE 1619, the mode of disk encryption; see xtsCipher), one sector at a
 // time, with the sector number as the tweak. The key comes from a
 // KeyStore; CryptoErase replaces it.
 //
@@ -74,7 +71,7 @@ type Encrypted struct {
 	// mu is held shared by every read and write and exclusively by
 	// CryptoErase, so no I/O straddles a key change.
 	mu     sync.RWMutex
-	cipher *xts.Cipher
+	cipher *xtsCipher
 
 	scratch sync.Pool // *[]byte ciphertext buffers for WriteAt
 }
@@ -97,17 +94,6 @@ func NewEncrypted(dev Device, keys KeyStore, sectorSize int) (*Encrypted, error)
 		return nil, err
 	}
 	return &Encrypted{dev: dev, keys: keys, sector: int64(sectorSize), cipher: c}, nil
-}
-
-func newXTS(key []byte) (*xts.Cipher, error) {
-	if len(key) != EncryptionKeySize {
-		return nil, fmt.Errorf("backend: encryption key is %d bytes, want %d", len(key), EncryptionKeySize)
-	}
-	c, err := xts.NewCipher(aes.NewCipher, key)
-	if err != nil {
-		return nil, fmt.Errorf("backend: encryption key: %w", err)
-	}
-	return c, nil
 }
 
 // aligned reports whether [off, off+n) covers whole sectors.
