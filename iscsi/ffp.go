@@ -209,8 +209,8 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	size := int(t.edtl)
 	tooBig := size > c.srv.opt.MaxIOSize
 	if !tooBig && size > 0 {
-		var ok bool
-		t.reserved, ok = sess.reserveBuffer(int64(size))
+		reserved, ok := sess.reserveBuffer(int64(size))
+		t.reserved.Store(reserved)
 		t.full = !ok
 	}
 	skip := tooBig || t.full // the task fails without its data

@@ -37,8 +37,8 @@ type task struct {
 	write     bool
 	edtl      uint32
 
-	bufp     *[]byte // data buffer (write data in, read data out), from the pool
-	reserved int64   // bytes of the session's buffer budget bufp holds
+	bufp     *[]byte      // data buffer (write data in, read data out), from the pool
+	reserved atomic.Int64 // bytes of the session's buffer budget bufp holds
 	refs     atomic.Int32
 	// outBuf holds the response PDUs of a task with at most two of them
 	// (the common case) while they are queued; run's goroutine only.
@@ -154,7 +154,7 @@ func (t *task) release() {
 	if t.refs.Add(-1) == 0 && t.bufp != nil {
 		t.c.srv.buffers.Put(t.bufp)
 		t.bufp = nil
-		t.sess.releaseBuffer(t.reserved)
+		t.sess.releaseBuffer(t.reserved.Swap(0))
 	}
 }
 
@@ -382,11 +382,15 @@ func (t *task) respond(res *scsi.Result) {
 
 // send queues the task's last PDUs, holding a reference to its buffer
 // until they are written, after giving back its queue slot so that the
-// MaxCmdSN they carry already counts the slot as free.
+// MaxCmdSN they carry already counts the slot as free, and its share of
+// the session's buffer budget, so that a command the initiator sends as
+// soon as it sees the status finds the budget free (the buffer itself
+// stays until the writer is done with it).
 func (t *task) send(out []outPDU) {
 	t.refs.Add(1)
 	out[len(out)-1].owner = t
 	t.freeSlot()
+	t.sess.releaseBuffer(t.reserved.Swap(0))
 	t.c.queue(false, true, out...)
 	clear(out)
 }
