@@ -11,8 +11,7 @@ import (
 
 // TestSanitizeInterruptedByRestart starts a slow SANITIZE, closes the
 // Manager under it as a restart would, and requires the extent to come
-// back failed, from the record in the reservation directory, until a
-// SANITIZE completes.
+// back sanitizing, resumed from the record in the reservation directory.
 func TestSanitizeInterruptedByRestart(t *testing.T) {
 	dir := t.TempDir()
 	e := NewExtent()
@@ -32,5 +31,5 @@ func TestSanitizeInterruptedByRestart(t *testing.T) {
 	t.Cleanup(m.Close)
 	res := unitRunner(t, m, 1)(tur, nil)
 	require.Equal(t, scsi.StatusCheckCondition, res.Status)
-	require.Equal(t, []byte{0x31, 0x03}, res.Sense[12:14], "MEDIUM FORMAT CORRUPTED, SANITIZE COMMAND FAILED")
+	require.Equal(t, []byte{0x04, 0x1b}, res.Sense[12:14], "LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS")
 }

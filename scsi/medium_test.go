@@ -3,7 +3,6 @@ package scsi_test
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -309,52 +308,72 @@ func TestSanitizeCryptoErase(t *testing.T) {
 	ro.fails(cryptoErase, nil, 0, scsi.SenseDataProtect, 0x27, 0)
 }
 
-// TestInterruptedSanitizeIsRemembered cuts a SANITIZE short by closing
-// its unit, as a crash or a restart would, and opens a new unit on the
-// same device and state store.
-func TestInterruptedSanitizeIsRemembered(t *testing.T) {
+// TestInterruptedSanitizeResumes cuts a SANITIZE short by closing its
+// unit, as a crash or a restart would, and opens a new unit on the same
+// device and state store: the sanitize goes on there to its end.
+func TestInterruptedSanitizeResumes(t *testing.T) {
 	p := []byte{0x01, 0, 0, 1, 0x5a}
-	overwrite := func(ause bool) []byte {
-		c := []byte{0x48, 0x81, 0, 0, 0, 0, 0, 0, byte(len(p)), 0}
-		if ause {
-			c[1] |= 0x20
-		}
-		return c
-	}
-	exitFailure := []byte{0x48, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0}
-	for _, ause := range []bool{false, true} {
-		t.Run(fmt.Sprintf("AUSE=%v", ause), func(t *testing.T) {
-			dev := backend.NewMemory(blocks * bs)
-			st := &memStore{}
-			cfg := scsi.UnitConfig{SanitizeState: st, SanitizeRate: 1}
-			f := newFixtureOn(t, nopClose{dev}, cfg)
-			f.good(overwrite(ause), p, 0)
-			require.NoError(t, f.lu.Close())
-			require.NotEmpty(t, st.stored(), "the record of a sanitize in progress")
+	overwrite := []byte{0x48, 0x81, 0, 0, 0, 0, 0, 0, byte(len(p)), 0} // IMMED
+	dev := backend.NewMemory(blocks * bs)
+	st := &memStore{}
+	f := newFixtureOn(t, nopClose{dev}, scsi.UnitConfig{SanitizeState: st, SanitizeRate: 1})
+	f.good(overwrite, p, 0)
+	require.NoError(t, f.lu.Close())
+	require.NotEmpty(t, st.stored(), "the record of a sanitize in progress")
 
-			cfg.SanitizeRate = 0
-			g := newFixtureOn(t, nopClose{dev}, cfg)
-			g.fails(tur, nil, 0, scsi.SenseMediumError, 0x31, 0x03)
-			g.fails(read10(0, 1), nil, bs, scsi.SenseMediumError, 0x31, 0x03)
-			if ause {
-				g.good(exitFailure, nil, 0)
+	g := newFixtureOn(t, nopClose{dev}, scsi.UnitConfig{SanitizeState: st, SanitizeRate: 512 << 10})
+	g.fails(read10(0, 1), nil, bs, scsi.SenseNotReady, 0x04, 0x1b)
+	require.Eventually(t, func() bool {
+		return g.run(nexusA, 0, tur, nil, 0).Status == scsi.StatusGood
+	}, 20*time.Second, 5*time.Millisecond)
+	require.Equal(t, bytes.Repeat([]byte{0x5a}, bs), g.good(read10(blocks-1, 1), nil, bs), "the resumed overwrite reached the last block")
+	require.Empty(t, st.stored(), "nothing is recorded once the sanitize is done")
+}
+
+// TestFailedSanitizeIsRemembered: a sanitize that failed, or that the next
+// unit cannot do, leaves that unit failed until a SANITIZE completes or,
+// with AUSE, EXIT FAILURE MODE.
+func TestFailedSanitizeIsRemembered(t *testing.T) {
+	p := []byte{0x01, 0, 0, 1, 0x5a}
+	overwrite := []byte{0x48, 0x01, 0, 0, 0, 0, 0, 0, byte(len(p)), 0}
+	exitFailure := []byte{0x48, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0}
+	for _, tc := range []struct {
+		name   string
+		record string
+		ause   bool
+	}{
+		{"failed overwrite", `{"service_action":1,"failed":true}`, false},
+		{"failed overwrite with AUSE", `{"service_action":1,"ause":true,"failed":true}`, true},
+		{"block erase on a unit that is not thin", `{"service_action":2}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &memStore{data: []byte(tc.record)}
+			f := newFixture(t, scsi.UnitConfig{SanitizeState: st})
+			f.fails(tur, nil, 0, scsi.SenseMediumError, 0x31, 0x03)
+			f.fails(read10(0, 1), nil, bs, scsi.SenseMediumError, 0x31, 0x03)
+			if tc.ause {
+				f.good(exitFailure, nil, 0)
 			} else {
-				g.fails(exitFailure, nil, 0, scsi.SenseIllegalRequest, 0x24, 0)
-				// A sanitize that completes ends the failure.
-				g.good(overwrite(false)[:], p, 0)
-				require.Eventually(t, func() bool {
-					return g.run(nexusA, 0, tur, nil, 0).Status == scsi.StatusGood
-				}, 10*time.Second, 5*time.Millisecond)
+				f.fails(exitFailure, nil, 0, scsi.SenseIllegalRequest, 0x24, 0)
+				f.good(overwrite, p, 0) // a SANITIZE that completes ends it
 			}
-			g.good(tur, nil, 0)
-			require.Empty(t, st.stored(), "nothing is recorded once the failure is over")
+			f.good(tur, nil, 0)
+			require.Empty(t, st.stored())
 		})
 	}
 
+	// A device that fails the overwrite stores the failure.
+	faulty := backend.NewFaulty(backend.NewMemory(blocks * bs))
+	faulty.Add(backend.Fault{Op: backend.FaultWrite, Fail: true})
+	st := &memStore{}
+	f := newFixtureOn(t, faulty, scsi.UnitConfig{SanitizeState: st})
+	f.fails(overwrite, p, 0, scsi.SenseMediumError, 0x0c, 0x00)
+	require.Contains(t, string(st.stored()), `"failed":true`)
+
 	// A sanitize whose record cannot be stored does not start.
-	st := &memStore{failSave: true}
-	f := newFixture(t, scsi.UnitConfig{SanitizeState: st})
-	f.fails(overwrite(false), p, 0, scsi.SenseMediumError, 0x0c, 0x00)
+	st = &memStore{failSave: true}
+	f = newFixture(t, scsi.UnitConfig{SanitizeState: st})
+	f.fails(overwrite, p, 0, scsi.SenseMediumError, 0x0c, 0x00)
 	f.good(tur, nil, 0)
 	// A damaged record is refused at start.
 	st = &memStore{data: []byte("{")}

@@ -3,6 +3,7 @@ package scsi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/iscsikit/iscsikit/backend"
@@ -39,7 +40,7 @@ func (r *request) sanitize() error {
 	ause := r.cdb[1]&0x20 != 0
 	plen := int(be16(r.cdb[7:9]))
 	lu := r.lu
-	var job func(ctx context.Context) error
+	var rec sanitizeRecord
 	switch sa {
 	case sanitizeExitFailure:
 		if plen != 0 {
@@ -61,24 +62,11 @@ func (r *request) sanitize() error {
 		}
 		lu.sanitizeFailed = false
 		return nil
-	case sanitizeBlockErase:
+	case sanitizeBlockErase, sanitizeCryptoErase:
 		if plen != 0 {
 			return invalidField(7, -1)
 		}
-		job = func(context.Context) error {
-			lu.writeGate.RLock()
-			defer lu.writeGate.RUnlock()
-			return ioError(lu.dev.(backend.Unmapper).Unmap(0, int64(lu.nblocks)<<lu.blockShift), true)
-		}
-	case sanitizeCryptoErase:
-		if plen != 0 {
-			return invalidField(7, -1)
-		}
-		job = func(context.Context) error {
-			lu.writeGate.Lock()
-			defer lu.writeGate.Unlock()
-			return ioError(lu.dev.(backend.CryptoEraser).CryptoErase(), true)
-		}
+		rec = sanitizeRecord{ServiceAction: sa, AUSE: ause}
 	default: // OVERWRITE
 		bs := int(lu.blockSize)
 		if plen <= 4 || plen > bs+4 {
@@ -107,13 +95,11 @@ func (r *request) sanitize() error {
 				block[i] = ^block[i]
 			}
 		}
-		job = func(ctx context.Context) error {
-			// The overwrite goes to the medium as it proceeds rather
-			// than filling the page cache with the whole device first:
-			// dirty memory stays bounded, and what the sanitize has
-			// reported done is on stable storage.
-			return lu.fillSynced(ctx, 0, int64(lu.nblocks)<<lu.blockShift, block, sanitizeSyncBytes, lu.cfg.SanitizeRate)
-		}
+		rec = sanitizeRecord{ServiceAction: sa, AUSE: ause, Pattern: block}
+	}
+	job, err := lu.sanitizeJob(rec)
+	if err != nil {
+		return err
 	}
 	lu.mu.Lock()
 	if lu.sanitizing {
@@ -123,40 +109,15 @@ func (r *request) sanitize() error {
 		return errSanitizing
 	}
 	// The record goes to stable storage before the first block changes:
-	// from here until the sanitize completes, a crash leaves it failed.
-	if err := lu.saveSanitizeLocked(&sanitizeRecord{ServiceAction: sa, AUSE: ause}); err != nil {
+	// from here until the sanitize completes, a crash or a restart leaves
+	// it to be resumed.
+	if err := lu.saveSanitizeLocked(&rec); err != nil {
 		lu.mu.Unlock()
 		return ioError(err, true)
 	}
 	lu.sanitizing, lu.sanitizeAUSE = true, ause
 	lu.mu.Unlock()
-	// The operation belongs to the unit, not to the command: it runs to
-	// its end through aborts and resets (SBC-4 §4.11.3), and only the
-	// unit's Close cuts it short (leaving it failed).
-	done := make(chan error, 1)
-	lu.background.Add(1)
-	go func() {
-		defer lu.background.Done()
-		err := job(lu.life)
-		if err == nil {
-			err = lu.syncIf(true)
-		}
-		lu.mu.Lock()
-		if err == nil {
-			// Done: the record of a sanitize in progress goes. If it
-			// cannot, the next unit would report this sanitize failed,
-			// so this one does too.
-			if serr := lu.saveSanitizeLocked(nil); serr != nil {
-				err = fmt.Errorf("clearing the sanitize record: %w", serr)
-			}
-		}
-		lu.sanitizing, lu.sanitizeFailed = false, err != nil
-		lu.mu.Unlock()
-		if err != nil && lu.cfg.Logger != nil {
-			lu.cfg.Logger.Error("sanitize failed", "err", err)
-		}
-		done <- err
-	}()
+	done := lu.runSanitize(rec, job)
 	if immed {
 		return nil
 	}
@@ -168,12 +129,97 @@ func (r *request) sanitize() error {
 	}
 }
 
-// sanitizeRecord is what UnitConfig.SanitizeState keeps while a SANITIZE
-// runs and after it failed: the operation, and whether it allowed EXIT
-// FAILURE MODE.
+// sanitizeJob returns the work of the sanitize rec describes, or an
+// error when the unit cannot do it (its device no longer offers it).
+func (lu *LogicalUnit) sanitizeJob(rec sanitizeRecord) (func(ctx context.Context) error, error) {
+	size := int64(lu.nblocks) << lu.blockShift
+	switch rec.ServiceAction {
+	case sanitizeBlockErase:
+		u, ok := lu.dev.(backend.Unmapper)
+		if !ok || !lu.cfg.ThinProvisioning {
+			return nil, errors.New("scsi: BLOCK ERASE needs a thin-provisioned unit")
+		}
+		return func(context.Context) error {
+			lu.writeGate.RLock()
+			defer lu.writeGate.RUnlock()
+			return ioError(u.Unmap(0, size), true)
+		}, nil
+	case sanitizeCryptoErase:
+		c, ok := lu.dev.(backend.CryptoEraser)
+		if !ok || !lu.cfg.CryptoErase {
+			return nil, errors.New("scsi: CRYPTOGRAPHIC ERASE needs a unit whose device encrypts")
+		}
+		return func(context.Context) error {
+			lu.writeGate.Lock()
+			defer lu.writeGate.Unlock()
+			return ioError(c.CryptoErase(), true)
+		}, nil
+	case sanitizeOverwrite:
+		if len(rec.Pattern) != int(lu.blockSize) {
+			return nil, fmt.Errorf("scsi: OVERWRITE pattern of %d bytes for %d-byte blocks", len(rec.Pattern), lu.blockSize)
+		}
+		return func(ctx context.Context) error {
+			// The overwrite goes to the medium as it proceeds rather
+			// than filling the page cache with the whole device first:
+			// dirty memory stays bounded, and what the sanitize has
+			// reported done is on stable storage.
+			return lu.fillSynced(ctx, 0, size, rec.Pattern, sanitizeSyncBytes, lu.cfg.SanitizeRate)
+		}, nil
+	}
+	return nil, fmt.Errorf("scsi: sanitize service action 0x%02x", rec.ServiceAction)
+}
+
+// runSanitize runs job in the background for the unit, which the caller
+// has marked sanitizing with rec stored, and returns where its result
+// goes. The operation belongs to the unit, not to the command: it runs to
+// its end through aborts and resets (SBC-4 §4.11.3). The unit's Close
+// cuts it short and leaves rec stored, so that the next unit on the
+// device resumes it; an operation that fails is stored failed.
+func (lu *LogicalUnit) runSanitize(rec sanitizeRecord, job func(ctx context.Context) error) <-chan error {
+	done := make(chan error, 1)
+	lu.background.Add(1)
+	go func() {
+		defer lu.background.Done()
+		err := job(lu.life)
+		if err == nil {
+			err = lu.syncIf(true)
+		}
+		lu.mu.Lock()
+		switch {
+		case err == nil:
+			// Done: the record goes. If it cannot, the next unit would
+			// resume this sanitize, so it is not reported done.
+			if serr := lu.saveSanitizeLocked(nil); serr != nil {
+				err = fmt.Errorf("clearing the sanitize record: %w", serr)
+			}
+		case lu.life.Err() != nil:
+			// Cut short by Close: the record stays as it is, to be
+			// resumed.
+		default:
+			rec.Failed = true
+			if serr := lu.saveSanitizeLocked(&rec); serr != nil && lu.cfg.Logger != nil {
+				lu.cfg.Logger.Error("recording the failed sanitize", "err", serr)
+			}
+		}
+		lu.sanitizing, lu.sanitizeFailed = false, err != nil
+		lu.mu.Unlock()
+		if err != nil && lu.cfg.Logger != nil {
+			lu.cfg.Logger.Error("sanitize failed", "err", err)
+		}
+		done <- err
+	}()
+	return done
+}
+
+// sanitizeRecord is what UnitConfig.SanitizeState keeps from the start
+// of a SANITIZE until it completes: the operation (with the block an
+// OVERWRITE writes), whether it allowed EXIT FAILURE MODE, and whether it
+// failed.
 type sanitizeRecord struct {
-	ServiceAction byte `json:"service_action"`
-	AUSE          bool `json:"ause"`
+	ServiceAction byte   `json:"service_action"`
+	AUSE          bool   `json:"ause"`
+	Pattern       []byte `json:"pattern,omitempty"`
+	Failed        bool   `json:"failed,omitempty"`
 }
 
 // saveSanitizeLocked stores rec, or removes the record when rec is nil.
@@ -192,9 +238,12 @@ func (lu *LogicalUnit) saveSanitizeLocked(rec *sanitizeRecord) error {
 	return st.Save(b)
 }
 
-// loadSanitize picks up a sanitize that an earlier unit on the device
-// left unfinished: the unit starts failed, as after a failed SANITIZE.
-func (lu *LogicalUnit) loadSanitize() error {
+// resumeSanitize picks up a sanitize that an earlier unit on the device
+// left unfinished, once the unit is otherwise ready: it runs again from
+// the start (SBC-4 and NVMe both have a sanitize continue across a power
+// cycle). One that failed, or that this unit cannot do, leaves the unit
+// failed, as after a failed SANITIZE.
+func (lu *LogicalUnit) resumeSanitize() error {
 	st := lu.cfg.SanitizeState
 	if st == nil {
 		return nil
@@ -207,9 +256,18 @@ func (lu *LogicalUnit) loadSanitize() error {
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return fmt.Errorf("scsi: sanitize record: %w", err)
 	}
-	lu.sanitizeFailed, lu.sanitizeAUSE = true, rec.AUSE
-	if lu.cfg.Logger != nil {
-		lu.cfg.Logger.Warn("a SANITIZE did not complete before the unit was last closed; media access fails until one completes", "service_action", rec.ServiceAction, "ause", rec.AUSE)
+	job, err := lu.sanitizeJob(rec)
+	if rec.Failed || err != nil {
+		lu.sanitizeFailed, lu.sanitizeAUSE = true, rec.AUSE
+		if lu.cfg.Logger != nil {
+			lu.cfg.Logger.Warn("a SANITIZE failed before the unit was last closed; media access fails until one completes", "service_action", rec.ServiceAction, "ause", rec.AUSE, "err", err)
+		}
+		return nil
 	}
+	if lu.cfg.Logger != nil {
+		lu.cfg.Logger.Info("resuming a SANITIZE the unit did not finish before it was last closed", "service_action", rec.ServiceAction)
+	}
+	lu.sanitizing, lu.sanitizeAUSE = true, rec.AUSE
+	lu.runSanitize(rec, job)
 	return nil
 }

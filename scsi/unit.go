@@ -66,14 +66,15 @@ type UnitConfig struct {
 	// block unreadable by replacing the device's data key; the device
 	// must implement backend.CryptoEraser (backend.Encrypted does).
 	CryptoErase bool
-	// SanitizeState, when set, records a SANITIZE while it runs and after
-	// it failed, so that one cut short by a crash, a restart or a closed
-	// unit is reported by the next unit on the same device: media access
-	// fails with MEDIUM FORMAT CORRUPTED, SANITIZE COMMAND FAILED until a
-	// SANITIZE completes (or EXIT FAILURE MODE, if the interrupted one
-	// allowed it with AUSE), as SBC-4 asks of a sanitize interrupted by
-	// power loss. Without it an interrupted sanitize is forgotten with its
-	// unit, and the device serves what the sanitize left.
+	// SanitizeState, when set, records a SANITIZE from its start until it
+	// completes, so that one cut short by a crash, a restart or a closed
+	// unit goes on in the next unit on the same device (from the start,
+	// reporting SANITIZE IN PROGRESS meanwhile), as a sanitize goes on
+	// across a power cycle; one that failed leaves the next unit failed
+	// (MEDIUM FORMAT CORRUPTED, SANITIZE COMMAND FAILED) until a SANITIZE
+	// completes, or EXIT FAILURE MODE if it allowed that with AUSE.
+	// Without it an interrupted sanitize is forgotten with its unit, and
+	// the device serves what the sanitize left.
 	SanitizeState StateStore
 	// SanitizeRate caps the bytes per second a SANITIZE OVERWRITE writes,
 	// so that a sanitize running in the background leaves the rest of
@@ -274,10 +275,11 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 	if err := lu.loadPR(); err != nil {
 		return nil, err
 	}
-	if err := lu.loadSanitize(); err != nil {
+	lu.life, lu.endLife = context.WithCancel(context.Background())
+	if err := lu.resumeSanitize(); err != nil {
+		lu.endLife()
 		return nil, err
 	}
-	lu.life, lu.endLife = context.WithCancel(context.Background())
 	return lu, nil
 }
 
