@@ -20,39 +20,12 @@ import (
 	"github.com/iscsikit/iscsikit/scsi"
 )
 
-// OpenFunc opens the storage of an extent. The default opens FILE
-// extents with backend.OpenFile (creating them sparse) and DISK extents
-// as block devices; a product with its own backends supplies its own.
-type OpenFunc func(e Extent) (backend.Device, error)
-
-// OpenExtent is the default OpenFunc.
-func OpenExtent(e Extent) (backend.Device, error) {
-	switch e.Type {
-	case ExtentFile:
-		if e.RO {
-			// A read-only extent over a missing file gets it created
-			// (empty, sparse) first, then opened read-only.
-			if _, err := os.Stat(e.Path); errors.Is(err, fs.ErrNotExist) {
-				f, err := backend.OpenFile(e.Path, backend.FileOptions{Size: e.Filesize, Create: true})
-				if err != nil {
-					return nil, err
-				}
-				f.Close()
-			}
-		}
-		return backend.OpenFile(e.Path, backend.FileOptions{Size: e.Filesize, Create: !e.RO, ReadOnly: e.RO, Direct: e.Direct})
-	case ExtentDisk:
-		return backend.OpenFile(DiskPath(e.Disk), backend.FileOptions{Size: e.Filesize, ReadOnly: e.RO, Direct: e.Direct})
-	}
-	return nil, fmt.Errorf("mgmt: extent type %q", e.Type)
-}
-
 // applier keeps a running iscsi.Server in step with a Config: it owns the
 // portals' listeners, the extents' logical units and the targets' LUN
 // maps, and changes only what differs between two configurations.
 type applier struct {
 	srv  *iscsi.Server
-	open OpenFunc
+	open openers
 	log  *slog.Logger
 	// prDir keeps the extents' persistent reservations and sanitize
 	// records; "" refuses APTPL and forgets an interrupted sanitize.
@@ -283,10 +256,7 @@ func (a *applier) buildAuthTable(cfg *Config) *authTable {
 	return t
 }
 
-func newApplier(srv *iscsi.Server, open OpenFunc, prDir, keyDir string, log *slog.Logger) *applier {
-	if open == nil {
-		open = OpenExtent
-	}
+func newApplier(srv *iscsi.Server, open openers, prDir, keyDir string, log *slog.Logger) *applier {
 	a := &applier{
 		srv: srv, open: open, prDir: prDir, keyDir: keyDir, log: log,
 		listeners: map[netip.AddrPort]*liveListener{},
@@ -335,7 +305,7 @@ func (a *applier) prepare(cfg *Config) (*plan, error) {
 		if cur := a.units[e.ID]; cur != nil && sameUnit(cur.ext, e) {
 			continue
 		}
-		if cur := a.units[e.ID]; cur != nil && cur.ext.devicePath() == e.devicePath() {
+		if cur := a.units[e.ID]; cur != nil && a.open.storage(cur.ext) == a.open.storage(e) && a.open.storage(e) != "" {
 			if cur.ext.Encrypted != e.Encrypted {
 				return fail(&Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "encrypted",
 					Msg: "cannot change while the extent's storage is in use: its data would read as noise; create a new extent and copy the data"})
@@ -592,7 +562,7 @@ func sameUnit(a, b Extent) bool {
 
 // openUnit opens an extent's storage as a logical unit.
 func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
-	dev, err := a.open(e)
+	dev, err := a.open.open(e)
 	if err != nil {
 		return nil, err
 	}

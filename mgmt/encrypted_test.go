@@ -142,11 +142,11 @@ func TestEncryptedExtentOnStorageThatCannotTell(t *testing.T) {
 	e := NewExtent()
 	e.Name, e.Path, e.Filesize, e.Encrypted = "lun0", filepath.Join(dir, "lun0.img"), 1<<20, true
 	cfg := oneLUN(e)
-	open := func(e Extent) (backend.Device, error) {
-		dev, err := OpenExtent(e)
+	open := openerFunc(func(e Extent) (backend.Device, error) {
+		dev, err := FileOpener{}.Open(e)
 		return noAllocation{dev}, err
-	}
-	opt := Options{Store: &MemoryStore{}, Initial: cfg, KeyDir: filepath.Join(dir, "keys"), Open: open}
+	})
+	opt := Options{Store: &MemoryStore{}, Initial: cfg, KeyDir: filepath.Join(dir, "keys"), Openers: map[string]Opener{ExtentFile: open}}
 	_, err := New(ctx, opt)
 	require.ErrorContains(t, err, "cannot tell", "no key is made up for storage that may hold data")
 

@@ -29,8 +29,11 @@ type Options struct {
 	// AllowedDirs confines FILE extents (and DISK extents outside /dev)
 	// to these directories; empty allows any absolute path.
 	AllowedDirs []string
-	// Open opens an extent's storage; nil means OpenExtent.
-	Open OpenFunc
+	// Openers open extents by type (Extent.Type), and check the fields
+	// of their type. FILE and DISK default to DefaultOpeners'; a product
+	// adds its own types here, or replaces the defaults. Nil or missing
+	// entries keep the defaults.
+	Openers map[string]Opener
 	// ReservationDir keeps the persistent reservations that initiators
 	// register with APTPL, one file per extent, so they survive a
 	// restart; empty refuses APTPL (PTPL_C 0 in REPORT CAPABILITIES). It
@@ -52,8 +55,9 @@ type Options struct {
 // live to the Server. Its methods are safe for concurrent use; changes
 // are serialized.
 type Manager struct {
-	opt Options
-	log *slog.Logger
+	opt  Options
+	log  *slog.Logger
+	open openers
 
 	mu  sync.Mutex
 	cfg *Config
@@ -78,7 +82,8 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	m := &Manager{opt: opt, log: log, app: newApplier(opt.Server, opt.Open, opt.ReservationDir, opt.KeyDir, log)}
+	open := newOpeners(opt.Openers)
+	m := &Manager{opt: opt, log: log, open: open, app: newApplier(opt.Server, open, opt.ReservationDir, opt.KeyDir, log)}
 	cfg, err := opt.Store.Load(ctx)
 	fresh := errors.Is(err, fs.ErrNotExist)
 	switch {
@@ -90,7 +95,7 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 		return nil, err
 	}
 	cfg.normalize()
-	if err := Validate(cfg, opt.AllowedDirs); err != nil {
+	if err := validate(cfg, opt.AllowedDirs, open); err != nil {
 		return nil, err
 	}
 	if err := m.app.apply(cfg); err != nil {
@@ -159,7 +164,7 @@ func (m *Manager) Reload(ctx context.Context) error {
 	cfg.normalize()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := Validate(cfg, m.opt.AllowedDirs); err != nil {
+	if err := validate(cfg, m.opt.AllowedDirs, m.open); err != nil {
 		return err
 	}
 	if err := m.app.apply(cfg); err != nil {
@@ -181,7 +186,7 @@ func (m *Manager) change(ctx context.Context, fn func(c *Config) error) error {
 	}
 	next.Version = ConfigVersion
 	next.normalize()
-	if err := Validate(next, m.opt.AllowedDirs); err != nil {
+	if err := validate(next, m.opt.AllowedDirs, m.open); err != nil {
 		return err
 	}
 	if err := m.app.apply(next); err != nil {

@@ -198,7 +198,8 @@ const (
 type Extent struct {
 	ID   int    `json:"id"`
 	Name string `json:"name"`
-	// Type is DISK (a block device, Disk) or FILE (a regular file, Path).
+	// Type is DISK (a block device, Disk), FILE (a regular file, Path)
+	// or a type the Manager's Options.Openers add.
 	Type string `json:"type"`
 	// Disk is a block device: an absolute path or one relative to /dev
 	// (seed 000's "zvol/tank/lun0").
@@ -207,6 +208,10 @@ type Extent struct {
 	// missing.
 	Path     string `json:"path,omitempty"`
 	Filesize int64  `json:"filesize,omitempty"`
+	// Params (extension) are the settings of an extent of a type added
+	// through Options.Openers (an RBD image's pool, image, user and
+	// conf), checked by that type's Opener. FILE and DISK take none.
+	Params map[string]string `json:"params,omitempty"`
 	// Blocksize is the logical block size: 512, 1024, 2048 or 4096.
 	Blocksize int `json:"blocksize"`
 	// PBlocksize disables physical block size reporting (seed 000): when

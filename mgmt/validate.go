@@ -17,6 +17,7 @@ import (
 type validator struct {
 	cfg         *Config
 	allowedDirs []string
+	open        openers
 	errs        []error
 }
 
@@ -27,9 +28,15 @@ func (v *validator) add(kind Kind, object string, id int, name, field, format st
 // Validate checks a whole configuration: every field of every object, the
 // references between them and the uniqueness rules. It returns nil or the
 // joined *Error values, each naming its object and field. Extent paths
-// must lie under one of allowedDirs unless allowedDirs is empty.
+// must lie under one of allowedDirs unless allowedDirs is empty. Extent
+// types are those of DefaultOpeners; a Manager validates with its own
+// Options.Openers.
 func Validate(cfg *Config, allowedDirs []string) error {
-	v := &validator{cfg: cfg, allowedDirs: allowedDirs}
+	return validate(cfg, allowedDirs, newOpeners(nil))
+}
+
+func validate(cfg *Config, allowedDirs []string, open openers) error {
+	v := &validator{cfg: cfg, allowedDirs: allowedDirs, open: open}
 	if cfg.Version != ConfigVersion {
 		v.add(KindInvalid, "config", 0, "", "version", "is %d; this build reads version %d", cfg.Version, ConfigVersion)
 	}
@@ -391,9 +398,12 @@ func (v *validator) extents() {
 				add(KindInvalid, "disk", "%s is neither under /dev nor in the allowed directories", DiskPath(e.Disk))
 			}
 		default:
-			add(KindInvalid, "type", "%q is not DISK or FILE", e.Type)
+			if v.open[e.Type] == nil {
+				add(KindInvalid, "type", "%q is not one of %s", e.Type, v.open.types())
+			}
 		}
-		if p := e.devicePath(); p != "" {
+		v.errs = append(v.errs, v.open.check(e)...)
+		if p := v.open.storage(e); p != "" {
 			if other, dup := paths[p]; dup {
 				add(KindExists, "path", "%s is also the storage of extent %d", p, other)
 			}

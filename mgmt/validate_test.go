@@ -129,7 +129,7 @@ func TestValidationRules(t *testing.T) {
 			c.Targets[0].Groups = append(c.Targets[0].Groups, TargetGroup{Portal: 1, AuthMethod: AuthNone})
 		}, ErrExists, "groups[1].portal: portal 1 is in another group"},
 		{"extent name", func(c *Config) { c.Extents[1].Name = "lun0" }, ErrExists, "extent 2 (lun0): name: extent 1 has the same name"},
-		{"extent type", func(c *Config) { c.Extents[0].Type = "ZVOL" }, ErrInvalid, `extent 1 (lun0): type: "ZVOL" is not DISK or FILE`},
+		{"extent type", func(c *Config) { c.Extents[0].Type = "ZVOL" }, ErrInvalid, `extent 1 (lun0): type: "ZVOL" is not one of DISK, FILE`},
 		{"blocksize", func(c *Config) { c.Extents[0].Blocksize = 1000 }, ErrInvalid, "extent 1 (lun0): blocksize: 1000 is not 512, 1024, 2048 or 4096"},
 		{"relative path", func(c *Config) { c.Extents[0].Path = "lun0.img" }, ErrInvalid, `extent 1 (lun0): path: "lun0.img" is not an absolute file path`},
 		{"path outside", func(c *Config) { c.Extents[0].Path = "/etc/shadow" }, ErrInvalid, "extent 1 (lun0): path: /etc/shadow is outside the allowed directories /srv/iscsi"},
