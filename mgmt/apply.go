@@ -3,7 +3,6 @@ package mgmt
 import (
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -664,16 +663,12 @@ func unwritten(dev backend.Device) bool {
 }
 
 // unitConfig translates an extent into the SCSI unit's settings. Serial
-// and NAA default to values derived from the extent's name, stable across
-// restarts.
+// and NAA are the extent's, which the Manager generated when the extent
+// was created without them (an empty one makes the unit pick its own).
 func unitConfig(e Extent) (scsi.UnitConfig, error) {
-	h := fnv.New64a()
-	h.Write([]byte("extent:" + e.Name))
-	id := h.Sum64()
 	uc := scsi.UnitConfig{
 		BlockSize:        uint32(e.Blocksize),
 		Serial:           e.Serial,
-		DeviceID:         id,
 		Vendor:           e.Vendor,
 		Product:          e.Product,
 		Revision:         e.Revision,
@@ -687,15 +682,12 @@ func unitConfig(e Extent) (scsi.UnitConfig, error) {
 		CryptoErase:      e.Encrypted,
 		SanitizeRate:     int64(e.SanitizeRateMiBps) << 20,
 	}
-	if uc.Serial == "" {
-		uc.Serial = fmt.Sprintf("%016x", id)
-	}
 	if e.NAA != "" {
 		n, err := parseNAA(e.NAA)
 		if err != nil {
 			return uc, err
 		}
-		uc.DeviceID = n
+		uc.NAA = n
 	}
 	if !e.PBlocksize && e.Blocksize < 4096 {
 		uc.PhysicalBlockSize = 4096

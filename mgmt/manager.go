@@ -95,13 +95,14 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 		return nil, err
 	}
 	cfg.normalize()
+	filled := cfg.fillIdentity()
 	if err := validate(cfg, opt.AllowedDirs, open); err != nil {
 		return nil, err
 	}
 	if err := m.app.apply(cfg); err != nil {
 		return nil, err
 	}
-	if fresh {
+	if fresh || filled {
 		if err := opt.Store.Save(ctx, cfg); err != nil {
 			m.app.close()
 			return nil, err
@@ -162,6 +163,7 @@ func (m *Manager) Reload(ctx context.Context) error {
 		return err
 	}
 	cfg.normalize()
+	filled := cfg.fillIdentity()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := validate(cfg, m.opt.AllowedDirs, m.open); err != nil {
@@ -169,6 +171,13 @@ func (m *Manager) Reload(ctx context.Context) error {
 	}
 	if err := m.app.apply(cfg); err != nil {
 		return err
+	}
+	if filled {
+		// Identities generated for extents the file lacked them for are
+		// kept, so the next load reports the same ones.
+		if err := m.opt.Store.Save(ctx, cfg); err != nil {
+			return err
+		}
 	}
 	m.cfg = cfg
 	return nil
@@ -186,6 +195,7 @@ func (m *Manager) change(ctx context.Context, fn func(c *Config) error) error {
 	}
 	next.Version = ConfigVersion
 	next.normalize()
+	next.fillIdentity()
 	if err := validate(next, m.opt.AllowedDirs, m.open); err != nil {
 		return err
 	}
@@ -228,6 +238,8 @@ func create[T any, P record[T]](m *Manager, ctx context.Context, list func(*Conf
 			fix(&v)
 		}
 		*l = append(*l, v)
+		c.fillIdentity()
+		v = (*l)[len(*l)-1]
 		return nil
 	})
 	return v, err
@@ -246,6 +258,7 @@ func update[T any, P record[T]](m *Manager, ctx context.Context, object string, 
 			return err
 		}
 		P(&l[i]).setObjectID(id)
+		c.fillIdentity()
 		out = l[i]
 		return nil
 	})

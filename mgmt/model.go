@@ -2,8 +2,11 @@ package mgmt
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"strings"
+
+	"github.com/iscsikit/iscsikit/scsi"
 )
 
 // ConfigVersion is the version of the configuration format this package
@@ -222,10 +225,15 @@ type Extent struct {
 	// product warns; nil disables it.
 	AvailThreshold *int   `json:"avail_threshold"`
 	Comment        string `json:"comment"`
-	// Serial is the unit serial number (VPD page 80); empty derives one.
+	// Serial is the unit serial number (VPD page 80), reported as given.
+	// Left empty, the Manager generates a random one (16 hex digits) when
+	// it first stores the extent, and keeps it.
 	Serial string `json:"serial"`
-	// NAA is the NAA designator (VPD page 83) as 0x and 16 hex digits;
-	// empty derives one.
+	// NAA is the NAA designator (VPD page 83), reported as given: 0x and
+	// 16 hex digits (type 5, IEEE Registered) or 32 (type 6, IEEE
+	// Registered Extended). Left empty, the Manager generates a random
+	// type 6 one (scsi.NewNAA) when it first stores the extent, and keeps
+	// it. No two extents share a serial or an NAA.
 	NAA string `json:"naa"`
 	// InsecureTPC offers third-party copy (EXTENDED COPY, VMware's XCOPY)
 	// between this extent and the other extents of the same target that
@@ -428,6 +436,24 @@ func orEmpty[T any](s *[]T) {
 	if *s == nil {
 		*s = []T{}
 	}
+}
+
+// fillIdentity gives every extent without a serial or NAA a new random
+// one, and reports whether it gave any. The Manager runs it before it
+// validates and stores a configuration, so identities are made once, at
+// create time (or the first time an older file is loaded), and kept.
+func (c *Config) fillIdentity() bool {
+	filled := false
+	for i := range c.Extents {
+		e := &c.Extents[i]
+		if e.Serial == "" {
+			e.Serial, filled = scsi.NewSerial(), true
+		}
+		if e.NAA == "" {
+			e.NAA, filled = "0x"+hex.EncodeToString(scsi.NewNAA()), true
+		}
+	}
+	return filled
 }
 
 // clone returns a deep copy of c, so that a caller's mutations never

@@ -141,7 +141,7 @@ func TestValidationRules(t *testing.T) {
 		}, ErrExists, "extent 2 (zvol0): path: /srv/iscsi/lun0.img is also the storage of extent 1"},
 		{"serial", func(c *Config) { c.Extents[0].Serial = "bad\x01" }, ErrInvalid, "extent 1 (lun0): serial: must be at most 252 printable ASCII characters"},
 		{"naa", func(c *Config) { c.Extents[0].NAA = "0x1234" }, ErrInvalid, `extent 1 (lun0): naa: "0x1234" is not 0x followed by 16 or 32 hex digits`},
-		{"naa type", func(c *Config) { c.Extents[0].NAA = "0x2000000000000001" }, ErrInvalid, "only types 5 and 6"},
+		{"naa type", func(c *Config) { c.Extents[0].NAA = "0x2000000000000001" }, ErrInvalid, "only type 5 (8 bytes) and type 6 (16 bytes) are accepted"},
 		{"rpm", func(c *Config) { c.Extents[0].RPM = "3600" }, ErrInvalid, `extent 1 (lun0): rpm: "3600" is not UNKNOWN, SSD`},
 		{"vendor", func(c *Config) { c.Extents[0].Vendor = "TOOLONGVENDOR" }, ErrInvalid, "extent 1 (lun0): vendor: must be at most 8"},
 		{"avail threshold", func(c *Config) { c.Extents[0].AvailThreshold = intp(0) }, ErrInvalid, "extent 1 (lun0): avail_threshold: 0 is not a percentage"},

@@ -111,7 +111,9 @@ func TestLUNs(t *testing.T) {
 	require.Equal(t, Prefix+"target_list/"+iqn+"/lun_list/1", resp.Header.Get("Location"))
 	var lun lunConf
 	c.get("target_list/"+iqn+"/lun_list/1", &lun)
-	require.Equal(t, lunConf{LUN: 1, Path: img, DeviceType: "disk", BSType: "rdwr", WriteCache: true, Online: true}, lun)
+	require.NotEmpty(t, lun.SCSIID, "an NAA is generated at create time")
+	require.NotEmpty(t, lun.SCSISN, "a serial is generated at create time")
+	require.Equal(t, lunConf{LUN: 1, Path: img, DeviceType: "disk", BSType: "rdwr", WriteCache: true, Online: true, SCSIID: lun.SCSIID, SCSISN: lun.SCSISN}, lun)
 
 	c.want(200, "PUT", "target_list/"+iqn+"/lun_list/1", `{"readonly": true, "online":true}`)
 	c.get("target_list/"+iqn+"/lun_list/1", &lun)
