@@ -1,6 +1,7 @@
 package mgmt
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -268,80 +269,150 @@ func newApplier(srv *iscsi.Server, open openers, prDir, keyDir string, log *slog
 	return a
 }
 
-// plan is what apply prepared before changing anything live.
+// plan is what apply prepared before changing anything live: the
+// listeners and units it opened, and the units it drained for a reopen.
+// Committing it cannot fail; aborting it leaves everything as it was.
 type plan struct {
 	newListeners map[netip.AddrPort]*liveListener
 	newUnits     map[int]*liveUnit
+	reopens      map[int]*reopen
 }
 
-// apply brings the server to cfg. Everything that can fail (opening
-// extents, listening on new addresses) happens first; if any of it fails
-// nothing live has changed and the error says which object failed.
-func (a *applier) apply(cfg *Config) error {
-	p, err := a.prepare(cfg)
-	if err != nil {
-		return err
-	}
-	a.commit(cfg, p)
-	return nil
+// reopen is a live unit's change of storage or settings, drained and
+// ready to swap.
+type reopen struct {
+	ext Extent
+	dev backend.Device
+	r   *scsi.Reopening
 }
 
-func (a *applier) prepare(cfg *Config) (*plan, error) {
-	p := &plan{newListeners: map[netip.AddrPort]*liveListener{}, newUnits: map[int]*liveUnit{}}
-	fail := func(err error) (*plan, error) {
-		for _, l := range p.newListeners {
-			l.l.Close()
-		}
-		for _, u := range p.newUnits {
-			u.lu.Close()
-		}
-		return nil, err
+// abort closes what the plan opened and lets drained units serve on.
+func (p *plan) abort() {
+	for _, l := range p.newListeners {
+		l.l.Close()
 	}
-	for _, e := range cfg.Extents {
-		if !e.Enabled || !a.mapped(cfg, e.ID) {
-			continue
-		}
-		if cur := a.units[e.ID]; cur != nil && sameUnit(cur.ext, e) {
-			continue
-		}
-		if cur := a.units[e.ID]; cur != nil && a.open.storage(cur.ext) == a.open.storage(e) && a.open.storage(e) != "" {
-			if cur.ext.Encrypted != e.Encrypted {
-				return fail(&Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "encrypted",
-					Msg: "cannot change while the extent's storage is in use: its data would read as noise; create a new extent and copy the data"})
-			}
-			if e.Encrypted && a.keyDir != "" && extentFile(a.keyDir, cur.ext, ".key") != extentFile(a.keyDir, e, ".key") {
-				return fail(&Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "name",
-					Msg: "an encrypted extent's name names its key file: renaming it would part the data from its key"})
-			}
-			// Reopened in commit, after the old unit lets go of the file.
-			continue
-		}
-		u, err := a.openUnit(cfg, e)
+	for _, u := range p.newUnits {
+		u.lu.Close()
+	}
+	for _, r := range p.reopens {
+		r.r.Abort()
+		r.dev.Close()
+	}
+}
+
+// prepare does everything of applying cfg that can fail, and nothing a
+// client sees but a short wait: it opens new extents and the new
+// storage of changed ones, listens on new addresses, checks that new
+// target names are free on the server, and drains the units to reopen.
+func (a *applier) prepare(ctx context.Context, cfg *Config) (_ *plan, err error) {
+	p := &plan{newListeners: map[netip.AddrPort]*liveListener{}, newUnits: map[int]*liveUnit{}, reopens: map[int]*reopen{}}
+	defer func() {
 		if err != nil {
-			if me := (*Error)(nil); errors.As(err, &me) {
-				return fail(err)
-			}
-			return fail(&Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "path", Msg: err.Error()})
+			p.abort()
 		}
-		p.newUnits[e.ID] = u
+	}()
+	if err := a.prepareUnits(ctx, cfg, p); err != nil {
+		return nil, err
 	}
 	if a.srv == nil {
 		return p, nil
 	}
+	if err := a.checkTargetNames(cfg); err != nil {
+		return nil, err
+	}
 	for addr, tag := range wantListeners(cfg) {
-		if cur := a.listeners[addr]; cur != nil && cur.tag == tag {
-			continue
-		}
 		if cur := a.listeners[addr]; cur != nil {
-			continue // same address, new tag: swapped in commit
+			continue // the same, or a new tag: swapped in commit
 		}
 		l, err := net.Listen("tcp", addr.String())
 		if err != nil {
-			return fail(&Error{Kind: KindInvalid, Object: "portal", ID: portalOf(cfg, addr), Field: "listen", Msg: err.Error()})
+			return nil, &Error{Kind: KindInvalid, Object: "portal", ID: portalOf(cfg, addr), Field: "listen", Msg: err.Error()}
 		}
 		p.newListeners[addr] = &liveListener{l: l, tag: tag}
 	}
 	return p, nil
+}
+
+// prepareUnits opens the units cfg adds and prepares the reopen of those
+// it changes.
+func (a *applier) prepareUnits(ctx context.Context, cfg *Config, p *plan) error {
+	for _, e := range cfg.Extents {
+		if !e.Enabled || !a.mapped(cfg, e.ID) {
+			continue
+		}
+		cur := a.units[e.ID]
+		if cur != nil && sameUnit(cur.ext, e) {
+			continue
+		}
+		if cur != nil {
+			if err := a.checkChange(cur.ext, e); err != nil {
+				return err
+			}
+		}
+		dev, uc, err := a.openDevice(e)
+		if err != nil {
+			return extentError(e, err)
+		}
+		if cur == nil {
+			lu, err := scsi.NewLogicalUnit(dev, uc)
+			if err != nil {
+				dev.Close()
+				return extentError(e, err)
+			}
+			p.newUnits[e.ID] = &liveUnit{ext: e, lu: lu}
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, scsi.DrainTimeout)
+		r, err := cur.lu.PrepareReopen(dctx, dev, uc)
+		cancel()
+		if err != nil {
+			dev.Close()
+			return extentError(e, err)
+		}
+		p.reopens[e.ID] = &reopen{ext: e, dev: dev, r: r}
+	}
+	return nil
+}
+
+// extentError names the extent an error of opening it is about.
+func extentError(e Extent, err error) error {
+	if me := (*Error)(nil); errors.As(err, &me) {
+		return err
+	}
+	return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "path", Msg: err.Error()}
+}
+
+// checkChange refuses changes a live extent cannot take.
+func (a *applier) checkChange(cur, e Extent) error {
+	if s := a.open.storage(e); s == "" || a.open.storage(cur) != s {
+		return nil
+	}
+	if cur.Encrypted != e.Encrypted {
+		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "encrypted",
+			Msg: "cannot change while the extent's storage is in use: its data would read as noise; create a new extent and copy the data"}
+	}
+	if e.Encrypted && a.keyDir != "" && extentFile(a.keyDir, cur, ".key") != extentFile(a.keyDir, e, ".key") {
+		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "name",
+			Msg: "an encrypted extent's name names its key file: renaming it would part the data from its key"}
+	}
+	return nil
+}
+
+// checkTargetNames refuses a new target whose name the server already
+// serves for someone else (the embedder's own target).
+func (a *applier) checkTargetNames(cfg *Config) error {
+	ours := map[string]bool{}
+	for _, lt := range a.targets {
+		ours[lt.name] = true
+	}
+	for _, t := range cfg.Targets {
+		name := cfg.Global.FullName(t.Name)
+		if t.State == StateReady && !ours[name] && a.srv.Target(name) != nil {
+			return &Error{Kind: KindExists, Object: "target", ID: t.ID, Name: t.Name, Field: "name",
+				Msg: fmt.Sprintf("the server already serves a target %s that this configuration did not add", name)}
+		}
+	}
+	return nil
 }
 
 // mapped reports whether extent id is a LUN of some ready target.
@@ -357,70 +428,28 @@ func (a *applier) mapped(cfg *Config, id int) bool {
 	return false
 }
 
+// commit makes the prepared plan live. Nothing in it fails but for
+// races with the embedder on the same server (a target name taken, an
+// address taken between closing a portal and opening it with a new
+// tag), which are logged.
 func (a *applier) commit(cfg *Config, p *plan) {
-	// Targets that go away, or whose name, alias or portals change, end
-	// their sessions first; LUN maps and access lists change in place.
+	a.commitUnits(cfg, p)
 	want := map[int]Target{}
 	for _, t := range cfg.Targets {
 		if t.State == StateReady {
 			want[t.ID] = t
 		}
 	}
-	for id, lt := range a.targets {
-		t, keep := want[id]
-		if keep && cfg.Global.FullName(t.Name) == lt.name && t.Alias == lt.alias && slices.Equal(portalTags(cfg, t), lt.groups) &&
-			lt.digests == [2]string{t.HeaderDigest, t.DataDigest} && lt.depth == t.QueueDepth {
-			continue
-		}
-		a.removeTarget(id, lt)
-	}
-	// Units: detach changed or removed ones from every target, then close.
-	for id, u := range a.units {
-		e, ok := find(cfg.Extents, id)
-		if ok && sameUnit(u.ext, e) && e.Enabled && a.mapped(cfg, id) {
-			u.ext = e
-			continue
-		}
-		for _, lt := range a.targets {
-			lt.dropUnit(u.lu)
-		}
-		u.lu.Close()
-		delete(a.units, id)
-		if ok && e.Enabled && a.mapped(cfg, id) && p.newUnits[id] == nil {
-			// Same storage, new settings: reopen now that it is closed.
-			nu, err := a.openUnit(cfg, e)
-			if err != nil {
-				a.log.Error("reopening extent failed; its LUNs are gone", "extent", e.Name, "err", err)
-				continue
-			}
-			p.newUnits[id] = nu
-		}
-	}
+	a.removeChangedTargets(cfg, want)
+	a.dropUnits(cfg)
 	for id, u := range p.newUnits {
 		a.units[id] = u
 	}
-	// Targets: create the missing ones, then bring every LUN map and
-	// access policy up to date.
 	for id, t := range want {
 		lt := a.targets[id]
 		if lt == nil {
-			lt = &liveTarget{
-				name: cfg.Global.FullName(t.Name), alias: t.Alias, groups: portalTags(cfg, t), digests: [2]string{t.HeaderDigest, t.DataDigest},
-				depth:  t.QueueDepth,
-				policy: new(atomic.Pointer[accessPolicy]), views: map[string]*lunView{"": newView()},
-			}
-			lt.policy.Store(policyFor(cfg, t))
-			it := &iscsi.Target{Name: lt.name, Alias: lt.alias, Device: lt.views[""].dev, PortalGroups: lt.groups,
-				Allow:        func(info iscsi.LoginInfo) bool { return lt.policy.Load().allows(info) },
-				DeviceFor:    func(name string) *scsi.Target { return lt.deviceFor(name, a.log) },
-				HeaderDigest: digestPolicies[t.HeaderDigest], DataDigest: digestPolicies[t.DataDigest],
-				QueueDepth: t.QueueDepth,
-			}
-			if a.srv != nil {
-				if err := a.srv.AddTarget(it); err != nil {
-					a.log.Error("adding target failed", "target", lt.name, "err", err)
-					continue
-				}
+			if lt = a.addTarget(cfg, t); lt == nil {
+				continue
 			}
 			a.targets[id] = lt
 		}
@@ -431,34 +460,106 @@ func (a *applier) commit(cfg *Config, p *plan) {
 	if a.srv != nil {
 		// Sessions an initiator-group change no longer admits end now.
 		a.srv.EnforceAccess()
+		a.commitListeners(cfg, p)
 	}
-	// Listeners last: new portals open, removed ones close; sessions
-	// already logged in through a closed portal carry on.
+}
+
+// commitUnits swaps the prepared reopens in: their units stay attached
+// where they are, so initiators see no LUN come or go.
+func (a *applier) commitUnits(cfg *Config, p *plan) {
+	for id, r := range p.reopens {
+		if err := r.r.Commit(); err != nil {
+			a.log.Error("the reopened extent could not resume its sanitize", "extent", r.ext.Name, "err", err)
+		}
+		a.units[id].ext = r.ext
+	}
+	for id, u := range a.units {
+		if e, ok := find(cfg.Extents, id); ok && p.reopens[id] == nil {
+			u.ext = e
+		}
+	}
+}
+
+// removeChangedTargets ends the targets that go away, or whose name,
+// alias, portals, digests or queue depth change (they come back in
+// commit); LUN maps and access lists change in place.
+func (a *applier) removeChangedTargets(cfg *Config, want map[int]Target) {
+	for id, lt := range a.targets {
+		t, keep := want[id]
+		if keep && cfg.Global.FullName(t.Name) == lt.name && t.Alias == lt.alias && slices.Equal(portalTags(cfg, t), lt.groups) &&
+			lt.digests == [2]string{t.HeaderDigest, t.DataDigest} && lt.depth == t.QueueDepth {
+			continue
+		}
+		a.removeTarget(id, lt)
+	}
+}
+
+// dropUnits detaches and closes the units of extents that are gone,
+// disabled or no longer mapped (closing drains their commands).
+func (a *applier) dropUnits(cfg *Config) {
+	for id, u := range a.units {
+		if e, ok := find(cfg.Extents, id); ok && e.Enabled && a.mapped(cfg, id) {
+			continue
+		}
+		for _, lt := range a.targets {
+			lt.dropUnit(u.lu)
+		}
+		if err := u.lu.Close(); err != nil {
+			a.log.Error("closing extent", "extent", u.ext.Name, "err", err)
+		}
+		delete(a.units, id)
+	}
+}
+
+// addTarget serves target t; nil if the server refused it.
+func (a *applier) addTarget(cfg *Config, t Target) *liveTarget {
+	lt := &liveTarget{
+		name: cfg.Global.FullName(t.Name), alias: t.Alias, groups: portalTags(cfg, t), digests: [2]string{t.HeaderDigest, t.DataDigest},
+		depth:  t.QueueDepth,
+		policy: new(atomic.Pointer[accessPolicy]), views: map[string]*lunView{"": newView()},
+	}
+	lt.policy.Store(policyFor(cfg, t))
+	it := &iscsi.Target{Name: lt.name, Alias: lt.alias, Device: lt.views[""].dev, PortalGroups: lt.groups,
+		Allow:        func(info iscsi.LoginInfo) bool { return lt.policy.Load().allows(info) },
+		DeviceFor:    func(name string) *scsi.Target { return lt.deviceFor(name, a.log) },
+		HeaderDigest: digestPolicies[t.HeaderDigest], DataDigest: digestPolicies[t.DataDigest],
+		QueueDepth: t.QueueDepth,
+	}
 	if a.srv != nil {
-		wantL := wantListeners(cfg)
-		for addr, cur := range a.listeners {
-			if tag, ok := wantL[addr]; ok && tag == cur.tag {
+		if err := a.srv.AddTarget(it); err != nil {
+			a.log.Error("adding target failed", "target", lt.name, "err", err)
+			return nil
+		}
+	}
+	return lt
+}
+
+// commitListeners opens new portals and closes removed ones; sessions
+// already logged in through a closed portal carry on.
+func (a *applier) commitListeners(cfg *Config, p *plan) {
+	wantL := wantListeners(cfg)
+	for addr, cur := range a.listeners {
+		if tag, ok := wantL[addr]; ok && tag == cur.tag {
+			continue
+		}
+		cur.l.Close()
+		delete(a.listeners, addr)
+		if tag, ok := wantL[addr]; ok && p.newListeners[addr] == nil {
+			l, err := net.Listen("tcp", addr.String())
+			if err != nil {
+				a.log.Error("re-listening with a new tag failed", "addr", addr, "err", err)
 				continue
 			}
-			cur.l.Close()
-			delete(a.listeners, addr)
-			if tag, ok := wantL[addr]; ok && p.newListeners[addr] == nil {
-				l, err := net.Listen("tcp", addr.String())
-				if err != nil {
-					a.log.Error("re-listening with a new tag failed", "addr", addr, "err", err)
-					continue
-				}
-				p.newListeners[addr] = &liveListener{l: l, tag: tag}
+			p.newListeners[addr] = &liveListener{l: l, tag: tag}
+		}
+	}
+	for addr, nl := range p.newListeners {
+		a.listeners[addr] = nl
+		go func() {
+			if err := a.srv.ServePortal(nl.l, nl.tag); err != nil && !errors.Is(err, iscsi.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				a.log.Error("portal stopped", "addr", addr, "err", err)
 			}
-		}
-		for addr, nl := range p.newListeners {
-			a.listeners[addr] = nl
-			go func() {
-				if err := a.srv.ServePortal(nl.l, nl.tag); err != nil && !errors.Is(err, iscsi.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-					a.log.Error("portal stopped", "addr", addr, "err", err)
-				}
-			}()
-		}
+		}()
 	}
 }
 
@@ -531,8 +632,9 @@ func (lt *liveTarget) dropUnit(lu *scsi.LogicalUnit) {
 	}
 }
 
-// close releases everything the applier opened.
-func (a *applier) close() {
+// close releases everything the applier opened, and returns the errors
+// of closing the units.
+func (a *applier) close() error {
 	for id, lt := range a.targets {
 		a.removeTarget(id, lt)
 	}
@@ -540,10 +642,14 @@ func (a *applier) close() {
 		l.l.Close()
 		delete(a.listeners, addr)
 	}
+	var errs []error
 	for id, u := range a.units {
-		u.lu.Close()
+		if err := u.lu.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("mgmt: closing extent %s: %w", u.ext.Name, err))
+		}
 		delete(a.units, id)
 	}
+	return errors.Join(errs...)
 }
 
 // sameUnit reports whether two versions of an extent make the same
@@ -559,16 +665,16 @@ func sameUnit(a, b Extent) bool {
 	return reflect.DeepEqual(a, b)
 }
 
-// openUnit opens an extent's storage as a logical unit.
-func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
-	dev, err := a.open.open(e)
-	if err != nil {
-		return nil, err
-	}
+// openDevice opens an extent's storage (wrapped in its encryption) and
+// makes its unit's settings.
+func (a *applier) openDevice(e Extent) (backend.Device, scsi.UnitConfig, error) {
 	uc, err := unitConfig(e)
 	if err != nil {
-		dev.Close()
-		return nil, err
+		return nil, uc, err
+	}
+	dev, err := a.open.open(e)
+	if err != nil {
+		return nil, uc, err
 	}
 	if uc.ThinProvisioning {
 		if _, ok := dev.(backend.Unmapper); !ok {
@@ -579,7 +685,7 @@ func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
 		enc, err := a.encrypt(dev, e)
 		if err != nil {
 			dev.Close()
-			return nil, err
+			return nil, uc, err
 		}
 		dev = enc
 	}
@@ -588,12 +694,7 @@ func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
 		uc.SanitizeState = sanitizeFile(a.prDir, e)
 	}
 	uc.Logger = a.log
-	lu, err := scsi.NewLogicalUnit(dev, uc)
-	if err != nil {
-		dev.Close()
-		return nil, err
-	}
-	return &liveUnit{ext: e, lu: lu}, nil
+	return dev, uc, nil
 }
 
 // encryptionSector is the encryption unit of encrypted extents: 512

@@ -34,7 +34,7 @@ func encryptedSetup(t *testing.T, dir string, store Store) (*Manager, error) {
 	e.Name, e.Path, e.Filesize, e.Encrypted = "lun0", filepath.Join(dir, "lun0.img"), 1<<20, true
 	m, err := New(ctx, Options{Store: store, Initial: oneLUN(e), KeyDir: filepath.Join(dir, "keys")})
 	if err == nil {
-		t.Cleanup(m.Close)
+		t.Cleanup(func() { m.Close() })
 	}
 	return m, err
 }

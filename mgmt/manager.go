@@ -99,25 +99,26 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 	if err := validate(cfg, opt.AllowedDirs, open); err != nil {
 		return nil, err
 	}
-	if err := m.app.apply(cfg); err != nil {
-		return nil, err
-	}
+	var save Store
 	if fresh || filled {
-		if err := opt.Store.Save(ctx, cfg); err != nil {
-			m.app.close()
-			return nil, err
-		}
+		save = opt.Store
+	}
+	if err := m.applyAndSave(ctx, cfg, save); err != nil {
+		return nil, err
 	}
 	m.cfg = cfg
 	return m, nil
 }
 
-// Close stops serving what the Manager applied: its targets, portals and
-// logical units. The stored configuration is kept.
-func (m *Manager) Close() {
+// Close stops serving what the Manager applied: its targets (ending
+// their sessions), portals and logical units (each drained of its
+// commands in flight first, see scsi.LogicalUnit.Close). The stored
+// configuration is kept. It returns the errors of closing the units'
+// storage, joined. Later calls change nothing and return nil.
+func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.app.close()
+	return m.app.close()
 }
 
 // Config returns a copy of the whole configuration. CHAP secrets are
@@ -169,23 +170,42 @@ func (m *Manager) Reload(ctx context.Context) error {
 	if err := validate(cfg, m.opt.AllowedDirs, m.open); err != nil {
 		return err
 	}
-	if err := m.app.apply(cfg); err != nil {
-		return err
-	}
+	// Identities generated for extents the file lacked them for are
+	// saved, so the next load reports the same ones.
+	var save Store
 	if filled {
-		// Identities generated for extents the file lacked them for are
-		// kept, so the next load reports the same ones.
-		if err := m.opt.Store.Save(ctx, cfg); err != nil {
-			return err
-		}
+		save = m.opt.Store
+	}
+	if err := m.applyAndSave(ctx, cfg, save); err != nil {
+		return err
 	}
 	m.cfg = cfg
 	return nil
 }
 
+// applyAndSave applies cfg and, with a store, saves it: first whatever
+// can fail (opening storage, listening, draining units to reopen), then
+// the save, then the live changes, which cannot fail. So on any error
+// the server and the store are as they were: no session was ended, no
+// LUN dropped.
+func (m *Manager) applyAndSave(ctx context.Context, cfg *Config, store Store) error {
+	p, err := m.app.prepare(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if store != nil {
+		if err := store.Save(ctx, cfg); err != nil {
+			p.abort()
+			return err
+		}
+	}
+	m.app.commit(cfg, p)
+	return nil
+}
+
 // change runs fn on a copy of the configuration, validates the result,
-// applies it and saves it. If saving fails the previous configuration is
-// applied again, so the store and the server never disagree.
+// applies it and saves it (applyAndSave): on any error the store and the
+// server are as they were.
 func (m *Manager) change(ctx context.Context, fn func(c *Config) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -199,13 +219,7 @@ func (m *Manager) change(ctx context.Context, fn func(c *Config) error) error {
 	if err := validate(next, m.opt.AllowedDirs, m.open); err != nil {
 		return err
 	}
-	if err := m.app.apply(next); err != nil {
-		return err
-	}
-	if err := m.opt.Store.Save(ctx, next); err != nil {
-		if rerr := m.app.apply(m.cfg); rerr != nil {
-			m.log.Error("restoring the running configuration after a failed save", "err", rerr)
-		}
+	if err := m.applyAndSave(ctx, next, m.opt.Store); err != nil {
 		return err
 	}
 	m.cfg = next

@@ -51,7 +51,7 @@ func newManager(t *testing.T, srv *iscsi.Server) (*Manager, *MemoryStore) {
 	store := &MemoryStore{}
 	m, err := New(ctx, Options{Store: store, Server: srv, Openers: memoryOpeners()})
 	require.NoError(t, err)
-	t.Cleanup(m.Close)
+	t.Cleanup(func() { m.Close() })
 	return m, store
 }
 

@@ -41,7 +41,7 @@ func TestOpenersByType(t *testing.T) {
 	require.NoError(t, err)
 	m, err := New(ctx, Options{Store: &MemoryStore{}, Server: srv, Openers: map[string]Opener{"MEM": memTypeOpener{&opened}}})
 	require.NoError(t, err)
-	t.Cleanup(m.Close)
+	t.Cleanup(func() { m.Close() })
 
 	tg := NewTarget()
 	tg.Name = "t0"

@@ -115,12 +115,18 @@ const (
 // a backend.Device. It is safe for concurrent use: commands run in parallel,
 // and only COMPARE AND WRITE excludes other writers.
 type LogicalUnit struct {
-	dev        backend.Device
-	cfg        UnitConfig
-	blockSize  uint32
-	blockShift uint
-	nblocks    uint64
-	physExp    uint8
+	// dev, cfg and geometry change only in Reopen, while the gate holds
+	// every command out and under mu.
+	dev backend.Device
+	cfg UnitConfig
+	geometry
+
+	// gate counts the commands in flight and holds new ones while the
+	// unit is drained (Reopen, Close).
+	gate gate
+	// attached counts the Targets the unit is attached to (Target.Close
+	// closes a unit it leaves attached to none).
+	attached atomic.Int32
 
 	// buffers holds scratch space for compares and read-modify-writes.
 	buffers bufpool.Pool
@@ -217,28 +223,17 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 	if dev == nil {
 		return nil, configErr("device", "nil device")
 	}
-	if err := cfg.fillDefaults(); err != nil {
-		return nil, err
-	}
-	if err := cfg.checkDevice(dev); err != nil {
+	geo, err := newGeometry(dev, &cfg)
+	if err != nil {
 		return nil, err
 	}
 	lu := &LogicalUnit{
 		dev:        dev,
 		cfg:        cfg,
-		blockSize:  cfg.BlockSize,
+		geometry:   geo,
+		gate:       newGate(),
 		nexuses:    make(map[string]*nexusState),
 		initiators: make(map[string]bool),
-	}
-	for lu.blockSize>>lu.blockShift > 1 {
-		lu.blockShift++
-	}
-	for r := cfg.PhysicalBlockSize / cfg.BlockSize; r > 1; r >>= 1 {
-		lu.physExp++
-	}
-	lu.nblocks = uint64(dev.Size()) >> lu.blockShift
-	if lu.nblocks == 0 {
-		return nil, configErr("device", "%d bytes hold no %d-byte block", dev.Size(), cfg.BlockSize)
 	}
 	lu.mode = modeState{wce: cfg.WriteCache, tas: true}
 	lu.saved = lu.mode
@@ -251,6 +246,37 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 		return nil, err
 	}
 	return lu, nil
+}
+
+// geometry is the shape of a unit's medium.
+type geometry struct {
+	blockSize  uint32
+	blockShift uint
+	nblocks    uint64
+	physExp    uint8
+}
+
+// newGeometry checks cfg (filling in its defaults) against dev and
+// returns the medium's shape.
+func newGeometry(dev backend.Device, cfg *UnitConfig) (geometry, error) {
+	if err := cfg.fillDefaults(); err != nil {
+		return geometry{}, err
+	}
+	if err := cfg.checkDevice(dev); err != nil {
+		return geometry{}, err
+	}
+	g := geometry{blockSize: cfg.BlockSize}
+	for g.blockSize>>g.blockShift > 1 {
+		g.blockShift++
+	}
+	for r := cfg.PhysicalBlockSize / cfg.BlockSize; r > 1; r >>= 1 {
+		g.physExp++
+	}
+	g.nblocks = uint64(dev.Size()) >> g.blockShift
+	if g.nblocks == 0 {
+		return geometry{}, configErr("device", "%d bytes hold no %d-byte block", dev.Size(), cfg.BlockSize)
+	}
+	return g, nil
 }
 
 // fillDefaults checks the geometry and identity fields and fills in the
@@ -370,23 +396,22 @@ func defaultString(v, def string) string {
 	return v
 }
 
-// Config returns the configuration the unit was created with, defaults
-// filled in (the generated Serial and NAA among them).
+// Config returns the unit's configuration (the one it was created or
+// last reopened with), defaults filled in (the generated Serial and NAA
+// among them).
 func (lu *LogicalUnit) Config() UnitConfig {
+	lu.mu.Lock()
+	defer lu.mu.Unlock()
 	c := lu.cfg
 	c.NAA = slices.Clone(c.NAA)
 	return c
 }
 
 // Blocks returns the capacity in logical blocks.
-func (lu *LogicalUnit) Blocks() uint64 { return lu.nblocks }
-
-// Close stops background work (a SANITIZE with IMMED ends failed) and
-// closes the backing device.
-func (lu *LogicalUnit) Close() error {
-	lu.endLife()
-	lu.background.Wait()
-	return lu.dev.Close()
+func (lu *LogicalUnit) Blocks() uint64 {
+	lu.mu.Lock()
+	defer lu.mu.Unlock()
+	return lu.nblocks
 }
 
 // nexusKey is the key unit attentions and reservations use for an I_T
@@ -468,14 +493,8 @@ func (lu *LogicalUnit) nexusLocked(key string) *nexusState {
 	return ns
 }
 
-// takeUA returns and, when consume is set, clears the oldest pending unit
-// attention of the nexus.
-func (lu *LogicalUnit) takeUA(key string, consume bool) *Sense {
-	lu.mu.Lock()
-	defer lu.mu.Unlock()
-	return lu.takeUALocked(key, consume)
-}
-
+// takeUALocked returns and, when consume is set, clears the oldest
+// pending unit attention of the nexus. Called with lu.mu held.
 func (lu *LogicalUnit) takeUALocked(key string, consume bool) *Sense {
 	ns := lu.nexusLocked(key)
 	if len(ns.ua) == 0 {
@@ -502,6 +521,8 @@ var (
 	uaRegsPreempted = newSense(SenseUnitAttention, 0x2a, 0x05)
 	uaLUNsChanged   = newSense(SenseUnitAttention, 0x3f, 0x0e)
 	uaCapacity      = newSense(SenseUnitAttention, 0x2a, 0x09)
+	// uaInquiryChanged: INQUIRY DATA HAS CHANGED.
+	uaInquiryChanged = newSense(SenseUnitAttention, 0x3f, 0x03)
 )
 
 // reset performs a reset of the unit on behalf of the nexus issuer: mode
@@ -574,8 +595,28 @@ func (lu *LogicalUnit) nexusLost(key string) {
 }
 
 // execute runs one command against the unit: the unit-level half of
-// Target.Execute, which routes by LUN and answers REPORT LUNS itself.
-func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string, t *Target) Result {
+// Target.Execute, which routes by LUN and answers REPORT LUNS itself. It
+// returns false, having done nothing, if the unit was closed before the
+// command could start.
+func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string, t *Target) (Result, bool) {
+	if err := lu.gate.enter(ctx); err != nil {
+		if errors.Is(err, ErrUnitClosed) {
+			return Result{}, false
+		}
+		return Result{Status: StatusTaskAborted}, true
+	}
+	res := lu.run(ctx, cmd, key, t)
+	lu.gate.leave()
+	if lu.gate.forced.Load() {
+		// The unit was closed under this command: whatever the closed
+		// device made of it, the initiator retries it.
+		return Result{Status: StatusBusy}, true
+	}
+	return res, true
+}
+
+// run is execute once the command is in.
+func (lu *LogicalUnit) run(ctx context.Context, cmd *Command, key string, t *Target) Result {
 	r := &request{ctx: ctx, lu: lu, cmd: cmd, cdb: cmd.CDB, nexus: key, tgt: t}
 	if len(r.cdb) == 0 {
 		return r.fail(errInvalidOpcode)

@@ -29,7 +29,7 @@ func newClient(t *testing.T) (*client, *mgmt.Manager) {
 	cfg.Portals = []mgmt.Portal{{ID: 1, Tag: 1, DiscoveryAuthMethod: mgmt.AuthNone, Listen: []mgmt.Listen{{IP: "127.0.0.1", Port: 3260}}}}
 	m, err := mgmt.New(context.Background(), mgmt.Options{Store: &mgmt.MemoryStore{}, Initial: cfg})
 	require.NoError(t, err)
-	t.Cleanup(m.Close)
+	t.Cleanup(func() { m.Close() })
 	srv := httptest.NewServer(Handler(m, nil))
 	t.Cleanup(srv.Close)
 	return &client{t: t, base: srv.URL}, m
