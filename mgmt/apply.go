@@ -345,7 +345,7 @@ func (a *applier) prepareUnits(ctx context.Context, cfg *Config, p *plan) error 
 			continue
 		}
 		if cur != nil {
-			if err := a.checkChange(cur.ext, e); err != nil {
+			if err := a.checkChange(cur, e); err != nil {
 				return err
 			}
 		}
@@ -382,10 +382,18 @@ func extentError(e Extent, err error) error {
 	return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "path", Msg: err.Error()}
 }
 
-// checkChange refuses changes a live extent cannot take.
-func (a *applier) checkChange(cur, e Extent) error {
+// checkChange refuses changes a live extent cannot take: a smaller size
+// (its data would be cut off under its initiators; it may only grow), and
+// a change of encryption over the same storage.
+func (a *applier) checkChange(live *liveUnit, e Extent) error {
+	cur := live.ext
 	if s := a.open.storage(e); s == "" || a.open.storage(cur) != s {
 		return nil
+	}
+	uc := live.lu.Config()
+	if size := int64(live.lu.Blocks()) * int64(uc.BlockSize); e.Filesize != 0 && e.Filesize < size {
+		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "filesize",
+			Msg: fmt.Sprintf("%d is smaller than the %d bytes the extent serves: a live extent may grow, not shrink", e.Filesize, size)}
 	}
 	if cur.Encrypted != e.Encrypted {
 		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "encrypted",

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -148,4 +149,42 @@ func TestLiveEditClosesClean(t *testing.T) {
 	require.NoError(t, m.Close())
 	require.NoError(t, m.Close(), "a second Close changes nothing")
 	_ = context.Background
+}
+
+// TestLiveGrow grows a FILE extent while an initiator is logged in: the
+// file grows, the initiator hears CAPACITY DATA HAS CHANGED and reads
+// the new capacity; a shrink is refused naming the field.
+func TestLiveGrow(t *testing.T) {
+	m, addr, id := liveLUN(t, 1<<20)
+	c, err := initiator.Dial(ctx, addr, initiator.Options{TargetName: DefaultBasename + ":t"})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, retryUA(func() error { return c.TestUnitReady(ctx, 0) }))
+	blocks, _, err := c.ReadCapacity16(ctx, 0)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1<<20/512), blocks)
+
+	e, err := m.UpdateExtent(ctx, id, func(e *Extent) error { e.Filesize = 4 << 20; return nil })
+	require.NoError(t, err)
+	fi, err := os.Stat(e.Path)
+	require.NoError(t, err)
+	require.Equal(t, int64(4<<20), fi.Size(), "the file grew")
+	var se *initiator.StatusError
+	require.ErrorAs(t, c.TestUnitReady(ctx, 0), &se)
+	key, asc, ascq := se.SenseKey()
+	require.Equal(t, [3]byte{6, 0x2a, 0x09}, [3]byte{key, asc, ascq}, "CAPACITY DATA HAS CHANGED")
+	require.NoError(t, retryUA(func() error { return c.TestUnitReady(ctx, 0) }))
+	blocks, _, err = c.ReadCapacity16(ctx, 0)
+	require.NoError(t, err)
+	require.Equal(t, uint64(4<<20/512), blocks)
+
+	_, err = m.UpdateExtent(ctx, id, func(e *Extent) error { e.Filesize = 2 << 20; return nil })
+	var me *Error
+	require.ErrorAs(t, err, &me)
+	require.Equal(t, "filesize", me.Field)
+	require.ErrorContains(t, err, "a live extent may grow, not shrink")
+	require.Equal(t, int64(4<<20), m.Config(false).Extents[0].Filesize)
+	blocks, _, err = c.ReadCapacity16(ctx, 0)
+	require.NoError(t, err)
+	require.Equal(t, uint64(4<<20/512), blocks)
 }

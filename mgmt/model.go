@@ -208,7 +208,9 @@ type Extent struct {
 	// (seed 000's "zvol/tank/lun0").
 	Disk string `json:"disk,omitempty"`
 	// Path is the file of a FILE extent, created sparse of Filesize if
-	// missing.
+	// missing. Filesize may grow while the extent is served: the file
+	// grows and initiators hear CAPACITY DATA HAS CHANGED; a smaller
+	// size than the extent serves is refused. 0 keeps the file's size.
 	Path     string `json:"path,omitempty"`
 	Filesize int64  `json:"filesize,omitempty"`
 	// Params (extension) are the settings of an extent of a type added
