@@ -246,7 +246,7 @@ func (r *Reopening) Commit() error {
 	lu.background.Wait()
 	lu.mu.Lock()
 	old, oldCfg, oldGeo := lu.dev, lu.cfg, lu.geometry
-	lu.dev, lu.cfg, lu.geometry = r.dev, cfg, r.geo
+	lu.dev, lu.cfg, lu.geometry, lu.ctxDev = r.dev, cfg, r.geo, contextDevice(r.dev)
 	lu.announceLocked(oldCfg, oldGeo)
 	if cfg.Reservations != nil {
 		// The state goes to the new store as it is (the store may be a

@@ -120,6 +120,8 @@ type LogicalUnit struct {
 	dev backend.Device
 	cfg UnitConfig
 	geometry
+	// ctxDev is dev when it takes the command's context, else nil.
+	ctxDev backend.ContextDevice
 
 	// gate counts the commands in flight and holds new ones while the
 	// unit is drained (Reopen, Close).
@@ -229,6 +231,7 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 	}
 	lu := &LogicalUnit{
 		dev:        dev,
+		ctxDev:     contextDevice(dev),
 		cfg:        cfg,
 		geometry:   geo,
 		gate:       newGate(),
@@ -246,6 +249,12 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 		return nil, err
 	}
 	return lu, nil
+}
+
+// contextDevice returns dev as a backend.ContextDevice, or nil.
+func contextDevice(dev backend.Device) backend.ContextDevice {
+	cd, _ := dev.(backend.ContextDevice)
+	return cd
 }
 
 // geometry is the shape of a unit's medium.
