@@ -219,6 +219,38 @@ func (a *applier) authPolicy(info iscsi.LoginInfo) (iscsi.AuthPolicy, error) {
 	return iscsi.AuthPolicy{Method: r.method, Credentials: t.groups[r.authTag]}, nil
 }
 
+// sharedAuth authenticates logins to the applier's targets and portals
+// by its configuration, and every other login (to a target the embedder
+// added to the same Server) by the embedder's Authenticator.
+type sharedAuth struct {
+	a     *applier
+	mine  iscsi.Authenticator
+	other iscsi.Authenticator
+}
+
+// Begin picks the authenticator of the login's target or portal.
+func (s *sharedAuth) Begin(info iscsi.LoginInfo) (iscsi.AuthExchange, error) {
+	if s.a.owns(info) {
+		return s.mine.Begin(info)
+	}
+	return s.other.Begin(info)
+}
+
+// owns reports whether a login is to one of the applier's targets, or a
+// discovery session through one of its portals. Before any apply it owns
+// everything (and refuses it).
+func (a *applier) owns(info iscsi.LoginInfo) bool {
+	t := a.auth.Load()
+	if t == nil {
+		return true
+	}
+	if info.Discovery() {
+		_, ok := t.discovery[info.PortalGroupTag]
+		return ok
+	}
+	return t.targets[info.TargetName] != nil
+}
+
 // authMethodOf translates a configured auth method.
 func authMethodOf(m string) iscsi.AuthMethod {
 	switch m {
@@ -264,7 +296,13 @@ func newApplier(srv *iscsi.Server, open openers, prDir, keyDir string, log *slog
 		targets:   map[int]*liveTarget{},
 	}
 	if srv != nil {
-		srv.SetAuthenticator(iscsi.NewCHAPAuthenticator(a.authPolicy))
+		other := srv.Options().Authenticator
+		if other == nil {
+			other = iscsi.NewCHAPAuthenticator(func(iscsi.LoginInfo) (iscsi.AuthPolicy, error) {
+				return iscsi.AuthPolicy{Method: iscsi.AuthNone}, nil
+			})
+		}
+		srv.SetAuthenticator(&sharedAuth{a: a, mine: iscsi.NewCHAPAuthenticator(a.authPolicy), other: other})
 	}
 	return a
 }

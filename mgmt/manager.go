@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 
@@ -15,13 +16,20 @@ import (
 
 // Options configure a Manager.
 type Options struct {
-	// Store keeps the configuration; required (FileStore{Dir} for a
-	// state directory, MemoryStore for tests).
+	// Store keeps the configuration: FileStore{Dir} for a state
+	// directory; nil keeps it in memory only (a MemoryStore).
 	Store Store
 	// Server is the running target the configuration is applied to; nil
 	// validates and persists without serving (a configuration editor).
-	// New installs the configuration's CHAP authentication on it
-	// (Server.SetAuthenticator), replacing any Authenticator it had.
+	//
+	// The Manager shares the Server with its embedder: it adds and
+	// removes only its own targets, and refuses a target whose name the
+	// Server already serves for someone else (ErrExists). It installs
+	// its authentication with Server.SetAuthenticator: logins to its
+	// targets and discovery through its portals authenticate by the
+	// configuration, and every other login by the Authenticator of the
+	// Server's Options (none: AuthMethod None), as before. An
+	// authenticator the embedder sets later replaces the Manager's.
 	Server *iscsi.Server
 	// Initial is saved and applied when the store holds nothing yet.
 	// Nil starts from an empty configuration with DefaultBasename.
@@ -76,7 +84,7 @@ func EmptyConfig() *Config {
 // object and field; nothing is applied then.
 func New(ctx context.Context, opt Options) (*Manager, error) {
 	if opt.Store == nil {
-		return nil, errors.New("mgmt: Options.Store is required")
+		opt.Store = &MemoryStore{}
 	}
 	log := opt.Logger
 	if log == nil {
@@ -119,6 +127,25 @@ func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.app.close()
+}
+
+// PortalAddrs returns the addresses portal id listens on, as bound: a
+// Listen with port 0 shows the port the system picked. Nil for a portal
+// that does not listen (or without a Server).
+func (m *Manager) PortalAddrs(id int) []net.Addr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := find(m.cfg.Portals, id)
+	if !ok {
+		return nil
+	}
+	var out []net.Addr
+	for addr := range wantListeners(&Config{Portals: []Portal{p}}) {
+		if l := m.app.listeners[addr]; l != nil {
+			out = append(out, l.l.Addr())
+		}
+	}
+	return out
 }
 
 // Config returns a copy of the whole configuration. CHAP secrets are
@@ -252,6 +279,7 @@ func create[T any, P record[T]](m *Manager, ctx context.Context, list func(*Conf
 			fix(&v)
 		}
 		*l = append(*l, v)
+		c.normalize() // what the caller gets back has its defaults
 		c.fillIdentity()
 		v = (*l)[len(*l)-1]
 		return nil
@@ -272,6 +300,7 @@ func update[T any, P record[T]](m *Manager, ctx context.Context, object string, 
 			return err
 		}
 		P(&l[i]).setObjectID(id)
+		c.normalize()
 		c.fillIdentity()
 		out = l[i]
 		return nil

@@ -64,8 +64,10 @@ const DefaultBasename = "iqn.2026-11.io.iscsikit"
 
 // Listen is one address a portal listens on.
 type Listen struct {
-	IP   string `json:"ip"`
-	Port int    `json:"port"`
+	IP string `json:"ip"`
+	// Port 0 listens on a free port the system picks (tests, ephemeral
+	// setups); Manager.PortalAddrs tells which.
+	Port int `json:"port"`
 }
 
 // Portal is a target portal group: a tag and the addresses it listens on.
@@ -412,8 +414,35 @@ func (g Global) FullName(name string) string {
 }
 
 // normalize turns missing lists into empty ones, so the file and API
-// answers show [] rather than null.
+// answers show [] rather than null, and gives settings left empty (the
+// zero value of an object made in Go rather than with NewExtent and
+// friends) their defaults: an extent's type FILE, block size 512 and
+// rotation rate SSD, a target's mode ISCSI, state ready and digests
+// Auto, auth methods NONE. Booleans cannot tell "left out" from false:
+// an Extent{} is disabled, offline and without write cache; NewExtent
+// gives the defaults of a create call.
 func (c *Config) normalize() {
+	for i := range c.Portals {
+		orDefault(&c.Portals[i].DiscoveryAuthMethod, AuthNone)
+	}
+	for i := range c.Targets {
+		t := &c.Targets[i]
+		orDefault(&t.Mode, "ISCSI")
+		orDefault(&t.State, StateReady)
+		orDefault(&t.HeaderDigest, DigestAuto)
+		orDefault(&t.DataDigest, DigestAuto)
+		for j := range t.Groups {
+			orDefault(&t.Groups[j].AuthMethod, AuthNone)
+		}
+	}
+	for i := range c.Extents {
+		e := &c.Extents[i]
+		orDefault(&e.Type, ExtentFile)
+		orDefault(&e.RPM, "SSD")
+		if e.Blocksize == 0 {
+			e.Blocksize = 512
+		}
+	}
 	orEmpty(&c.Global.ISNSServers)
 	orEmpty(&c.Portals)
 	orEmpty(&c.Initiators)
@@ -431,6 +460,12 @@ func (c *Config) normalize() {
 	}
 	for i := range c.Targets {
 		orEmpty(&c.Targets[i].Groups)
+	}
+}
+
+func orDefault(s *string, def string) {
+	if *s == "" {
+		*s = def
 	}
 }
 

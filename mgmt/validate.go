@@ -129,8 +129,8 @@ func (v *validator) portals() {
 				add(KindInvalid, field+".ip", "%q is not an IPv4 or IPv6 address", l.IP)
 				continue
 			}
-			if l.Port < 1 || l.Port > 65535 {
-				add(KindInvalid, field+".port", "%d is not a TCP port from 1 to 65535", l.Port)
+			if l.Port < 0 || l.Port > 65535 {
+				add(KindInvalid, field+".port", "%d is not a TCP port from 1 to 65535 (or 0 for a free one)", l.Port)
 				continue
 			}
 			ap := netip.AddrPortFrom(ip.Unmap(), uint16(l.Port))

@@ -53,7 +53,7 @@ func TestValidationRules(t *testing.T) {
 		{"portal tag range", func(c *Config) { c.Portals[0].Tag = 70000 }, ErrInvalid, "portal 1: tag: 70000 is not a portal group tag"},
 		{"duplicate tag", func(c *Config) { c.Portals[1].Tag = 1 }, ErrExists, "portal 2: tag: 1 is also the tag of portal 1"},
 		{"bad ip", func(c *Config) { c.Portals[0].Listen[0].IP = "10.0.0.300" }, ErrInvalid, `portal 1: listen[0].ip: "10.0.0.300" is not an IPv4 or IPv6 address`},
-		{"port range", func(c *Config) { c.Portals[0].Listen[0].Port = 0 }, ErrInvalid, "portal 1: listen[0].port: 0 is not a TCP port"},
+		{"port range", func(c *Config) { c.Portals[0].Listen[0].Port = 65536 }, ErrInvalid, "portal 1: listen[0].port: 65536 is not a TCP port"},
 		{"port range high", func(c *Config) { c.Portals[0].Listen[0].Port = 65536 }, ErrInvalid, "listen[0].port: 65536"},
 		{"no listen", func(c *Config) { c.Portals[0].Listen = nil }, ErrInvalid, "portal 1: listen: a portal needs at least one address"},
 		{"same address twice", func(c *Config) { c.Portals[1].Listen[0].IP = "127.0.0.1" }, ErrExists, "portal 2: listen[0]: 127.0.0.1:3260 overlaps 127.0.0.1:3260 of portal 1"},
