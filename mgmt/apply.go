@@ -836,7 +836,7 @@ func unitConfig(e Extent) (scsi.UnitConfig, error) {
 		}
 		uc.NAA = n
 	}
-	if !e.PBlocksize && e.Blocksize < 4096 {
+	if !e.HidePhysicalBlocksize && e.Blocksize < 4096 {
 		uc.PhysicalBlockSize = 4096
 	}
 	return uc, nil

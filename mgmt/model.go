@@ -221,10 +221,10 @@ type Extent struct {
 	Params map[string]string `json:"params,omitempty"`
 	// Blocksize is the logical block size: 512, 1024, 2048 or 4096.
 	Blocksize int `json:"blocksize"`
-	// PBlocksize disables physical block size reporting (seed 000): when
-	// false a 4096-byte physical block is reported under smaller logical
-	// blocks.
-	PBlocksize bool `json:"pblocksize"`
+	// HidePhysicalBlocksize (seed 000's pblocksize) disables physical
+	// block size reporting: when false a 4096-byte physical block is
+	// reported under smaller logical blocks.
+	HidePhysicalBlocksize bool `json:"pblocksize"`
 	// AvailThreshold is a percentage of space in use above which the
 	// product warns; nil disables it.
 	AvailThreshold *int   `json:"avail_threshold"`
@@ -327,7 +327,10 @@ func (m TargetExtent) maskedTo(cfg *Config) []string {
 	return nil
 }
 
-// MaxLUN is the largest LUN id accepted.
+// MaxLUN is the largest LUN id accepted: 1023, the limit of TrueNAS's
+// lunid, which seed 000's clients expect; scsi.MaxLUN (16383, what flat
+// space addressing can carry) is what the SCSI layer itself takes, for
+// embedders that use it without mgmt.
 const MaxLUN = 1023
 
 // Defaults are applied to fields an object's JSON leaves out, so a

@@ -65,7 +65,7 @@ type UnitConfig struct {
 	// Reservations, when set, keeps persistent reservations across
 	// restarts for initiators that register with APTPL; without it APTPL
 	// is refused (PTPL_C 0).
-	Reservations ReservationStore
+	Reservations StateStore
 	// ThirdPartyCopy offers EXTENDED COPY (LID1) and RECEIVE COPY RESULTS
 	// between this unit and the other units of the target the command
 	// came through that offer it too (VMware's XCOPY offload), with the
