@@ -126,6 +126,9 @@ type LogicalUnit struct {
 	// gate counts the commands in flight and holds new ones while the
 	// unit is drained (Reopen, Close).
 	gate gate
+	// lifeMu serializes Close and reopens (held from PrepareReopen to
+	// Commit or Abort).
+	lifeMu sync.Mutex
 	// attached counts the Targets the unit is attached to (Target.Close
 	// closes a unit it leaves attached to none).
 	attached atomic.Int32

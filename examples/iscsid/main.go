@@ -143,7 +143,11 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 	if err != nil {
 		return fmt.Errorf("%s refused:\n%w", store.Path(), err)
 	}
-	defer m.Close()
+	defer func() {
+		if err := m.Close(); err != nil {
+			log.Error("closing the configuration's units", "err", err)
+		}
+	}()
 	if err := ensurePools(ctx, m, c.pools); err != nil {
 		return err
 	}
