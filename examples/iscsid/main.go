@@ -148,6 +148,7 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 		return err
 	}
 	if c.api.addr != "" {
+		c.api.keysFile = filepath.Join(state, "api-keys.json")
 		_, stopAPI, err := startAPI(c.api, m, srv, log)
 		if err != nil {
 			return err
