@@ -506,3 +506,177 @@ func TestBadFrames(t *testing.T) {
 	require.Equal(t, "pong", pong)
 	c.ok(&pong, "core.ping")
 }
+
+// legacyClient speaks the legacy protocol as LegacyClient does.
+type legacyClient struct {
+	t *testing.T
+	c *websocket.Conn
+}
+
+func (e *wsEnv) dialLegacy() *legacyClient {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, e.url(LegacyPath), nil)
+	require.NoError(e.t, err)
+	e.t.Cleanup(func() { c.CloseNow() })
+	return &legacyClient{t: e.t, c: c}
+}
+
+func (l *legacyClient) send(v any) {
+	l.t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(l.t, err)
+	require.NoError(l.t, l.c.Write(context.Background(), websocket.MessageText, b))
+}
+
+func (l *legacyClient) recv() map[string]any {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, data, err := l.c.Read(ctx)
+	require.NoError(l.t, err)
+	var m map[string]any
+	require.NoError(l.t, json.Unmarshal(data, &m))
+	return m
+}
+
+// call sends a method message and returns its result message, keeping
+// events that arrive before it.
+func (l *legacyClient) call(events *[]map[string]any, method string, params ...any) map[string]any {
+	l.t.Helper()
+	if params == nil {
+		params = []any{}
+	}
+	id := rand.Text()
+	l.send(map[string]any{"msg": "method", "method": method, "id": id, "params": params})
+	for {
+		m := l.recv()
+		if m["msg"] == "result" && m["id"] == id {
+			return m
+		}
+		if events != nil {
+			*events = append(*events, m)
+		}
+	}
+}
+
+func TestLegacyProtocol(t *testing.T) {
+	e := newWSEnv(t)
+	l := e.dialLegacy()
+	// Nothing before connect; a wrong version fails.
+	l.send(map[string]any{"msg": "ping", "id": "p0"})
+	require.Equal(t, "failed", l.recv()["msg"])
+	l.send(map[string]any{"msg": "connect", "version": "2", "support": []string{"2"}})
+	require.Equal(t, "failed", l.recv()["msg"])
+	l.send(map[string]any{"msg": "connect", "version": "1", "support": []string{"1"}, "features": []string{}})
+	m := l.recv()
+	require.Equal(t, "connected", m["msg"])
+	require.NotEmpty(t, m["session"])
+	l.send(map[string]any{"msg": "ping", "id": "p1"})
+	require.Equal(t, map[string]any{"msg": "pong", "id": "p1"}, l.recv())
+
+	// Refused before login, with the errno the client reads.
+	r := l.call(nil, "iscsi.portal.query")
+	require.EqualValues(t, errENOTAUTHENTICATED, r["error"].(map[string]any)["error"])
+	l.send(map[string]any{"msg": "sub", "id": "s1", "name": "core.get_jobs"})
+	m = l.recv()
+	require.Equal(t, "nosub", m["msg"])
+	require.Equal(t, "core.get_jobs", m["collection"])
+	r = l.call(nil, "no.such")
+	require.EqualValues(t, errENOMETHOD, r["error"].(map[string]any)["error"])
+
+	// LegacyClient.login_with_password: auth.login with otp_token null.
+	r = l.call(nil, "auth.login", testUser, "bad", nil)
+	require.Equal(t, false, r["result"])
+	r = l.call(nil, "auth.login", testUser, testPassword, nil)
+	require.Equal(t, true, r["result"])
+
+	// A validation error carries type VALIDATION, a trace and the fields.
+	r = l.call(nil, "iscsi.portal.create", map[string]any{"listen": []any{map[string]any{"ip": "not-an-ip", "port": 3260}}})
+	errObj := r["error"].(map[string]any)
+	require.Equal(t, "VALIDATION", errObj["type"])
+	require.NotNil(t, errObj["trace"])
+	require.NotEmpty(t, errObj["extra"])
+
+	// call(..., job=True): sub to core.get_jobs, the job id as result,
+	// then added/changed events.
+	l.send(map[string]any{"msg": "sub", "id": "s2", "name": "core.get_jobs"})
+	require.Equal(t, map[string]any{"msg": "ready", "subs": []any{"s2"}}, l.recv())
+	path := filepath.Join(e.dir, "legacy.img")
+	require.NoError(t, os.WriteFile(path, make([]byte, 1<<20), 0o600))
+	r = l.call(nil, "iscsi.extent.create", map[string]any{"name": "legacy", "type": "FILE", "path": path, "filesize": 1 << 20})
+	extID := r["result"].(map[string]any)["id"]
+	var events []map[string]any
+	r = l.call(&events, "iscsi.extent.delete", extID, map[string]any{"remove": true})
+	jobID := r["result"]
+	require.NotNil(t, jobID)
+	for !hasChanged(events, jobID) {
+		events = append(events, l.recv())
+	}
+	for _, ev := range events {
+		require.Equal(t, "core.get_jobs", ev["collection"])
+	}
+	require.Equal(t, "added", events[0]["msg"])
+
+	// Unknown msg and a method without an id get errors; the
+	// connection stays.
+	l.send(map[string]any{"msg": "bogus", "id": "b1"})
+	m = l.recv()
+	require.Equal(t, "result", m["msg"])
+	require.NotNil(t, m["error"])
+	l.send(map[string]any{"msg": "method", "method": "core.ping"})
+	m = l.recv()
+	require.NotNil(t, m["error"])
+	l.send(map[string]any{"msg": "unsub", "id": "s2"})
+	l.send(map[string]any{"msg": "ping", "id": "p2"})
+	require.Equal(t, "pong", l.recv()["msg"])
+	require.NoError(t, l.c.Write(context.Background(), websocket.MessageText, []byte("{{{")))
+	require.NotNil(t, l.recv()["error"])
+	r = l.call(nil, "core.ping")
+	require.Equal(t, "pong", r["result"])
+}
+
+func hasChanged(events []map[string]any, id any) bool {
+	for _, ev := range events {
+		if ev["msg"] == "changed" && ev["id"] == id && ev["fields"].(map[string]any)["state"] == "SUCCESS" {
+			return true
+		}
+	}
+	return false
+}
+
+func TestRESTv2(t *testing.T) {
+	e := newWSEnv(t)
+	do := func(method, path, body string, want int) any {
+		t.Helper()
+		req, err := http.NewRequest(method, e.http.URL+RESTPrefix+path, strings.NewReader(body))
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var out any
+		json.NewDecoder(resp.Body).Decode(&out)
+		require.Equal(t, want, resp.StatusCode, "%s %s: %v", method, path, out)
+		return out
+	}
+	p := do("POST", "iscsi/portal", `{"comment":"rest","listen":[{"ip":"127.0.0.1","port":3260}]}`, 200).(map[string]any)
+	id := strconv.Itoa(int(p["id"].(float64)))
+	got := do("GET", "iscsi/portal/id/"+id, "", 200).(map[string]any)
+	require.Equal(t, "rest", got["comment"])
+	require.Len(t, do("GET", "iscsi/portal", "", 200), 1)
+	got = do("PUT", "iscsi/portal/id/"+id, `{"comment":"changed"}`, 200).(map[string]any)
+	require.Equal(t, "changed", got["comment"])
+	do("PUT", "iscsi/portal/id/"+id, `{"listen":[{"ip":"bad","port":1}]}`, 422)
+	g := do("GET", "iscsi/global", "", 200).(map[string]any)
+	require.Contains(t, g, "basename")
+	do("PUT", "iscsi/global", `{"basename":"iqn.2005-10.org.freenas.ctl"}`, 200)
+	do("DELETE", "iscsi/portal/id/"+id, "", 200)
+	do("GET", "iscsi/portal/id/"+id, "", 404)
+	do("GET", "iscsi/nothing", "", 404)
+	do("PATCH", "iscsi/portal/id/1", "", 405)
+	do("POST", "iscsi/initiator", `{not json`, 400)
+	for _, name := range []string{"initiator", "auth", "target", "extent", "targetextent"} {
+		require.Empty(t, do("GET", "iscsi/"+name, "", 200))
+	}
+}
