@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/iscsikit/iscsikit/examples/api/jsonrpc"
+	"github.com/iscsikit/iscsikit/mgmt"
 )
 
 // Service is the iSCSI service as service.control drives it: serving or
@@ -16,6 +17,21 @@ type Service interface {
 	// Start serves the portals; Stop closes them and ends the sessions.
 	Start(ctx context.Context) error
 	Stop(ctx context.Context) error
+}
+
+// portals is the Service of a Manager: its portal listeners.
+type portals struct{ m *mgmt.Manager }
+
+func (p portals) Running() bool                   { return p.m.PortalsServed() }
+func (p portals) Start(ctx context.Context) error { return p.m.ServePortals(ctx, true) }
+func (p portals) Stop(ctx context.Context) error  { return p.m.ServePortals(ctx, false) }
+
+// service returns the Service service.* drive.
+func (s *Server) service() Service {
+	if s.opt.Service != nil {
+		return s.opt.Service
+	}
+	return portals{s.m}
 }
 
 // serviceName is the middleware's name of the iSCSI service.
@@ -31,7 +47,7 @@ func (s *Server) serviceMethods() map[string]jsonrpc.Method {
 	}
 }
 
-func (s *Server) running() bool { return s.opt.Service == nil || s.opt.Service.Running() }
+func (s *Server) running() bool { return s.service().Running() }
 
 func (s *Server) serviceQuery(_ context.Context, params json.RawMessage) (any, error) {
 	state := "STOPPED"
@@ -101,19 +117,16 @@ func (s *Server) serviceControl(ctx context.Context, params json.RawMessage) (an
 			return nil, err
 		}
 	}
-	svc := s.opt.Service
+	svc := s.service()
 	switch verb {
 	case "START", "RELOAD":
-		if svc != nil && !svc.Running() {
+		if !svc.Running() {
 			if err := svc.Start(ctx); err != nil {
 				return nil, err
 			}
 		}
 		return true, nil
 	case "STOP", "RESTART":
-		if svc == nil {
-			return nil, errorf(errENOTSUP, "%s: this server cannot stop its portals", serviceName)
-		}
 		if err := svc.Stop(ctx); err != nil {
 			return nil, err
 		}

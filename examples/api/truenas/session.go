@@ -44,8 +44,8 @@ type Options struct {
 	// Accounts says who may log in on the WebSocket endpoints; nil or
 	// one without a user starts every session authenticated.
 	Accounts *Accounts
-	// Service runs the iSCSI service for service.query and
-	// service.control; nil reports it running and refuses to stop it.
+	// Service is the iSCSI service service.query and service.control
+	// drive; nil means the Manager's portals (mgmt.Manager.ServePortals).
 	Service Service
 	// TLSCert is the DER of the listener's certificate, for SCRAM
 	// channel binding over wss:// (nil without TLS).
@@ -89,7 +89,7 @@ func New(m *mgmt.Manager, opt Options) *Server {
 		s.methods[name] = withErrors(name, fn)
 	}
 	// Calls the middleware runs as jobs.
-	for _, name := range []string{"iscsi.extent.delete", "pool.dataset.create", "pool.dataset.delete"} {
+	for _, name := range []string{"iscsi.extent.delete", "pool.dataset.create", "pool.dataset.delete", "service.control"} {
 		if fn, ok := s.methods[name]; ok {
 			s.methods[name] = s.jobs.method(name, fn)
 		}

@@ -108,6 +108,9 @@ func Methods(m *mgmt.Manager) map[string]jsonrpc.Method {
 		"iscsi.targetextent.update": a.targetExtentUpdate,
 		"iscsi.targetextent.delete": a.targetExtentDelete,
 	}
+	for name, fn := range a.datasetMethods() {
+		methods[name] = fn
+	}
 	for name, fn := range methods {
 		methods[name] = withErrors(name, fn)
 	}
@@ -448,8 +451,16 @@ func (a *adapter) validateName(_ context.Context, params json.RawMessage) (any, 
 
 // Extents.
 
+// extentQuery lists the extents; volumes no extent was made on are
+// zvols, not extents, and a volume's extent shows as DISK on its zvol.
 func (a *adapter) extentQuery(_ context.Context, params json.RawMessage) (any, error) {
-	return query(params, a.m.Config(false).Extents, "extent")
+	var list []mgmt.Extent
+	for _, e := range a.m.Config(false).Extents {
+		if !bareVolume(e) {
+			list = append(list, zvolView(e))
+		}
+	}
+	return query(params, list, "extent")
 }
 
 func (a *adapter) extentCreate(ctx context.Context, params json.RawMessage) (any, error) {
@@ -457,11 +468,36 @@ func (a *adapter) extentCreate(ctx context.Context, params json.RawMessage) (any
 	if err := createArg(params, &e); err != nil {
 		return nil, err
 	}
+	if out, ok, err := a.adoptZvol(ctx, e); ok {
+		return zvolView(out), err
+	}
 	return a.m.CreateExtent(ctx, e)
 }
 
+// extentUpdate patches an extent; a volume's extent keeps its zvol.
 func (a *adapter) extentUpdate(ctx context.Context, params json.RawMessage) (any, error) {
-	return update(ctx, params, a.m.UpdateExtent)
+	out, err := update(ctx, params, func(ctx context.Context, id int, fn func(*mgmt.Extent) error) (mgmt.Extent, error) {
+		return a.m.UpdateExtent(ctx, id, func(cur *mgmt.Extent) error {
+			d := datasetOf(*cur)
+			if d == "" {
+				return fn(cur)
+			}
+			view := zvolView(*cur)
+			if err := fn(&view); err != nil {
+				return err
+			}
+			if view.Type != mgmt.ExtentDisk || view.Disk != zvolPrefix+d || view.Path != "" {
+				return fieldError("iscsi_extent_update.disk", "the extent of zvol "+d+" stays on it", errEINVAL)
+			}
+			view.Type, view.Disk, view.Path = cur.Type, cur.Disk, cur.Path
+			*cur = view
+			return nil
+		})
+	})
+	if e, ok := out.(mgmt.Extent); ok {
+		return zvolView(e), err
+	}
+	return out, err
 }
 
 // extentDelete takes the id and optionally {"remove": bool, "force":
@@ -478,6 +514,11 @@ func (a *adapter) extentDelete(ctx context.Context, params json.RawMessage) (any
 	if len(rest) == 1 {
 		if err := jsonrpc.Decode(rest[0], "options", &opts); err != nil {
 			return nil, err
+		}
+	}
+	if !opts.Remove {
+		if ok, err := a.releaseZvol(ctx, id, opts.Force); ok {
+			return err == nil, err
 		}
 	}
 	if err := a.m.DeleteExtent(ctx, id, opts.Remove, opts.Force); err != nil {
