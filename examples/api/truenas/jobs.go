@@ -138,7 +138,7 @@ func (js *jobs) finish(j *job, result any, failure error) {
 		if e.Code == jsonrpc.CodeInvalidParams {
 			typ = "VALIDATION"
 		}
-		exception := "Traceback (most recent call last):\n  iscsikit job " + j.Method + "\n" + typ + ": " + reason + "\n"
+		exception := typ + ": " + reason + "\n"
 		j.State, j.Error, j.Exception = jobFailed, &reason, &exception
 		j.ExcInfo = &jobExcInfo{Repr: typ + "(" + reason + ")", Type: typ, Errno: errno, Extra: extra}
 	}
