@@ -66,7 +66,9 @@ func (s *Server) serveLegacy(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		var id any
-		json.Unmarshal(m.ID, &id)
+		if len(m.ID) > 0 {
+			id = decodeID(m.ID)
+		}
 		switch {
 		case m.Msg == "connect":
 			if m.Version != "1" {

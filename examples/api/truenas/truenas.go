@@ -1,8 +1,13 @@
 // Package truenas serves the TrueNAS-style iscsi.* middleware methods of
-// seed 000 (`midclt call iscsi.portal.create '{...}'`) as JSON-RPC 2.0 over
-// HTTP, on top of a mgmt.Manager. It is a thin adapter: every object, field
-// name and rule is mgmt's; this package only maps calls, query filters and
-// errors.
+// seed 000 (`midclt call iscsi.portal.create '{...}'`) on top of a
+// mgmt.Manager. Handler serves them as JSON-RPC 2.0 over HTTP POST; a
+// Server (New) serves them with the rest of what TrueNAS clients call
+// (core.*, auth.*, api_key.*, pool.dataset.*, service.*) over every
+// transport they use: JSON-RPC 2.0 over HTTP POST and over a WebSocket at
+// /api/current, the legacy message protocol at /websocket, and the REST
+// twin under /api/v2.0/iscsi. It is a thin adapter: every object, field
+// name and rule is mgmt's; this package only maps calls, query filters,
+// sessions, jobs and errors.
 //
 // Calls take positional parameters exactly as midclt passes them:
 //

@@ -233,10 +233,19 @@ func parseRequest(data []byte) (*rpcRequest, *jsonrpc.Error) {
 	if len(req.ID) > 0 {
 		switch req.ID[0] {
 		case '"', 'n', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
-			json.Unmarshal(req.ID, &req.id)
+			req.id = decodeID(req.ID)
 		default:
 			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: `"id" must be null, a number or a string`}
 		}
 	}
 	return &req, nil
+}
+
+// decodeID decodes a request id, keeping a number's digits as sent.
+func decodeID(raw json.RawMessage) any {
+	var id any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	dec.Decode(&id)
+	return id
 }

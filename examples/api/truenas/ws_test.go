@@ -282,12 +282,18 @@ func TestWebSocketLogins(t *testing.T) {
 // ("ID-KEY") and checks the server's signature.
 func scramLogin(t *testing.T, c *wsClient, user, raw string) bool {
 	t.Helper()
+	return scramLoginCB(t, c, user, raw, "n", nil)
+}
+
+// scramLoginCB is scramLogin with a GS2 channel-binding flag and data.
+func scramLoginCB(t *testing.T, c *wsClient, user, raw, flag string, cbData []byte) bool {
+	t.Helper()
 	idText, secret, _ := strings.Cut(raw, "-")
 	nonce := make([]byte, 32)
 	rand.Read(nonce)
 	bare := "n=" + user + ":" + idText + ",r=" + base64.StdEncoding.EncodeToString(nonce)
 	var first map[string]any
-	c.ok(&first, "auth.login_ex", map[string]any{"mechanism": "SCRAM", "scram_type": "CLIENT_FIRST_MESSAGE", "rfc_str": "n,," + bare})
+	c.ok(&first, "auth.login_ex", map[string]any{"mechanism": "SCRAM", "scram_type": "CLIENT_FIRST_MESSAGE", "rfc_str": flag + ",," + bare})
 	if first["response_type"] == "AUTH_ERR" {
 		return false
 	}
@@ -312,7 +318,7 @@ func scramLogin(t *testing.T, c *wsClient, user, raw string) bool {
 	require.NoError(t, err)
 	clientKey := hmacSHA512(salted, []byte("Client Key"))
 	storedKey := sha512.Sum512(clientKey)
-	withoutProof := "c=biws,r=" + attrs["r"]
+	withoutProof := "c=" + base64.StdEncoding.EncodeToString(append([]byte(flag+",,"), cbData...)) + ",r=" + attrs["r"]
 	authMsg := []byte(bare + "," + serverFirst + "," + withoutProof)
 	sig := hmacSHA512(storedKey[:], authMsg)
 	proof := make([]byte, 64)
@@ -679,4 +685,36 @@ func TestRESTv2(t *testing.T) {
 	for _, name := range []string{"initiator", "auth", "target", "extent", "targetextent"} {
 		require.Empty(t, do("GET", "iscsi/"+name, "", 200))
 	}
+}
+
+// TestSCRAMChannelBinding logs in over wss:// with SCRAM-PLUS
+// (tls-server-end-point), midclt's default over TLS.
+func TestSCRAMChannelBinding(t *testing.T) {
+	dir := t.TempDir()
+	m, err := mgmt.New(context.Background(), mgmt.Options{Store: &mgmt.MemoryStore{}, AllowedDirs: []string{dir}})
+	require.NoError(t, err)
+	t.Cleanup(m.Close)
+	acc, err := OpenAccounts(filepath.Join(dir, "keys.json"), testUser, testPassword)
+	require.NoError(t, err)
+	_, raw, err := acc.CreateKey("tls", testUser, nil)
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	hs := httptest.NewUnstartedServer(mux)
+	hs.StartTLS()
+	cert := hs.TLS.Certificates[0].Certificate[0]
+	s := New(m, Options{Accounts: acc, TLSCert: cert})
+	s.Register(mux)
+	t.Cleanup(func() { hs.Close(); s.Close() })
+	ctx := context.Background()
+	conn, _, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(hs.URL, "https")+Path, &websocket.DialOptions{HTTPClient: hs.Client()})
+	require.NoError(t, err)
+	c := &wsClient{t: t, c: conn, waiting: map[string]chan map[string]any{}, notes: make(chan map[string]any, 16),
+		orphans: make(chan map[string]any, 16), closed: make(chan struct{})}
+	go c.reader()
+	t.Cleanup(func() { conn.CloseNow(); <-c.closed })
+	cbData := tlsServerEndPoint(cert)
+	require.False(t, scramLoginCB(t, c, testUser, raw, "p=tls-server-end-point", append([]byte("x"), cbData...)), "wrong binding data")
+	require.True(t, scramLoginCB(t, c, testUser, raw, "p=tls-server-end-point", cbData))
+	var portals []any
+	c.ok(&portals, "iscsi.portal.query")
 }
