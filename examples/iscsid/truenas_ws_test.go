@@ -152,3 +152,38 @@ func TestSeed000OverWebSocket(t *testing.T) {
 	c.ok(&after, "pool.dataset.query")
 	require.Empty(t, after)
 }
+
+// TestIscsictlOverWebSocket drives iscsictl with a ws:// URL: in-band
+// login with the password or an API key, and a job call answered with
+// the job's result.
+func TestIscsictlOverWebSocket(t *testing.T) {
+	bin := buildIscsictl(t)
+	state, pool := t.TempDir(), t.TempDir()
+	api := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	startAPIDaemon(t, state, "127.0.0.1:"+strconv.Itoa(freePort(t)), api, mgmt.Pool{Name: "tank", Type: mgmt.PoolFS, Path: pool})
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, append([]string{"--url", "ws://" + api}, args...)...)
+		cmd.Env = []string{"HOME=" + t.TempDir()}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run("--user", "admin", "--password", "s3cret-api", "call", "iscsi.global.config")
+	require.NoError(t, err, out)
+	require.Contains(t, out, mgmt.DefaultBasename)
+	out, err = run("--user", "admin", "--password", "wrong", "call", "iscsi.global.config")
+	require.Error(t, err)
+	require.Contains(t, out, "login refused")
+	out, err = run("call", "iscsi.global.config")
+	require.Error(t, err)
+	require.Contains(t, out, "Not authenticated")
+
+	out, err = run("--user", "admin", "--password", "s3cret-api", "call", "api_key.create", `{"name": "ctl", "username": "admin"}`)
+	require.NoError(t, err, out)
+	var key struct {
+		Key string `json:"key"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &key))
+	out, err = run("--user", "admin", "--api-key", key.Key, "call", "pool.dataset.create", `{"name": "tank/ctl", "type": "VOLUME", "volsize": 1048576}`)
+	require.NoError(t, err, out)
+	require.Contains(t, out, `"name": "tank/ctl"`)
+}
