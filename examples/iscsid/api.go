@@ -126,7 +126,7 @@ func startAPI(c apiConfig, m *mgmt.Manager, srv *iscsi.Server, log *slog.Logger)
 	if tlsConf != nil {
 		certDER = tlsConf.Certificates[0].Certificate[0]
 	}
-	tn := truenas.New(m, truenas.Options{Accounts: accounts, TLSCert: certDER, Logger: log})
+	tn := truenas.New(m, truenas.Options{Accounts: accounts, TLSCert: certDER, FailedLoginDelay: time.Second, Logger: log})
 	h := apiHandler(m, srv, tn, log)
 	if c.user != "" {
 		h = basicAuth(c.user, c.password, h)

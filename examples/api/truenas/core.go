@@ -170,13 +170,14 @@ func (s *Server) loginEx(ctx context.Context, params json.RawMessage) (any, erro
 	case mechAPIKey:
 		user, ok = acc.CheckKey(req.Username, req.APIKey)
 	case mechSCRAM:
-		return s.scramStep(ss, req.ScramType, req.RFCStr)
+		return s.scramStep(ctx, ss, req.ScramType, req.RFCStr)
 	case "OTP_TOKEN", "TOKEN_PLAIN":
 		return nil, errorf(errENOTSUP, "%s: mechanism is not supported by this server (%s, %s and %s are)", req.Mechanism, mechPassword, mechAPIKey, mechSCRAM)
 	default:
 		return nil, jsonrpc.InvalidParams("mechanism: %q is not one of %s, %s, %s", req.Mechanism, mechPassword, mechAPIKey, mechSCRAM)
 	}
 	if !ok {
+		s.refused(ctx)
 		return map[string]any{"response_type": "AUTH_ERR"}, nil
 	}
 	ss.login(user)
@@ -187,7 +188,7 @@ func (s *Server) loginEx(ctx context.Context, params json.RawMessage) (any, erro
 	return resp, nil
 }
 
-func (s *Server) scramStep(ss *session, step, msg string) (any, error) {
+func (s *Server) scramStep(ctx context.Context, ss *session, step, msg string) (any, error) {
 	authErr := map[string]any{"response_type": "AUTH_ERR"}
 	switch step {
 	case "CLIENT_FIRST_MESSAGE":
@@ -199,6 +200,7 @@ func (s *Server) scramStep(ss *session, step, msg string) (any, error) {
 		ss.scram = x
 		ss.mu.Unlock()
 		if x == nil {
+			s.refused(ctx)
 			return authErr, nil
 		}
 		return map[string]any{"response_type": "SCRAM_RESPONSE", "scram_type": "SERVER_FIRST_RESPONSE", "rfc_str": x.serverFirst, "user_info": nil}, nil
@@ -215,6 +217,7 @@ func (s *Server) scramStep(ss *session, step, msg string) (any, error) {
 			return nil, jsonrpc.InvalidParams("rfc_str: %v", err)
 		}
 		if final == "" {
+			s.refused(ctx)
 			return authErr, nil
 		}
 		ss.login(x.key.Username)
@@ -241,6 +244,7 @@ func (s *Server) loginPassword(ctx context.Context, params json.RawMessage) (any
 		return nil, err
 	}
 	if !s.opt.Accounts.CheckPassword(user, password) {
+		s.refused(ctx)
 		return false, nil
 	}
 	ss.login(user)
@@ -263,6 +267,7 @@ func (s *Server) loginWithAPIKey(ctx context.Context, params json.RawMessage) (a
 	}
 	user, ok := s.opt.Accounts.CheckKey("", key)
 	if !ok {
+		s.refused(ctx)
 		return false, nil
 	}
 	ss.login(user)

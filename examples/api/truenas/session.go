@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/iscsikit/iscsikit/examples/api/jsonrpc"
 	"github.com/iscsikit/iscsikit/mgmt"
@@ -47,6 +48,9 @@ type Options struct {
 	// Service is the iSCSI service service.query and service.control
 	// drive; nil means the Manager's portals (mgmt.Manager.ServePortals).
 	Service Service
+	// FailedLoginDelay is how long a refused login waits before it
+	// answers, to slow password guessing (iscsid: one second).
+	FailedLoginDelay time.Duration
 	// TLSCert is the DER of the listener's certificate, for SCRAM
 	// channel binding over wss:// (nil without TLS).
 	TLSCert []byte
@@ -244,7 +248,7 @@ func (s *Server) invoke(ctx context.Context, ss *session, msgID any, method stri
 	if !ok {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: "Method does not exist"}
 	}
-	if !ss.authenticated() && !beforeLogin[method] && !strings.HasPrefix(method, "auth.") {
+	if !ss.authenticated() && !beforeLogin[method] && (!strings.HasPrefix(method, "auth.") || method == "auth.me") {
 		return nil, errNotAuthenticated()
 	}
 	defer func() {
@@ -333,4 +337,18 @@ func decodeArg(args []json.RawMessage, i int, what string, v any) error {
 
 func errorf(errno int, format string, args ...any) error {
 	return callErr(errno, fmt.Sprintf(format, args...), nil)
+}
+
+// refused waits FailedLoginDelay (or until ctx ends) before a login
+// failure is answered.
+func (s *Server) refused(ctx context.Context) {
+	if s.opt.FailedLoginDelay <= 0 {
+		return
+	}
+	t := time.NewTimer(s.opt.FailedLoginDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }

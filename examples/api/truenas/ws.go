@@ -103,8 +103,7 @@ func (wc *wsConn) notify(v any) {
 	select {
 	case wc.out <- b:
 	default:
-		wc.c.Close(websocket.StatusPolicyViolation, "too slow reading events")
-		wc.cancel()
+		wc.cancel() // the reader's Read fails and the connection closes
 	}
 }
 

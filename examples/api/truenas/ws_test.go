@@ -205,6 +205,8 @@ func TestWebSocketLogins(t *testing.T) {
 	code, _, msg := c.errOf("no.such.method")
 	require.Equal(t, -32601, code)
 	require.Equal(t, "Method does not exist", msg)
+	_, data, _ = c.errOf("auth.me")
+	require.EqualValues(t, errENOTAUTHENTICATED, data["error"])
 
 	// auth.login_ex PASSWORD_PLAIN, bad then good.
 	var r map[string]any
