@@ -43,11 +43,7 @@ func (s *Server) sessionMethods() map[string]jsonrpc.Method {
 }
 
 func (s *Server) setOptions(ctx context.Context, params json.RawMessage) (any, error) {
-	ss := callOf(ctx).ss
-	if ss == nil {
-		return nil, noSession()
-	}
-	args, err := atMost(params, 1)
+	ss, args, err := sessionCall(ctx, params, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -78,11 +74,7 @@ var events = map[string]bool{"core.get_jobs": true}
 // subscribe follows an event and returns the subscription's id; jobs
 // need a logged-in session.
 func (s *Server) subscribe(ctx context.Context, params json.RawMessage) (any, error) {
-	ss := callOf(ctx).ss
-	if ss == nil {
-		return nil, noSession()
-	}
-	args, err := atMost(params, 1)
+	ss, args, err := sessionCall(ctx, params, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -115,11 +107,7 @@ func (ss *session) unfollow(id string) {
 }
 
 func (s *Server) unsubscribe(ctx context.Context, params json.RawMessage) (any, error) {
-	ss := callOf(ctx).ss
-	if ss == nil {
-		return nil, noSession()
-	}
-	args, err := atMost(params, 1)
+	ss, args, err := sessionCall(ctx, params, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -134,11 +122,7 @@ func (s *Server) unsubscribe(ctx context.Context, params json.RawMessage) (any, 
 // loginEx is auth.login_ex with PASSWORD_PLAIN, API_KEY_PLAIN or the two
 // steps of SCRAM.
 func (s *Server) loginEx(ctx context.Context, params json.RawMessage) (any, error) {
-	ss := callOf(ctx).ss
-	if ss == nil {
-		return nil, noSession()
-	}
-	args, err := atMost(params, 1)
+	ss, args, err := sessionCall(ctx, params, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -228,11 +212,7 @@ func (s *Server) scramStep(ctx context.Context, ss *session, step, msg string) (
 
 // loginPassword is auth.login(username, password[, otp_token]).
 func (s *Server) loginPassword(ctx context.Context, params json.RawMessage) (any, error) {
-	ss := callOf(ctx).ss
-	if ss == nil {
-		return nil, noSession()
-	}
-	args, err := atMost(params, 3)
+	ss, args, err := sessionCall(ctx, params, 3)
 	if err != nil {
 		return nil, err
 	}
@@ -253,11 +233,7 @@ func (s *Server) loginPassword(ctx context.Context, params json.RawMessage) (any
 
 // loginWithAPIKey is auth.login_with_api_key(key).
 func (s *Server) loginWithAPIKey(ctx context.Context, params json.RawMessage) (any, error) {
-	ss := callOf(ctx).ss
-	if ss == nil {
-		return nil, noSession()
-	}
-	args, err := atMost(params, 1)
+	ss, args, err := sessionCall(ctx, params, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -275,9 +251,9 @@ func (s *Server) loginWithAPIKey(ctx context.Context, params json.RawMessage) (a
 }
 
 func (s *Server) logout(ctx context.Context, _ json.RawMessage) (any, error) {
-	ss := callOf(ctx).ss
-	if ss == nil {
-		return nil, noSession()
+	ss, _, err := sessionCall(ctx, nil, 0)
+	if err != nil {
+		return nil, err
 	}
 	ss.mu.Lock()
 	ss.authed, ss.user, ss.subs = s.opt.Accounts.Open(), "", map[string]string{}
@@ -286,9 +262,9 @@ func (s *Server) logout(ctx context.Context, _ json.RawMessage) (any, error) {
 }
 
 func (s *Server) me(ctx context.Context, _ json.RawMessage) (any, error) {
-	ss := callOf(ctx).ss
-	if ss == nil {
-		return nil, noSession()
+	ss, _, err := sessionCall(ctx, nil, 0)
+	if err != nil {
+		return nil, err
 	}
 	ss.mu.Lock()
 	user := ss.user
@@ -378,4 +354,15 @@ func (s *Server) apiKeyDelete(ctx context.Context, params json.RawMessage) (any,
 		}
 		return err
 	})
+}
+
+// sessionCall returns the session of a call that needs one and its
+// positional parameters (at most n).
+func sessionCall(ctx context.Context, params json.RawMessage, n int) (*session, []json.RawMessage, error) {
+	ss := callOf(ctx).ss
+	if ss == nil {
+		return nil, nil, noSession()
+	}
+	args, err := atMost(params, n)
+	return ss, args, err
 }
