@@ -54,7 +54,17 @@ type Global struct {
 	PoolAvailThreshold *int `json:"pool_avail_threshold"`
 	// ALUA enables asymmetric logical unit access reporting.
 	ALUA bool `json:"alua"`
+	// MaxConnections (extension, seed 001's iscsi_maxconnect) is the
+	// connections per session a product allows, 1 to MaxConnectionsLimit;
+	// 0 means 1. It is stored and reported only: sessions have one
+	// connection (the target negotiates MaxConnections=1) until
+	// multi-connection sessions are built.
+	MaxConnections int `json:"max_connections,omitempty"`
 }
+
+// MaxConnectionsLimit is the largest Global.MaxConnections (RFC 7143's
+// MaxConnections range).
+const MaxConnectionsLimit = 65535
 
 // DefaultBasename is the basename of a new configuration.
 const DefaultBasename = "iqn.2026-11.io.iscsikit"

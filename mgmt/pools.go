@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -91,7 +92,18 @@ func (m *Manager) Volumes(pool string) ([]Volume, error) {
 }
 
 func volumeOf(e Extent) Volume {
-	return Volume{Name: e.Name, Size: e.Filesize, UUID: e.UUID, Pool: e.Pool}
+	return Volume{Name: VolumeName(e), Size: e.Filesize, UUID: e.UUID, Pool: e.Pool}
+}
+
+// VolumeName is the name of the pool volume that extent e is: in a
+// directory pool the name of its file (NAME.img), which stays when the
+// extent is renamed (a FreeNAS extent made over zvol/POOL/NAME takes the
+// extent name the client gives); otherwise the extent's name.
+func VolumeName(e Extent) string {
+	if e.Pool != "" && e.Type == ExtentFile && e.Path != "" {
+		return strings.TrimSuffix(filepath.Base(e.Path), ".img")
+	}
+	return e.Name
 }
 
 // newUUID returns a random (version 4) UUID.
@@ -162,7 +174,7 @@ func (m *Manager) CreateVolume(ctx context.Context, pool, name string, size int6
 // volumeExtent finds the extent of a volume.
 func (c *Config) volumeExtent(pool, name string) (Extent, error) {
 	for _, e := range c.Extents {
-		if e.Pool == pool && e.Name == name {
+		if e.Pool == pool && VolumeName(e) == name {
 			return e, nil
 		}
 	}

@@ -3,7 +3,9 @@ package mgmt
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -82,6 +84,64 @@ func (v *validator) global() {
 	if t := g.PoolAvailThreshold; t != nil && (*t < 1 || *t > 99) {
 		v.add(KindInvalid, "global", 0, "", "pool_avail_threshold", "%d is not a percentage from 1 to 99", *t)
 	}
+	if g.MaxConnections < 0 || g.MaxConnections > MaxConnectionsLimit {
+		v.add(KindInvalid, "global", 0, "", "max_connections", "%d is not from 1 to %d (0 keeps the default)", g.MaxConnections, MaxConnectionsLimit)
+	}
+}
+
+// checkNewDisks requires the device of every DISK extent that next adds
+// or points elsewhere to exist and be a block device. It runs on changes
+// only, not in Validate: a stored configuration whose disk is missing at
+// boot still loads (that unit fails to open and says why), and an edit of
+// anything else does not trip over it.
+func checkNewDisks(prev, next *Config) error {
+	old := map[int]string{}
+	for _, e := range prev.Extents {
+		if e.Type == ExtentDisk {
+			old[e.ID] = DiskPath(e.Disk)
+		}
+	}
+	var errs []error
+	for _, e := range next.Extents {
+		if e.Type != ExtentDisk || e.Disk == "" {
+			continue
+		}
+		path := DiskPath(e.Disk)
+		if was, ok := old[e.ID]; ok && was == path {
+			continue
+		}
+		if err := blockDevice(path); err != nil {
+			errs = append(errs, &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "disk", Msg: err.Error()})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// blockDevice says why path is not an existing block device, or nil.
+func blockDevice(path string) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s does not exist", path)
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeDevice == 0 || fi.Mode()&fs.ModeCharDevice != 0 {
+		return fmt.Errorf("%s is not a block device (a %s); use a FILE extent for a file", path, kindOfFile(fi.Mode()))
+	}
+	return nil
+}
+
+func kindOfFile(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m.IsRegular():
+		return "regular file"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	}
+	return m.Type().String()
 }
 
 func authMethodValid(m string) bool {

@@ -70,7 +70,8 @@ func Handler(m *mgmt.Manager, limits SessionLimits, log *slog.Logger) http.Handl
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+Prefix+"globalconfiguration/", a.getGlobal)
 	mux.HandleFunc("PUT "+Prefix+"globalconfiguration/", a.putGlobal)
-	resources := []resource{extentResource(a), initiatorResource(a), authResource(a), targetResource(a), targetToExtentResource(a)}
+	resources := []resource{extentResource(a), initiatorResource(a), authResource(a), targetResource(a), targetToExtentResource(a),
+		targetGroupResource(a), portalResource(a)}
 	for _, r := range resources {
 		r := r
 		mux.HandleFunc("GET "+Prefix+r.name+"/", func(w http.ResponseWriter, req *http.Request) { a.list(w, req, r) })
@@ -82,7 +83,8 @@ func Handler(m *mgmt.Manager, limits SessionLimits, log *slog.Logger) http.Handl
 	mux.HandleFunc(Prefix, func(w http.ResponseWriter, req *http.Request) {
 		a.fail(w, rest.NotFound("no resource %s", req.URL.Path), nil)
 	})
-	return mux
+	a.storageRoutes(mux)
+	return rest.CollapseSlashes(mux)
 }
 
 type api struct {
@@ -322,3 +324,6 @@ func jsonFields(v any) map[string]string {
 	}
 	return out
 }
+
+// asMgmt is errors.As for *mgmt.Error.
+func asMgmt(err error, target **mgmt.Error) bool { return errors.As(err, target) }
