@@ -3,9 +3,9 @@ package freenas
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -32,14 +32,15 @@ func (n *flexInt) UnmarshalJSON(b []byte) error {
 	if json.Unmarshal(b, &s) == nil {
 		v, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
-			return fmt.Errorf("%q is not a whole number", s)
+			// A type error, so that the decoder names the field.
+			return &json.UnmarshalTypeError{Value: "string " + strconv.Quote(s), Type: reflect.TypeFor[int]()}
 		}
 		*n = flexInt(v)
 		return nil
 	}
 	var v int
 	if err := json.Unmarshal(b, &v); err != nil {
-		return fmt.Errorf("want a whole number: %w", err)
+		return &json.UnmarshalTypeError{Value: string(b), Type: reflect.TypeFor[int]()}
 	}
 	*n = flexInt(v)
 	return nil

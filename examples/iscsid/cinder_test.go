@@ -1,0 +1,105 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/iscsikit/iscsikit/mgmt"
+)
+
+// TestCinderDriverFreeNASv1 sends the requests of the OpenStack Cinder
+// driver iXsystems wrote for FreeNAS's v1.0 API (iXsystems/cinder,
+// driver/ixsystems/common.py before its move to v2.0), in its order and
+// with its bodies as json.dumps writes them: the capacity poll, then
+// create_volume (zvol, target, targetgroup on the URL the driver builds
+// with "//", extent over "zvol/POOL/NAME", targettoextent), then
+// extend_volume and delete_volume. The target in between shows its LUN
+// to iscsi-ls.
+func TestCinderDriverFreeNASv1(t *testing.T) {
+	needTool(t, "iscsi-ls")
+	state, pool := t.TempDir(), t.TempDir()
+	portal := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	api := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	startAPIDaemon(t, state, portal, api, mgmt.Pool{Name: "tank", Type: "fs", Path: pool})
+	// FreeNASServer.get_url: '%s://%s/api/%s' % (transport, hostname, 'v1.0').
+	base := "http://" + api + "/api/v1.0"
+	call := func(method, urn, body string, status int) map[string]any {
+		t.Helper()
+		got, b := post(t, method, base+urn, body)
+		require.Equal(t, status, got, "%s %s: %s", method, urn, b)
+		var v map[string]any
+		if strings.HasPrefix(strings.TrimSpace(b), "{") {
+			require.NoError(t, json.Unmarshal([]byte(b), &v), b)
+		}
+		return v
+	}
+	list := func(urn string) []map[string]any {
+		t.Helper()
+		got, b := post(t, "GET", base+urn, "")
+		require.Equal(t, http.StatusOK, got, b)
+		var v []map[string]any
+		require.NoError(t, json.Unmarshal([]byte(b), &v), b)
+		return v
+	}
+
+	// _update_volume_stats: GET /storage/volume/POOL/ and read avail
+	// and used.
+	stats := call("GET", "/storage/volume/tank/", "", 200)
+	require.Greater(t, stats["avail"], float64(0))
+	require.Contains(t, stats, "used")
+
+	// create_volume of Cinder volume "volume-1f2e3d4c-...":
+	// _create_volume, then _create_iscsitarget (_create_target with
+	// _create_target_group, _create_extent, _target_to_extent).
+	call("POST", "/storage/volume/tank/zvols/", `{"name": "volume-1f2e3d4c", "volsize": "1G"}`, 201)
+	target := call("POST", "/services/iscsi/target/", `{"iscsi_target_name": "target-1f2e3d4c"}`, 201)
+	tid := int(target["id"].(float64))
+	// ixsystems_portal_id and ixsystems_initiator_id default to 1 (the
+	// fresh daemon's portal and initiator group); REST_API_TARGET_GROUP
+	// ends in "/" and the driver adds another.
+	call("POST", "/services/iscsi/targetgroup//", `{"iscsi_target": `+strconv.Itoa(tid)+`, "iscsi_target_portalgroup": 1, "iscsi_target_initiatorgroup": 1}`, 201)
+	extent := call("POST", "/services/iscsi/extent/", `{"iscsi_target_extent_type": "Disk", "iscsi_target_extent_name": "target-1f2e3d4c", "iscsi_target_extent_disk": "zvol/tank/volume-1f2e3d4c"}`, 201)
+	eid := int(extent["id"].(float64))
+	call("POST", "/services/iscsi/targettoextent/", `{"iscsi_target": `+strconv.Itoa(tid)+`, "iscsi_extent": `+strconv.Itoa(eid)+`, "iscsi_lunid": 0}`, 201)
+
+	// initialize_connection hands Nova the IQN ixsystems_iqn_prefix +
+	// ":" + target name and the portal.
+	out := lsAs(t, portal, "iqn.2026-11.com.example:nova1")
+	require.Regexp(t, `Target:iqn\.2026-11\.io\.iscsikit:target-1f2e3d4c \S+\s+Lun:0\s+Type:DIRECT_ACCESS \(Size:(1G|1023M)\)`, out)
+	require.FileExists(t, filepath.Join(pool, "volume-1f2e3d4c.img"))
+
+	// extend_volume: PUT the zvol's new volsize.
+	z := call("PUT", "/storage/volume/tank/zvols/volume-1f2e3d4c/", `{"volsize": "2G"}`, 202)
+	require.Equal(t, float64(2<<30), z["volsize"])
+
+	// delete_volume: _delete_iscsitarget looks the ids up by name in
+	// three listings, deletes the target and the extent, then the zvol.
+	findID := func(urn, field string, want any) int {
+		for _, x := range list(urn) {
+			if x[field] == want {
+				return int(x["id"].(float64))
+			}
+		}
+		return 0
+	}
+	require.Equal(t, tid, findID("/services/iscsi/target/", "iscsi_target_name", "target-1f2e3d4c"))
+	// The driver compares iscsi_target with the target's name, finds
+	// nothing, and its delete_target_to_extent does nothing anyway.
+	require.Zero(t, findID("/services/iscsi/targettoextent/", "iscsi_target", "target-1f2e3d4c"))
+	require.Equal(t, eid, findID("/services/iscsi/extent/", "iscsi_target_extent_name", "target-1f2e3d4c"))
+	call("DELETE", "/services/iscsi/target/"+strconv.Itoa(tid)+"/", "", 204)
+	call("DELETE", "/services/iscsi/extent/"+strconv.Itoa(eid)+"/", "", 204)
+	call("DELETE", "/storage/volume/tank/zvols/volume-1f2e3d4c/", "", 204)
+
+	require.NotContains(t, lsAs(t, portal, "iqn.2026-11.com.example:nova1"), "target-1f2e3d4c")
+	_, err := os.Stat(filepath.Join(pool, "volume-1f2e3d4c.img"))
+	require.ErrorIs(t, err, os.ErrNotExist, "the zvol's file is gone")
+	require.Empty(t, list("/storage/volume/tank/zvols/"))
+}
