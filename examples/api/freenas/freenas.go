@@ -206,11 +206,7 @@ func splitList(s string) []string {
 	if strings.EqualFold(strings.TrimSpace(s), "ALL") {
 		return []string{}
 	}
-	out := []string{}
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' || r == '\r' }) {
-		out = append(out, f)
-	}
-	return out
+	return append([]string{}, strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' || r == '\r' })...)
 }
 
 // joinList writes a list the way splitList reads it.
