@@ -194,11 +194,25 @@ func (m *Manager) DestroyVolume(ctx context.Context, pool, name string) error {
 // CopyVolume creates volume dst in pool with the size and contents of
 // volume src (holes stay holes in a directory pool).
 func (m *Manager) CopyVolume(ctx context.Context, pool, src, dst string) (Volume, error) {
+	return m.CopyVolumeSize(ctx, pool, src, dst, 0)
+}
+
+// CopyVolumeSize is CopyVolume making dst size bytes (0 means src's
+// size): a larger copy holds src's contents followed by zeroes; a
+// smaller one, which could not hold them, is refused.
+func (m *Manager) CopyVolumeSize(ctx context.Context, pool, src, dst string, size int64) (Volume, error) {
 	e, err := m.Config(false).volumeExtent(pool, src)
 	if err != nil {
 		return Volume{}, err
 	}
-	v, err := m.CreateVolume(ctx, pool, dst, e.Filesize)
+	if size == 0 {
+		size = e.Filesize
+	}
+	if size < e.Filesize {
+		return Volume{}, &Error{Kind: KindInvalid, Object: "volume", Name: dst, Field: "size",
+			Msg: fmt.Sprintf("%d is smaller than volume %s (%d bytes), whose contents the copy holds", size, src, e.Filesize)}
+	}
+	v, err := m.CreateVolume(ctx, pool, dst, size)
 	if err != nil {
 		return Volume{}, err
 	}

@@ -235,6 +235,9 @@ func (a *adapter) volCopy(ctx context.Context, params json.RawMessage) (any, err
 		Pool    string `json:"pool"`
 		VolOrig string `json:"vol_orig"`
 		VolNew  string `json:"vol_new"`
+		// Size (optional, as the targetd client sends it) makes the copy
+		// larger than the original.
+		Size    *int64 `json:"size"`
 		Timeout int    `json:"timeout"`
 	}
 	if err := args(params, &p); err != nil {
@@ -243,7 +246,23 @@ func (a *adapter) volCopy(ctx context.Context, params json.RawMessage) (any, err
 	if err := errors.Join(required("pool", p.Pool), required("vol_orig", p.VolOrig), checkName("vol_new", p.VolNew)); err != nil {
 		return nil, firstError(err)
 	}
-	if _, err := a.m.CopyVolume(ctx, p.Pool, p.VolOrig, p.VolNew); err != nil {
+	var size int64
+	if p.Size != nil {
+		vols, err := a.m.Volumes(p.Pool)
+		if err != nil {
+			return nil, err
+		}
+		i := slices.IndexFunc(vols, func(v mgmt.Volume) bool { return v.Name == p.VolOrig })
+		if i < 0 {
+			return nil, fail(CodeNotFoundVolume, "volume %s not found in pool %s", p.VolOrig, p.Pool)
+		}
+		// targetd's block.copy: the size must exceed the original's.
+		if *p.Size <= vols[i].Size {
+			return nil, jsonrpc.InvalidParams("size %d must be larger than the %d bytes of volume %s in pool %s", *p.Size, vols[i].Size, p.VolOrig, p.Pool)
+		}
+		size = *p.Size
+	}
+	if _, err := a.m.CopyVolumeSize(ctx, p.Pool, p.VolOrig, p.VolNew, size); err != nil {
 		return nil, err
 	}
 	return nil, nil
