@@ -126,6 +126,16 @@ type Auth struct {
 	Initiator string `json:"initiator,omitempty"`
 }
 
+// OutgoingOnly reports whether a is an outgoing-only credential: a peer
+// user and secret (what the target answers an initiator's challenge
+// with) and no user or secret, as tgt keeps a target's outgoing user
+// while it has no incoming one. It authenticates no initiator, so its
+// auth group serves no CHAP login until users are added to it; a target
+// group may name that group with NONE meanwhile.
+func (a Auth) OutgoingOnly() bool {
+	return a.User == "" && a.Secret == "" && a.PeerUser != "" && a.PeerSecret != ""
+}
+
 // Auth methods of portals and target groups.
 const (
 	AuthNone       = "NONE"

@@ -248,11 +248,14 @@ const (
 )
 
 // authUse checks how a portal (discovery) or target group uses an auth
-// group: CHAP and MUTUAL_CHAP need one, MUTUAL_CHAP needs a peer user on
-// every credential of it, and NONE takes none (it would be ignored).
+// group: CHAP and MUTUAL_CHAP need one, with no outgoing-only credential
+// in it, MUTUAL_CHAP needs a peer user on every credential of it, and
+// NONE takes none (it would be ignored) unless all of its credentials
+// are outgoing-only: tgt keeps a target's outgoing user without incoming
+// ones, for when they come.
 func (v *validator) authUse(method string, group *int, field string, add func(Kind, string, string, ...any)) {
 	if method == AuthNone {
-		if group != nil {
+		if group != nil && !v.outgoingOnlyGroup(*group) {
 			add(KindInvalid, field, "an auth group is only used with CHAP or MUTUAL_CHAP; set it to null or choose a method")
 		}
 		return
@@ -264,6 +267,12 @@ func (v *validator) authUse(method string, group *int, field string, add func(Ki
 	if !v.authGroupExists(*group) {
 		add(KindNotFound, field, "no auth group with tag %d", *group)
 		return
+	}
+	for _, a := range v.cfg.Auths {
+		if a.Tag == *group && a.OutgoingOnly() {
+			add(KindInvalid, field, "%s needs users to authenticate initiators; auth %d of group %d has only an outgoing user (%s)", method, a.ID, *group, a.PeerUser)
+			return
+		}
 	}
 	if method == AuthMutualCHAP {
 		for _, a := range v.cfg.Auths {
@@ -283,8 +292,8 @@ func (v *validator) auths() {
 		if a.Tag < 1 {
 			add("tag", "%d is not a positive group tag", a.Tag)
 		}
-		if a.User == "" {
-			add("user", "a CHAP user name is required")
+		if a.User == "" && !a.OutgoingOnly() {
+			add("user", "a CHAP user name is required (or only peeruser and peersecret, for an outgoing-only credential)")
 		}
 		key := [3]string{strconv.Itoa(a.Tag), a.User, a.Initiator}
 		if other, dup := users[key]; dup {
@@ -296,7 +305,7 @@ func (v *validator) auths() {
 				add("initiator", "%v", err)
 			}
 		}
-		if n := len(a.Secret); n < MinSecretLen || n > MaxSecretLen {
+		if n := len(a.Secret); !a.OutgoingOnly() && (n < MinSecretLen || n > MaxSecretLen) {
 			add("secret", "must be %d to %d characters, not %d", MinSecretLen, MaxSecretLen, n)
 		}
 		if (a.PeerUser == "") != (a.PeerSecret == "") {
@@ -311,6 +320,21 @@ func (v *validator) auths() {
 			}
 		}
 	}
+}
+
+// outgoingOnlyGroup reports whether auth group tag exists and holds only
+// outgoing-only credentials.
+func (v *validator) outgoingOnlyGroup(tag int) bool {
+	found := false
+	for _, a := range v.cfg.Auths {
+		if a.Tag == tag {
+			if !a.OutgoingOnly() {
+				return false
+			}
+			found = true
+		}
+	}
+	return found
 }
 
 func (v *validator) authGroupExists(tag int) bool {
