@@ -55,13 +55,17 @@ func TestSeed004Replay(t *testing.T) {
 		{curl: `curl -v -X GET http://192.168.1.15:6543/storlever/api/v1/san/tgt/target_list/iqn.2014-09.com.example:test/incominguser_list`, status: 200, body: `[]`},
 		{curl: `curl -v -X POST -H "Content-Type: application/json; charset=UTF-8" -d '{"username":"test", "password":"123456"}' http://192.168.1.15:6543/storlever/api/v1/san/tgt/target_list/iqn.2014-09.com.example:test/incominguser_list`,
 			status: 400, body: "secret: must be 12 to 16 characters, not 6"},
-		{setup: func() { c.want(201, "POST", "target_list/"+iqn+"/incominguser_list", `{"username":"test", "password":"123456789012"}`) }},
+		{setup: func() {
+			c.want(201, "POST", "target_list/"+iqn+"/incominguser_list", `{"username":"test", "password":"123456789012"}`)
+		}},
 		{curl: `curl -v -X PUT -H "Content-Type: application/json; charset=UTF-8" -d '{"password": "123456"}' http://192.168.1.15:6543/storlever/api/v1/san/tgt/target_list/iqn.2014-09.com.example:test/incominguser_list/test`,
 			status: 400, body: "secret: must be 12 to 16 characters, not 6"},
 		{curl: `curl -v -X GET http://192.168.1.15:6543/storlever/api/v1/san/tgt/target_list/iqn.2014-09.com.example:test/outgoinguser_list`, status: 200, body: `[]`},
 		{curl: `curl -v -X POST -H "Content-Type: application/json; charset=UTF-8" -d '{"username":"test", "password":"123456"}' http://192.168.1.15:6543/storlever/api/v1/san/tgt/target_list/iqn.2014-09.com.example:test/outgoinguser_list`,
 			status: 400, body: "peersecret: must be 12 to 16 characters, not 6"},
-		{setup: func() { c.want(201, "POST", "target_list/"+iqn+"/outgoinguser_list", `{"username":"test", "password":"abcdefabcdef"}`) }},
+		{setup: func() {
+			c.want(201, "POST", "target_list/"+iqn+"/outgoinguser_list", `{"username":"test", "password":"abcdefabcdef"}`)
+		}},
 		{curl: `curl -v -X PUT -H "Content-Type: application/json; charset=UTF-8" -d '{"password": "123456"}' http://192.168.1.15:6543/storlever/api/v1/san/tgt/target_list/iqn.2014-09.com.example:test/outgoinguser_list/test`,
 			status: 400, body: "peersecret: must be 12 to 16 characters, not 6"},
 		{curl: `curl -v -X POST -H "Content-Type: application/json; charset=UTF-8" -d '{"lun":1, "path":"/root/test.img"}' http://192.168.1.15:6543/storlever/api/v1/san/tgt/target_list/iqn.2014-09.com.example:test/lun_list`,
