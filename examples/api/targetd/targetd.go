@@ -9,7 +9,8 @@
 // its initiator (export_create) or to a named initiator group
 // (access_group_*), so each initiator sees only what was exported to it.
 // targetd's file-system and NFS calls are outside an iSCSI SDK and answer
-// "method not found".
+// "method not found" (-32601) saying so. vol_copy takes the client's
+// optional size, larger than the original's.
 package targetd
 
 import (
@@ -68,7 +69,7 @@ func Methods(m *mgmt.Manager, opt Options) map[string]jsonrpc.Method {
 		opt.Target = "targetd"
 	}
 	a := &adapter{m: m, target: opt.Target}
-	return map[string]jsonrpc.Method{
+	methods := map[string]jsonrpc.Method{
 		"pool_list":                a.poolList,
 		"vol_list":                 a.volList,
 		"vol_create":               a.volCreate,
@@ -87,6 +88,24 @@ func Methods(m *mgmt.Manager, opt Options) map[string]jsonrpc.Method {
 		"access_group_map_list":    a.accessGroupMapList,
 		"access_group_map_create":  a.accessGroupMapCreate,
 		"access_group_map_destroy": a.accessGroupMapDestroy,
+	}
+	for _, name := range fileMethods {
+		methods[name] = notServed(name)
+	}
+	return methods
+}
+
+// fileMethods are targetd's btrfs file-system and NFS calls (seed 003's
+// second half), which an iSCSI target does not serve.
+var fileMethods = []string{"fs_list", "fs_destroy", "fs_create", "fs_clone", "ss_list", "fs_snapshot", "fs_snapshot_delete",
+	"nfs_export_auth_list", "nfs_export_list", "nfs_export_add", "nfs_export_remove"}
+
+// notServed answers a file-system or NFS call with "method not found"
+// (-32601, what targetd answers for a method it does not have), saying
+// why.
+func notServed(name string) jsonrpc.Method {
+	return func(context.Context, json.RawMessage) (any, error) {
+		return nil, fail(jsonrpc.CodeMethodNotFound, "%s: targetd's file-system and NFS calls are not served; this daemon is an iSCSI target (block calls only)", name)
 	}
 }
 
