@@ -7,7 +7,14 @@
 //
 // The seed has no resource that maps an extent into a target, so this
 // package adds FreeNAS v1.0's targettoextent resource (iscsi_target,
-// iscsi_extent, iscsi_lunid) beside them.
+// iscsi_extent, iscsi_lunid) beside them, and what the OpenStack Cinder
+// driver iXsystems wrote for this API uses: targetgroup (a target's portal
+// group, initiator group and auth), portal, Disk and ZVOL extents
+// (iscsi_target_extent_disk, "zvol/POOL/NAME" naming a pool volume) and,
+// under StoragePrefix, the --pool pools as volumes and their volumes as
+// zvols. Deleting a target or an extent deletes its LUN maps, as
+// FreeNAS's database cascades them. Repeated slashes in a path are read as
+// one (the driver POSTs to "targetgroup//").
 //
 // The projection onto mgmt's model: an authorized initiator is an
 // initiator group ("ALL" is the empty list, several names or networks are
@@ -15,10 +22,12 @@
 // a target has one portal group, one initiator group and one auth group;
 // the global discovery auth method applies to every portal. CHAP secrets
 // are accepted and never returned. Settings this SDK does not have (istgt's
-// logical unit controller, more than one connection per session) are
-// refused with 400 rather than stored and ignored; istgt's fixed session
-// parameters are reported as the daemon negotiates them and cannot be
-// changed here.
+// logical unit controller) are refused with 400 rather than stored and
+// ignored; istgt's fixed session parameters are reported as the daemon
+// negotiates them and cannot be changed here. iscsi_maxconnect is stored
+// (mgmt's Global.MaxConnections) and reported, beside
+// iscsi_maxconnect_in_effect, which says sessions have one connection
+// until multi-connection sessions are built.
 //
 // Errors are JSON objects mapping the field at fault to a list of messages
 // ({"iscsi_target_extent_filesize": ["..."]}), or {"__all__": [...]} when
