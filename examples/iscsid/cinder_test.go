@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -102,4 +103,45 @@ func TestCinderDriverFreeNASv1(t *testing.T) {
 	_, err := os.Stat(filepath.Join(pool, "volume-1f2e3d4c.img"))
 	require.ErrorIs(t, err, os.ErrNotExist, "the zvol's file is gone")
 	require.Empty(t, list("/storage/volume/tank/zvols/"))
+}
+
+// TestStorLeverOutgoingUserAlone gives a StorLever target an outgoing
+// user and no incoming one, as tgt allows: iscsi-ls logs in without CHAP
+// and sees the LUN; once an incoming user comes, a login without CHAP is
+// refused, one-way CHAP works, and mutual CHAP (libiscsi's target_user)
+// gets the outgoing user's answer.
+func TestStorLeverOutgoingUserAlone(t *testing.T) {
+	needTool(t, "iscsi-ls")
+	state := t.TempDir()
+	portal := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	api := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	startAPIDaemon(t, state, portal, api)
+	const iqn = "iqn.2014-09.com.example:out"
+	base := "http://" + api + "/storlever/api/v1/san/tgt/target_list"
+	must := func(status int, method, url, body string) {
+		t.Helper()
+		got, b := post(t, method, url, body)
+		require.Equal(t, status, got, "%s %s: %s", method, url, b)
+	}
+	img := filepath.Join(state, "out.img")
+	require.NoError(t, os.WriteFile(img, make([]byte, 8<<20), 0o600))
+	must(201, "POST", base, `{"iqn": "`+iqn+`"}`)
+	must(201, "POST", base+"/"+iqn+"/lun_list", `{"lun": 1, "path": "`+img+`"}`)
+	must(201, "POST", base+"/"+iqn+"/outgoinguser_list", `{"username": "tgtout", "password": "outsecret1234"}`)
+
+	inq := needTool(t, "iscsi-inq")
+	lun := portal + "/" + iqn + "/1"
+	out, err := exec.Command(inq, "iscsi://"+lun).CombinedOutput()
+	require.NoError(t, err, "no incoming user: no CHAP asked: %s", out)
+
+	must(201, "POST", base+"/"+iqn+"/incominguser_list", `{"username": "tgtin", "password": "insecret12345"}`)
+	out, err = exec.Command(inq, "iscsi://"+lun).CombinedOutput()
+	require.Error(t, err, "an incoming user now guards the target: %s", out)
+	out, err = exec.Command(inq, "iscsi://tgtin%insecret12345@"+lun).CombinedOutput()
+	require.NoError(t, err, "one-way CHAP, as tgt allows with an outgoing user: %s", out)
+	// Asked to, the target proves itself with the outgoing user.
+	out, err = exec.Command(inq, "iscsi://tgtin%insecret12345@"+lun+"?target_user=tgtout&target_password=outsecret1234").CombinedOutput()
+	require.NoError(t, err, "mutual CHAP: %s", out)
+	out, err = exec.Command(inq, "iscsi://tgtin%insecret12345@"+lun+"?target_user=tgtout&target_password=wrongsecret12").CombinedOutput()
+	require.Error(t, err, "the initiator refuses a target that does not know the outgoing secret: %s", out)
 }

@@ -194,12 +194,11 @@ func (a *api) putConf(r *http.Request) (int, any, error) {
 			cfg.Auths = append(cfg.Auths, cur)
 			// An outgoing user alone is kept, as tgt keeps it, in a
 			// group discovery names without authenticating (NONE).
+			// With an incoming user, CHAP: the initiator proves itself
+			// and may ask the target to answer with the outgoing user,
+			// as tgt does; it is not required to.
 			group = &tag
-			switch {
-			case cur.User == "":
-			case cur.PeerUser != "":
-				method = mgmt.AuthMutualCHAP
-			default:
+			if cur.User != "" {
 				method = mgmt.AuthCHAP
 			}
 		}
@@ -453,8 +452,10 @@ func (a *api) listUsers(r *http.Request, outgoing bool) (int, any, error) {
 }
 
 // users edits a target's auth group with fn and sets its method from
-// what is left: no users NONE, incoming users CHAP, and an outgoing user
-// too MUTUAL_CHAP.
+// what is left: no incoming user NONE (an outgoing user alone stays in
+// the group), incoming users CHAP, where an initiator may ask the target
+// to prove itself with the outgoing user, as tgt lets it (tgt does not
+// require mutual CHAP when it has an outgoing user).
 func (a *api) users(ctx context.Context, iqn string, fn func(cfg *mgmt.Config, tag int, mine []*mgmt.Auth) error) error {
 	return a.m.Update(ctx, func(cfg *mgmt.Config) error {
 		i, err := findTarget(cfg, iqn)
@@ -480,11 +481,10 @@ func (a *api) users(ctx context.Context, iqn string, fn func(cfg *mgmt.Config, t
 		if err := fn(cfg, tag, mine); err != nil {
 			return err
 		}
-		mutual, any, incoming := false, false, false
+		any, incoming := false, false
 		for _, x := range cfg.Auths {
 			if x.Tag == tag {
-				any, mutual = true, x.PeerUser != ""
-				incoming = incoming || x.User != ""
+				any, incoming = true, incoming || x.User != ""
 			}
 		}
 		switch {
@@ -495,8 +495,6 @@ func (a *api) users(ctx context.Context, iqn string, fn func(cfg *mgmt.Config, t
 			// target's group, which authenticates nobody until an
 			// incoming user comes.
 			g.Auth, g.AuthMethod = &tag, mgmt.AuthNone
-		case mutual:
-			g.Auth, g.AuthMethod = &tag, mgmt.AuthMutualCHAP
 		default:
 			g.Auth, g.AuthMethod = &tag, mgmt.AuthCHAP
 		}

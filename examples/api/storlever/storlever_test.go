@@ -175,7 +175,7 @@ func TestCHAPUsers(t *testing.T) {
 	c.want(201, "POST", base+"outgoinguser_list", `{"username":"out", "password":"outsecret1234"}`)
 	c.get(base+"outgoinguser_list", &names)
 	require.Equal(t, []string{"out"}, names)
-	require.Equal(t, mgmt.AuthMutualCHAP, m.Config(false).Targets[0].Groups[0].AuthMethod)
+	require.Equal(t, mgmt.AuthCHAP, m.Config(false).Targets[0].Groups[0].AuthMethod, "tgt answers mutual CHAP when asked and does not require it")
 	require.Contains(t, c.want(409, "POST", base+"outgoinguser_list", `{"username":"out2", "password":"outsecret1234"}`), "allows one")
 
 	// The seed's six-character password is below the 12-character minimum.
@@ -194,7 +194,8 @@ func TestCHAPUsers(t *testing.T) {
 	require.Equal(t, []string{"out"}, names)
 	require.Equal(t, mgmt.AuthNone, m.Config(false).Targets[0].Groups[0].AuthMethod)
 	c.want(201, "POST", base+"incominguser_list", `{"username":"test", "password":"123456789012"}`)
-	require.Equal(t, mgmt.AuthMutualCHAP, m.Config(false).Targets[0].Groups[0].AuthMethod)
+	require.Equal(t, mgmt.AuthCHAP, m.Config(false).Targets[0].Groups[0].AuthMethod)
+	require.Equal(t, "out", m.Config(false).Auths[0].PeerUser)
 	require.Len(t, m.Config(true).Auths, 1)
 
 	c.want(200, "DELETE", base+"outgoinguser_list/out", "")
@@ -215,7 +216,8 @@ func TestDiscoveryUsers(t *testing.T) {
 	require.Equal(t, "test", conf["incomingdiscoveryuser"], "the password is not shown")
 	require.Equal(t, mgmt.AuthCHAP, m.Config(false).Portals[0].DiscoveryAuthMethod)
 	c.want(200, "PUT", "conf", `{"outgoingdiscoveryuser":"back:210987654321"}`)
-	require.Equal(t, mgmt.AuthMutualCHAP, m.Config(false).Portals[0].DiscoveryAuthMethod)
+	require.Equal(t, mgmt.AuthCHAP, m.Config(false).Portals[0].DiscoveryAuthMethod)
+	require.Equal(t, "back", m.Config(false).Auths[0].PeerUser)
 
 	require.Contains(t, c.want(400, "PUT", "conf", `{"incomingdiscoveryuser":"nopassword"}`), "username:passwd")
 	// The outgoing discovery user without the incoming one, as tgt
