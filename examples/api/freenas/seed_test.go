@@ -3,7 +3,6 @@ package freenas
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -205,12 +204,7 @@ Content-Type: application/json
 		}
 		r, err := seedreq.ParseHTTP(s.request)
 		require.NoError(t, err)
-		req, err := r.New(srv.URL)
-		require.NoError(t, err)
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, body, err := r.Send(http.DefaultClient, srv.URL)
 		require.NoError(t, err)
 		require.Equal(t, s.status, resp.StatusCode, "%s %s: %s", r.Method, r.Path, body)
 		replayed++

@@ -7,6 +7,7 @@ package seedreq
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -31,6 +32,22 @@ func (r Request) New(base string) (*http.Request, error) {
 		req.Header[k] = v
 	}
 	return req, nil
+}
+
+// Send sends the request to base (scheme://host) with client and returns
+// the response, its body read and closed.
+func (r Request) Send(client *http.Client, base string) (*http.Response, []byte, error) {
+	req, err := r.New(base)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
 }
 
 // ParseHTTP reads a request block: a request line, header lines, a blank

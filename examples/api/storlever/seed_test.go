@@ -2,7 +2,6 @@ package storlever
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -87,12 +86,7 @@ func TestSeed004Replay(t *testing.T) {
 		}
 		r, err := seedreq.ParseCurl(s.curl)
 		require.NoError(t, err)
-		req, err := r.New(srv.URL)
-		require.NoError(t, err)
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, body, err := r.Send(http.DefaultClient, srv.URL)
 		require.NoError(t, err)
 		require.Equal(t, s.status, resp.StatusCode, "%s %s: %s", r.Method, r.Path, body)
 		require.Contains(t, string(body), s.body, "%s %s", r.Method, r.Path)
