@@ -95,6 +95,20 @@ func volumeOf(e Extent) Volume {
 	return Volume{Name: VolumeName(e), Size: e.Filesize, UUID: e.UUID, Pool: e.Pool}
 }
 
+// ZvolPrefix starts a DISK extent's disk that names a pool volume the way
+// FreeNAS and TrueNAS name a zvol: "zvol/POOL/NAME".
+const ZvolPrefix = "zvol/"
+
+// ParseZvol splits "zvol/POOL/NAME"; ok is false for anything else.
+func ParseZvol(disk string) (pool, name string, ok bool) {
+	rest, ok := strings.CutPrefix(disk, ZvolPrefix)
+	if !ok {
+		return "", "", false
+	}
+	pool, name, ok = strings.Cut(rest, "/")
+	return pool, name, ok && pool != "" && name != "" && !strings.Contains(name, "/")
+}
+
 // VolumeName is the name of the pool volume that extent e is: in a
 // directory pool the name of its file (NAME.img), which stays when the
 // extent is renamed (a FreeNAS extent made over zvol/POOL/NAME takes the
@@ -171,8 +185,8 @@ func (m *Manager) CreateVolume(ctx context.Context, pool, name string, size int6
 	return volumeOf(e), nil
 }
 
-// volumeExtent finds the extent of a volume.
-func (c *Config) volumeExtent(pool, name string) (Extent, error) {
+// VolumeExtent finds the extent that is volume name of pool.
+func (c *Config) VolumeExtent(pool, name string) (Extent, error) {
 	for _, e := range c.Extents {
 		if e.Pool == pool && VolumeName(e) == name {
 			return e, nil
@@ -184,7 +198,7 @@ func (c *Config) volumeExtent(pool, name string) (Extent, error) {
 // DestroyVolume deletes a volume and its data (a directory pool's file);
 // an exported volume must be unexported first.
 func (m *Manager) DestroyVolume(ctx context.Context, pool, name string) error {
-	e, err := m.Config(false).volumeExtent(pool, name)
+	e, err := m.Config(false).VolumeExtent(pool, name)
 	if err != nil {
 		return err
 	}
@@ -201,7 +215,7 @@ func (m *Manager) CopyVolume(ctx context.Context, pool, src, dst string) (Volume
 // size): a larger copy holds src's contents followed by zeroes; a
 // smaller one, which could not hold them, is refused.
 func (m *Manager) CopyVolumeSize(ctx context.Context, pool, src, dst string, size int64) (Volume, error) {
-	e, err := m.Config(false).volumeExtent(pool, src)
+	e, err := m.Config(false).VolumeExtent(pool, src)
 	if err != nil {
 		return Volume{}, err
 	}
@@ -216,7 +230,7 @@ func (m *Manager) CopyVolumeSize(ctx context.Context, pool, src, dst string, siz
 	if err != nil {
 		return Volume{}, err
 	}
-	ne, err := m.Config(false).volumeExtent(pool, dst)
+	ne, err := m.Config(false).VolumeExtent(pool, dst)
 	if err == nil {
 		err = copyData(ctx, e.devicePath(), ne.devicePath(), e.Filesize)
 	}

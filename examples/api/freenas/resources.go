@@ -154,7 +154,7 @@ var extentFields = map[string]string{"name": "iscsi_target_extent_name", "type":
 
 // zvolPrefix starts a Disk extent's disk that names a volume of a --pool
 // ("zvol/POOL/NAME"), as FreeNAS names its zvols.
-const zvolPrefix = "zvol/"
+const zvolPrefix = mgmt.ZvolPrefix
 
 // zvolOf returns "zvol/POOL/NAME" for an extent that is a pool volume.
 func zvolOf(e mgmt.Extent) string {
@@ -162,16 +162,6 @@ func zvolOf(e mgmt.Extent) string {
 		return ""
 	}
 	return zvolPrefix + e.Pool + "/" + mgmt.VolumeName(e)
-}
-
-// parseZvol splits "zvol/POOL/NAME".
-func parseZvol(disk string) (pool, name string, ok bool) {
-	rest, ok := strings.CutPrefix(disk, zvolPrefix)
-	if !ok {
-		return "", "", false
-	}
-	pool, name, ok = strings.Cut(rest, "/")
-	return pool, name, ok && pool != "" && name != "" && !strings.Contains(name, "/")
 }
 
 func extentOut(e mgmt.Extent) extentView {
@@ -229,29 +219,24 @@ func extentIn(v extentView, e *mgmt.Extent) error {
 // "zvol/POOL/NAME"): the volume is already an extent of the model, which
 // takes v's name and comment. A volume serves one extent at a time.
 func (a *api) exportZvol(ctx context.Context, v extentView, disk string) (mgmt.Extent, error) {
-	pool, name, ok := parseZvol(disk)
+	pool, name, ok := mgmt.ParseZvol(disk)
 	if !ok {
 		return mgmt.Extent{}, rest.BadRequest("iscsi_target_extent_disk", "%q is not \"zvol/POOL/NAME\"", disk)
 	}
 	if v.Filesize != "0" && v.Filesize != "" {
 		return mgmt.Extent{}, rest.BadRequest("iscsi_target_extent_filesize", "a zvol extent has its zvol's size; change it with PUT /api/v1.0/storage/volume/%s/zvols/%s/", pool, name)
 	}
-	var id int
-	for _, e := range a.m.Config(false).Extents {
-		if e.Pool == pool && mgmt.VolumeName(e) == name {
-			id = e.ID
-			if e.Type == mgmt.ExtentDisk && v.Name != name {
-				return mgmt.Extent{}, rest.BadRequest("iscsi_target_extent_name", "the volume of block pool %s keeps its name: name the extent %q", pool, name)
-			}
-			if e.Name != name {
-				return mgmt.Extent{}, rest.Conflict("iscsi_target_extent_disk", "%s is the storage of extent %d (%s) already", disk, e.ID, e.Name)
-			}
-		}
-	}
-	if id == 0 {
+	e, err := a.m.Config(false).VolumeExtent(pool, name)
+	if err != nil {
 		return mgmt.Extent{}, rest.BadRequest("iscsi_target_extent_disk", "%s: volume %s has no zvol %s; make it with POST %s%s/zvols/", disk, pool, name, StoragePrefix, pool)
 	}
-	return a.m.UpdateExtent(ctx, id, func(e *mgmt.Extent) error {
+	if e.Type == mgmt.ExtentDisk && v.Name != name {
+		return mgmt.Extent{}, rest.BadRequest("iscsi_target_extent_name", "the volume of block pool %s keeps its name: name the extent %q", pool, name)
+	}
+	if e.Name != name {
+		return mgmt.Extent{}, rest.Conflict("iscsi_target_extent_disk", "%s is the storage of extent %d (%s) already", disk, e.ID, e.Name)
+	}
+	return a.m.UpdateExtent(ctx, e.ID, func(e *mgmt.Extent) error {
 		e.Name, e.Comment = v.Name, v.Comment
 		return nil
 	})
