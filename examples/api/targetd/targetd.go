@@ -344,7 +344,7 @@ func (a *adapter) exportList(ctx context.Context, params json.RawMessage) (any, 
 			continue
 		}
 		e := extentOf(cfg, te.Extent)
-		out = append(out, export{InitiatorWWN: te.Initiator, LUN: te.LunID, VolName: e.Name, VolSize: e.Filesize, VolUUID: e.UUID, Pool: e.Pool})
+		out = append(out, export{InitiatorWWN: te.Initiator, LUN: te.LunID, VolName: mgmt.VolumeName(e), VolSize: e.Filesize, VolUUID: e.UUID, Pool: e.Pool})
 	}
 	return out, nil
 }
@@ -368,7 +368,7 @@ func volumeID(cfg *mgmt.Config, pool, vol string) (int, error) {
 		return 0, fail(CodeInvalidPool, "pool %q does not exist", pool)
 	}
 	for _, e := range cfg.Extents {
-		if e.Pool == pool && e.Name == vol {
+		if e.Pool == pool && mgmt.VolumeName(e) == vol {
 			return e.ID, nil
 		}
 	}
@@ -686,7 +686,7 @@ func (a *adapter) accessGroupMapList(ctx context.Context, params json.RawMessage
 			continue
 		}
 		e := extentOf(cfg, te.Extent)
-		out = append(out, groupMap{AgName: names[*te.InitiatorGroup], HLunID: te.LunID, PoolName: e.Pool, VolName: e.Name})
+		out = append(out, groupMap{AgName: names[*te.InitiatorGroup], HLunID: te.LunID, PoolName: e.Pool, VolName: mgmt.VolumeName(e)})
 	}
 	return out, nil
 }
