@@ -145,3 +145,41 @@ func TestStorLeverOutgoingUserAlone(t *testing.T) {
 	out, err = exec.Command(inq, "iscsi://tgtin%insecret12345@"+lun+"?target_user=tgtout&target_password=wrongsecret12").CombinedOutput()
 	require.Error(t, err, "the initiator refuses a target that does not know the outgoing secret: %s", out)
 }
+
+// TestCinderDriverFreeNASv1Of2016 sends the requests of the driver's
+// first version (iXsystems/cinder driver/ixsystem/iscsi.py, 2016), which
+// knew no targetgroup: zvol, then an extent over it, then a
+// targettoextent into the fixed target 1 (here the daemon's default
+// target, whose LUN 0 is taken, so the map gets LUN 1), and its delete:
+// the extent found by name, then the map of the same id, then the zvol.
+func TestCinderDriverFreeNASv1Of2016(t *testing.T) {
+	needTool(t, "iscsi-ls")
+	state, pool := t.TempDir(), t.TempDir()
+	portal := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	api := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	startAPIDaemon(t, state, portal, api, mgmt.Pool{Name: "tank", Type: "fs", Path: pool})
+	base := "http://" + api + "/api/v1.0"
+	call := func(method, urn, body string, status int) string {
+		t.Helper()
+		got, b := post(t, method, base+urn, body)
+		require.Equal(t, status, got, "%s %s: %s", method, urn, b)
+		return b
+	}
+	call("POST", "/storage/volume/tank/zvols/", `{"name": "volume-5a6b7c8d", "volsize": "1G"}`, 201)
+	var extent struct{ ID int }
+	require.NoError(t, json.Unmarshal([]byte(call("POST", "/services/iscsi/extent/", `{"iscsi_target_extent_type": "Disk", "iscsi_target_extent_name": "target-5a6b7c8d", "iscsi_target_extent_disk": "zvol/tank/volume-5a6b7c8d"}`, 201)), &extent))
+	var te struct {
+		ID    int `json:"id"`
+		LunID int `json:"iscsi_lunid"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(call("POST", "/services/iscsi/targettoextent/", `{"iscsi_target": 1, "iscsi_extent": `+strconv.Itoa(extent.ID)+`}`, 201)), &te))
+	require.Equal(t, 1, te.LunID)
+	require.Regexp(t, `Target:iqn\.2026-11\.io\.iscsikit:default \S+\s+Lun:0.*\s+Lun:1\s+Type:DIRECT_ACCESS \(Size:(1G|1023M)\)`, lsAs(t, portal, "iqn.2026-11.com.example:nova1"))
+
+	call("DELETE", "/services/iscsi/extent/"+strconv.Itoa(extent.ID)+"/", "", 204)
+	// The driver then deletes targettoextent/<extent id>/, which the
+	// extent's delete already took with it (404), and ignores the answer.
+	call("DELETE", "/services/iscsi/targettoextent/"+strconv.Itoa(extent.ID)+"/", "", 404)
+	call("DELETE", "/storage/volume/tank/zvols/volume-5a6b7c8d/", "", 204)
+	require.NotRegexp(t, `Lun:1`, lsAs(t, portal, "iqn.2026-11.com.example:nova1"))
+}
