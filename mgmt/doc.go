@@ -67,10 +67,11 @@
 // ErrExists, ErrInUse, ErrUnsupported) lets a front-end pick an HTTP
 // status or JSON-RPC code. Settings that are valid iSCSI but not yet
 // implemented here (iSNS, ALUA, Fibre Channel) are refused as
-// ErrUnsupported rather than accepted and ignored. A change that adds a
-// DISK extent or points one at another device also checks the device:
-// it must exist and be a block device (field "disk"); a stored
-// configuration is not checked for this when it is loaded.
+// ErrUnsupported rather than accepted and ignored.
+//
+// A change that adds a DISK extent or points one at another device also
+// checks the device: it must exist and be a block device (field "disk");
+// a stored configuration is not checked for this when it is loaded.
 //
 // # Persistence and live apply
 //
