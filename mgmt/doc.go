@@ -69,10 +69,6 @@
 // implemented here (iSNS, ALUA, Fibre Channel) are refused as
 // ErrUnsupported rather than accepted and ignored.
 //
-// A change that adds a DISK extent or points one at another device also
-// checks the device: it must exist and be a block device (field "disk");
-// a stored configuration is not checked for this when it is loaded.
-//
 // # Persistence and live apply
 //
 // A Store keeps the configuration: FileStore writes DIR/config.json

@@ -221,7 +221,9 @@ type Extent struct {
 	// Type is DISK (a block device, Disk) or FILE (a regular file, Path).
 	Type string `json:"type"`
 	// Disk is a block device: an absolute path or one relative to /dev
-	// (seed 000's "zvol/tank/lun0").
+	// (seed 000's "zvol/tank/lun0"). A change that sets it requires the
+	// device to exist and be a block device (a stored configuration is
+	// not checked for this when it is loaded).
 	Disk string `json:"disk,omitempty"`
 	// Path is the file of a FILE extent, created sparse of Filesize if
 	// missing.
