@@ -184,6 +184,9 @@ func (m *Manager) change(ctx context.Context, fn func(c *Config) error) error {
 	if err := Validate(next, m.opt.AllowedDirs); err != nil {
 		return err
 	}
+	if err := checkNewDisks(m.cfg, next); err != nil {
+		return err
+	}
 	if err := m.app.apply(next); err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/iscsikit/iscsikit/examples/api/freenas"
 	"github.com/iscsikit/iscsikit/examples/api/nasshares"
+	"github.com/iscsikit/iscsikit/examples/api/rest"
 	"github.com/iscsikit/iscsikit/examples/api/storlever"
 	"github.com/iscsikit/iscsikit/examples/api/targetd"
 	"github.com/iscsikit/iscsikit/examples/api/truenas"
@@ -65,13 +66,18 @@ func isLoopback(host string) bool {
 func apiHandler(m *mgmt.Manager, srv *iscsi.Server, tn *truenas.Server, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	tn.Register(mux)
-	mux.Handle(freenas.Prefix, freenas.Handler(m, sessionLimits(srv.Options()), log))
+	// Seed 001 also serves FreeNAS v1.0's volumes and zvols, and answers
+	// the rest of /api/v1.0/ with what it does not serve.
+	mux.Handle("/api/v1.0/", freenas.Handler(m, sessionLimits(srv.Options()), log))
 	mux.Handle(targetd.Path, targetd.Handler(m, targetd.Options{Logger: log}))
 	mux.Handle(storlever.Prefix, storlever.Handler(m, log))
 	shares := nasshares.Handler(m, log)
 	mux.Handle(nasshares.SharesPath, shares)
 	mux.Handle(nasshares.ServicePath, shares)
-	return mux
+	// Repeated slashes are read as one before routing, rather than
+	// answered with ServeMux's redirect (the Cinder driver POSTs to
+	// "targetgroup//").
+	return rest.CollapseSlashes(mux)
 }
 
 // sessionLimits reports the server's session parameters in seed 001's
