@@ -37,6 +37,8 @@ type applier struct {
 	units     map[int]*liveUnit   // by extent id
 	targets   map[int]*liveTarget // by target id
 	auth      atomic.Pointer[authTable]
+	// portalsOff closes every portal listener (ServePortals(false)).
+	portalsOff bool
 }
 
 type liveListener struct {
@@ -358,7 +360,7 @@ func (a *applier) prepare(ctx context.Context, cfg *Config) (_ *plan, err error)
 	if err := a.checkTargetNames(cfg); err != nil {
 		return nil, err
 	}
-	for addr, tag := range wantListeners(cfg) {
+	for addr, tag := range a.wantListeners(cfg) {
 		if cur := a.listeners[addr]; cur != nil {
 			continue // the same, or a new tag: swapped in commit
 		}
@@ -580,10 +582,11 @@ func (a *applier) addTarget(cfg *Config, t Target) *liveTarget {
 	return lt
 }
 
-// commitListeners opens new portals and closes removed ones; sessions
-// already logged in through a closed portal carry on.
+// commitListeners opens new portals and closes removed ones (all of them
+// while the portals are switched off); sessions already logged in
+// through a closed portal carry on.
 func (a *applier) commitListeners(cfg *Config, p *plan) {
-	wantL := wantListeners(cfg)
+	wantL := a.wantListeners(cfg)
 	for addr, cur := range a.listeners {
 		if tag, ok := wantL[addr]; ok && tag == cur.tag {
 			continue
@@ -840,6 +843,15 @@ func unitConfig(e Extent) (scsi.UnitConfig, error) {
 		uc.PhysicalBlockSize = 4096
 	}
 	return uc, nil
+}
+
+// wantListeners lists the addresses cfg's portals listen on, with tags;
+// none while the portals are switched off.
+func (a *applier) wantListeners(cfg *Config) map[netip.AddrPort]uint16 {
+	if a.portalsOff {
+		return nil
+	}
+	return wantListeners(cfg)
 }
 
 // wantListeners lists the addresses cfg's portals listen on, with tags.
