@@ -135,6 +135,8 @@ type LogicalUnit struct {
 
 	// buffers holds scratch space for compares and read-modify-writes.
 	buffers bufpool.Pool
+	// requests recycles the per-command request structs.
+	requests sync.Pool
 
 	// writeGate is held shared by every writer and exclusively by
 	// COMPARE AND WRITE, which must be atomic against other writers, and
@@ -627,9 +629,23 @@ func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string, t 
 	return res, true
 }
 
-// run is execute once the command is in.
+// run is execute once the command is in. Its request comes from the
+// unit's pool and goes back there: nothing keeps a request after its
+// command.
 func (lu *LogicalUnit) run(ctx context.Context, cmd *Command, key string, t *Target) Result {
-	r := &request{ctx: ctx, lu: lu, cmd: cmd, cdb: cmd.CDB, nexus: key, tgt: t}
+	r, _ := lu.requests.Get().(*request)
+	if r == nil {
+		r = new(request)
+	}
+	*r = request{ctx: ctx, lu: lu, cmd: cmd, cdb: cmd.CDB, nexus: key, tgt: t}
+	res := lu.handle(r)
+	*r = request{}
+	lu.requests.Put(r)
+	return res
+}
+
+// handle runs a command's checks and its handler.
+func (lu *LogicalUnit) handle(r *request) Result {
 	if len(r.cdb) == 0 {
 		return r.fail(errInvalidOpcode)
 	}
