@@ -55,6 +55,9 @@ type conn struct {
 	// runnable collects the tasks the PDU being handled made runnable;
 	// reader goroutine only (see startReady).
 	runnable []*task
+	// deferred holds control PDUs whose CmdSN turn came while another PDU
+	// was handled, in CmdSN order; reader goroutine only (see runDeferred).
+	deferred []*deferredPDU
 
 	sessp atomic.Pointer[session] // set once login completes
 	cid   uint16

@@ -48,25 +48,8 @@ func (c *conn) fullFeature() error {
 		case pdu.OpDataOut:
 			err = c.handleDataOut(&p)
 		default:
-			if err = c.r.ReadSegment(&p); err != nil {
-				break
-			}
-			switch op {
-			case pdu.OpNOPOut:
-				err = c.handleNOPOut(&p)
-			case pdu.OpTextReq:
-				err = c.handleText(&p)
-			case pdu.OpLogoutReq:
-				err = c.handleLogout(&p)
-			case pdu.OpTaskMgmtReq:
-				err = c.handleTaskMgmt(&p)
-			case pdu.OpSNACKReq:
-				// SNACK needs ErrorRecoveryLevel > 0, which is never negotiated.
-				err = c.reject(&p, &pdu.ProtocolError{Op: op, Reason: pdu.RejectProtocolError, Msg: "SNACK at ErrorRecoveryLevel 0"})
-			case pdu.OpLoginReq:
-				err = c.reject(&p, &pdu.ProtocolError{Op: op, Reason: pdu.RejectProtocolError, Msg: "login request in full feature phase"})
-			default:
-				err = c.reject(&p, &pdu.ProtocolError{Op: op, Reason: pdu.RejectNotSupported, Msg: "opcode not supported"})
+			if err = c.r.ReadSegment(&p); err == nil {
+				err = c.handleControl(&p, false)
 			}
 		}
 		// Tasks the PDU made runnable start even when it ended the
@@ -75,6 +58,33 @@ func (c *conn) fullFeature() error {
 		if err != nil {
 			return err
 		}
+		// Control PDUs whose CmdSN turn the PDU brought run now.
+		if err := c.runDeferred(); err != nil {
+			return err
+		}
+	}
+}
+
+// handleControl handles a PDU other than a SCSI Command or Data-Out, whose
+// data segment has been read. admitted is set when the session's CmdSN
+// queue has already consumed its CmdSN (a PDU that waited for its turn).
+func (c *conn) handleControl(p *pdu.PDU, admitted bool) error {
+	switch op := p.Opcode(); op {
+	case pdu.OpNOPOut:
+		return c.handleNOPOut(p, admitted)
+	case pdu.OpTextReq:
+		return c.handleText(p, admitted)
+	case pdu.OpLogoutReq:
+		return c.handleLogout(p, admitted)
+	case pdu.OpTaskMgmtReq:
+		return c.handleTaskMgmt(p, admitted)
+	case pdu.OpSNACKReq:
+		// SNACK needs ErrorRecoveryLevel > 0, which is never negotiated.
+		return c.reject(p, &pdu.ProtocolError{Op: op, Reason: pdu.RejectProtocolError, Msg: "SNACK at ErrorRecoveryLevel 0"})
+	case pdu.OpLoginReq:
+		return c.reject(p, &pdu.ProtocolError{Op: op, Reason: pdu.RejectProtocolError, Msg: "login request in full feature phase"})
+	default:
+		return c.reject(p, &pdu.ProtocolError{Op: op, Reason: pdu.RejectNotSupported, Msg: "opcode not supported"})
 	}
 }
 
@@ -90,60 +100,6 @@ func (c *conn) reject(p *pdu.PDU, err error) error {
 		return err
 	}
 	return c.sendReject(&p.Header, pe.Reason)
-}
-
-// admit applies the CmdSN rules to a non-immediate PDU. It reports whether
-// the PDU is in the window; out-of-window PDUs are silently ignored (§4.2.2.1).
-func (sess *session) admitCmdSN(cmdSN uint32) bool {
-	sess.mu.Lock()
-	defer sess.mu.Unlock()
-	if !snInWindow(cmdSN, sess.expCmdSN, sess.maxCmdSN) {
-		return false
-	}
-	if cmdSN == sess.expCmdSN {
-		sess.expCmdSN++
-		sess.startEarlyLocked()
-		sess.growWindow()
-	}
-	return true
-}
-
-// startEarlyLocked starts queued commands whose turn has come.
-func (sess *session) startEarlyLocked() {
-	for {
-		t, ok := sess.early[sess.expCmdSN]
-		if !ok {
-			return
-		}
-		delete(sess.early, sess.expCmdSN)
-		sess.expCmdSN++
-		select {
-		case <-t.finished(): // aborted while queued
-		default:
-			sess.startLocked(t)
-		}
-	}
-}
-
-// startLocked hands an admitted task to its goroutine, after applying the
-// task-attribute ordering rules. Called with sess.mu held.
-func (sess *session) startLocked(t *task) {
-	switch t.attr {
-	case scsi.TaskHeadOfQueue:
-		// Runs at once, ahead of everything queued.
-	case scsi.TaskOrdered:
-		for _, o := range sess.tasks {
-			if o != t && o.started {
-				t.waitFor = append(t.waitFor, o)
-			}
-		}
-		t.ordered = make(chan struct{})
-		sess.barrier = t.ordered
-	default:
-		t.barrier = sess.barrier
-	}
-	t.started = true
-	t.ready()
 }
 
 // handleCommand reads a SCSI Command PDU (whose header has been read), its
@@ -181,10 +137,7 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 		return c.reject(p, perr)
 	}
 	if !cmd.Immediate {
-		sess.mu.Lock()
-		inWindow := snInWindow(cmd.CmdSN, sess.expCmdSN, sess.maxCmdSN)
-		sess.mu.Unlock()
-		if !inWindow {
+		if !sess.inWindow(cmd.CmdSN) {
 			c.log.Debug("ignoring command outside the CmdSN window", "cmdsn", cmd.CmdSN)
 			return c.r.DiscardData(p)
 		}
@@ -265,15 +218,16 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	}
 	sess.tasks[t.itt] = t
 	sess.inflight++
-	switch {
-	case cmd.Immediate:
+	if cmd.Immediate {
 		sess.startLocked(t)
-	case cmd.CmdSN == sess.expCmdSN:
-		sess.expCmdSN++
-		sess.startLocked(t)
-		sess.startEarlyLocked()
-	default:
-		sess.early[cmd.CmdSN] = t
+	} else if sess.offerLocked(cmd.CmdSN, admittee{task: t}) == outside {
+		// Its CmdSN is already taken by a command queued ahead of it.
+		delete(sess.tasks, t.itt)
+		sess.inflight--
+		sess.mu.Unlock()
+		t.release()
+		c.log.Debug("ignoring command with a CmdSN already queued", "cmdsn", cmd.CmdSN)
+		return nil
 	}
 	sess.mu.Unlock()
 
@@ -440,13 +394,12 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 }
 
 // handleNOPOut answers pings and records answers to ours.
-func (c *conn) handleNOPOut(p *pdu.PDU) error {
+func (c *conn) handleNOPOut(p *pdu.PDU, admitted bool) error {
 	var m pdu.NOPOut
 	if err := m.Decode(p); err != nil {
 		return c.reject(p, err)
 	}
-	sess := c.sess()
-	if !m.Immediate && !sess.admitCmdSN(m.CmdSN) {
+	if !m.Immediate && !admitted && !c.admitControl(p, m.CmdSN) {
 		return nil
 	}
 	if m.TTT != pdu.ReservedTag {
@@ -461,14 +414,14 @@ func (c *conn) handleNOPOut(p *pdu.PDU) error {
 }
 
 // handleLogout ends the session or connection after outstanding tasks finish.
-func (c *conn) handleLogout(p *pdu.PDU) error {
+func (c *conn) handleLogout(p *pdu.PDU, admitted bool) error {
 	var m pdu.LogoutRequest
 	if err := m.Decode(p); err != nil {
 		return c.reject(p, err)
 	}
 	sess := c.sess()
-	if !m.Immediate {
-		sess.admitCmdSN(m.CmdSN)
+	if !m.Immediate && !admitted && !c.admitControl(p, m.CmdSN) {
+		return nil
 	}
 	resp := pdu.LogoutResponse{ITT: m.ITT, Response: pdu.LogoutResponseSuccess}
 	switch m.ReasonCode {

@@ -24,13 +24,12 @@ type textState struct {
 // handleText answers a Text Request: SendTargets, a continuation of a long
 // response, or key negotiation (which full feature phase does not allow
 // here: the keys are answered with Reject).
-func (c *conn) handleText(p *pdu.PDU) error {
+func (c *conn) handleText(p *pdu.PDU, admitted bool) error {
 	var m pdu.TextRequest
 	if err := m.Decode(p); err != nil {
 		return c.reject(p, err)
 	}
-	sess := c.sess()
-	if !m.Immediate && !sess.admitCmdSN(m.CmdSN) {
+	if !m.Immediate && !admitted && !c.admitControl(p, m.CmdSN) {
 		return nil
 	}
 	ts := &c.text
