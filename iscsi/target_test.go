@@ -57,7 +57,7 @@ func TestGrowWindowNeverShrinks(t *testing.T) {
 	s.growWindow()
 	require.Equal(t, uint32(103), s.adm.max, "no free slot: unchanged")
 	s.adm.exp = 104 // four commands arrived
-	s.inflight = 1   // three completed
+	s.inflight = 1  // three completed
 	s.growWindow()
 	require.Equal(t, uint32(106), s.adm.max, "three free slots beyond ExpCmdSN")
 	s.inflight = 4
