@@ -120,8 +120,10 @@ func (c *conn) serve() {
 	if c.srv.opt.NopInterval > 0 {
 		go c.keepAlive()
 	}
+	// fullFeature returns only when the connection ends, always with
+	// the reason.
 	err = c.fullFeature()
-	if err != nil && !errors.Is(err, io.EOF) && !isClosedErr(err) && !errors.Is(err, errLoggedOut) {
+	if !errors.Is(err, io.EOF) && !isClosedErr(err) && !errors.Is(err, errLoggedOut) {
 		c.log.Info("connection ended", "err", err)
 	}
 }

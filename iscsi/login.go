@@ -54,7 +54,6 @@ type loginState struct {
 	authMethod     string
 	authDone       bool
 	neg            *negotiate.Negotiator
-	sentTPGT       bool
 	statSN         uint32
 	text           []byte            // continued (C bit) text being accumulated
 	keys           int               // key=value pairs received so far

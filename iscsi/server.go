@@ -21,6 +21,20 @@ import (
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("iscsi: server closed")
 
+// Errors of the Server's target and portal calls, for errors.Is.
+var (
+	// ErrTargetExists: AddTarget was given a name the server already has.
+	ErrTargetExists = errors.New("iscsi: target already exists")
+	// ErrTargetNotFound: RemoveTarget was given a name the server does
+	// not have.
+	ErrTargetNotFound = errors.New("iscsi: no such target")
+	// ErrNoDevice: AddTarget was given a target without a Device.
+	ErrNoDevice = errors.New("iscsi: target has no device")
+	// ErrReservedTag: ServePortal was given portal group tag 0, which
+	// RFC 7143 does not allow (tags are 1-65535).
+	ErrReservedTag = errors.New("iscsi: portal group tag 0 is reserved")
+)
+
 // Options configure a Server. The zero value is usable.
 type Options struct {
 	// Logger receives the server's log records; nil discards them.
@@ -222,12 +236,12 @@ func (s *Server) AddTarget(t *Target) error {
 		return err
 	}
 	if t.Device == nil {
-		return fmt.Errorf("iscsi: target %s has no device", t.Name)
+		return fmt.Errorf("%w: %s", ErrNoDevice, t.Name)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.targets[t.Name]; ok {
-		return fmt.Errorf("iscsi: target %s already exists", t.Name)
+		return fmt.Errorf("%w: %s", ErrTargetExists, t.Name)
 	}
 	s.targets[t.Name] = t
 	return nil
@@ -239,7 +253,7 @@ func (s *Server) RemoveTarget(name string) error {
 	s.mu.Lock()
 	if _, ok := s.targets[name]; !ok {
 		s.mu.Unlock()
-		return fmt.Errorf("iscsi: no target %s", name)
+		return fmt.Errorf("%w: %s", ErrTargetNotFound, name)
 	}
 	delete(s.targets, name)
 	var victims []*session
@@ -294,7 +308,7 @@ func (s *Server) Serve(l net.Listener) error { return s.ServePortal(l, s.opt.Por
 // already logged in through it.
 func (s *Server) ServePortal(l net.Listener, tag uint16) error {
 	if tag == 0 {
-		return fmt.Errorf("iscsi: portal group tag 0 is reserved")
+		return ErrReservedTag
 	}
 	s.mu.Lock()
 	if s.closed {
