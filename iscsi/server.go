@@ -162,6 +162,11 @@ type Server struct {
 	nextTSIH  uint16
 	closed    bool
 	connWG    sync.WaitGroup
+	// ending counts sessions that have ended but whose commands have not
+	// all finished, or whose nexus loss the SCSI layer has not been told
+	// yet; endingIdle is closed when it drops to zero. Guarded by mu.
+	ending     int
+	endingIdle chan struct{}
 
 	// pending holds the connections still in the login phase, with when
 	// each last showed activity; guarded by mu.
@@ -372,6 +377,17 @@ func (s *Server) ServePortal(l net.Listener, tag uint16) error {
 // Shutdown stops accepting connections, ends every session with a logout
 // request (Async Message) and waits, until ctx is done, for the connections
 // to finish. Connections still open when ctx ends are closed.
+//
+// When Shutdown returns nil, the server has let go of the logical units:
+// every command of every session has finished (a command the initiator
+// left behind is cancelled through its context) and each session's I_T
+// nexus loss has been reported to its scsi.Target. Only then may the
+// embedder close the scsi.Targets and logical units it added (or, with a
+// mgmt.Manager, call its Close, which removes the targets and closes the
+// units it opened): Shutdown itself never closes a logical unit, since the
+// same unit may be served by other servers. When ctx ends first, Shutdown
+// closes what is still open and returns ctx.Err(); a command hung in its
+// device may then still be running, so units must drain it themselves.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
@@ -390,11 +406,45 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.connWG.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		s.Close()
 		<-done
 		return ctx.Err()
+	}
+	// The connections are gone; their sessions' commands may still be
+	// finishing in their devices.
+	s.mu.Lock()
+	idle := s.endingIdle
+	s.mu.Unlock()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// sessionEnding records a session that ended and has yet to report its
+// nexus loss; sessionEnded is called once that is done.
+func (s *Server) sessionEnding() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ending == 0 {
+		s.endingIdle = make(chan struct{})
+	}
+	s.ending++
+}
+
+func (s *Server) sessionEnded() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ending--
+	if s.ending == 0 {
+		close(s.endingIdle)
+		s.endingIdle = nil
 	}
 }
 

@@ -191,11 +191,15 @@ func (sess *session) close(reason error) {
 		delete(sess.srv.sessions, sess.tsih)
 	}
 	sess.srv.mu.Unlock()
+	sess.srv.sessionEnding()
 	if len(tasks) == 0 {
 		sess.loseNexus()
-	} else {
-		sess.loseNexusAsync(nil)
+		sess.srv.sessionEnded()
+		return
 	}
+	done := make(chan struct{})
+	sess.loseNexusAsync(done)
+	go func() { <-done; sess.srv.sessionEnded() }()
 }
 
 // loseNexusAsync runs loseNexus on its own goroutine; a panic in the SCSI
