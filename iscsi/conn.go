@@ -1,7 +1,6 @@
 package iscsi
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -176,17 +175,9 @@ func (c *conn) sendLocked(p *pdu.PDU, kind statKind) error {
 	if c.closed() {
 		return net.ErrClosed
 	}
-	switch kind {
-	case statCurrent:
-		binary.BigEndian.PutUint32(p.Header[24:28], c.statSN)
-	case statAdvance:
-		binary.BigEndian.PutUint32(p.Header[24:28], c.statSN)
-		c.statSN++
-	}
+	c.stampStatSN(p, kind)
 	if sess := c.sess(); sess != nil {
-		exp, max := sess.window()
-		binary.BigEndian.PutUint32(p.Header[28:32], exp)
-		binary.BigEndian.PutUint32(p.Header[32:36], max)
+		p.SetCommandWindow(sess.window())
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if err := c.w.WritePDU(p); err != nil {
@@ -196,13 +187,29 @@ func (c *conn) sendLocked(p *pdu.PDU, kind statKind) error {
 	return nil
 }
 
+// stampStatSN fills p's StatSN as kind says, advancing the connection's
+// StatSN for a response. Called with wmu held.
+func (c *conn) stampStatSN(p *pdu.PDU, kind statKind) {
+	switch kind {
+	case statCurrent:
+		p.SetStatSN(c.statSN)
+	case statAdvance:
+		p.SetStatSN(c.statSN)
+		c.statSN++
+	}
+}
+
+// sendMessage encodes m and sends it like send.
+func (c *conn) sendMessage(m pdu.Message, kind statKind) error {
+	var p pdu.PDU
+	m.Encode(&p)
+	return c.send(&p, kind)
+}
+
 // sendReject answers a PDU whose header is hdr with a Reject.
 func (c *conn) sendReject(hdr *[pdu.BHSLen]byte, reason pdu.RejectReason) error {
 	saved := *hdr
-	m := pdu.Reject{Reason: reason, DataSN: 0, Header: saved[:]}
-	var p pdu.PDU
-	m.Encode(&p)
-	return c.send(&p, statAdvance)
+	return c.sendMessage(&pdu.Reject{Reason: reason, DataSN: 0, Header: saved[:]}, statAdvance)
 }
 
 // keepAlive pings an idle connection with NOP-In and drops it when the
@@ -234,11 +241,9 @@ func (c *conn) keepAlive() {
 			if ttt == pdu.ReservedTag {
 				ttt = c.nopTTT.Add(1)
 			}
-			var p pdu.PDU
-			(&pdu.NOPIn{ITT: pdu.ReservedTag, TTT: ttt}).Encode(&p)
 			c.nopPending.Store(ttt)
 			sentAt = now
-			if err := c.send(&p, statCurrent); err != nil {
+			if err := c.sendMessage(&pdu.NOPIn{ITT: pdu.ReservedTag, TTT: ttt}, statCurrent); err != nil {
 				return
 			}
 		}
@@ -252,9 +257,7 @@ func (c *conn) requestLogout() {
 		c.close(ErrServerClosed)
 		return
 	}
-	var p pdu.PDU
-	(&pdu.AsyncMessage{AsyncEvent: pdu.AsyncLogoutRequest, Parameter3: 2}).Encode(&p)
-	if err := c.send(&p, statAdvance); err != nil {
+	if err := c.sendMessage(&pdu.AsyncMessage{AsyncEvent: pdu.AsyncLogoutRequest, Parameter3: 2}, statAdvance); err != nil {
 		c.close(ErrServerClosed)
 	}
 }

@@ -114,10 +114,7 @@ func (c *conn) handleNOPOut(p *pdu.PDU, admitted bool) error {
 		c.nopPending.CompareAndSwap(m.TTT, 0)
 		return nil
 	}
-	in := pdu.NOPIn{LUN: m.LUN, ITT: m.ITT, TTT: pdu.ReservedTag, Data: m.Data}
-	var out pdu.PDU
-	in.Encode(&out)
-	return c.send(&out, statAdvance)
+	return c.sendMessage(&pdu.NOPIn{LUN: m.LUN, ITT: m.ITT, TTT: pdu.ReservedTag, Data: m.Data}, statAdvance)
 }
 
 // handleLogout ends the session or connection after outstanding tasks finish.
@@ -140,9 +137,7 @@ func (c *conn) handleLogout(p *pdu.PDU, admitted bool) error {
 		resp.Response = pdu.LogoutResponseNoRecovery
 	}
 	if resp.Response != pdu.LogoutResponseSuccess {
-		var out pdu.PDU
-		resp.Encode(&out)
-		return c.send(&out, statAdvance)
+		return c.sendMessage(&resp, statAdvance)
 	}
 	c.startReady() // the logout's CmdSN may have admitted queued commands
 	sess.abortStalled()
@@ -157,9 +152,7 @@ func (c *conn) handleLogout(p *pdu.PDU, admitted bool) error {
 	case <-c.done:
 		return net.ErrClosed
 	}
-	var out pdu.PDU
-	resp.Encode(&out)
-	if err := c.send(&out, statAdvance); err != nil {
+	if err := c.sendMessage(&resp, statAdvance); err != nil {
 		return err
 	}
 	return errLoggedOut

@@ -51,10 +51,7 @@ func (c *conn) handleText(p *pdu.PDU, admitted bool) error {
 	ts.request = append(ts.request, m.Data...)
 	if m.Continue {
 		ts.ttt = c.nextTTT()
-		resp := pdu.TextResponse{LUN: m.LUN, ITT: m.ITT, TTT: ts.ttt}
-		var out pdu.PDU
-		resp.Encode(&out)
-		return c.send(&out, statAdvance)
+		return c.sendMessage(&pdu.TextResponse{LUN: m.LUN, ITT: m.ITT, TTT: ts.ttt}, statAdvance)
 	}
 	pairs, err := negotiate.Parse(ts.request)
 	ts.request = ts.request[:0]
@@ -91,9 +88,7 @@ func (c *conn) sendTextPiece(m *pdu.TextRequest) error {
 	} else {
 		ts.pending = nil
 	}
-	var out pdu.PDU
-	resp.Encode(&out)
-	return c.send(&out, statAdvance)
+	return c.sendMessage(&resp, statAdvance)
 }
 
 // sendTargets appends the SendTargets answer for value (RFC 7143 §12.3 and

@@ -42,9 +42,7 @@ func (c *conn) handleTaskMgmt(p *pdu.PDU, admitted bool) error {
 		case m.Function != pdu.TMFAbortTask:
 			resp.Response = c.taskMgmt(&m)
 		}
-		var out pdu.PDU
-		resp.Encode(&out)
-		c.send(&out, statAdvance)
+		c.sendMessage(&resp, statAdvance)
 		if m.Function == pdu.TMFTargetColdReset && resp.Response == pdu.TMFResponseComplete {
 			// A cold reset ends every session of the target, this one included.
 			for _, s := range c.srv.sessionsOf(sess.target) {
