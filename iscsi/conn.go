@@ -252,12 +252,16 @@ func (c *conn) keepAlive() {
 
 // requestLogout asks the initiator to log out (Async Message, event 1) so
 // that Shutdown ends sessions cleanly; connections still in login are closed.
+// logoutRequestTime is the time a logout request (Async Message event 1)
+// gives the initiator to log out: its Parameter3, in seconds.
+const logoutRequestTime = 2 * time.Second
+
 func (c *conn) requestLogout() {
 	if sess := c.sess(); sess == nil || sess.discovery {
 		c.close(ErrServerClosed)
 		return
 	}
-	if err := c.sendMessage(&pdu.AsyncMessage{AsyncEvent: pdu.AsyncLogoutRequest, Parameter3: 2}, statAdvance); err != nil {
+	if err := c.sendMessage(&pdu.AsyncMessage{AsyncEvent: pdu.AsyncLogoutRequest, Parameter3: uint16(logoutRequestTime / time.Second)}, statAdvance); err != nil {
 		c.close(ErrServerClosed)
 	}
 }

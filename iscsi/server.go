@@ -375,8 +375,11 @@ func (s *Server) ServePortal(l net.Listener, tag uint16) error {
 }
 
 // Shutdown stops accepting connections, ends every session with a logout
-// request (Async Message) and waits, until ctx is done, for the connections
-// to finish. Connections still open when ctx ends are closed.
+// request (Async Message, RFC 7143 §11.9.1) and waits for the connections to
+// finish. An initiator has logoutRequestTime to log out, as the request tells
+// it (Parameter3); the connections of those that do not are then dropped, as
+// the RFC lets the target do. Connections still open when ctx ends are
+// closed, and Shutdown returns ctx's error.
 //
 // When Shutdown returns nil, the server has let go of the logical units:
 // every command of every session has finished (a command the initiator
@@ -404,12 +407,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { s.connWG.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.Close()
-		<-done
-		return ctx.Err()
+	// The initiator's time to log out, plus a second for its logout to
+	// travel and the session's commands to finish.
+	overdue := time.NewTimer(logoutRequestTime + time.Second)
+	defer overdue.Stop()
+	for gone := false; !gone; {
+		select {
+		case <-done:
+			gone = true
+		case <-overdue.C:
+			s.dropConns(errLogoutOverdue)
+		case <-ctx.Done():
+			s.Close()
+			<-done
+			return ctx.Err()
+		}
 	}
 	// The connections are gone; their sessions' commands may still be
 	// finishing in their devices.
@@ -424,6 +436,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// errLogoutOverdue ends a connection whose initiator did not log out within
+// the time a logout request gave it.
+var errLogoutOverdue = errors.New("iscsi: server shutting down; the initiator did not log out in time")
+
+// dropConns closes every connection still open with err.
+func (s *Server) dropConns(err error) {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close(err)
 	}
 }
 
@@ -456,14 +485,8 @@ func (s *Server) Close() error {
 	for l := range s.listeners {
 		l.Close()
 	}
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
 	s.mu.Unlock()
-	for _, c := range conns {
-		c.close(ErrServerClosed)
-	}
+	s.dropConns(ErrServerClosed)
 	s.connWG.Wait()
 	return nil
 }

@@ -64,6 +64,8 @@ type applier struct {
 	units     map[int]*liveUnit   // by extent id
 	targets   map[int]*liveTarget // by target id
 	auth      atomic.Pointer[authTable]
+	// portalsOff closes every portal listener (ServePortals(false)).
+	portalsOff bool
 }
 
 type liveListener struct {
@@ -359,7 +361,7 @@ func (a *applier) prepare(cfg *Config) (*plan, error) {
 	if a.srv == nil {
 		return p, nil
 	}
-	for addr, tag := range wantListeners(cfg) {
+	for addr, tag := range a.wantListeners(cfg) {
 		if cur := a.listeners[addr]; cur != nil && cur.tag == tag {
 			continue
 		}
@@ -466,7 +468,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 	// Listeners last: new portals open, removed ones close; sessions
 	// already logged in through a closed portal carry on.
 	if a.srv != nil {
-		wantL := wantListeners(cfg)
+		wantL := a.wantListeners(cfg)
 		for addr, cur := range a.listeners {
 			if tag, ok := wantL[addr]; ok && tag == cur.tag {
 				continue
@@ -731,6 +733,15 @@ func unitConfig(e Extent) (scsi.UnitConfig, error) {
 		uc.PhysicalBlockSize = 4096
 	}
 	return uc, nil
+}
+
+// wantListeners lists the addresses cfg's portals listen on, with tags;
+// none while the portals are switched off.
+func (a *applier) wantListeners(cfg *Config) map[netip.AddrPort]uint16 {
+	if a.portalsOff {
+		return nil
+	}
+	return wantListeners(cfg)
 }
 
 // wantListeners lists the addresses cfg's portals listen on, with tags.

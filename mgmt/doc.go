@@ -44,7 +44,10 @@
 // authmethod CHAP or MUTUAL_CHAP and auth set to a group's tag makes
 // logins through that portal authenticate as one of the group's users;
 // MUTUAL_CHAP needs a peeruser and peersecret on every entry of the
-// group, and NONE takes no group (it would be ignored). A portal's
+// group, and NONE takes no group (it would be ignored) unless the group
+// holds only outgoing-only entries (Auth.OutgoingOnly: a peer user and
+// no user, tgt's outgoing user kept while there is no incoming one),
+// which never serve a CHAP login. A portal's
 // discovery_authmethod and discovery_authgroup do the same for discovery
 // sessions. Secrets have 12 to 16 characters (MinSecretLen,
 // MaxSecretLen): RFC 7143 §9.2.1 asks for at least 96 bits without IPsec,

@@ -184,6 +184,9 @@ func (m *Manager) change(ctx context.Context, fn func(c *Config) error) error {
 	if err := Validate(next, m.opt.AllowedDirs); err != nil {
 		return err
 	}
+	if err := checkNewDisks(m.cfg, next); err != nil {
+		return err
+	}
 	if err := m.app.apply(next); err != nil {
 		return err
 	}
@@ -195,6 +198,30 @@ func (m *Manager) change(ctx context.Context, fn func(c *Config) error) error {
 	}
 	m.cfg = next
 	return nil
+}
+
+// ServePortals switches the portals' listeners on or off without
+// changing the configuration (an iSCSI service start or stop): off
+// closes every listener, so no new connection is accepted, and leaves
+// logged-in sessions to finish; on listens again. Configuration changes
+// while off are applied but listen only once switched back on.
+func (m *Manager) ServePortals(ctx context.Context, on bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	was := m.app.portalsOff
+	m.app.portalsOff = !on
+	if err := m.app.apply(m.cfg); err != nil {
+		m.app.portalsOff = was
+		return err
+	}
+	return nil
+}
+
+// PortalsServed reports whether the portals are switched on.
+func (m *Manager) PortalsServed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.app.portalsOff
 }
 
 // Global returns the global settings.

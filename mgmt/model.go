@@ -54,7 +54,17 @@ type Global struct {
 	PoolAvailThreshold *int `json:"pool_avail_threshold"`
 	// ALUA enables asymmetric logical unit access reporting.
 	ALUA bool `json:"alua"`
+	// MaxConnections (extension, seed 001's iscsi_maxconnect) is the
+	// connections per session a product allows, 1 to MaxConnectionsLimit;
+	// 0 means 1. It is stored and reported only: sessions have one
+	// connection (the target negotiates MaxConnections=1) until
+	// multi-connection sessions are built.
+	MaxConnections int `json:"max_connections,omitempty"`
 }
+
+// MaxConnectionsLimit is the largest Global.MaxConnections (RFC 7143's
+// MaxConnections range).
+const MaxConnectionsLimit = 65535
 
 // DefaultBasename is the basename of a new configuration.
 const DefaultBasename = "iqn.2026-11.io.iscsikit"
@@ -114,6 +124,16 @@ type Auth struct {
 	// Initiator (extension, seed 003) restricts the credential to the
 	// initiator of this iSCSI name; empty accepts it from any initiator.
 	Initiator string `json:"initiator,omitempty"`
+}
+
+// OutgoingOnly reports whether a is an outgoing-only credential: a peer
+// user and secret (what the target answers an initiator's challenge
+// with) and no user or secret, as tgt keeps a target's outgoing user
+// while it has no incoming one. It authenticates no initiator, so its
+// auth group serves no CHAP login until users are added to it; a target
+// group may name that group with NONE meanwhile.
+func (a Auth) OutgoingOnly() bool {
+	return a.User == "" && a.Secret == "" && a.PeerUser != "" && a.PeerSecret != ""
 }
 
 // Auth methods of portals and target groups.
@@ -201,7 +221,9 @@ type Extent struct {
 	// Type is DISK (a block device, Disk) or FILE (a regular file, Path).
 	Type string `json:"type"`
 	// Disk is a block device: an absolute path or one relative to /dev
-	// (seed 000's "zvol/tank/lun0").
+	// (seed 000's "zvol/tank/lun0"). A change that sets it requires the
+	// device to exist and be a block device (a stored configuration is
+	// not checked for this when it is loaded).
 	Disk string `json:"disk,omitempty"`
 	// Path is the file of a FILE extent, created sparse of Filesize if
 	// missing.

@@ -20,9 +20,12 @@
 // listener (TrueNAS-style JSON-RPC at /api/current, FreeNAS v1.0 REST,
 // the NAS shares API, targetd's JSON-RPC at /targetrpc and StorLever's
 // REST API), behind HTTP Basic auth (--api-user, --api-password; required
-// beyond loopback) and optionally TLS (--tls-cert, --tls-key). Everything
-// they change goes through package mgmt: validated, saved in config.json
-// and applied live. --pool NAME=DIR declares directory pools for volumes.
+// beyond loopback) and optionally TLS (--tls-cert, --tls-key). The TrueNAS
+// WebSocket endpoints (ws://ADDR/api/current, ws://ADDR/websocket) log in
+// inside the connection instead, with that account or its API keys (kept
+// in DIR/api-keys.json). Everything they change goes through package
+// mgmt: validated, saved in config.json and applied live. --pool NAME=DIR
+// declares directory pools for volumes.
 package main
 
 import (
@@ -148,6 +151,7 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 		return err
 	}
 	if c.api.addr != "" {
+		c.api.keysFile = filepath.Join(state, "api-keys.json")
 		_, stopAPI, err := startAPI(c.api, m, srv, log)
 		if err != nil {
 			return err
