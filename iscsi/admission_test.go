@@ -158,3 +158,28 @@ func TestAbortTaskNeverReceivedConsumesRefCmdSN(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, make([]byte, blockSize), back, "the late command ran")
 }
+
+// TestLogoutWaitsItsCmdSNTurn sends a non-immediate Logout Request into a
+// CmdSN gap: it is answered only after the gap is filled and the commands
+// before it have run.
+func TestLogoutWaitsItsCmdSNTurn(t *testing.T) {
+	h := startServer(t, iscsi.Options{NopInterval: -1})
+	c := h.login(t, initiator.Options{})
+	gap, logout := c.NextCmdSN(), c.NextCmdSN()
+	ittGap, ittLogout := c.NextITT(), c.NextITT()
+	var p pdu.PDU
+	(&pdu.LogoutRequest{ReasonCode: pdu.LogoutCloseSession, ITT: ittLogout, CmdSN: logout, ExpStatSN: c.ExpStatSN()}).Encode(&p)
+	require.NoError(t, c.SendPDU(&p))
+	quiet(t, c, "Logout")
+	sendTUR(t, c, ittGap, gap)
+	got := readByITT(t, c, ittGap, ittLogout)
+	require.Equal(t, pdu.OpSCSIResponse, got[ittGap].Opcode())
+	var resp pdu.LogoutResponse
+	require.NoError(t, resp.Decode(got[ittLogout]))
+	require.Equal(t, uint8(pdu.LogoutResponseSuccess), resp.Response)
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the target kept the connection after a successful logout")
+	}
+}

@@ -109,3 +109,46 @@ func TestEarlyStatusWaitsForUnsolicitedData(t *testing.T) {
 	require.Zero(t, c.Rejects())
 	require.Empty(t, c.Violations())
 }
+
+// TestEveryEarlyStatusWaitsForItsData sends writes that fail whatever
+// their data (a transfer beyond MaxIOSize, a write past the end of the
+// LUN) with their first burst unsolicited and the rest to be solicited:
+// each gets its CHECK CONDITION, no Reject is sent for the data that was
+// on its way, and the session goes on.
+func TestEveryEarlyStatusWaitsForItsData(t *testing.T) {
+	const maxIO = 64 << 10
+	h := startServer(t, iscsi.Options{NopInterval: -1, MaxIOSize: maxIO, Negotiation: negotiate.Config{
+		MaxRecvDataSegmentLength: 4096, MaxBurstLength: 16384, FirstBurstLength: 8192}})
+	c := h.login(t, initiator.Options{Keys: []negotiate.Pair{
+		{Key: "ImmediateData", Value: "No"}, {Key: "InitialR2T", Value: "No"},
+		{Key: "FirstBurstLength", Value: "8192"}, {Key: "MaxBurstLength", Value: "16384"},
+		{Key: "MaxRecvDataSegmentLength", Value: "4096"}}})
+	write10 := func(lba uint32, blocks uint16) []byte {
+		cdb := make([]byte, 10)
+		cdb[0] = 0x2a
+		binary.BigEndian.PutUint32(cdb[2:], lba)
+		binary.BigEndian.PutUint16(cdb[7:], blocks)
+		return cdb
+	}
+	tests := []struct {
+		name     string
+		cdb      []byte
+		size     int
+		key, asc byte
+	}{
+		{"beyond MaxIOSize", write10(0, 2*maxIO/blockSize), 2 * maxIO, 0x05, 0x24},
+		{"past the end of the LUN", write10(lunBlocks-8, 32), 32 * blockSize, 0x05, 0x21},
+	}
+	for _, tt := range tests {
+		for range 20 {
+			resp, err := c.Do(ctxT(t), &initiator.Request{CDB: tt.cdb, DataOut: make([]byte, tt.size), Attr: initiator.AttrSimple})
+			require.NoError(t, err, tt.name)
+			require.Equal(t, byte(scsi.StatusCheckCondition), resp.Status, tt.name)
+			key, asc, _ := resp.SenseKey()
+			require.Equal(t, [2]byte{tt.key, tt.asc}, [2]byte{key, asc}, tt.name)
+		}
+	}
+	require.NoError(t, c.TestUnitReady(ctxT(t), 0))
+	require.Zero(t, c.Rejects())
+	require.Empty(t, c.Violations())
+}
