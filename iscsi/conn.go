@@ -1,7 +1,6 @@
 package iscsi
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +54,9 @@ type conn struct {
 	// runnable collects the tasks the PDU being handled made runnable;
 	// reader goroutine only (see startReady).
 	runnable []*task
+	// deferred holds control PDUs whose CmdSN turn came while another PDU
+	// was handled, in CmdSN order; reader goroutine only (see runDeferred).
+	deferred []*deferredPDU
 
 	sessp atomic.Pointer[session] // set once login completes
 	cid   uint16
@@ -117,8 +119,10 @@ func (c *conn) serve() {
 	if c.srv.opt.NopInterval > 0 {
 		go c.keepAlive()
 	}
+	// fullFeature returns only when the connection ends, always with
+	// the reason.
 	err = c.fullFeature()
-	if err != nil && !errors.Is(err, io.EOF) && !isClosedErr(err) && !errors.Is(err, errLoggedOut) {
+	if !errors.Is(err, io.EOF) && !isClosedErr(err) && !errors.Is(err, errLoggedOut) {
 		c.log.Info("connection ended", "err", err)
 	}
 }
@@ -171,17 +175,9 @@ func (c *conn) sendLocked(p *pdu.PDU, kind statKind) error {
 	if c.closed() {
 		return net.ErrClosed
 	}
-	switch kind {
-	case statCurrent:
-		binary.BigEndian.PutUint32(p.Header[24:28], c.statSN)
-	case statAdvance:
-		binary.BigEndian.PutUint32(p.Header[24:28], c.statSN)
-		c.statSN++
-	}
+	c.stampStatSN(p, kind)
 	if sess := c.sess(); sess != nil {
-		exp, max := sess.window()
-		binary.BigEndian.PutUint32(p.Header[28:32], exp)
-		binary.BigEndian.PutUint32(p.Header[32:36], max)
+		p.SetCommandWindow(sess.window())
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if err := c.w.WritePDU(p); err != nil {
@@ -191,13 +187,29 @@ func (c *conn) sendLocked(p *pdu.PDU, kind statKind) error {
 	return nil
 }
 
+// stampStatSN fills p's StatSN as kind says, advancing the connection's
+// StatSN for a response. Called with wmu held.
+func (c *conn) stampStatSN(p *pdu.PDU, kind statKind) {
+	switch kind {
+	case statCurrent:
+		p.SetStatSN(c.statSN)
+	case statAdvance:
+		p.SetStatSN(c.statSN)
+		c.statSN++
+	}
+}
+
+// sendMessage encodes m and sends it like send.
+func (c *conn) sendMessage(m pdu.Message, kind statKind) error {
+	var p pdu.PDU
+	m.Encode(&p)
+	return c.send(&p, kind)
+}
+
 // sendReject answers a PDU whose header is hdr with a Reject.
 func (c *conn) sendReject(hdr *[pdu.BHSLen]byte, reason pdu.RejectReason) error {
 	saved := *hdr
-	m := pdu.Reject{Reason: reason, DataSN: 0, Header: saved[:]}
-	var p pdu.PDU
-	m.Encode(&p)
-	return c.send(&p, statAdvance)
+	return c.sendMessage(&pdu.Reject{Reason: reason, DataSN: 0, Header: saved[:]}, statAdvance)
 }
 
 // keepAlive pings an idle connection with NOP-In and drops it when the
@@ -229,11 +241,9 @@ func (c *conn) keepAlive() {
 			if ttt == pdu.ReservedTag {
 				ttt = c.nopTTT.Add(1)
 			}
-			var p pdu.PDU
-			(&pdu.NOPIn{ITT: pdu.ReservedTag, TTT: ttt}).Encode(&p)
 			c.nopPending.Store(ttt)
 			sentAt = now
-			if err := c.send(&p, statCurrent); err != nil {
+			if err := c.sendMessage(&pdu.NOPIn{ITT: pdu.ReservedTag, TTT: ttt}, statCurrent); err != nil {
 				return
 			}
 		}
@@ -251,9 +261,7 @@ func (c *conn) requestLogout() {
 		c.close(ErrServerClosed)
 		return
 	}
-	var p pdu.PDU
-	(&pdu.AsyncMessage{AsyncEvent: pdu.AsyncLogoutRequest, Parameter3: uint16(logoutRequestTime / time.Second)}).Encode(&p)
-	if err := c.send(&p, statAdvance); err != nil {
+	if err := c.sendMessage(&pdu.AsyncMessage{AsyncEvent: pdu.AsyncLogoutRequest, Parameter3: uint16(logoutRequestTime / time.Second)}, statAdvance); err != nil {
 		c.close(ErrServerClosed)
 	}
 }

@@ -21,6 +21,20 @@ import (
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("iscsi: server closed")
 
+// Errors of the Server's target and portal calls, for errors.Is.
+var (
+	// ErrTargetExists: AddTarget was given a name the server already has.
+	ErrTargetExists = errors.New("iscsi: target already exists")
+	// ErrTargetNotFound: RemoveTarget was given a name the server does
+	// not have.
+	ErrTargetNotFound = errors.New("iscsi: no such target")
+	// ErrNoDevice: AddTarget was given a target without a Device.
+	ErrNoDevice = errors.New("iscsi: target has no device")
+	// ErrReservedTag: ServePortal was given portal group tag 0, which
+	// RFC 7143 does not allow (tags are 1-65535).
+	ErrReservedTag = errors.New("iscsi: portal group tag 0 is reserved")
+)
+
 // Options configure a Server. The zero value is usable.
 type Options struct {
 	// Logger receives the server's log records; nil discards them.
@@ -148,6 +162,11 @@ type Server struct {
 	nextTSIH  uint16
 	closed    bool
 	connWG    sync.WaitGroup
+	// ending counts sessions that have ended but whose commands have not
+	// all finished, or whose nexus loss the SCSI layer has not been told
+	// yet; endingIdle is closed when it drops to zero. Guarded by mu.
+	ending     int
+	endingIdle chan struct{}
 
 	// pending holds the connections still in the login phase, with when
 	// each last showed activity; guarded by mu.
@@ -222,12 +241,12 @@ func (s *Server) AddTarget(t *Target) error {
 		return err
 	}
 	if t.Device == nil {
-		return fmt.Errorf("iscsi: target %s has no device", t.Name)
+		return fmt.Errorf("%w: %s", ErrNoDevice, t.Name)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.targets[t.Name]; ok {
-		return fmt.Errorf("iscsi: target %s already exists", t.Name)
+		return fmt.Errorf("%w: %s", ErrTargetExists, t.Name)
 	}
 	s.targets[t.Name] = t
 	return nil
@@ -239,7 +258,7 @@ func (s *Server) RemoveTarget(name string) error {
 	s.mu.Lock()
 	if _, ok := s.targets[name]; !ok {
 		s.mu.Unlock()
-		return fmt.Errorf("iscsi: no target %s", name)
+		return fmt.Errorf("%w: %s", ErrTargetNotFound, name)
 	}
 	delete(s.targets, name)
 	var victims []*session
@@ -294,7 +313,7 @@ func (s *Server) Serve(l net.Listener) error { return s.ServePortal(l, s.opt.Por
 // already logged in through it.
 func (s *Server) ServePortal(l net.Listener, tag uint16) error {
 	if tag == 0 {
-		return fmt.Errorf("iscsi: portal group tag 0 is reserved")
+		return ErrReservedTag
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -361,6 +380,17 @@ func (s *Server) ServePortal(l net.Listener, tag uint16) error {
 // it (Parameter3); the connections of those that do not are then dropped, as
 // the RFC lets the target do. Connections still open when ctx ends are
 // closed, and Shutdown returns ctx's error.
+//
+// When Shutdown returns nil, the server has let go of the logical units:
+// every command of every session has finished (a command the initiator
+// left behind is cancelled through its context) and each session's I_T
+// nexus loss has been reported to its scsi.Target. Only then may the
+// embedder close the scsi.Targets and logical units it added (or, with a
+// mgmt.Manager, call its Close, which removes the targets and closes the
+// units it opened): Shutdown itself never closes a logical unit, since the
+// same unit may be served by other servers. When ctx ends first, Shutdown
+// closes what is still open and returns ctx.Err(); a command hung in its
+// device may then still be running, so units must drain it themselves.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
@@ -381,10 +411,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// travel and the session's commands to finish.
 	overdue := time.NewTimer(logoutRequestTime + time.Second)
 	defer overdue.Stop()
-	for {
+	for gone := false; !gone; {
 		select {
 		case <-done:
-			return nil
+			gone = true
 		case <-overdue.C:
 			s.dropConns(errLogoutOverdue)
 		case <-ctx.Done():
@@ -392,6 +422,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			<-done
 			return ctx.Err()
 		}
+	}
+	// The connections are gone; their sessions' commands may still be
+	// finishing in their devices.
+	s.mu.Lock()
+	idle := s.endingIdle
+	s.mu.Unlock()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -409,6 +453,27 @@ func (s *Server) dropConns(err error) {
 	s.mu.Unlock()
 	for _, c := range conns {
 		c.close(err)
+	}
+}
+
+// sessionEnding records a session that ended and has yet to report its
+// nexus loss; sessionEnded is called once that is done.
+func (s *Server) sessionEnding() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ending == 0 {
+		s.endingIdle = make(chan struct{})
+	}
+	s.ending++
+}
+
+func (s *Server) sessionEnded() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ending--
+	if s.ending == 0 {
+		close(s.endingIdle)
+		s.endingIdle = nil
 	}
 }
 

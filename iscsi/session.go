@@ -34,13 +34,9 @@ type session struct {
 
 	mu       sync.Mutex
 	conn     *conn
-	expCmdSN uint32
-	maxCmdSN uint32
+	adm      admission // the CmdSN window and its ordered queue
 	inflight uint32
-	// early holds commands that arrived ahead of ExpCmdSN inside the
-	// window, keyed by CmdSN, until the gap is filled.
-	early map[uint32]*task
-	tasks map[uint32]*task // by ITT
+	tasks    map[uint32]*task // by ITT
 	// barrier is closed when the most recent ORDERED task completes.
 	barrier chan struct{}
 	closed  bool
@@ -64,15 +60,14 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 		params:         st.neg.Params(),
 		depth:          uint32(st.target.queueDepth(s.opt.QueueDepth)),
 		conn:           c,
-		expCmdSN:       req.CmdSN,
-		early:          make(map[uint32]*task),
+		adm:            admission{exp: req.CmdSN, early: make(map[uint32]admittee)},
 		tasks:          make(map[uint32]*task),
 	}
-	sess.maxCmdSN = req.CmdSN + sess.depth - 1
+	sess.adm.max = req.CmdSN + sess.depth - 1
 	sess.bufBudget = int64(sess.depth) * int64(max(sess.params.MaxBurstLength, sess.params.FirstBurstLength))
 	if sess.discovery {
 		sess.depth = 1
-		sess.maxCmdSN = req.CmdSN
+		sess.adm.max = req.CmdSN
 	}
 	if st.target != nil {
 		sess.device = st.target.deviceFor(st.initiatorName)
@@ -163,34 +158,6 @@ func (sess *session) reserveBuffer(n int64) (int64, bool) {
 // releaseBuffer gives back bytes reserveBuffer took.
 func (sess *session) releaseBuffer(n int64) { sess.bufUsed.Add(-n) }
 
-// window returns ExpCmdSN and MaxCmdSN for a PDU about to be sent.
-func (sess *session) window() (uint32, uint32) {
-	sess.mu.Lock()
-	defer sess.mu.Unlock()
-	return sess.expCmdSN, sess.maxCmdSN
-}
-
-// growWindow raises MaxCmdSN as far as the free queue slots allow; it never
-// lowers it. Called with mu held.
-func (sess *session) growWindow() {
-	free := int64(sess.depth) - int64(sess.inflight)
-	if free < 1 {
-		return
-	}
-	want := sess.expCmdSN + uint32(free) - 1
-	if snGreater(want, sess.maxCmdSN) {
-		sess.maxCmdSN = want
-	}
-}
-
-// snGreater compares serial numbers per RFC 1982 (32-bit).
-func snGreater(a, b uint32) bool { return a != b && int32(a-b) > 0 }
-
-// snInWindow reports whether exp <= sn <= max in serial arithmetic.
-func snInWindow(sn, exp, max uint32) bool {
-	return !snGreater(exp, sn) && !snGreater(sn, max)
-}
-
 // connClosed is called when the session's connection ends: at
 // ErrorRecoveryLevel 0 that ends the session.
 func (sess *session) connClosed(c *conn) {
@@ -211,9 +178,7 @@ func (sess *session) close(reason error) {
 	for _, t := range sess.tasks {
 		tasks = append(tasks, t)
 	}
-	for _, t := range sess.early {
-		tasks = append(tasks, t)
-	}
+	tasks = append(tasks, sess.queuedTasksLocked()...)
 	sess.mu.Unlock()
 	if c != nil {
 		c.close(reason)
@@ -226,11 +191,15 @@ func (sess *session) close(reason error) {
 		delete(sess.srv.sessions, sess.tsih)
 	}
 	sess.srv.mu.Unlock()
+	sess.srv.sessionEnding()
 	if len(tasks) == 0 {
 		sess.loseNexus()
-	} else {
-		sess.loseNexusAsync(nil)
+		sess.srv.sessionEnded()
+		return
 	}
+	done := make(chan struct{})
+	sess.loseNexusAsync(done)
+	go func() { <-done; sess.srv.sessionEnded() }()
 }
 
 // loseNexusAsync runs loseNexus on its own goroutine; a panic in the SCSI

@@ -49,12 +49,15 @@ type task struct {
 	// is complete).
 	unsolicited uint32 // bytes the initiator may send without R2T
 	unsolNext   uint32 // next expected unsolicited offset
+	unsolOpen   bool   // unsolicited Data-Out expected, its F bit not seen yet
 	unsolDataSN uint32
 	received    uint32
 	nextR2T     uint32 // first offset not yet solicited
 	r2tSN       uint32
 	r2ts        []*r2t
-	dataDone    bool // all write data arrived, or the data phase failed
+	// dataDone: all write data arrived, or the task failed and its open
+	// Data-Out sequences have ended.
+	dataDone bool
 	// failSense, when set, fails the task with CHECK CONDITION instead of
 	// executing it: its write data broke the protocol (wrong offset, DataSN
 	// or TTT; set before dataDone) or it asked for more than MaxIOSize (set
@@ -222,6 +225,109 @@ func (c *conn) worker(t *task) {
 
 // dataComplete reports whether every byte of write data has arrived.
 func (t *task) dataComplete() bool { return t.received >= t.edtl }
+
+// failed reports whether the task ends without executing its command:
+// bad write data, more than MaxIOSize, or no room in the buffer budget.
+// Reader goroutine only (until the task runs).
+func (t *task) failed() bool { return t.failSense != nil || t.full }
+
+// sequenceOpen reports whether a Data-Out sequence of the task has not
+// seen its last PDU: the unsolicited burst, or an outstanding R2T.
+func (t *task) sequenceOpen() bool {
+	if t.unsolOpen {
+		return true
+	}
+	for _, r := range t.r2ts {
+		if !r.finished {
+			return true
+		}
+	}
+	return false
+}
+
+// endSequence closes the sequence m belongs to when m carries the F bit.
+func (t *task) endSequence(m *pdu.DataOut) {
+	if !m.Final {
+		return
+	}
+	if m.TTT == pdu.ReservedTag {
+		t.unsolOpen = false
+		return
+	}
+	if r := t.findR2T(m.TTT); r != nil {
+		r.finished = true
+	}
+}
+
+// settleFailed makes a failed write task runnable (to send its status)
+// once none of its Data-Out sequences is open: RFC 7143 §11.4 has the
+// status wait for the data the initiator is still sending.
+func (t *task) settleFailed() {
+	if !t.dataDone && !t.sequenceOpen() {
+		t.dataDone = true
+		t.ready()
+	}
+}
+
+func (t *task) findR2T(ttt uint32) *r2t {
+	for _, r := range t.r2ts {
+		if r.ttt == ttt && !r.finished {
+			return r
+		}
+	}
+	return nil
+}
+
+// checkDataOut checks a Data-Out of n bytes against what the task expects:
+// the next piece of the unsolicited burst, or of an outstanding R2T (which
+// it returns).
+func (t *task) checkDataOut(m *pdu.DataOut, n uint32) (*r2t, *pdu.ProtocolError) {
+	bad := func(format string, args ...any) *pdu.ProtocolError {
+		return &pdu.ProtocolError{Op: pdu.OpDataOut, Reason: pdu.RejectProtocolError, Msg: fmt.Sprintf(format, args...)}
+	}
+	if !t.write || t.bufp == nil || len(t.buf()) < int(t.edtl) {
+		return nil, bad("task 0x%x takes no write data", m.ITT)
+	}
+	end := m.BufferOffset + n
+	if m.TTT == pdu.ReservedTag {
+		switch {
+		case m.BufferOffset != t.unsolNext || end > t.unsolicited || end < m.BufferOffset:
+			return nil, bad("unsolicited data at offset %d+%d outside the first burst of %d", m.BufferOffset, n, t.unsolicited)
+		case m.DataSN != t.unsolDataSN:
+			return nil, bad("DataSN %d, expected %d", m.DataSN, t.unsolDataSN)
+		}
+		return nil, nil
+	}
+	r := t.findR2T(m.TTT)
+	switch {
+	case r == nil:
+		return nil, bad("no outstanding R2T with TTT 0x%x", m.TTT)
+	case m.BufferOffset != r.offset || end > r.end || end < m.BufferOffset:
+		return nil, bad("data at offset %d+%d does not continue the R2T at %d..%d", m.BufferOffset, n, r.offset, r.end)
+	case m.DataSN != r.dataSN:
+		return nil, bad("DataSN %d, expected %d", m.DataSN, r.dataSN)
+	}
+	return r, nil
+}
+
+// accept records n bytes of m, checked by checkDataOut (r is its R2T, or
+// nil for unsolicited data), as received.
+func (t *task) accept(m *pdu.DataOut, r *r2t, n uint32) {
+	t.received += n
+	if r == nil {
+		t.unsolDataSN++
+		t.unsolNext += n
+		if m.Final || t.unsolNext == t.unsolicited {
+			t.unsolOpen = false
+		}
+		return
+	}
+	r.dataSN++
+	r.offset += n
+	if r.offset == r.end {
+		r.finished = true
+	}
+}
 
 // run executes the task once its data has arrived and any ORDERED task
 // before it has completed, then sends Data-In and status.

@@ -173,12 +173,14 @@ type Conn struct {
 	full       bool          // in the full feature phase, reader running
 	readerDone chan struct{} // closed when the reader goroutine exits
 
-	raw    *queue
-	pings  atomic.Int64
-	bg     sync.WaitGroup
-	done   chan struct{}
-	once   sync.Once
-	closed error // set before done is closed
+	raw   *queue
+	pings atomic.Int64
+	// rejects counts the Reject PDUs the target sent.
+	rejects atomic.Int64
+	bg      sync.WaitGroup
+	done    chan struct{}
+	once    sync.Once
+	closed  error // set before done is closed
 }
 
 // NewConn wraps an established transport connection. The returned Conn is
@@ -324,6 +326,11 @@ func (c *Conn) Violations() []error {
 // PingsAnswered returns how many target NOP-In pings were answered
 // automatically.
 func (c *Conn) PingsAnswered() int64 { return c.pings.Load() }
+
+// Rejects returns how many Reject PDUs the target has sent on this
+// connection in the full feature phase, whether or not a call was waiting
+// for them.
+func (c *Conn) Rejects() int64 { return c.rejects.Load() }
 
 // CmdSN returns the CmdSN the next non-immediate command will carry (and
 // that immediate PDUs carry) without consuming it.
@@ -580,6 +587,7 @@ func (c *Conn) dispatch(p *pdu.PDU) {
 			return
 		}
 	case pdu.OpReject:
+		c.rejects.Add(1)
 		itt = pdu.ReservedTag
 		if len(p.Data) >= pdu.BHSLen {
 			itt = binary.BigEndian.Uint32(p.Data[16:20])
