@@ -32,7 +32,9 @@ type Options struct {
 	// authenticator the embedder sets later replaces the Manager's.
 	Server *iscsi.Server
 	// Initial is saved and applied when the store holds nothing yet.
-	// Nil starts from an empty configuration with DefaultBasename.
+	// Nil starts from an empty configuration with DefaultBasename; a
+	// Version of 0 means ConfigVersion, and an empty Basename
+	// DefaultBasename.
 	Initial *Config
 	// AllowedDirs confines FILE extents (and DISK extents outside /dev)
 	// to these directories; empty allows any absolute path.
@@ -97,6 +99,12 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 	switch {
 	case fresh && opt.Initial != nil:
 		cfg = opt.Initial.clone()
+		if cfg.Version == 0 {
+			cfg.Version = ConfigVersion
+		}
+		if cfg.Global.Basename == "" {
+			cfg.Global.Basename = DefaultBasename
+		}
 	case fresh:
 		cfg = EmptyConfig()
 	case err != nil:
