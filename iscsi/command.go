@@ -96,7 +96,7 @@ func (c *conn) newTask(cmd *pdu.SCSICommand, dsl uint32) *task {
 		t.edtl = 0
 	}
 	size := int(t.edtl)
-	if size > c.srv.opt.MaxIOSize {
+	if size > c.maxIOSize(sess, cmd.LUN) {
 		// More data than one command may carry: the task fails without
 		// its data being solicited.
 		t.failSense = scsi.IllegalRequestSense(0x24, 0x00)
@@ -332,4 +332,14 @@ func (sess *session) taskRef(itt uint32) *task {
 		t.refs.Add(1)
 	}
 	return t
+}
+
+// maxIOSize is the most data one command to wire LUN lun may carry: its
+// unit's MaxTransferLength, capped by Options.MaxIOSize when that is set.
+func (c *conn) maxIOSize(sess *session, lun uint64) int {
+	limit := sess.device.MaxTransferLength(lun)
+	if cap := c.srv.opt.MaxIOSize; cap > 0 && cap < limit {
+		return cap
+	}
+	return limit
 }

@@ -3,12 +3,14 @@ package iscsi_test
 import (
 	"encoding/binary"
 	"errors"
+	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/iscsikit/iscsikit/backend"
 	"github.com/iscsikit/iscsikit/internal/initiator"
 	"github.com/iscsikit/iscsikit/iscsi"
 	"github.com/iscsikit/iscsikit/iscsi/negotiate"
@@ -151,4 +153,48 @@ func TestEveryEarlyStatusWaitsForItsData(t *testing.T) {
 	require.NoError(t, c.TestUnitReady(ctxT(t), 0))
 	require.Zero(t, c.Rejects())
 	require.Empty(t, c.Violations())
+}
+
+// TestCommandLimitIsTheUnitsMaxTransferLength: with no MaxIOSize the
+// most data a command may carry is what its unit advertises: a unit with
+// a 128 KiB MaxTransferLength refuses a 256 KiB write with INVALID FIELD
+// IN CDB (and takes none of its data), while a unit with 48 MiB, above
+// the package default of 32 MiB, takes a 40 MiB write whole.
+func TestCommandLimitIsTheUnitsMaxTransferLength(t *testing.T) {
+	srv, err := iscsi.NewServer(iscsi.Options{NopInterval: -1})
+	require.NoError(t, err)
+	dev := scsi.NewTarget()
+	// LUN 1 has 4 KiB blocks, so 40 MiB fits WRITE(10)'s 16-bit length.
+	for lun, u := range []scsi.UnitConfig{{BlockSize: blockSize, MaxTransferLength: 128 << 10}, {BlockSize: 4096, MaxTransferLength: 48 << 20}} {
+		lu, err := scsi.NewLogicalUnit(backend.NewMemory(64<<20), u)
+		require.NoError(t, err)
+		require.NoError(t, dev.Attach(uint16(lun), lu))
+		t.Cleanup(func() { lu.Close() })
+	}
+	require.NoError(t, srv.AddTarget(&iscsi.Target{Name: testTarget, Device: dev}))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	h := &harness{srv: srv, addr: l.Addr().String(), dev: dev}
+	c := h.login(t, initiator.Options{})
+	lun1 := scsi.EncodeLUN(1)
+	_ = c.TestUnitReady(ctxT(t), lun1)
+
+	small := make([]byte, 256<<10)
+	err = c.WriteBlocks(ctxT(t), 0, 0, small, blockSize, false)
+	var se *initiator.StatusError
+	require.ErrorAs(t, err, &se)
+	key, asc, _ := initiator.ParseSense(se.Sense)
+	require.Equal(t, [2]byte{0x05, 0x24}, [2]byte{key, asc})
+
+	big := make([]byte, 40<<20)
+	for i := range big {
+		big[i] = byte(i / 4096)
+	}
+	require.NoError(t, c.WriteBlocks(ctxT(t), lun1, 0, big, 4096, false))
+	back, err := c.ReadBlocks(ctxT(t), lun1, 0, uint32(len(big)/4096), 4096)
+	require.NoError(t, err)
+	require.Equal(t, big, back)
+	require.Zero(t, c.Rejects())
 }

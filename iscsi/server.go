@@ -15,7 +15,6 @@ import (
 
 	"github.com/iscsikit/iscsikit/internal/bufpool"
 	"github.com/iscsikit/iscsikit/iscsi/negotiate"
-	"github.com/iscsikit/iscsikit/scsi"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -56,9 +55,12 @@ type Options struct {
 	// connection is dropped. Defaults 20s and 20s; a negative NopInterval
 	// turns pings off.
 	NopInterval, NopTimeout time.Duration
-	// MaxIOSize bounds the buffer the target allocates for one command's
-	// data. Default 32 MiB; keep it at least the MaxTransferLength of
-	// every logical unit served (scsi.DefaultMaxTransferLength).
+	// MaxIOSize, when positive, caps the buffer the target allocates for
+	// one command's data below what the addressed unit allows. By
+	// default (0) a command may carry the MaxTransferLength of its
+	// logical unit (scsi.Target.MaxTransferLength), the limit the unit
+	// advertises to initiators, so the two cannot disagree. A command
+	// beyond the limit fails with INVALID FIELD IN CDB.
 	MaxIOSize int
 	// Authenticator runs the security stage of login. Nil means
 	// AuthMethod=None for every target and discovery session.
@@ -143,8 +145,8 @@ func (o *Options) setDefaults() {
 	if o.NopTimeout <= 0 {
 		o.NopTimeout = 20 * time.Second
 	}
-	if o.MaxIOSize <= 0 {
-		o.MaxIOSize = scsi.DefaultMaxTransferLength
+	if o.MaxIOSize < 0 {
+		o.MaxIOSize = 0
 	}
 	o.Limits.setDefaults()
 }

@@ -184,6 +184,18 @@ func (t *Target) Unit(lun uint16) *LogicalUnit {
 	return t.units[lun]
 }
 
+// MaxTransferLength is the most data one command addressed to wire LUN raw
+// may carry: the MaxTransferLength of the unit attached there, or
+// DefaultMaxTransferLength when there is none. A transport sizes its
+// per-command buffers by it, so the limit it enforces is the one the
+// unit advertises in its block limits VPD page.
+func (t *Target) MaxTransferLength(raw uint64) int {
+	if lu := t.unitAt(raw); lu != nil {
+		return lu.maxTransferLength()
+	}
+	return DefaultMaxTransferLength
+}
+
 // unitAt returns the unit a wire LUN addresses, or nil.
 func (t *Target) unitAt(raw uint64) *LogicalUnit {
 	lun, ok := DecodeLUN(raw)

@@ -94,8 +94,8 @@ type UnitConfig struct {
 	Logger *slog.Logger
 	// MaxTransferLength is the most bytes one READ or WRITE may move,
 	// advertised in the block limits VPD page so initiators split larger
-	// I/O; 0 means DefaultMaxTransferLength. A transport must accept
-	// commands of this size (iscsi.Options.MaxIOSize).
+	// I/O; 0 means DefaultMaxTransferLength. A transport learns it per
+	// command from Target.MaxTransferLength and sizes its buffers by it.
 	MaxTransferLength int
 }
 
@@ -419,6 +419,14 @@ func (lu *LogicalUnit) Config() UnitConfig {
 	c := lu.cfg
 	c.NAA = slices.Clone(c.NAA)
 	return c
+}
+
+// maxTransferLength is the unit's MaxTransferLength, read under its lock
+// since a reopen may change it.
+func (lu *LogicalUnit) maxTransferLength() int {
+	lu.mu.Lock()
+	defer lu.mu.Unlock()
+	return lu.cfg.MaxTransferLength
 }
 
 // Blocks returns the capacity in logical blocks.
