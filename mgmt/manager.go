@@ -560,7 +560,7 @@ func (m *Manager) DeleteTarget(ctx context.Context, id int, force bool) error {
 // ValidateName checks the name a target called name would be served
 // under, against the current basename.
 func (m *Manager) ValidateName(name string) error {
-	if err := ValidateTargetName(m.Global(), name); err != nil {
+	if err := checkTargetName(m.Global(), name); err != nil {
 		return &Error{Kind: KindInvalid, Object: "target", Name: name, Field: "name", Msg: err.Error()}
 	}
 	return nil

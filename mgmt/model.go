@@ -425,7 +425,9 @@ func strictUnmarshal(b []byte, v any) error {
 }
 
 // IsISCSIName reports whether name already has an iSCSI name prefix and
-// so is used as given rather than appended to the basename.
+// so is used as given rather than appended to the basename. It does not
+// check the rest of the name: Manager.ValidateName (a target's name) and
+// iscsi.ValidateName (any iSCSI name) do.
 func IsISCSIName(name string) bool {
 	return strings.HasPrefix(name, "iqn.") || strings.HasPrefix(name, "eui.") || strings.HasPrefix(name, "naa.")
 }

@@ -365,7 +365,7 @@ func (v *validator) targets() {
 			add(KindInvalid, "name", "a target name is required")
 		} else {
 			full := v.cfg.Global.FullName(t.Name)
-			if err := ValidateTargetName(v.cfg.Global, t.Name); err != nil {
+			if err := checkTargetName(v.cfg.Global, t.Name); err != nil {
 				add(KindInvalid, "name", "%v", err)
 			} else if other, dup := names[full]; dup {
 				add(KindExists, "name", "%s is also the name of target %d", full, other)
@@ -420,9 +420,11 @@ func (v *validator) targets() {
 	}
 }
 
-// ValidateTargetName checks the iSCSI name a target called name would be
-// served under (seed 000's iscsi.target.validate_name).
-func ValidateTargetName(g Global, name string) error {
+// checkTargetName checks the iSCSI name a target called name would be
+// served under: its own characters, then the whole name by
+// iscsi.ValidateName. Manager.ValidateName (seed 000's
+// iscsi.target.validate_name) is its exported spelling.
+func checkTargetName(g Global, name string) error {
 	if name == "" {
 		return errors.New("a target name is required")
 	}
