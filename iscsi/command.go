@@ -178,10 +178,10 @@ func (c *conn) admitTask(t *task, cmd *pdu.SCSICommand) error {
 	sess.tasks[t.itt] = t
 	sess.inflight++
 	if cmd.Immediate {
-		sess.startLocked(t)
+		sess.startLocked(c, t)
 		return nil
 	}
-	if sess.offerLocked(cmd.CmdSN, admittee{task: t}) == outside {
+	if sess.offerLocked(c, cmd.CmdSN, admittee{task: t}) == outside {
 		delete(sess.tasks, t.itt)
 		sess.inflight--
 		t.release()
@@ -266,6 +266,14 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 		return c.reject(p, &pdu.ProtocolError{Op: pdu.OpDataOut, Reason: pdu.RejectProtocolError, Msg: fmt.Sprintf("no task with ITT 0x%x", m.ITT)})
 	}
 	defer t.release()
+	if t.c != c {
+		// Data-Out travels on the connection of its task (allegiance,
+		// RFC 7143 §5.1).
+		if err := c.r.DiscardData(p); err != nil {
+			return err
+		}
+		return c.reject(p, &pdu.ProtocolError{Op: pdu.OpDataOut, Reason: pdu.RejectProtocolError, Msg: fmt.Sprintf("Data-Out for task 0x%x on a connection other than its command's", m.ITT)})
+	}
 	if t.write && t.failed() {
 		// The task ended early (bad data, no buffer): the rest of its
 		// open sequences is taken in silence, and its status waits for
@@ -274,7 +282,7 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 			return err
 		}
 		t.endSequence(&m)
-		t.settleFailed()
+		t.settleFailed(c)
 		return nil
 	}
 	n := uint32(p.DataSegmentLength())
@@ -289,7 +297,7 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 			// instead of waiting for data that will never come.
 			t.failSense = scsi.DataPhaseErrorSense()
 			t.endSequence(&m)
-			t.settleFailed()
+			t.settleFailed(c)
 		}
 		return c.reject(p, perr)
 	}
@@ -300,7 +308,7 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 	if t.dataComplete() {
 		if !t.dataDone {
 			t.dataDone = true
-			t.ready()
+			t.ready(c)
 		}
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
 )
 
@@ -49,14 +50,32 @@ type conn struct {
 	// counts the tasks workers are running.
 	work   chan *task
 	active atomic.Int32
+	// rmu is held by whoever handles this connection's PDUs: its reader
+	// goroutine while it handles one, or the goroutine running control
+	// PDUs handed over by another connection's reader (see handOff).
+	// "Reader goroutine only" state below is guarded by it.
+	rmu sync.Mutex
 	// cmd is the SCSI Command being decoded; reader goroutine only.
 	cmd pdu.SCSICommand
-	// runnable collects the tasks the PDU being handled made runnable;
-	// reader goroutine only (see startReady).
+	// runnable collects the tasks the PDU being handled made runnable,
+	// whatever their connection; reader goroutine only (see startReady).
 	runnable []*task
 	// deferred holds control PDUs whose CmdSN turn came while another PDU
-	// was handled, in CmdSN order; reader goroutine only (see runDeferred).
+	// was handled, in CmdSN order, whatever connection they arrived on;
+	// reader goroutine only (see runDeferred).
 	deferred []*deferredPDU
+	// handed holds control PDUs of this connection whose CmdSN turn came
+	// in another connection's reader, in CmdSN order; handing is set while
+	// a goroutine runs them. Guarded by hmu.
+	hmu     sync.Mutex
+	handed  []*deferredPDU
+	handing bool
+
+	// params are the parameters in force on this connection: the
+	// session's, with this connection's digests and data segment limits.
+	params negotiate.Params
+	// loggedOut is set once a logout closing this connection succeeded.
+	loggedOut atomic.Bool
 
 	sessp atomic.Pointer[session] // set once login completes
 	cid   uint16

@@ -33,7 +33,15 @@ var (
 	// ErrReservedTag: ServePortal was given portal group tag 0, which
 	// RFC 7143 does not allow (tags are 1-65535).
 	ErrReservedTag = errors.New("iscsi: portal group tag 0 is reserved")
+	// ErrUnsupported: NewServer was asked for a feature this server does
+	// not implement (an ErrorRecoveryLevel above MaxErrorRecoveryLevel).
+	ErrUnsupported = errors.New("iscsi: not supported")
 )
+
+// MaxErrorRecoveryLevel is the highest ErrorRecoveryLevel
+// Options.Negotiation may offer: the levels whose recovery the server
+// implements.
+const MaxErrorRecoveryLevel = 0
 
 // Options configure a Server. The zero value is usable.
 type Options struct {
@@ -201,6 +209,9 @@ func NewServer(opt Options) (*Server, error) {
 	opt.setDefaults()
 	if err := opt.Negotiation.Validate(); err != nil {
 		return nil, fmt.Errorf("iscsi: negotiation config: %w", err)
+	}
+	if opt.Negotiation.ErrorRecoveryLevel > MaxErrorRecoveryLevel {
+		return nil, fmt.Errorf("%w: ErrorRecoveryLevel %d (this server implements up to %d)", ErrUnsupported, opt.Negotiation.ErrorRecoveryLevel, MaxErrorRecoveryLevel)
 	}
 	s := &Server{
 		opt:       opt,

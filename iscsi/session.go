@@ -1,6 +1,7 @@
 package iscsi
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"runtime/debug"
@@ -12,7 +13,10 @@ import (
 )
 
 // session is an iSCSI session: one I_T nexus with its CmdSN window, its
-// negotiated parameters and its tasks. Sessions here have one connection.
+// negotiated parameters, its tasks and its connections (up to the
+// negotiated MaxConnections, RFC 7143 §4.3.2). The session owns CmdSN;
+// each connection owns its StatSN; each task has an allegiance to the
+// connection its command arrived on, which carries its data and status.
 type session struct {
 	srv            *Server
 	tsih           uint16
@@ -32,8 +36,10 @@ type session struct {
 	bufBudget int64
 	bufUsed   atomic.Int64
 
-	mu       sync.Mutex
-	conn     *conn
+	mu sync.Mutex
+	// conns are the session's connections in the full feature phase, by
+	// CID.
+	conns    map[uint16]*conn
 	adm      admission // the CmdSN window and its ordered queue
 	inflight uint32
 	tasks    map[uint32]*task // by ITT
@@ -59,7 +65,7 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 		discovery:      st.sessionType == "Discovery",
 		params:         st.neg.Params(),
 		depth:          uint32(st.target.queueDepth(s.opt.QueueDepth)),
-		conn:           c,
+		conns:          map[uint16]*conn{c.cid: c},
 		adm:            admission{exp: req.CmdSN, early: make(map[uint32]admittee)},
 		tasks:          make(map[uint32]*task),
 	}
@@ -86,12 +92,12 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 		return nil, loginFail(loginUnavailable, "server shutting down")
 	}
 	if req.TSIH != 0 {
-		old := s.sessions[req.TSIH]
 		s.mu.Unlock()
+		old := s.sessionFor(req.TSIH, st)
 		if old == nil {
-			return nil, loginFail(loginNoSession, "no session with TSIH %d", req.TSIH)
+			return nil, loginFail(loginNoSession, "no session with TSIH %d for this initiator port and target", req.TSIH)
 		}
-		return nil, loginFail(loginTooManyConnections, "session %d allows one connection", req.TSIH)
+		return old, old.join(c)
 	}
 	var stale []*session
 	for _, o := range s.sessions {
@@ -132,6 +138,19 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 	return sess, nil
 }
 
+// sessionFor returns the session with handle tsih when it belongs to the
+// initiator port and target of the login st, or nil.
+func (s *Server) sessionFor(tsih uint16, st *loginState) *session {
+	s.mu.Lock()
+	sess := s.sessions[tsih]
+	s.mu.Unlock()
+	if sess == nil || sess.isid != st.first.ISID || sess.initiatorName != st.initiatorName ||
+		sess.targetName() != st.targetName || sess.discovery != (st.sessionType == "Discovery") {
+		return nil
+	}
+	return sess
+}
+
 func (sess *session) targetName() string {
 	if sess.target == nil {
 		return ""
@@ -158,10 +177,88 @@ func (sess *session) reserveBuffer(n int64) (int64, bool) {
 // releaseBuffer gives back bytes reserveBuffer took.
 func (sess *session) releaseBuffer(n int64) { sess.bufUsed.Add(-n) }
 
-// connClosed is called when the session's connection ends: at
-// ErrorRecoveryLevel 0 that ends the session.
+// join adds c to the session (a login with the session's TSIH, RFC 7143
+// §4.3.2): a connection with the same CID is replaced (connection
+// reinstatement, §6.3.4), whose tasks end without a response at
+// ErrorRecoveryLevel 0; otherwise the session must have room under its
+// negotiated MaxConnections.
+func (sess *session) join(c *conn) error {
+	sess.mu.Lock()
+	if sess.closed {
+		sess.mu.Unlock()
+		return loginFail(loginNoSession, "session %d is ending", sess.tsih)
+	}
+	old := sess.conns[c.cid]
+	if old == nil && uint32(len(sess.conns)) >= sess.params.MaxConnections {
+		sess.mu.Unlock()
+		return loginFail(loginTooManyConnections, "session %d has its maximum of %d connections", sess.tsih, sess.params.MaxConnections)
+	}
+	sess.conns[c.cid] = c
+	sess.mu.Unlock()
+	if old != nil {
+		old.close(errReinstated)
+		sess.endConnTasks(old)
+	}
+	return nil
+}
+
+// errReinstated ends a connection replaced by a login with its CID.
+var errReinstated = errors.New("connection reinstated by a new login with its CID")
+
+// connClosed is called when one of the session's connections ends. A
+// connection that logged out (reason "close the connection") or was
+// replaced leaves the session, which ends with its last connection. A
+// connection that failed ends the session: at ErrorRecoveryLevel 0 a
+// connection failure is recovered by session recovery only (RFC 7143
+// §7.1.5).
 func (sess *session) connClosed(c *conn) {
-	sess.close(c.closeErr)
+	sess.mu.Lock()
+	mine := sess.conns[c.cid] == c
+	if mine {
+		delete(sess.conns, c.cid)
+	}
+	left := len(sess.conns)
+	sess.mu.Unlock()
+	if !mine {
+		return // replaced: join ended its tasks
+	}
+	if left == 0 || !c.loggedOut.Load() {
+		sess.close(c.closeErr)
+		return
+	}
+	sess.endConnTasks(c)
+}
+
+// endConnTasks ends the tasks with allegiance to c, a connection that left
+// the session: they cannot send their data or status any more.
+func (sess *session) endConnTasks(c *conn) {
+	sess.mu.Lock()
+	var tasks []*task
+	for _, t := range sess.tasks {
+		if t.c == c {
+			tasks = append(tasks, t)
+		}
+	}
+	for _, t := range sess.queuedTasksLocked() {
+		if t.c == c {
+			tasks = append(tasks, t)
+		}
+	}
+	sess.mu.Unlock()
+	for _, t := range tasks {
+		t.abort(true)
+	}
+}
+
+// connList returns the session's connections.
+func (sess *session) connList() []*conn {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	out := make([]*conn, 0, len(sess.conns))
+	for _, c := range sess.conns {
+		out = append(out, c)
+	}
+	return out
 }
 
 // close ends the session: its connection is closed, its tasks aborted, the
@@ -173,14 +270,17 @@ func (sess *session) close(reason error) {
 		return
 	}
 	sess.closed = true
-	c := sess.conn
+	conns := make([]*conn, 0, len(sess.conns))
+	for _, c := range sess.conns {
+		conns = append(conns, c)
+	}
 	tasks := make([]*task, 0, len(sess.tasks))
 	for _, t := range sess.tasks {
 		tasks = append(tasks, t)
 	}
 	tasks = append(tasks, sess.queuedTasksLocked()...)
 	sess.mu.Unlock()
-	if c != nil {
+	for _, c := range conns {
 		c.close(reason)
 	}
 	for _, t := range tasks {
@@ -232,11 +332,17 @@ func (sess *session) loseNexus() {
 }
 
 // waitTasks waits until every task of the session has finished.
-func (sess *session) waitTasks() {
+func (sess *session) waitTasks() { sess.waitTasksOf(nil) }
+
+// waitTasksOf waits until every task with allegiance to c (to any
+// connection when nil) has finished.
+func (sess *session) waitTasksOf(c *conn) {
 	sess.mu.Lock()
 	tasks := make([]*task, 0, len(sess.tasks))
 	for _, t := range sess.tasks {
-		tasks = append(tasks, t)
+		if c == nil || t.c == c {
+			tasks = append(tasks, t)
+		}
 	}
 	sess.mu.Unlock()
 	for _, t := range tasks {
@@ -255,9 +361,16 @@ func (sess *session) info() SessionInfo {
 		Discovery:     sess.discovery,
 		Params:        sess.params,
 	}
-	if sess.conn != nil && !sess.conn.closed() {
-		info.Connections = 1
-		info.InitiatorAddr = sess.conn.nc.RemoteAddr().String()
+	first := -1
+	for cid, c := range sess.conns {
+		if c.closed() {
+			continue
+		}
+		info.Connections++
+		if first < 0 || int(cid) < first {
+			first = int(cid)
+			info.InitiatorAddr = c.nc.RemoteAddr().String()
+		}
 	}
 	return info
 }

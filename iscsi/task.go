@@ -177,23 +177,25 @@ func (t *task) abort(silent bool) {
 }
 
 // ready drops one of the conditions the task waits for; the last one makes
-// it runnable. Only the connection's reader goroutine calls it (admission
-// and write data both happen there); it starts the tasks after the PDU at
-// hand is handled (startReady), outside the session lock.
-func (t *task) ready() {
+// it runnable. Only a reader calls it, rc's (admission happens in the
+// reader of whichever connection fills the CmdSN gap, write data in the
+// reader of the task's own connection); rc starts the tasks after the PDU
+// at hand is handled (startReady), outside the session lock.
+func (t *task) ready(rc *conn) {
 	if t.pending.Add(-1) == 0 && t.claimed.CompareAndSwap(false, true) {
-		t.c.runnable = append(t.c.runnable, t)
+		rc.runnable = append(rc.runnable, t)
 	}
 }
 
 // startReady hands the tasks that became runnable to workers. They never
 // run in the reader goroutine itself: a command stuck in a slow or hung
 // device must not stop the connection from reading NOP-Outs, task
-// management and commands for other LUNs. Reader goroutine only.
+// management and commands for other LUNs. Each task runs on a worker of
+// its own connection. Reader goroutine only.
 func (c *conn) startReady() {
 	for i, t := range c.runnable {
 		c.runnable[i] = nil
-		c.dispatch(t)
+		t.c.dispatch(t)
 	}
 	c.runnable = c.runnable[:0]
 }
@@ -262,10 +264,10 @@ func (t *task) endSequence(m *pdu.DataOut) {
 // settleFailed makes a failed write task runnable (to send its status)
 // once none of its Data-Out sequences is open: RFC 7143 §11.4 has the
 // status wait for the data the initiator is still sending.
-func (t *task) settleFailed() {
+func (t *task) settleFailed(rc *conn) {
 	if !t.dataDone && !t.sequenceOpen() {
 		t.dataDone = true
-		t.ready()
+		t.ready(rc)
 	}
 }
 
@@ -423,7 +425,7 @@ func (t *task) freeSlotLocked() {
 // respond queues the task's Data-In PDUs and its status for the
 // connection's writer. The data buffer stays referenced until written.
 func (t *task) respond(res *scsi.Result) {
-	p := t.sess.params
+	p := &t.c.params
 	var resp pdu.SCSIResponse
 	resp.ITT = t.itt
 	resp.Status = uint8(res.Status)

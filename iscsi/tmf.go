@@ -124,7 +124,7 @@ func (c *conn) abortTarget(m *pdu.TaskMgmtRequest) (*task, uint8) {
 		return t, pdu.TMFResponseComplete
 	}
 	if snInWindow(m.RefCmdSN, sess.adm.exp, sess.adm.max) && snGreater(m.CmdSN, m.RefCmdSN) {
-		sess.consumeLocked(m.RefCmdSN)
+		sess.consumeLocked(c, m.RefCmdSN)
 		return nil, pdu.TMFResponseComplete
 	}
 	return nil, pdu.TMFResponseNoTask

@@ -84,6 +84,7 @@ type liveTarget struct {
 	groups  []uint16
 	digests [2]string // header, data
 	depth   int       // queue depth, 0 for the server's
+	maxConn int       // connections per session (Global.MaxConnections), 0 for 1
 	policy  *atomic.Pointer[accessPolicy]
 
 	// mu guards the LUN maps and views: logins pick views concurrently
@@ -402,7 +403,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 	for id, lt := range a.targets {
 		t, keep := want[id]
 		if keep && cfg.Global.FullName(t.Name) == lt.name && t.Alias == lt.alias && slices.Equal(portalTags(cfg, t), lt.groups) &&
-			lt.digests == [2]string{t.HeaderDigest, t.DataDigest} && lt.depth == t.QueueDepth {
+			lt.digests == [2]string{t.HeaderDigest, t.DataDigest} && lt.depth == t.QueueDepth && lt.maxConn == cfg.Global.MaxConnections {
 			continue
 		}
 		a.removeTarget(id, lt)
@@ -439,7 +440,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 		if lt == nil {
 			lt = &liveTarget{
 				name: cfg.Global.FullName(t.Name), alias: t.Alias, groups: portalTags(cfg, t), digests: [2]string{t.HeaderDigest, t.DataDigest},
-				depth:  t.QueueDepth,
+				depth: t.QueueDepth, maxConn: cfg.Global.MaxConnections,
 				policy: new(atomic.Pointer[accessPolicy]), views: map[string]*lunView{"": newView()},
 			}
 			lt.policy.Store(policyFor(cfg, t))
@@ -447,7 +448,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 				Allow:        func(info iscsi.LoginInfo) bool { return lt.policy.Load().allows(info) },
 				DeviceFor:    func(name string) *scsi.Target { return lt.deviceFor(name, a.log) },
 				HeaderDigest: digestPolicies[t.HeaderDigest], DataDigest: digestPolicies[t.DataDigest],
-				QueueDepth: t.QueueDepth,
+				QueueDepth: t.QueueDepth, MaxConnections: max(cfg.Global.MaxConnections, 1),
 			}
 			if a.srv != nil {
 				if err := a.srv.AddTarget(it); err != nil {
