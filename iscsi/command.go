@@ -32,6 +32,12 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	t := c.newTask(cmd, uint32(p.DataSegmentLength()))
 	if err := c.readImmediateData(t, p); err != nil {
 		t.release()
+		if errors.Is(err, pdu.ErrDataDigest) && c.erl() >= 1 {
+			// RFC 7143 §7.8: the command is discarded, not admitted;
+			// the initiator retries it, and its immediate data with it.
+			c.log.Info("immediate data failed its digest; command discarded", "itt", fmt.Sprintf("0x%x", cmd.ITT))
+			return c.sendReject(&p.Header, pdu.RejectDataDigest)
+		}
 		return err
 	}
 	switch err := c.admitTask(t, cmd); {
@@ -214,29 +220,40 @@ func (c *conn) solicit(t *task) error {
 			outstanding++
 		}
 	}
-	for outstanding < params.MaxOutstandingR2T && t.nextR2T < t.edtl {
-		l := min(params.MaxBurstLength, t.edtl-t.nextR2T)
-		r := &r2t{ttt: c.nextTTT(), offset: t.nextR2T, end: t.nextR2T + l}
-		t.r2ts = append(t.r2ts, r)
-		m := pdu.R2T{
-			LUN:                       t.lun,
-			ITT:                       t.itt,
-			TTT:                       r.ttt,
-			R2TSN:                     t.r2tSN,
-			BufferOffset:              t.nextR2T,
-			DesiredDataTransferLength: l,
-		}
-		t.r2tSN++
-		t.nextR2T += l
-		outstanding++
-		// Queued without waiting: the reader goes on reading.
-		e := outPDU{kind: statCurrent}
-		m.Encode(&e.p)
-		if err := c.queue(false, false, e); err != nil {
+	if len(t.holes) > 0 {
+		if err := c.solicitHoles(t, &outstanding); err != nil {
 			return err
 		}
 	}
+	for outstanding < params.MaxOutstandingR2T && t.nextR2T < t.edtl {
+		l := min(params.MaxBurstLength, t.edtl-t.nextR2T)
+		if err := c.sendR2T(t, t.nextR2T, l); err != nil {
+			return err
+		}
+		t.nextR2T += l
+		outstanding++
+	}
 	return nil
+}
+
+// sendR2T asks for l bytes of t's data at offset off. Reader goroutine
+// only.
+func (c *conn) sendR2T(t *task, off, l uint32) error {
+	r := &r2t{ttt: c.nextTTT(), sn: t.r2tSN, start: off, offset: off, end: off + l}
+	t.r2ts = append(t.r2ts, r)
+	m := pdu.R2T{
+		LUN:                       t.lun,
+		ITT:                       t.itt,
+		TTT:                       r.ttt,
+		R2TSN:                     r.sn,
+		BufferOffset:              off,
+		DesiredDataTransferLength: l,
+	}
+	t.r2tSN++
+	// Queued without waiting: the reader goes on reading.
+	e := outPDU{kind: statCurrent}
+	m.Encode(&e.p)
+	return c.queue(false, false, e)
 }
 
 func (c *conn) nextTTT() uint32 {
@@ -302,6 +319,9 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 		return c.reject(p, perr)
 	}
 	if err := c.r.ReadData(p, t.buf()[m.BufferOffset:m.BufferOffset+n]); err != nil {
+		if errors.Is(err, pdu.ErrDataDigest) && c.erl() >= 1 {
+			return c.recoverDataOut(t, &m, r, n, p)
+		}
 		return c.dataLost(p, err)
 	}
 	t.accept(&m, r, n)

@@ -76,6 +76,9 @@ type conn struct {
 	params negotiate.Params
 	// loggedOut is set once a logout closing this connection succeeded.
 	loggedOut atomic.Bool
+	// keep holds what SNACK may ask for again, at ErrorRecoveryLevel 1
+	// or more (see erl.go).
+	keep retention
 
 	sessp atomic.Pointer[session] // set once login completes
 	cid   uint16
@@ -115,6 +118,7 @@ func (c *conn) serve() {
 	defer c.containPanic("connection handler")
 	defer func() {
 		c.close(nil)
+		c.dropRetained()
 		if sess := c.sess(); sess != nil {
 			sess.connClosed(c)
 		}

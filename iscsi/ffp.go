@@ -30,6 +30,9 @@ func (c *conn) fullFeature() error {
 			return err
 		}
 		c.lastRecv.Store(time.Now().UnixNano())
+		if c.keep.on && p.Opcode() != pdu.OpSNACKReq {
+			c.acknowledge(ackSN(&p))
+		}
 		c.rmu.Lock()
 		err := c.handlePDU(sess, &p)
 		c.rmu.Unlock()
@@ -85,8 +88,7 @@ func (c *conn) handleControl(p *pdu.PDU, admitted bool) error {
 	case pdu.OpTaskMgmtReq:
 		return c.handleTaskMgmt(p, admitted)
 	case pdu.OpSNACKReq:
-		// SNACK needs ErrorRecoveryLevel > 0, which is never negotiated.
-		return c.reject(p, &pdu.ProtocolError{Op: op, Reason: pdu.RejectProtocolError, Msg: "SNACK at ErrorRecoveryLevel 0"})
+		return c.handleSNACK(p)
 	case pdu.OpLoginReq:
 		return c.reject(p, &pdu.ProtocolError{Op: op, Reason: pdu.RejectProtocolError, Msg: "login request in full feature phase"})
 	default:

@@ -293,6 +293,7 @@ func (c *conn) enterFullFeature(req *pdu.LoginRequest, st *loginState, resp []ne
 		params.TargetMaxRecvDataSegmentLength = own.TargetMaxRecvDataSegmentLength
 	}
 	c.params = params
+	c.keep.on = params.ErrorRecoveryLevel >= 1
 	c.sessp.Store(sess)
 	if err := c.loginRespond(req, st, true, pdu.StageFullFeature, resp, loginSuccess); err != nil {
 		return nil, err

@@ -41,7 +41,7 @@ var (
 // MaxErrorRecoveryLevel is the highest ErrorRecoveryLevel
 // Options.Negotiation may offer: the levels whose recovery the server
 // implements.
-const MaxErrorRecoveryLevel = 0
+const MaxErrorRecoveryLevel = 1
 
 // Options configure a Server. The zero value is usable.
 type Options struct {

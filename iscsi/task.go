@@ -15,6 +15,8 @@ import (
 // r2t is one outstanding Ready To Transfer of a write task.
 type r2t struct {
 	ttt      uint32
+	sn       uint32 // R2TSN
+	start    uint32 // first buffer offset asked for
 	offset   uint32 // next expected buffer offset
 	end      uint32
 	dataSN   uint32
@@ -55,6 +57,13 @@ type task struct {
 	nextR2T     uint32 // first offset not yet solicited
 	r2tSN       uint32
 	r2ts        []*r2t
+	// holes are write data lost to digest errors at ErrorRecoveryLevel 1,
+	// to ask for again with recovery R2Ts (see recoverDataOut).
+	holes []span
+	// dataInLen is the read data sent; ackTTT the target transfer tag of
+	// its last Data-In at ErrorRecoveryLevel 1 (A bit). Set by respond.
+	dataInLen uint32
+	ackTTT    uint32
 	// dataDone: all write data arrived, or the task failed and its open
 	// Data-Out sequences have ended.
 	dataDone bool
@@ -444,15 +453,20 @@ func (t *task) respond(res *scsi.Result) {
 		data := t.buf()[:n]
 		seg := p.InitiatorMaxRecvDataSegmentLength
 		burst := p.MaxBurstLength
-		collapse := res.Status == scsi.StatusGood && len(res.Sense) == 0
+		// At ErrorRecoveryLevel 1 the status goes apart, so that SNACK
+		// can ask for either, and the last Data-In asks for a DataACK.
+		recovery := p.ErrorRecoveryLevel >= 1
+		collapse := res.Status == scsi.StatusGood && len(res.Sense) == 0 && !recovery
+		t.dataInLen = n
+		if recovery {
+			t.ackTTT = t.c.nextTTT()
+		}
 		for off := uint32(0); off < n; {
-			l := min(seg, n-off)
 			// Data-In sequences are bounded by MaxBurstLength.
-			inBurst := off % burst
-			l = min(l, burst-inBurst)
+			l, final := dataInSegment(off, n, seg, burst)
 			last := off+l == n
 			din := pdu.DataIn{
-				Final:        last || (off+l)%burst == 0,
+				Final:        final,
 				LUN:          t.lun,
 				ITT:          t.itt,
 				TTT:          pdu.ReservedTag,
@@ -462,6 +476,9 @@ func (t *task) respond(res *scsi.Result) {
 			}
 			out = append(out, outPDU{kind: statNone})
 			e := &out[len(out)-1]
+			if last && recovery {
+				din.Acknowledge, din.TTT = true, t.ackTTT
+			}
 			if last && collapse {
 				din.HasStatus = true
 				din.Status = resp.Status

@@ -64,7 +64,10 @@ type Response struct {
 	// ExpDataSN is the value in its SCSI Response (0 with phase-collapsed
 	// status).
 	DataInPDUs, R2Ts int
-	ExpDataSN        uint32
+	// DataDigestRejects counts Data-Out PDUs the target rejected for
+	// their data digest and asked for again (ErrorRecoveryLevel 1).
+	DataDigestRejects int
+	ExpDataSN         uint32
 	// StatusInDataIn reports that the status came in the last Data-In
 	// (phase collapse) rather than in a SCSI Response.
 	StatusInDataIn bool
@@ -154,8 +157,16 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 	}
 	received, extent := 0, 0
 	nextR2TSN := uint32(0)
+	ackTTT, wantACK := uint32(0), false
 	for {
 		p, err := await(ctx, t)
+		var rj *RejectError
+		if errors.As(err, &rj) && rj.Reason == pdu.RejectDataDigest && st.ErrorRecoveryLevel >= 1 && write {
+			// A Data-Out failed its digest: the target asks for it
+			// again with a recovery R2T (RFC 7143 §7.8).
+			resp.DataDigestRejects++
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -181,6 +192,9 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 			}
 			if n > st.MaxRecvDataSegmentLength {
 				return nil, protoErr("Data-In of %d bytes exceeds MaxRecvDataSegmentLength %d", n, st.MaxRecvDataSegmentLength)
+			}
+			if di.Acknowledge {
+				ackTTT, wantACK = di.TTT, true
 			}
 			copy(buf[off:], di.Data)
 			received += n
@@ -234,6 +248,16 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 				resp.Data = buf[:extent]
 			}
 			completed = true
+			if wantACK {
+				// The target asked for a DataACK (A bit): all its
+				// Data-In arrived.
+				err := c.send(ctx, func(p *pdu.PDU, expStatSN uint32) {
+					(&pdu.SNACKRequest{Type: pdu.SNACKDataACK, LUN: req.LUN, ITT: pdu.ReservedTag, TTT: ackTTT, ExpStatSN: expStatSN, BegRun: uint32(resp.DataInPDUs)}).Encode(p)
+				})
+				if err != nil {
+					return nil, err
+				}
+			}
 			return resp, nil
 		default:
 			return nil, protoErr("unexpected %v for SCSI command ITT 0x%08x", p.Opcode(), itt)
@@ -259,10 +283,15 @@ func (c *Conn) sendDataOut(ctx context.Context, lun uint64, itt, ttt uint32, dat
 			BufferOffset: uint32(off + done),
 			Data:         data[off+done : off+done+chunk],
 		}
-		err := c.send(ctx, func(p *pdu.PDU, expStatSN uint32) {
-			m.ExpStatSN = expStatSN
-			m.Encode(p)
-		})
+		var err error
+		if c.opt.CorruptDataOut != nil && c.opt.CorruptDataOut(itt, off+done) {
+			err = c.sendCorrupt(ctx, &m)
+		} else {
+			err = c.send(ctx, func(p *pdu.PDU, expStatSN uint32) {
+				m.ExpStatSN = expStatSN
+				m.Encode(p)
+			})
+		}
 		if err != nil {
 			return err
 		}
@@ -270,4 +299,26 @@ func (c *Conn) sendDataOut(ctx context.Context, lun uint64, itt, ttt uint32, dat
 		done += chunk
 	}
 	return nil
+}
+
+// sendCorrupt sends m with its data digest inverted.
+func (c *Conn) sendCorrupt(ctx context.Context, m *pdu.DataOut) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	m.ExpStatSN = c.expStatSN
+	c.mu.Unlock()
+	var p pdu.PDU
+	m.Encode(&p)
+	b := c.Encode(&p)
+	for i := len(b) - 4; i < len(b); i++ {
+		b[i] ^= 0xff
+	}
+	if err := c.Err(); err != nil {
+		return err
+	}
+	return c.withDeadline(ctx, true, func() error {
+		_, err := c.nc.Write(b)
+		return err
+	})
 }

@@ -65,6 +65,12 @@ type Options struct {
 	// ManualNOPIn delivers every NOP-In with the reserved ITT to
 	// [Conn.ReadPDU] instead of answering target pings automatically.
 	ManualNOPIn bool
+	// CorruptDataOut, when set, is asked about every Data-Out [Conn.Do]
+	// sends (by ITT and buffer offset); for true the PDU goes out with a
+	// wrong data digest (fault injection; needs DataDigest). At
+	// ErrorRecoveryLevel 1 Do then takes the target's Reject and answers
+	// its recovery R2T.
+	CorruptDataOut func(itt uint32, offset int) bool
 	// Timeout bounds every operation (DefaultTimeout when zero); a
 	// context with an earlier deadline wins.
 	Timeout time.Duration
