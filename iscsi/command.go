@@ -87,7 +87,6 @@ func (c *conn) newTask(cmd *pdu.SCSICommand, dsl uint32) *task {
 	sess := c.sess()
 	t := &task{
 		sess:      sess,
-		c:         c,
 		itt:       cmd.ITT,
 		cmdSN:     cmd.CmdSN,
 		immediate: cmd.Immediate,
@@ -97,6 +96,7 @@ func (c *conn) newTask(cmd *pdu.SCSICommand, dsl uint32) *task {
 		write:     cmd.Write,
 		edtl:      cmd.ExpectedDataTransferLength,
 	}
+	t.cp.Store(c)
 	t.cdb = append(t.cdbBuf[:0], cmd.CDB...)
 	if !t.read && !t.write {
 		t.edtl = 0
@@ -283,7 +283,7 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 		return c.reject(p, &pdu.ProtocolError{Op: pdu.OpDataOut, Reason: pdu.RejectProtocolError, Msg: fmt.Sprintf("no task with ITT 0x%x", m.ITT)})
 	}
 	defer t.release()
-	if t.c != c {
+	if t.conn() != c {
 		// Data-Out travels on the connection of its task (allegiance,
 		// RFC 7143 §5.1).
 		if err := c.r.DiscardData(p); err != nil {

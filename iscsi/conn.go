@@ -91,6 +91,9 @@ type conn struct {
 
 	closeOnce sync.Once
 	done      chan struct{}
+	// readerGone is closed when the reader goroutine has stopped handling
+	// PDUs (TASK REASSIGN waits for it before touching a task's state).
+	readerGone chan struct{}
 	closeErr  error
 }
 
@@ -102,8 +105,9 @@ func newConn(s *Server, nc net.Conn, tpgt uint16) *conn {
 		log:  s.log.With("remote", nc.RemoteAddr().String()),
 		r:    pdu.NewReader(nc, 8192),
 		w:    pdu.NewWriter(nc),
-		done: make(chan struct{}),
-		work: make(chan *task),
+		done:       make(chan struct{}),
+		readerGone: make(chan struct{}),
+		work:       make(chan *task),
 	}
 	c.outq.wake = make(chan struct{}, 1)
 	c.lastRecv.Store(time.Now().UnixNano())
@@ -118,6 +122,7 @@ func (c *conn) serve() {
 	defer c.containPanic("connection handler")
 	defer func() {
 		c.close(nil)
+		close(c.readerGone)
 		c.dropRetained()
 		if sess := c.sess(); sess != nil {
 			sess.connClosed(c)
@@ -145,7 +150,7 @@ func (c *conn) serve() {
 	// fullFeature returns only when the connection ends, always with
 	// the reason.
 	err = c.fullFeature()
-	if !errors.Is(err, io.EOF) && !isClosedErr(err) && !errors.Is(err, errLoggedOut) {
+	if !errors.Is(err, io.EOF) && !isClosedErr(err) && !errors.Is(err, errLoggedOut) && !errors.Is(err, errRemovedForRecovery) {
 		c.log.Info("connection ended", "err", err)
 	}
 }

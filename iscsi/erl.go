@@ -40,6 +40,9 @@ type retained struct {
 	// with the A bit; acked the DataSN a DataACK acknowledged up to.
 	ackTTT uint32
 	acked  uint32
+	// owner is the task whose status this is, at ErrorRecoveryLevel 2:
+	// its acknowledgment lets the session forget the task.
+	owner *task
 }
 
 // erl returns the session's negotiated ErrorRecoveryLevel.
@@ -53,6 +56,9 @@ func (c *conn) retain(e *outPDU) {
 	if t := e.owner; t != nil && t.read && t.dataInLen > 0 {
 		t.refs.Add(1)
 		r.t, r.ackTTT = t, t.ackTTT
+	}
+	if c.erl() >= 2 {
+		r.owner = e.owner
 	}
 	k.mu.Lock()
 	if k.closed {
@@ -81,6 +87,9 @@ func (c *conn) acknowledge(exp uint32) {
 	for i := range gone {
 		if gone[i].t != nil {
 			gone[i].t.release()
+		}
+		if o := gone[i].owner; o != nil {
+			o.sess.forget(o)
 		}
 	}
 }
@@ -247,7 +256,7 @@ func (c *conn) dataACK(ttt, beg uint32) *pdu.ProtocolError {
 // resendR2Ts sends again the outstanding R2Ts of write task t whose R2TSN
 // is in the run. Reader goroutine only.
 func (c *conn) resendR2Ts(t *task, beg, n uint32) *pdu.ProtocolError {
-	if t.c != c || !t.write {
+	if t.conn() != c || !t.write {
 		return snackError("R2T SNACK for task 0x%x, which is not a write of this connection", t.itt)
 	}
 	var out []outPDU

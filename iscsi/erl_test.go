@@ -26,8 +26,8 @@ var erl1 = negotiate.Pair{Key: "ErrorRecoveryLevel", Value: "1"}
 // TestErrorRecoveryLevelNegotiation: the target offers what it is
 // configured for, never more than it implements.
 func TestErrorRecoveryLevelNegotiation(t *testing.T) {
-	_, err := iscsi.NewServer(iscsi.Options{Negotiation: negotiate.Config{ErrorRecoveryLevel: 2}})
-	require.ErrorIs(t, err, iscsi.ErrUnsupported)
+	_, err := iscsi.NewServer(iscsi.Options{Negotiation: negotiate.Config{ErrorRecoveryLevel: 3}})
+	require.ErrorIs(t, err, negotiate.ErrConfig)
 
 	h0 := startServer(t, iscsi.Options{})
 	c := h0.login(t, initiator.Options{Keys: []negotiate.Pair{erl1}})
@@ -38,6 +38,10 @@ func TestErrorRecoveryLevelNegotiation(t *testing.T) {
 	require.Equal(t, "1", c.Params()["ErrorRecoveryLevel"])
 	c = h1.login(t, initiator.Options{ISID: [6]byte{0x80, 0, 0, 0, 0, 9}})
 	require.Equal(t, "0", c.Params()["ErrorRecoveryLevel"], "an initiator asking for 0 gets 0")
+
+	h2 := startServer(t, iscsi.Options{Negotiation: negotiate.Config{ErrorRecoveryLevel: 2}})
+	c = h2.login(t, initiator.Options{Keys: []negotiate.Pair{{Key: "ErrorRecoveryLevel", Value: "2"}}})
+	require.Equal(t, "2", c.Params()["ErrorRecoveryLevel"])
 }
 
 // TestERL1DataOutDigestErrorRecoveredByR2T corrupts the data digest of

@@ -158,6 +158,26 @@ func (c *conn) handleLogout(p *pdu.PDU, admitted bool) error {
 			return c.sendMessage(&resp, statAdvance)
 		}
 		only = c
+	case pdu.LogoutRemoveRecovery:
+		// The connection goes; its tasks wait for TASK REASSIGN
+		// (ErrorRecoveryLevel 2, RFC 7143 §11.14.1).
+		if !sess.recovers() {
+			resp.Response = pdu.LogoutResponseNoRecovery
+			break
+		}
+		resp.Time2Wait, resp.Time2Retain = uint16(sess.params.DefaultTime2Wait), uint16(sess.params.DefaultTime2Retain)
+		if m.CID == c.cid {
+			if err := c.sendMessage(&resp, statAdvance); err != nil {
+				return err
+			}
+			return errRemovedForRecovery
+		}
+		if other := sess.connByCID(m.CID); other != nil {
+			other.close(errRemovedForRecovery)
+		} else if !sess.failedCID(m.CID) {
+			resp.Response = pdu.LogoutResponseCIDNotFound
+		}
+		return c.sendMessage(&resp, statAdvance)
 	default:
 		resp.Response = pdu.LogoutResponseNoRecovery
 	}
@@ -194,6 +214,22 @@ func (c *conn) handleLogout(p *pdu.PDU, admitted bool) error {
 	return errLoggedOut
 }
 
+// errRemovedForRecovery ends a connection logged out with reason 2.
+var errRemovedForRecovery = errors.New("connection removed for recovery")
+
+// failedCID reports whether a connection with CID cid failed and its
+// tasks still wait for reassignment.
+func (sess *session) failedCID(cid uint16) bool {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	for c := range sess.timers {
+		if c.cid == cid {
+			return true
+		}
+	}
+	return false
+}
+
 // connByCID returns the session's connection with CID cid, or nil.
 func (sess *session) connByCID(cid uint16) *conn {
 	sess.mu.Lock()
@@ -211,7 +247,7 @@ func (sess *session) abortStalled(only *conn) {
 	sess.mu.Lock()
 	var stalled []*task
 	for _, t := range sess.tasks {
-		if only != nil && t.c != only {
+		if only != nil && t.conn() != only {
 			continue
 		}
 		if !t.started && only == nil {

@@ -33,15 +33,8 @@ var (
 	// ErrReservedTag: ServePortal was given portal group tag 0, which
 	// RFC 7143 does not allow (tags are 1-65535).
 	ErrReservedTag = errors.New("iscsi: portal group tag 0 is reserved")
-	// ErrUnsupported: NewServer was asked for a feature this server does
-	// not implement (an ErrorRecoveryLevel above MaxErrorRecoveryLevel).
-	ErrUnsupported = errors.New("iscsi: not supported")
 )
 
-// MaxErrorRecoveryLevel is the highest ErrorRecoveryLevel
-// Options.Negotiation may offer: the levels whose recovery the server
-// implements.
-const MaxErrorRecoveryLevel = 1
 
 // Options configure a Server. The zero value is usable.
 type Options struct {
@@ -209,9 +202,6 @@ func NewServer(opt Options) (*Server, error) {
 	opt.setDefaults()
 	if err := opt.Negotiation.Validate(); err != nil {
 		return nil, fmt.Errorf("iscsi: negotiation config: %w", err)
-	}
-	if opt.Negotiation.ErrorRecoveryLevel > MaxErrorRecoveryLevel {
-		return nil, fmt.Errorf("%w: ErrorRecoveryLevel %d (this server implements up to %d)", ErrUnsupported, opt.Negotiation.ErrorRecoveryLevel, MaxErrorRecoveryLevel)
 	}
 	s := &Server{
 		opt:       opt,
@@ -434,8 +424,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	// The connections are gone; their sessions' commands may still be
-	// finishing in their devices.
+	// The connections are gone; sessions waiting for a connection to
+	// come back (ErrorRecoveryLevel 2) end now, and their commands may
+	// still be finishing in their devices.
+	s.closeSessions(ErrServerClosed)
 	s.mu.Lock()
 	idle := s.endingIdle
 	s.mu.Unlock()
@@ -499,7 +491,22 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.dropConns(ErrServerClosed)
 	s.connWG.Wait()
+	s.closeSessions(ErrServerClosed)
 	return nil
+}
+
+// closeSessions ends the sessions still open: after the connections have
+// gone, those are sessions whose tasks wait for TASK REASSIGN.
+func (s *Server) closeSessions(err error) {
+	s.mu.Lock()
+	list := make([]*session, 0, len(s.sessions))
+	for _, sess := range s.sessions {
+		list = append(list, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range list {
+		sess.close(err)
+	}
 }
 
 func (s *Server) removeConn(c *conn) {

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 	"github.com/iscsikit/iscsikit/scsi"
@@ -43,6 +44,11 @@ type session struct {
 	adm      admission // the CmdSN window and its ordered queue
 	inflight uint32
 	tasks    map[uint32]*task // by ITT
+	// unacked holds, at ErrorRecoveryLevel 2, the tasks that answered
+	// and whose status is not acknowledged yet, by ITT (see recovery.go);
+	// timers the Time2Retain timers of failed connections.
+	unacked map[uint32]*task
+	timers  map[*conn]*time.Timer
 	// barrier is closed when the most recent ORDERED task completes.
 	barrier chan struct{}
 	closed  bool
@@ -68,6 +74,8 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 		conns:          map[uint16]*conn{c.cid: c},
 		adm:            admission{exp: req.CmdSN, early: make(map[uint32]admittee)},
 		tasks:          make(map[uint32]*task),
+		unacked:        make(map[uint32]*task),
+		timers:         make(map[*conn]*time.Timer),
 	}
 	sess.adm.max = req.CmdSN + sess.depth - 1
 	sess.bufBudget = int64(sess.depth) * int64(max(sess.params.MaxBurstLength, sess.params.FirstBurstLength))
@@ -197,7 +205,11 @@ func (sess *session) join(c *conn) error {
 	sess.mu.Unlock()
 	if old != nil {
 		old.close(errReinstated)
-		sess.endConnTasks(old)
+		if sess.recovers() {
+			sess.connFailed(old)
+		} else {
+			sess.endConnTasks(old)
+		}
 	}
 	return nil
 }
@@ -210,7 +222,8 @@ var errReinstated = errors.New("connection reinstated by a new login with its CI
 // replaced leaves the session, which ends with its last connection. A
 // connection that failed ends the session: at ErrorRecoveryLevel 0 a
 // connection failure is recovered by session recovery only (RFC 7143
-// §7.1.5).
+// §7.1.5); at level 2 with a DefaultTime2Retain its tasks wait for TASK
+// REASSIGN instead (see connFailed).
 func (sess *session) connClosed(c *conn) {
 	sess.mu.Lock()
 	mine := sess.conns[c.cid] == c
@@ -220,13 +233,21 @@ func (sess *session) connClosed(c *conn) {
 	left := len(sess.conns)
 	sess.mu.Unlock()
 	if !mine {
-		return // replaced: join ended its tasks
+		return // replaced: join took care of its tasks
 	}
-	if left == 0 || !c.loggedOut.Load() {
+	switch {
+	case c.loggedOut.Load():
+		sess.endConnTasks(c)
+		if left == 0 {
+			sess.close(c.closeErr)
+		}
+	case sess.recovers():
+		// Failed, or removed for recovery: its tasks wait for TASK
+		// REASSIGN, and the session for a connection, until Time2Retain.
+		sess.connFailed(c)
+	default:
 		sess.close(c.closeErr)
-		return
 	}
-	sess.endConnTasks(c)
 }
 
 // endConnTasks ends the tasks with allegiance to c, a connection that left
@@ -235,12 +256,12 @@ func (sess *session) endConnTasks(c *conn) {
 	sess.mu.Lock()
 	var tasks []*task
 	for _, t := range sess.tasks {
-		if t.c == c {
+		if t.conn() == c {
 			tasks = append(tasks, t)
 		}
 	}
 	for _, t := range sess.queuedTasksLocked() {
-		if t.c == c {
+		if t.conn() == c {
 			tasks = append(tasks, t)
 		}
 	}
@@ -280,6 +301,8 @@ func (sess *session) close(reason error) {
 	}
 	tasks = append(tasks, sess.queuedTasksLocked()...)
 	sess.mu.Unlock()
+	sess.stopTimers()
+	sess.dropUnacked(nil)
 	for _, c := range conns {
 		c.close(reason)
 	}
@@ -340,7 +363,7 @@ func (sess *session) waitTasksOf(c *conn) {
 	sess.mu.Lock()
 	tasks := make([]*task, 0, len(sess.tasks))
 	for _, t := range sess.tasks {
-		if c == nil || t.c == c {
+		if c == nil || t.conn() == c {
 			tasks = append(tasks, t)
 		}
 	}

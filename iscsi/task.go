@@ -26,7 +26,19 @@ type r2t struct {
 // task is one SCSI command of a session, from arrival to response.
 type task struct {
 	sess *session
-	c    *conn
+	// cp is the connection the task is allegiant to: the one its command
+	// came on, until TASK REASSIGN moves it (ErrorRecoveryLevel 2).
+	cp atomic.Pointer[conn]
+	// sendMu orders respond against a reassignment: the response goes on
+	// the connection in force when it is queued, and responded tells a
+	// reassignment that it must be sent again.
+	sendMu    sync.Mutex
+	responded bool
+	// statusHdr and statusData are the task's SCSI Response as first
+	// queued, kept at ErrorRecoveryLevel 2 to send again after TASK
+	// REASSIGN. Guarded by sendMu.
+	statusHdr  [pdu.BHSLen]byte
+	statusData []byte
 
 	itt       uint32
 	cmdSN     uint32
@@ -106,6 +118,9 @@ type task struct {
 
 func (t *task) buf() []byte { return *t.bufp }
 
+// conn returns the connection the task is allegiant to.
+func (t *task) conn() *conn { return t.cp.Load() }
+
 // A task is a context.Context that costs no allocation unless something
 // waits on Done: commands run with one per task, and the SCSI layer only
 // polls Err.
@@ -164,7 +179,7 @@ func (t *task) cancel() {
 // release drops a reference to the data buffer; the last one returns it.
 func (t *task) release() {
 	if t.refs.Add(-1) == 0 && t.bufp != nil {
-		t.c.srv.buffers.Put(t.bufp)
+		t.sess.srv.buffers.Put(t.bufp)
 		t.bufp = nil
 		t.sess.releaseBuffer(t.reserved.Swap(0))
 	}
@@ -204,7 +219,7 @@ func (t *task) ready(rc *conn) {
 func (c *conn) startReady() {
 	for i, t := range c.runnable {
 		c.runnable[i] = nil
-		t.c.dispatch(t)
+		t.conn().dispatch(t)
 	}
 	c.runnable = c.runnable[:0]
 }
@@ -346,8 +361,9 @@ func (t *task) run() {
 	defer t.finish()
 	defer func() {
 		if v := recover(); v != nil {
-			t.c.log.Error("panic executing a command; connection closed", "panic", v, "cdb", fmt.Sprintf("% x", t.cdb), "stack", string(debug.Stack()))
-			t.c.close(fmt.Errorf("internal error: %v", v))
+			c := t.conn()
+			c.log.Error("panic executing a command; connection closed", "panic", v, "cdb", fmt.Sprintf("% x", t.cdb), "stack", string(debug.Stack()))
+			c.close(fmt.Errorf("internal error: %v", v))
 		}
 	}()
 	if t.barrier != nil {
@@ -434,7 +450,10 @@ func (t *task) freeSlotLocked() {
 // respond queues the task's Data-In PDUs and its status for the
 // connection's writer. The data buffer stays referenced until written.
 func (t *task) respond(res *scsi.Result) {
-	p := &t.c.params
+	t.sendMu.Lock()
+	defer t.sendMu.Unlock()
+	c := t.conn()
+	p := &c.params
 	var resp pdu.SCSIResponse
 	resp.ITT = t.itt
 	resp.Status = uint8(res.Status)
@@ -459,7 +478,7 @@ func (t *task) respond(res *scsi.Result) {
 		collapse := res.Status == scsi.StatusGood && len(res.Sense) == 0 && !recovery
 		t.dataInLen = n
 		if recovery {
-			t.ackTTT = t.c.nextTTT()
+			t.ackTTT = c.nextTTT()
 		}
 		for off := uint32(0); off < n; {
 			// Data-In sequences are bounded by MaxBurstLength.
@@ -490,7 +509,7 @@ func (t *task) respond(res *scsi.Result) {
 			off += l
 		}
 		if collapse {
-			t.send(out)
+			t.send(c, out)
 			return
 		}
 	} else if t.write {
@@ -502,7 +521,11 @@ func (t *task) respond(res *scsi.Result) {
 	}
 	out = append(out, outPDU{kind: statAdvance})
 	resp.Encode(&out[len(out)-1].p)
-	t.send(out)
+	if p.ErrorRecoveryLevel >= 2 {
+		last := &out[len(out)-1].p
+		t.statusHdr, t.statusData = last.Header, last.Data
+	}
+	t.send(c, out)
 }
 
 // send queues the task's last PDUs, holding a reference to its buffer
@@ -511,11 +534,19 @@ func (t *task) respond(res *scsi.Result) {
 // the session's buffer budget, so that a command the initiator sends as
 // soon as it sees the status finds the budget free (the buffer itself
 // stays until the writer is done with it).
-func (t *task) send(out []outPDU) {
+//
+// At ErrorRecoveryLevel 2 the task stays findable until its status is
+// acknowledged, with its data buffer, so that TASK REASSIGN can send them
+// again on another connection. Called with sendMu held.
+func (t *task) send(c *conn, out []outPDU) {
 	t.refs.Add(1)
 	out[len(out)-1].owner = t
 	t.freeSlot()
 	t.sess.releaseBuffer(t.reserved.Swap(0))
-	t.c.queue(false, true, out...)
+	t.responded = true
+	if c.params.ErrorRecoveryLevel >= 2 {
+		t.sess.keepUnacked(t)
+	}
+	c.queue(false, true, out...)
 	clear(out)
 }

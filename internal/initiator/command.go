@@ -150,7 +150,15 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 		}
 	}
 
-	resp := &Response{ITT: itt, CmdSN: cmdSN}
+	return c.dataPhase(ctx, t, req, st, &Response{ITT: itt, CmdSN: cmdSN}, &completed, false)
+}
+
+// dataPhase answers the R2Ts of command t, collects its Data-In and
+// returns its status. resumed is set after TASK REASSIGN: the R2TSNs then
+// go on from where the old connection left them.
+func (c *Conn) dataPhase(ctx context.Context, t *task, req *Request, st Settings, resp *Response, completed *bool, resumed bool) (*Response, error) {
+	itt := resp.ITT
+	write, read := len(req.DataOut) > 0, req.DataInLen > 0
 	var buf []byte
 	if read {
 		buf = make([]byte, req.DataInLen)
@@ -204,7 +212,7 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 				resp.Overflow, resp.Underflow, resp.Residual = di.Overflow, di.Underflow, di.ResidualCount
 				resp.StatusInDataIn = true
 				resp.Data = buf[:extent]
-				completed = true
+				*completed = true
 				return resp, nil
 			}
 		case pdu.OpR2T:
@@ -214,6 +222,9 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 			}
 			if !write {
 				return nil, protoErr("R2T for a command that writes nothing (ITT 0x%08x)", itt)
+			}
+			if resumed && resp.R2Ts == 0 {
+				nextR2TSN = r2t.R2TSN
 			}
 			if r2t.R2TSN != nextR2TSN {
 				return nil, protoErr("R2TSN %d, expected %d", r2t.R2TSN, nextR2TSN)
@@ -247,7 +258,7 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 			if read {
 				resp.Data = buf[:extent]
 			}
-			completed = true
+			*completed = true
 			if wantACK {
 				// The target asked for a DataACK (A bit): all its
 				// Data-In arrived.
@@ -321,4 +332,33 @@ func (c *Conn) sendCorrupt(ctx context.Context, m *pdu.DataOut) error {
 		_, err := c.nc.Write(b)
 		return err
 	})
+}
+
+// Reassign moves the command req, sent with ITT itt on a connection of
+// the session that failed or was logged out for recovery, to c with TASK
+// REASSIGN (ErrorRecoveryLevel 2, RFC 7143 §11.5.1), and finishes it
+// here: a write answers the R2Ts for the data the target still misses, a
+// read collects its Data-In (all of it: ExpDataSN 0), and the status
+// comes back here. Wait DefaultTime2Wait after the failure first.
+func (c *Conn) Reassign(ctx context.Context, req *Request, itt uint32) (*Response, error) {
+	ctx, cancel := c.opCtx(ctx)
+	defer cancel()
+	c.mu.Lock()
+	if _, busy := c.tasks[itt]; busy || !c.full {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("initiator: ITT 0x%08x busy or not logged in", itt)
+	}
+	t := &task{kind: kindCommand, q: newQueue(), lun: req.LUN}
+	c.tasks[itt] = t
+	c.mu.Unlock()
+	completed := false
+	defer func() { c.endTask(itt, t, completed) }()
+	code, err := c.TaskManagement(ctx, pdu.TMFTaskReassign, req.LUN, itt)
+	if err != nil {
+		return nil, err
+	}
+	if code != pdu.TMFResponseComplete {
+		return nil, fmt.Errorf("initiator: TASK REASSIGN of ITT 0x%08x answered %d", itt, code)
+	}
+	return c.dataPhase(ctx, t, req, c.Settings(), &Response{ITT: itt}, &completed, true)
 }
