@@ -94,17 +94,17 @@ type conn struct {
 	// readerGone is closed when the reader goroutine has stopped handling
 	// PDUs (TASK REASSIGN waits for it before touching a task's state).
 	readerGone chan struct{}
-	closeErr  error
+	closeErr   error
 }
 
 func newConn(s *Server, nc net.Conn, tpgt uint16) *conn {
 	c := &conn{
-		srv:  s,
-		nc:   nc,
-		tpgt: tpgt,
-		log:  s.log.With("remote", nc.RemoteAddr().String()),
-		r:    pdu.NewReader(nc, 8192),
-		w:    pdu.NewWriter(nc),
+		srv:        s,
+		nc:         nc,
+		tpgt:       tpgt,
+		log:        s.log.With("remote", nc.RemoteAddr().String()),
+		r:          pdu.NewReader(nc, 8192),
+		w:          pdu.NewWriter(nc),
 		done:       make(chan struct{}),
 		readerGone: make(chan struct{}),
 		work:       make(chan *task),

@@ -35,7 +35,6 @@ var (
 	ErrReservedTag = errors.New("iscsi: portal group tag 0 is reserved")
 )
 
-
 // Options configure a Server. The zero value is usable.
 type Options struct {
 	// Logger receives the server's log records; nil discards them.
