@@ -219,7 +219,7 @@ func (c *conn) resend(t *task, expDataSN uint32) error {
 		}
 	}
 	st := outPDU{kind: statAdvance}
-	st.p.Header, st.p.Data = t.statusHdr, t.statusData
+	st.p.Header, st.p.Data = t.status.Header, t.status.Data
 	out = append(out, st)
 	t.refs.Add(1)
 	out[len(out)-1].owner = t

@@ -34,11 +34,10 @@ type task struct {
 	// reassignment that it must be sent again.
 	sendMu    sync.Mutex
 	responded bool
-	// statusHdr and statusData are the task's SCSI Response as first
-	// queued, kept at ErrorRecoveryLevel 2 to send again after TASK
-	// REASSIGN. Guarded by sendMu.
-	statusHdr  [pdu.BHSLen]byte
-	statusData []byte
+	// status is the task's SCSI Response as first queued, kept at
+	// ErrorRecoveryLevel 2 to send again after TASK REASSIGN (nil below).
+	// Guarded by sendMu.
+	status *pdu.PDU
 
 	itt       uint32
 	cmdSN     uint32
@@ -523,7 +522,7 @@ func (t *task) respond(res *scsi.Result) {
 	resp.Encode(&out[len(out)-1].p)
 	if p.ErrorRecoveryLevel >= 2 {
 		last := &out[len(out)-1].p
-		t.statusHdr, t.statusData = last.Header, last.Data
+		t.status = &pdu.PDU{Header: last.Header, Data: last.Data}
 	}
 	t.send(c, out)
 }

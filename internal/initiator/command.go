@@ -168,14 +168,13 @@ func (c *Conn) dataPhase(ctx context.Context, t *task, req *Request, st Settings
 	ackTTT, wantACK := uint32(0), false
 	for {
 		p, err := await(ctx, t)
-		var rj *RejectError
-		if errors.As(err, &rj) && rj.Reason == pdu.RejectDataDigest && st.ErrorRecoveryLevel >= 1 && write {
-			// A Data-Out failed its digest: the target asks for it
-			// again with a recovery R2T (RFC 7143 §7.8).
-			resp.DataDigestRejects++
-			continue
-		}
 		if err != nil {
+			if write && st.ErrorRecoveryLevel >= 1 && dataDigestRejected(err) {
+				// A Data-Out failed its digest: the target asks for
+				// it again with a recovery R2T (RFC 7143 §7.8).
+				resp.DataDigestRejects++
+				continue
+			}
 			return nil, err
 		}
 		switch p.Opcode() {
@@ -361,4 +360,10 @@ func (c *Conn) Reassign(ctx context.Context, req *Request, itt uint32) (*Respons
 		return nil, fmt.Errorf("initiator: TASK REASSIGN of ITT 0x%08x answered %d", itt, code)
 	}
 	return c.dataPhase(ctx, t, req, c.Settings(), &Response{ITT: itt}, &completed, true)
+}
+
+// dataDigestRejected reports a Reject for a data digest error.
+func dataDigestRejected(err error) bool {
+	var rj *RejectError
+	return errors.As(err, &rj) && rj.Reason == pdu.RejectDataDigest
 }
