@@ -145,7 +145,8 @@ func (c *conn) newTask(cmd *pdu.SCSICommand, dsl uint32) *task {
 
 // readImmediateData reads a command's data segment into its task's buffer,
 // or skips it when the task fails without its data. A digest error ends
-// the connection (see dataLost).
+// the connection at ErrorRecoveryLevel 0 (see dataLost); above, it is
+// returned for the caller to discard the command.
 func (c *conn) readImmediateData(t *task, p *pdu.PDU) error {
 	dsl := p.DataSegmentLength()
 	if dsl == 0 {
@@ -155,6 +156,9 @@ func (c *conn) readImmediateData(t *task, p *pdu.PDU) error {
 		return c.r.DiscardData(p)
 	}
 	if err := c.r.ReadData(p, t.buf()[:dsl]); err != nil {
+		if errors.Is(err, pdu.ErrDataDigest) && c.erl() >= 1 {
+			return err // the caller discards the command
+		}
 		return c.dataLost(p, err)
 	}
 	return nil

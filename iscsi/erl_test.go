@@ -219,3 +219,33 @@ func TestERL1SNACK(t *testing.T) {
 	require.Equal(t, pdu.OpSCSIResponse, got.Opcode())
 	require.NoError(t, c.Err())
 }
+
+// TestERL1ImmediateDataDigestErrorDiscardsCommand: a command whose
+// immediate data fails its digest is rejected and discarded without
+// taking its CmdSN; the initiator's retry (same ITT and CmdSN) runs, and
+// the commands after it too.
+func TestERL1ImmediateDataDigestErrorDiscardsCommand(t *testing.T) {
+	h := startServer(t, iscsi.Options{Negotiation: negotiate.Config{ErrorRecoveryLevel: 1}})
+	c := h.login(t, initiator.Options{DataDigest: true, Keys: []negotiate.Pair{erl1}})
+	data := randomData(t, 8*blockSize)
+	cmd := pdu.SCSICommand{Final: true, Write: true, Attr: 1, ITT: c.NextITT(), CmdSN: c.NextCmdSN(), ExpStatSN: c.ExpStatSN(),
+		ExpectedDataTransferLength: uint32(len(data)), CDB: rw16(0x8a, 0, 8), Data: data}
+	var p pdu.PDU
+	cmd.Encode(&p)
+	raw := c.Encode(&p)
+	raw[len(raw)-1] ^= 0xff
+	require.NoError(t, c.WriteRaw(raw))
+	got, err := c.ReadPDU(ctxT(t))
+	require.NoError(t, err)
+	require.Equal(t, pdu.OpReject, got.Opcode())
+	require.Equal(t, byte(pdu.RejectDataDigest), got.Header[2])
+
+	require.NoError(t, c.SendPDU(&p)) // the retry
+	got, err = c.ReadPDU(ctxT(t))
+	require.NoError(t, err)
+	require.Equal(t, pdu.OpSCSIResponse, got.Opcode(), "reject reason 0x%x", got.Header[2])
+	require.Zero(t, got.Header[3], "GOOD")
+	back, err := c.ReadBlocks(ctxT(t), 0, 0, 8, blockSize)
+	require.NoError(t, err)
+	require.Equal(t, data, back)
+}
