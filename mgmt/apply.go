@@ -84,7 +84,7 @@ type liveTarget struct {
 	groups  []uint16
 	digests [2]string // header, data
 	depth   int       // queue depth, 0 for the server's
-	maxConn int       // connections per session (Global.MaxConnections), 0 for 1
+	maxConn int       // connections per session (Global.MaxConnections, at least 1)
 	policy  *atomic.Pointer[accessPolicy]
 
 	// mu guards the LUN maps and views: logins pick views concurrently
@@ -403,7 +403,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 	for id, lt := range a.targets {
 		t, keep := want[id]
 		if keep && cfg.Global.FullName(t.Name) == lt.name && t.Alias == lt.alias && slices.Equal(portalTags(cfg, t), lt.groups) &&
-			lt.digests == [2]string{t.HeaderDigest, t.DataDigest} && lt.depth == t.QueueDepth && lt.maxConn == cfg.Global.MaxConnections {
+			lt.digests == [2]string{t.HeaderDigest, t.DataDigest} && lt.depth == t.QueueDepth && lt.maxConn == max(cfg.Global.MaxConnections, 1) {
 			continue
 		}
 		a.removeTarget(id, lt)
@@ -440,7 +440,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 		if lt == nil {
 			lt = &liveTarget{
 				name: cfg.Global.FullName(t.Name), alias: t.Alias, groups: portalTags(cfg, t), digests: [2]string{t.HeaderDigest, t.DataDigest},
-				depth: t.QueueDepth, maxConn: cfg.Global.MaxConnections,
+				depth: t.QueueDepth, maxConn: max(cfg.Global.MaxConnections, 1),
 				policy: new(atomic.Pointer[accessPolicy]), views: map[string]*lunView{"": newView()},
 			}
 			lt.policy.Store(policyFor(cfg, t))
