@@ -249,3 +249,35 @@ func TestERL1ImmediateDataDigestErrorDiscardsCommand(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, data, back)
 }
+
+// TestERL1DataInDigestErrorRecoveredBySNACK: Data-In PDUs the initiator
+// takes as corrupted (first, middle, last) are asked for again with Data
+// SNACK after the status, and the read returns the right data with the
+// connection up.
+func TestERL1DataInDigestErrorRecoveredBySNACK(t *testing.T) {
+	h := startServer(t, iscsi.Options{Negotiation: negotiate.Config{ErrorRecoveryLevel: 1}})
+	var mu sync.Mutex
+	hits := map[uint32]int{0: 2, 3: 1, 7: 1} // DataSN -> times to corrupt it
+	c := h.login(t, initiator.Options{DataDigest: true, Keys: []negotiate.Pair{erl1, {Key: "MaxRecvDataSegmentLength", Value: "8192"}},
+		CorruptDataIn: func(_, sn uint32) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			if hits[sn] > 0 {
+				hits[sn]--
+				return true
+			}
+			return false
+		}})
+	data := randomData(t, 64<<10)
+	require.NoError(t, c.WriteBlocks(ctxT(t), 0, 0, data, blockSize, false))
+	resp, err := c.Do(ctxT(t), &initiator.Request{CDB: rw16(0x88, 0, uint32(len(data)/blockSize)), DataInLen: len(data), Attr: 1})
+	require.NoError(t, err)
+	require.Equal(t, uint8(0), resp.Status)
+	require.Equal(t, data, resp.Data)
+	require.Equal(t, 3, resp.DataInRecovered)
+	mu.Lock()
+	require.Equal(t, map[uint32]int{0: 0, 3: 0, 7: 0}, hits, "DataSN 0 was lost twice, its first SNACK's answer too")
+	mu.Unlock()
+	require.NoError(t, c.TestUnitReady(ctxT(t), 0))
+	require.Empty(t, c.Violations())
+}

@@ -67,7 +67,11 @@ type Response struct {
 	// DataDigestRejects counts Data-Out PDUs the target rejected for
 	// their data digest and asked for again (ErrorRecoveryLevel 1).
 	DataDigestRejects int
-	ExpDataSN         uint32
+	// DataInRecovered counts Data-In PDUs whose data failed its digest
+	// (or Options.CorruptDataIn said so) and that came back after a Data
+	// SNACK (ErrorRecoveryLevel 1).
+	DataInRecovered int
+	ExpDataSN       uint32
 	// StatusInDataIn reports that the status came in the last Data-In
 	// (phase collapse) rather than in a SCSI Response.
 	StatusInDataIn bool
@@ -166,6 +170,11 @@ func (c *Conn) dataPhase(ctx context.Context, t *task, req *Request, st Settings
 	received, extent := 0, 0
 	nextR2TSN := uint32(0)
 	ackTTT, wantACK := uint32(0), false
+	// lost are the Data-In whose data failed its digest (ErrorRecoveryLevel
+	// 1): asked for again with a Data SNACK once the status has come, which
+	// is then held in done until they are all in.
+	var lost map[uint32]int // DataSN -> SNACKs sent
+	var done *Response
 	for {
 		p, err := await(ctx, t)
 		if err != nil {
@@ -185,6 +194,39 @@ func (c *Conn) dataPhase(ctx context.Context, t *task, req *Request, st Settings
 			}
 			if !read {
 				return nil, protoErr("Data-In for a command that reads nothing (ITT 0x%08x)", itt)
+			}
+			bad := len(di.Data) != p.DataSegmentLength()
+			if done != nil {
+				// Recovery: the Data-In asked for again.
+				if _, want := lost[di.DataSN]; !want || int(di.BufferOffset)+len(di.Data) > len(buf) {
+					return nil, protoErr("unexpected Data-In DataSN %d after the status", di.DataSN)
+				}
+				if bad {
+					if err := c.snackData(ctx, req.LUN, itt, di.DataSN, lost); err != nil {
+						return nil, err
+					}
+					continue
+				}
+				copy(buf[di.BufferOffset:], di.Data)
+				delete(lost, di.DataSN)
+				if len(lost) == 0 {
+					return c.finishRead(ctx, req, done, ackTTT, wantACK)
+				}
+				continue
+			}
+			if bad {
+				if st.ErrorRecoveryLevel < 1 {
+					return nil, protoErr("Data-In DataSN %d lost at ErrorRecoveryLevel 0", di.DataSN)
+				}
+				resp.DataInPDUs++
+				resp.DataInRecovered++
+				if lost == nil {
+					lost = make(map[uint32]int)
+				}
+				lost[di.DataSN] = 0
+				received += p.DataSegmentLength()
+				extent = max(extent, int(di.BufferOffset)+p.DataSegmentLength())
+				continue
 			}
 			if di.DataSN != uint32(resp.DataInPDUs) {
 				return nil, protoErr("Data-In DataSN %d, expected %d", di.DataSN, resp.DataInPDUs)
@@ -258,17 +300,18 @@ func (c *Conn) dataPhase(ctx context.Context, t *task, req *Request, st Settings
 				resp.Data = buf[:extent]
 			}
 			*completed = true
-			if wantACK {
-				// The target asked for a DataACK (A bit): all its
-				// Data-In arrived.
-				err := c.send(ctx, func(p *pdu.PDU, expStatSN uint32) {
-					(&pdu.SNACKRequest{Type: pdu.SNACKDataACK, LUN: req.LUN, ITT: pdu.ReservedTag, TTT: ackTTT, ExpStatSN: expStatSN, BegRun: uint32(resp.DataInPDUs)}).Encode(p)
-				})
-				if err != nil {
-					return nil, err
+			if len(lost) > 0 {
+				done = resp
+				for sn := range lost {
+					if err := c.snackData(ctx, req.LUN, itt, sn, lost); err != nil {
+						return nil, err
+					}
 				}
+				continue
 			}
-			return resp, nil
+			// The target may have asked for a DataACK (A bit): all its
+			// Data-In arrived.
+			return c.finishRead(ctx, req, resp, ackTTT, wantACK)
 		default:
 			return nil, protoErr("unexpected %v for SCSI command ITT 0x%08x", p.Opcode(), itt)
 		}
@@ -366,4 +409,34 @@ func (c *Conn) Reassign(ctx context.Context, req *Request, itt uint32) (*Respons
 func dataDigestRejected(err error) bool {
 	var rj *RejectError
 	return errors.As(err, &rj) && rj.Reason == pdu.RejectDataDigest
+}
+
+// maxSNACKs bounds how often one lost Data-In is asked for.
+const maxSNACKs = 3
+
+// snackData asks for Data-In sn of task itt again (Data SNACK, RFC 7143
+// §11.16), counting the attempts in lost.
+func (c *Conn) snackData(ctx context.Context, lun uint64, itt, sn uint32, lost map[uint32]int) error {
+	if lost[sn] >= maxSNACKs {
+		return protoErr("Data-In DataSN %d of ITT 0x%08x lost %d times", sn, itt, lost[sn])
+	}
+	lost[sn]++
+	return c.send(ctx, func(p *pdu.PDU, expStatSN uint32) {
+		(&pdu.SNACKRequest{Type: pdu.SNACKDataR2T, LUN: lun, ITT: itt, TTT: pdu.ReservedTag, ExpStatSN: expStatSN, BegRun: sn, RunLength: 1}).Encode(p)
+	})
+}
+
+// finishRead completes a read whose lost Data-In have all come back:
+// it acknowledges the data when the target asked for it.
+func (c *Conn) finishRead(ctx context.Context, req *Request, resp *Response, ackTTT uint32, wantACK bool) (*Response, error) {
+	if !wantACK {
+		return resp, nil
+	}
+	err := c.send(ctx, func(p *pdu.PDU, expStatSN uint32) {
+		(&pdu.SNACKRequest{Type: pdu.SNACKDataACK, LUN: req.LUN, ITT: pdu.ReservedTag, TTT: ackTTT, ExpStatSN: expStatSN, BegRun: uint32(resp.DataInPDUs)}).Encode(p)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
 }

@@ -71,6 +71,11 @@ type Options struct {
 	// ErrorRecoveryLevel 1 Do then takes the target's Reject and answers
 	// its recovery R2T.
 	CorruptDataOut func(itt uint32, offset int) bool
+	// CorruptDataIn, when set, is asked about every Data-In received (by
+	// ITT and DataSN); for true its data is treated as if it had failed
+	// its digest (fault injection). At ErrorRecoveryLevel 1 [Conn.Do]
+	// then asks for it again with a Data SNACK; at 0 the command fails.
+	CorruptDataIn func(itt, dataSN uint32) bool
 	// Timeout bounds every operation (DefaultTimeout when zero); a
 	// context with an earlier deadline wins.
 	Timeout time.Duration
@@ -560,11 +565,26 @@ func (c *Conn) readLoop() {
 	for {
 		p := new(pdu.PDU)
 		if err := c.r.ReadPDU(p); err != nil {
-			c.shutdown(fmt.Errorf("read: %w", err))
-			return
+			if !errors.Is(err, pdu.ErrDataDigest) || p.Opcode() != pdu.OpDataIn || !c.recovers() {
+				c.shutdown(fmt.Errorf("read: %w", err))
+				return
+			}
+			// A Data-In whose data failed its digest, at
+			// ErrorRecoveryLevel 1: its command asks for it again.
+			p.Data = nil
+		} else if p.Opcode() == pdu.OpDataIn && c.opt.CorruptDataIn != nil && c.opt.CorruptDataIn(p.ITT(), u32(p, 36)) {
+			p.Data = nil
 		}
 		c.dispatch(p)
 	}
+}
+
+// recovers reports whether the session runs at ErrorRecoveryLevel 1 or
+// more.
+func (c *Conn) recovers() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.settings.ErrorRecoveryLevel >= 1
 }
 
 func u32(p *pdu.PDU, off int) uint32 { return binary.BigEndian.Uint32(p.Header[off : off+4]) }
