@@ -128,3 +128,19 @@ func TestReassignRefusedBelowERL2(t *testing.T) {
 	require.Equal(t, uint8(pdu.LogoutResponseNoRecovery), code)
 	require.NoError(t, c.TestUnitReady(ctxT(t), 0))
 }
+
+// TestERL2WithoutTime2RetainKeepsSession: at level 2 with
+// DefaultTime2Retain 0 a failed connection's tasks are not kept, but the
+// session goes on on its other connection.
+func TestERL2WithoutTime2RetainKeepsSession(t *testing.T) {
+	h := startServer(t, iscsi.Options{Negotiation: negotiate.Config{MaxConnections: 2, ErrorRecoveryLevel: 2}})
+	s := mcsSession(t, h, 2, negotiate.Pair{Key: "ErrorRecoveryLevel", Value: "2"})
+	a, b := s.Conns()[0], s.Conns()[1]
+	require.Equal(t, "0", a.Params()["DefaultTime2Retain"])
+	a.NetConn().Close()
+	require.Eventually(t, func() bool { c := sessionConns(h); return len(c) == 1 && c[0] == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, b.TestUnitReady(ctxT(t), 0))
+	code, err := b.LogoutCID(ctxT(t), pdu.LogoutRemoveRecovery, 0)
+	require.NoError(t, err)
+	require.Equal(t, uint8(pdu.LogoutResponseNoRecovery), code, "nothing is kept for recovery")
+}

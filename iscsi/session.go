@@ -223,7 +223,8 @@ var errReinstated = errors.New("connection reinstated by a new login with its CI
 // connection that failed ends the session: at ErrorRecoveryLevel 0 a
 // connection failure is recovered by session recovery only (RFC 7143
 // §7.1.5); at level 2 with a DefaultTime2Retain its tasks wait for TASK
-// REASSIGN instead (see connFailed).
+// REASSIGN instead (see connFailed), and without one they end while the
+// session goes on on its other connections.
 func (sess *session) connClosed(c *conn) {
 	sess.mu.Lock()
 	mine := sess.conns[c.cid] == c
@@ -245,6 +246,11 @@ func (sess *session) connClosed(c *conn) {
 		// Failed, or removed for recovery: its tasks wait for TASK
 		// REASSIGN, and the session for a connection, until Time2Retain.
 		sess.connFailed(c)
+	case sess.params.ErrorRecoveryLevel >= 2 && left > 0:
+		// Connection recovery with DefaultTime2Retain 0: nothing is
+		// kept, and the session goes on on its other connections.
+		sess.endConnTasks(c)
+		sess.dropUnacked(c)
 	default:
 		sess.close(c.closeErr)
 	}
