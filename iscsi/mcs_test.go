@@ -262,3 +262,32 @@ func TestMCSSessionLeavesNoGoroutines(t *testing.T) {
 		t.Fatalf("%d goroutine(s) left after Shutdown:\n%s", len(left), leakcheck.Format(left))
 	}
 }
+
+// TestMCSLogoutHandedOver: a Logout closing its connection, sent ahead
+// of a CmdSN gap, gets its turn when another connection fills the gap; it
+// is answered on its own connection, which then closes, and the session
+// goes on.
+func TestMCSLogoutHandedOver(t *testing.T) {
+	h := startServer(t, iscsi.Options{Negotiation: negotiate.Config{MaxConnections: 2}})
+	s := mcsSession(t, h, 2)
+	a, b := s.Conns()[0], s.Conns()[1]
+	gap := a.NextCmdSN()
+	litt := b.NextITT()
+	var p pdu.PDU
+	(&pdu.LogoutRequest{ReasonCode: pdu.LogoutCloseConnection, ITT: litt, CID: 1, CmdSN: b.NextCmdSN(), ExpStatSN: b.ExpStatSN()}).Encode(&p)
+	require.NoError(t, b.SendPDU(&p))
+	quiet(t, b, "logout ahead of the gap")
+	fill := a.NextITT()
+	sendTUR(t, a, fill, gap)
+	readByITT(t, a, fill)
+	got := readByITT(t, b, litt)
+	require.Equal(t, pdu.OpLogoutResp, got[litt].Opcode())
+	require.Equal(t, uint8(pdu.LogoutResponseSuccess), got[litt].Header[2])
+	select {
+	case <-b.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the logged-out connection stayed open")
+	}
+	require.Eventually(t, func() bool { c := sessionConns(h); return len(c) == 1 && c[0] == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, a.TestUnitReady(ctxT(t), 0))
+}

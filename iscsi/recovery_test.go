@@ -1,6 +1,7 @@
 package iscsi_test
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/iscsikit/iscsikit/internal/initiator"
+	"github.com/iscsikit/iscsikit/internal/leakcheck"
 	"github.com/iscsikit/iscsikit/iscsi"
 	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
@@ -143,4 +145,38 @@ func TestERL2WithoutTime2RetainKeepsSession(t *testing.T) {
 	code, err := b.LogoutCID(ctxT(t), pdu.LogoutRemoveRecovery, 0)
 	require.NoError(t, err)
 	require.Equal(t, uint8(pdu.LogoutResponseNoRecovery), code, "nothing is kept for recovery")
+}
+
+// TestERL2ShutdownLeavesNoGoroutines: a session waiting for its failed
+// connection's tasks to be reassigned, a write among them, ends with
+// Shutdown and leaves nothing running.
+func TestERL2ShutdownLeavesNoGoroutines(t *testing.T) {
+	snap := leakcheck.Take()
+	h := startServer(t, iscsi.Options{Negotiation: negotiate.Config{MaxConnections: 2, ErrorRecoveryLevel: 2, DefaultTime2Retain: 60}})
+	s := mcsSession(t, h, 2, erl2Keys...)
+	a, b := s.Conns()[0], s.Conns()[1]
+	// A write waiting for its data when a dies, and a read answered into
+	// the void.
+	var p pdu.PDU
+	(&pdu.SCSICommand{Final: true, Write: true, Attr: 1, ITT: a.NextITT(), CmdSN: a.NextCmdSN(), ExpStatSN: a.ExpStatSN(),
+		ExpectedDataTransferLength: 1 << 20, CDB: rw16(0x8a, 0, (1<<20)/blockSize)}).Encode(&p)
+	require.NoError(t, a.SendPDU(&p))
+	(&pdu.SCSICommand{Final: true, Read: true, Attr: 1, ITT: a.NextITT(), CmdSN: a.NextCmdSN(), ExpStatSN: a.ExpStatSN(),
+		ExpectedDataTransferLength: 8192, CDB: rw16(0x88, 0, 16)}).Encode(&p)
+	require.NoError(t, a.SendPDU(&p))
+	_, err := a.ReadPDU(ctxT(t)) // the R2T: the write is in
+	require.NoError(t, err)
+	a.NetConn().Close()
+	require.NoError(t, b.TestUnitReady(ctxT(t), 0))
+	b.NetConn().Close() // the session now waits without connections
+	require.Eventually(t, func() bool { c := sessionConns(h); return len(c) == 1 && c[0] == 0 }, 10*time.Second, 10*time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, h.srv.Shutdown(ctx))
+	require.Empty(t, h.srv.Sessions())
+	s.Close()
+	if left := snap.Wait(leakcheck.DefaultTimeout); len(left) > 0 {
+		t.Fatalf("%d goroutine(s) left after Shutdown:\n%s", len(left), leakcheck.Format(left))
+	}
 }
