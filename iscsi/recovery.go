@@ -204,6 +204,13 @@ func (c *conn) resend(t *task, expDataSN uint32) error {
 	var out []outPDU
 	if t.read && t.dataInLen > 0 {
 		seg, burst := c.params.InitiatorMaxRecvDataSegmentLength, c.params.MaxBurstLength
+		if seg != t.dataInSeg {
+			// Cut differently on this connection: the DataSNs the
+			// initiator has mean other bytes, so all of it comes again
+			// (as R-Data SNACK would have it, RFC 7143 §11.16.3).
+			expDataSN = 0
+			t.dataInSeg = seg
+		}
 		sn := uint32(0)
 		for off := uint32(0); off < t.dataInLen; sn++ {
 			l, final := dataInSegment(off, t.dataInLen, seg, burst)

@@ -75,6 +75,8 @@ type task struct {
 	// its last Data-In at ErrorRecoveryLevel 1 (A bit). Set by respond.
 	dataInLen uint32
 	ackTTT    uint32
+	// dataInSeg is the segment length its Data-In were cut to.
+	dataInSeg uint32
 	// dataDone: all write data arrived, or the task failed and its open
 	// Data-Out sequences have ended.
 	dataDone bool
@@ -475,7 +477,7 @@ func (t *task) respond(res *scsi.Result) {
 		// can ask for either, and the last Data-In asks for a DataACK.
 		recovery := p.ErrorRecoveryLevel >= 1
 		collapse := res.Status == scsi.StatusGood && len(res.Sense) == 0 && !recovery
-		t.dataInLen = n
+		t.dataInLen, t.dataInSeg = n, seg
 		if recovery {
 			t.ackTTT = c.nextTTT()
 		}
