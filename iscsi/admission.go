@@ -13,11 +13,11 @@ import (
 // PDU of any kind ahead of its turn cannot leave the window stuck.
 //
 // What happens once a CmdSN is consumed belongs to the entry: a task is
-// started, a control PDU is handed back to the reader of the connection it
-// arrived on (its allegiance). The session owns the CmdSN window; each
-// connection owns its StatSN. Sessions have one connection today; the
-// queue keeps each entry's connection so that more can join a session
-// without changing it. Guarded by session.mu.
+// started (on a worker of its own connection), a control PDU is run for
+// the connection it arrived on (its allegiance): inline when that is the
+// connection whose reader consumed it, else handed over to that connection
+// (see handOff). The session owns the CmdSN window; each connection owns
+// its StatSN. Guarded by session.mu.
 type admission struct {
 	exp uint32 // ExpCmdSN: the next CmdSN to consume
 	max uint32 // MaxCmdSN: the highest CmdSN the initiator may send
@@ -59,8 +59,8 @@ const (
 // offerLocked puts a non-immediate PDU with CmdSN sn in the queue. When sn
 // is the next CmdSN it is consumed at once, a task is started, and the
 // entries queued behind it whose turn has now come are consumed in order.
-// Called with session.mu held.
-func (sess *session) offerLocked(sn uint32, a admittee) verdict {
+// rc is the connection whose reader offers it. Called with session.mu held.
+func (sess *session) offerLocked(rc *conn, sn uint32, a admittee) verdict {
 	q := &sess.adm
 	if !snInWindow(sn, q.exp, q.max) {
 		return outside
@@ -79,9 +79,9 @@ func (sess *session) offerLocked(sn uint32, a admittee) verdict {
 	}
 	q.exp++
 	if a.task != nil {
-		sess.startLocked(a.task)
+		sess.startLocked(rc, a.task)
 	}
-	sess.drainLocked()
+	sess.drainLocked(rc)
 	sess.growWindow()
 	return admitted
 }
@@ -89,12 +89,14 @@ func (sess *session) offerLocked(sn uint32, a admittee) verdict {
 // consumeLocked counts CmdSN sn as received without a PDU: the task an
 // ABORT TASK names was never received, and it must neither run if it comes
 // later nor hold up the commands after it. Called with session.mu held.
-func (sess *session) consumeLocked(sn uint32) {
-	sess.offerLocked(sn, admittee{})
+func (sess *session) consumeLocked(rc *conn, sn uint32) {
+	sess.offerLocked(rc, sn, admittee{})
 }
 
-// drainLocked consumes the queued entries whose turn has come.
-func (sess *session) drainLocked() {
+// drainLocked consumes the queued entries whose turn has come, in the
+// reader of rc: the tasks become runnable there, the control PDUs join its
+// deferred list.
+func (sess *session) drainLocked(rc *conn) {
 	q := &sess.adm
 	for {
 		a, ok := q.early[q.exp]
@@ -108,18 +110,18 @@ func (sess *session) drainLocked() {
 			select {
 			case <-a.task.finished(): // aborted while queued
 			default:
-				sess.startLocked(a.task)
+				sess.startLocked(rc, a.task)
 			}
 		case a.ctl != nil:
-			c := a.ctl.c
-			c.deferred = append(c.deferred, a.ctl)
+			rc.deferred = append(rc.deferred, a.ctl)
 		}
 	}
 }
 
 // startLocked hands an admitted task to its goroutine, after applying the
-// task-attribute ordering rules. Called with sess.mu held.
-func (sess *session) startLocked(t *task) {
+// task-attribute ordering rules, in the reader of rc. Called with sess.mu
+// held.
+func (sess *session) startLocked(rc *conn, t *task) {
 	switch t.attr {
 	case scsi.TaskHeadOfQueue:
 		// Runs at once, ahead of everything queued.
@@ -135,7 +137,7 @@ func (sess *session) startLocked(t *task) {
 		t.barrier = sess.barrier
 	}
 	t.started = true
-	t.ready()
+	t.ready(rc)
 }
 
 // queuedTasksLocked returns the tasks waiting in the queue for their turn.
@@ -195,7 +197,7 @@ func (c *conn) admitControl(p *pdu.PDU, sn uint32) bool {
 	if sess.closed {
 		return false
 	}
-	switch sess.offerLocked(sn, admittee{ctl: &deferredPDU{c: c, p: *p}}) {
+	switch sess.offerLocked(c, sn, admittee{ctl: &deferredPDU{c: c, p: *p}}) {
 	case admitted:
 		return true
 	case outside:
@@ -205,13 +207,18 @@ func (c *conn) admitControl(p *pdu.PDU, sn uint32) bool {
 }
 
 // runDeferred runs the control PDUs whose CmdSN turn came while another
-// PDU was handled, in CmdSN order, and starts what they make runnable.
-// Reader goroutine only.
+// PDU was handled, in CmdSN order, and starts what they make runnable. A
+// PDU that arrived on another connection of the session is handed over to
+// it. Reader goroutine only.
 func (c *conn) runDeferred() error {
 	for len(c.deferred) > 0 {
 		d := c.deferred[0]
 		c.deferred[0] = nil
 		c.deferred = c.deferred[1:]
+		if d.c != c {
+			d.c.handOff(d)
+			continue
+		}
 		err := c.handleControl(&d.p, true)
 		c.startReady()
 		if err != nil {
@@ -220,4 +227,46 @@ func (c *conn) runDeferred() error {
 	}
 	c.deferred = nil
 	return nil
+}
+
+// handOff gives c a control PDU of its own whose CmdSN turn came in the
+// reader of another connection of the session. c's reader may be blocked
+// reading, so a goroutine runs the handed PDUs, in the order they came,
+// holding c.rmu like the reader does; it ends when none is left. A PDU
+// that ends the connection (a logout) closes it from there.
+func (c *conn) handOff(d *deferredPDU) {
+	c.hmu.Lock()
+	c.handed = append(c.handed, d)
+	start := !c.handing
+	c.handing = true
+	c.hmu.Unlock()
+	if start {
+		go c.runHanded()
+	}
+}
+
+func (c *conn) runHanded() {
+	defer c.containPanic("hand-off")
+	for {
+		c.hmu.Lock()
+		if len(c.handed) == 0 {
+			c.handing = false
+			c.hmu.Unlock()
+			return
+		}
+		d := c.handed[0]
+		c.handed[0] = nil
+		c.handed = c.handed[1:]
+		c.hmu.Unlock()
+		c.rmu.Lock()
+		err := c.handleControl(&d.p, true)
+		c.startReady()
+		if err == nil {
+			err = c.runDeferred()
+		}
+		c.rmu.Unlock()
+		if err != nil {
+			c.close(err)
+		}
+	}
 }

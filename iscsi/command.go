@@ -32,6 +32,12 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	t := c.newTask(cmd, uint32(p.DataSegmentLength()))
 	if err := c.readImmediateData(t, p); err != nil {
 		t.release()
+		if errors.Is(err, pdu.ErrDataDigest) && c.erl() >= 1 {
+			// RFC 7143 §7.8: the command is discarded, not admitted;
+			// the initiator retries it, and its immediate data with it.
+			c.log.Info("immediate data failed its digest; command discarded", "itt", fmt.Sprintf("0x%x", cmd.ITT))
+			return c.sendReject(&p.Header, pdu.RejectDataDigest)
+		}
 		return err
 	}
 	switch err := c.admitTask(t, cmd); {
@@ -81,7 +87,6 @@ func (c *conn) newTask(cmd *pdu.SCSICommand, dsl uint32) *task {
 	sess := c.sess()
 	t := &task{
 		sess:      sess,
-		c:         c,
 		itt:       cmd.ITT,
 		cmdSN:     cmd.CmdSN,
 		immediate: cmd.Immediate,
@@ -91,6 +96,7 @@ func (c *conn) newTask(cmd *pdu.SCSICommand, dsl uint32) *task {
 		write:     cmd.Write,
 		edtl:      cmd.ExpectedDataTransferLength,
 	}
+	t.cp.Store(c)
 	t.cdb = append(t.cdbBuf[:0], cmd.CDB...)
 	if !t.read && !t.write {
 		t.edtl = 0
@@ -139,7 +145,8 @@ func (c *conn) newTask(cmd *pdu.SCSICommand, dsl uint32) *task {
 
 // readImmediateData reads a command's data segment into its task's buffer,
 // or skips it when the task fails without its data. A digest error ends
-// the connection (see dataLost).
+// the connection at ErrorRecoveryLevel 0 (see dataLost); above, it is
+// returned for the caller to discard the command.
 func (c *conn) readImmediateData(t *task, p *pdu.PDU) error {
 	dsl := p.DataSegmentLength()
 	if dsl == 0 {
@@ -149,6 +156,9 @@ func (c *conn) readImmediateData(t *task, p *pdu.PDU) error {
 		return c.r.DiscardData(p)
 	}
 	if err := c.r.ReadData(p, t.buf()[:dsl]); err != nil {
+		if errors.Is(err, pdu.ErrDataDigest) && c.erl() >= 1 {
+			return err // the caller discards the command
+		}
 		return c.dataLost(p, err)
 	}
 	return nil
@@ -178,10 +188,10 @@ func (c *conn) admitTask(t *task, cmd *pdu.SCSICommand) error {
 	sess.tasks[t.itt] = t
 	sess.inflight++
 	if cmd.Immediate {
-		sess.startLocked(t)
+		sess.startLocked(c, t)
 		return nil
 	}
-	if sess.offerLocked(cmd.CmdSN, admittee{task: t}) == outside {
+	if sess.offerLocked(c, cmd.CmdSN, admittee{task: t}) == outside {
 		delete(sess.tasks, t.itt)
 		sess.inflight--
 		t.release()
@@ -214,29 +224,40 @@ func (c *conn) solicit(t *task) error {
 			outstanding++
 		}
 	}
-	for outstanding < params.MaxOutstandingR2T && t.nextR2T < t.edtl {
-		l := min(params.MaxBurstLength, t.edtl-t.nextR2T)
-		r := &r2t{ttt: c.nextTTT(), offset: t.nextR2T, end: t.nextR2T + l}
-		t.r2ts = append(t.r2ts, r)
-		m := pdu.R2T{
-			LUN:                       t.lun,
-			ITT:                       t.itt,
-			TTT:                       r.ttt,
-			R2TSN:                     t.r2tSN,
-			BufferOffset:              t.nextR2T,
-			DesiredDataTransferLength: l,
-		}
-		t.r2tSN++
-		t.nextR2T += l
-		outstanding++
-		// Queued without waiting: the reader goes on reading.
-		e := outPDU{kind: statCurrent}
-		m.Encode(&e.p)
-		if err := c.queue(false, false, e); err != nil {
+	if len(t.holes) > 0 {
+		if err := c.solicitHoles(t, &outstanding); err != nil {
 			return err
 		}
 	}
+	for outstanding < params.MaxOutstandingR2T && t.nextR2T < t.edtl {
+		l := min(params.MaxBurstLength, t.edtl-t.nextR2T)
+		if err := c.sendR2T(t, t.nextR2T, l); err != nil {
+			return err
+		}
+		t.nextR2T += l
+		outstanding++
+	}
 	return nil
+}
+
+// sendR2T asks for l bytes of t's data at offset off. Reader goroutine
+// only.
+func (c *conn) sendR2T(t *task, off, l uint32) error {
+	r := &r2t{ttt: c.nextTTT(), sn: t.r2tSN, start: off, offset: off, end: off + l}
+	t.r2ts = append(t.r2ts, r)
+	m := pdu.R2T{
+		LUN:                       t.lun,
+		ITT:                       t.itt,
+		TTT:                       r.ttt,
+		R2TSN:                     r.sn,
+		BufferOffset:              off,
+		DesiredDataTransferLength: l,
+	}
+	t.r2tSN++
+	// Queued without waiting: the reader goes on reading.
+	e := outPDU{kind: statCurrent}
+	m.Encode(&e.p)
+	return c.queue(false, false, e)
 }
 
 func (c *conn) nextTTT() uint32 {
@@ -266,6 +287,14 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 		return c.reject(p, &pdu.ProtocolError{Op: pdu.OpDataOut, Reason: pdu.RejectProtocolError, Msg: fmt.Sprintf("no task with ITT 0x%x", m.ITT)})
 	}
 	defer t.release()
+	if t.conn() != c {
+		// Data-Out travels on the connection of its task (allegiance,
+		// RFC 7143 §5.1).
+		if err := c.r.DiscardData(p); err != nil {
+			return err
+		}
+		return c.reject(p, &pdu.ProtocolError{Op: pdu.OpDataOut, Reason: pdu.RejectProtocolError, Msg: fmt.Sprintf("Data-Out for task 0x%x on a connection other than its command's", m.ITT)})
+	}
 	if t.write && t.failed() {
 		// The task ended early (bad data, no buffer): the rest of its
 		// open sequences is taken in silence, and its status waits for
@@ -274,7 +303,7 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 			return err
 		}
 		t.endSequence(&m)
-		t.settleFailed()
+		t.settleFailed(c)
 		return nil
 	}
 	n := uint32(p.DataSegmentLength())
@@ -289,18 +318,21 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 			// instead of waiting for data that will never come.
 			t.failSense = scsi.DataPhaseErrorSense()
 			t.endSequence(&m)
-			t.settleFailed()
+			t.settleFailed(c)
 		}
 		return c.reject(p, perr)
 	}
 	if err := c.r.ReadData(p, t.buf()[m.BufferOffset:m.BufferOffset+n]); err != nil {
+		if errors.Is(err, pdu.ErrDataDigest) && c.erl() >= 1 {
+			return c.recoverDataOut(t, &m, r, n, p)
+		}
 		return c.dataLost(p, err)
 	}
 	t.accept(&m, r, n)
 	if t.dataComplete() {
 		if !t.dataDone {
 			t.dataDone = true
-			t.ready()
+			t.ready(c)
 		}
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
 )
 
@@ -49,14 +50,35 @@ type conn struct {
 	// counts the tasks workers are running.
 	work   chan *task
 	active atomic.Int32
+	// rmu is held by whoever handles this connection's PDUs: its reader
+	// goroutine while it handles one, or the goroutine running control
+	// PDUs handed over by another connection's reader (see handOff).
+	// "Reader goroutine only" state below is guarded by it.
+	rmu sync.Mutex
 	// cmd is the SCSI Command being decoded; reader goroutine only.
 	cmd pdu.SCSICommand
-	// runnable collects the tasks the PDU being handled made runnable;
-	// reader goroutine only (see startReady).
+	// runnable collects the tasks the PDU being handled made runnable,
+	// whatever their connection; reader goroutine only (see startReady).
 	runnable []*task
 	// deferred holds control PDUs whose CmdSN turn came while another PDU
-	// was handled, in CmdSN order; reader goroutine only (see runDeferred).
+	// was handled, in CmdSN order, whatever connection they arrived on;
+	// reader goroutine only (see runDeferred).
 	deferred []*deferredPDU
+	// handed holds control PDUs of this connection whose CmdSN turn came
+	// in another connection's reader, in CmdSN order; handing is set while
+	// a goroutine runs them. Guarded by hmu.
+	hmu     sync.Mutex
+	handed  []*deferredPDU
+	handing bool
+
+	// params are the parameters in force on this connection: the
+	// session's, with this connection's digests and data segment limits.
+	params negotiate.Params
+	// loggedOut is set once a logout closing this connection succeeded.
+	loggedOut atomic.Bool
+	// keep holds what SNACK may ask for again, at ErrorRecoveryLevel 1
+	// or more (see erl.go).
+	keep retention
 
 	sessp atomic.Pointer[session] // set once login completes
 	cid   uint16
@@ -69,19 +91,23 @@ type conn struct {
 
 	closeOnce sync.Once
 	done      chan struct{}
-	closeErr  error
+	// readerGone is closed when the reader goroutine has stopped handling
+	// PDUs (TASK REASSIGN waits for it before touching a task's state).
+	readerGone chan struct{}
+	closeErr   error
 }
 
 func newConn(s *Server, nc net.Conn, tpgt uint16) *conn {
 	c := &conn{
-		srv:  s,
-		nc:   nc,
-		tpgt: tpgt,
-		log:  s.log.With("remote", nc.RemoteAddr().String()),
-		r:    pdu.NewReader(nc, 8192),
-		w:    pdu.NewWriter(nc),
-		done: make(chan struct{}),
-		work: make(chan *task),
+		srv:        s,
+		nc:         nc,
+		tpgt:       tpgt,
+		log:        s.log.With("remote", nc.RemoteAddr().String()),
+		r:          pdu.NewReader(nc, 8192),
+		w:          pdu.NewWriter(nc),
+		done:       make(chan struct{}),
+		readerGone: make(chan struct{}),
+		work:       make(chan *task),
 	}
 	c.outq.wake = make(chan struct{}, 1)
 	c.lastRecv.Store(time.Now().UnixNano())
@@ -96,6 +122,8 @@ func (c *conn) serve() {
 	defer c.containPanic("connection handler")
 	defer func() {
 		c.close(nil)
+		close(c.readerGone)
+		c.dropRetained()
 		if sess := c.sess(); sess != nil {
 			sess.connClosed(c)
 		}
@@ -122,7 +150,7 @@ func (c *conn) serve() {
 	// fullFeature returns only when the connection ends, always with
 	// the reason.
 	err = c.fullFeature()
-	if !errors.Is(err, io.EOF) && !isClosedErr(err) && !errors.Is(err, errLoggedOut) {
+	if !errors.Is(err, io.EOF) && !isClosedErr(err) && !errors.Is(err, errLoggedOut) && !errors.Is(err, errRemovedForRecovery) {
 		c.log.Info("connection ended", "err", err)
 	}
 }

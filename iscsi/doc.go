@@ -7,8 +7,10 @@
 // any number of listeners, and shuts down gracefully with Shutdown. Targets
 // and logical units may be added and removed while the server runs.
 //
-// Sessions run at ErrorRecoveryLevel 0 with one connection each. Within a
-// session, every non-immediate PDU that carries a CmdSN (SCSI commands,
+// Sessions have up to the negotiated MaxConnections connections and run
+// at up to ErrorRecoveryLevel 2 (recovery R2T and SNACK at 1, connection
+// recovery with TASK REASSIGN at 2), as Options.Negotiation offers; the
+// defaults are one connection and level 0. Within a session, every non-immediate PDU that carries a CmdSN (SCSI commands,
 // NOP-Out, Text, task management and Logout requests) goes through one
 // ordered admission queue inside a window whose size is the queue depth; a
 // PDU that arrives ahead of a gap waits for it to be filled, and an ABORT

@@ -30,37 +30,48 @@ func (c *conn) fullFeature() error {
 			return err
 		}
 		c.lastRecv.Store(time.Now().UnixNano())
-		op := p.Opcode()
-		if sess.discovery && op != pdu.OpTextReq && op != pdu.OpLogoutReq && op != pdu.OpNOPOut {
-			// Discovery sessions carry only text, logout and NOP (§4.3).
-			if err := c.r.DiscardData(&p); err != nil {
-				return err
-			}
-			c.sendReject(&p.Header, pdu.RejectProtocolError)
-			continue
+		if c.keep.on && p.Opcode() != pdu.OpSNACKReq {
+			c.acknowledge(ackSN(&p))
 		}
-		var err error
-		switch op {
-		case pdu.OpSCSICommand:
-			err = c.handleCommand(&p)
-		case pdu.OpDataOut:
-			err = c.handleDataOut(&p)
-		default:
-			if err = c.r.ReadSegment(&p); err == nil {
-				err = c.handleControl(&p, false)
-			}
-		}
-		// Tasks the PDU made runnable start even when it ended the
-		// connection: they were claimed, and only running ends them.
-		c.startReady()
+		c.rmu.Lock()
+		err := c.handlePDU(sess, &p)
+		c.rmu.Unlock()
 		if err != nil {
 			return err
 		}
-		// Control PDUs whose CmdSN turn the PDU brought run now.
-		if err := c.runDeferred(); err != nil {
+	}
+}
+
+// handlePDU handles one PDU whose header has been read, then the control
+// PDUs whose CmdSN turn it brought. Called with c.rmu held.
+func (c *conn) handlePDU(sess *session, p *pdu.PDU) error {
+	op := p.Opcode()
+	if sess.discovery && op != pdu.OpTextReq && op != pdu.OpLogoutReq && op != pdu.OpNOPOut {
+		// Discovery sessions carry only text, logout and NOP (§4.3).
+		if err := c.r.DiscardData(p); err != nil {
 			return err
 		}
+		return c.sendReject(&p.Header, pdu.RejectProtocolError)
 	}
+	var err error
+	switch op {
+	case pdu.OpSCSICommand:
+		err = c.handleCommand(p)
+	case pdu.OpDataOut:
+		err = c.handleDataOut(p)
+	default:
+		if err = c.r.ReadSegment(p); err == nil {
+			err = c.handleControl(p, false)
+		}
+	}
+	// Tasks the PDU made runnable start even when it ended the
+	// connection: they were claimed, and only running ends them.
+	c.startReady()
+	if err != nil {
+		return err
+	}
+	// Control PDUs whose CmdSN turn the PDU brought run now.
+	return c.runDeferred()
 }
 
 // handleControl handles a PDU other than a SCSI Command or Data-Out, whose
@@ -77,8 +88,7 @@ func (c *conn) handleControl(p *pdu.PDU, admitted bool) error {
 	case pdu.OpTaskMgmtReq:
 		return c.handleTaskMgmt(p, admitted)
 	case pdu.OpSNACKReq:
-		// SNACK needs ErrorRecoveryLevel > 0, which is never negotiated.
-		return c.reject(p, &pdu.ProtocolError{Op: op, Reason: pdu.RejectProtocolError, Msg: "SNACK at ErrorRecoveryLevel 0"})
+		return c.handleSNACK(p)
 	case pdu.OpLoginReq:
 		return c.reject(p, &pdu.ProtocolError{Op: op, Reason: pdu.RejectProtocolError, Msg: "login request in full feature phase"})
 	default:
@@ -117,7 +127,11 @@ func (c *conn) handleNOPOut(p *pdu.PDU, admitted bool) error {
 	return c.sendMessage(&pdu.NOPIn{LUN: m.LUN, ITT: m.ITT, TTT: pdu.ReservedTag, Data: m.Data}, statAdvance)
 }
 
-// handleLogout ends the session or connection after outstanding tasks finish.
+// handleLogout ends the session or a connection after the tasks it
+// concerns finish: every task of the session for "close the session", the
+// tasks of the connection for "close the connection" (RFC 7143 §11.14). A
+// connection may close another of the session by its CID: that one ends at
+// once, with its tasks.
 func (c *conn) handleLogout(p *pdu.PDU, admitted bool) error {
 	var m pdu.LogoutRequest
 	if err := m.Decode(p); err != nil {
@@ -128,46 +142,115 @@ func (c *conn) handleLogout(p *pdu.PDU, admitted bool) error {
 		return nil
 	}
 	resp := pdu.LogoutResponse{ITT: m.ITT, Response: pdu.LogoutResponseSuccess}
+	var only *conn // the connection whose tasks the logout waits for; nil: all
 	switch m.ReasonCode {
-	case pdu.LogoutCloseSession, pdu.LogoutCloseConnection:
-		if m.ReasonCode == pdu.LogoutCloseConnection && m.CID != c.cid {
+	case pdu.LogoutCloseSession:
+	case pdu.LogoutCloseConnection:
+		if m.CID != c.cid {
+			other := sess.connByCID(m.CID)
+			if other == nil {
+				resp.Response = pdu.LogoutResponseCIDNotFound
+			} else {
+				other.loggedOut.Store(true)
+				other.close(errLoggedOut)
+				sess.endConnTasks(other)
+			}
+			return c.sendMessage(&resp, statAdvance)
+		}
+		only = c
+	case pdu.LogoutRemoveRecovery:
+		// The connection goes; its tasks wait for TASK REASSIGN
+		// (ErrorRecoveryLevel 2, RFC 7143 §11.14.1).
+		if !sess.recovers() {
+			resp.Response = pdu.LogoutResponseNoRecovery
+			break
+		}
+		resp.Time2Wait, resp.Time2Retain = uint16(sess.params.DefaultTime2Wait), uint16(sess.params.DefaultTime2Retain)
+		if m.CID == c.cid {
+			if err := c.sendMessage(&resp, statAdvance); err != nil {
+				return err
+			}
+			return errRemovedForRecovery
+		}
+		if other := sess.connByCID(m.CID); other != nil {
+			other.close(errRemovedForRecovery)
+		} else if !sess.failedCID(m.CID) {
 			resp.Response = pdu.LogoutResponseCIDNotFound
 		}
-	case pdu.LogoutRemoveRecovery:
+		return c.sendMessage(&resp, statAdvance)
+	default:
 		resp.Response = pdu.LogoutResponseNoRecovery
 	}
 	if resp.Response != pdu.LogoutResponseSuccess {
 		return c.sendMessage(&resp, statAdvance)
 	}
 	c.startReady() // the logout's CmdSN may have admitted queued commands
-	sess.abortStalled()
-	// Wait for the session's commands, but not past the connection's end:
-	// a command hung in its device must not keep Server.Close (and so
-	// Shutdown's deadline) waiting for this reader. The waiter goroutine
-	// ends with the last command.
+	sess.abortStalled(only)
+	// Wait for the commands, but not past the connection's end: a command
+	// hung in its device must not keep Server.Close (and so Shutdown's
+	// deadline) waiting for this reader. The waiter goroutine ends with
+	// the last command.
 	waited := make(chan struct{})
-	go func() { sess.waitTasks(); close(waited) }()
+	go func() { sess.waitTasksOf(only); close(waited) }()
 	select {
 	case <-waited:
 	case <-c.done:
 		return net.ErrClosed
 	}
+	if only != nil {
+		c.loggedOut.Store(true)
+	}
 	if err := c.sendMessage(&resp, statAdvance); err != nil {
 		return err
+	}
+	if only == nil {
+		// The session ends with this connection: the others close now.
+		for _, o := range sess.connList() {
+			if o != c {
+				o.close(errLoggedOut)
+			}
+		}
 	}
 	return errLoggedOut
 }
 
-// abortStalled aborts the tasks that only this connection's reader could
-// move on: write tasks still waiting for data and tasks queued behind a
-// CmdSN gap. The reader stops reading while a logout waits for the
-// session's tasks, so without this a logout sent while a write waits for
-// its data deadlocked the connection for good. Reader goroutine only.
-func (sess *session) abortStalled() {
+// errRemovedForRecovery ends a connection logged out with reason 2.
+var errRemovedForRecovery = errors.New("connection removed for recovery")
+
+// failedCID reports whether a connection with CID cid failed and its
+// tasks still wait for reassignment.
+func (sess *session) failedCID(cid uint16) bool {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	for c := range sess.timers {
+		if c.cid == cid {
+			return true
+		}
+	}
+	return false
+}
+
+// connByCID returns the session's connection with CID cid, or nil.
+func (sess *session) connByCID(cid uint16) *conn {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.conns[cid]
+}
+
+// abortStalled aborts the tasks that only the logging-out reader could
+// move on: write tasks of the connection only (all connections when nil)
+// still waiting for data, and, for a session logout, tasks queued behind a
+// CmdSN gap. The reader stops reading while a logout waits for the tasks,
+// so without this a logout sent while a write waits for its data
+// deadlocked the connection for good. Reader goroutine only.
+func (sess *session) abortStalled(only *conn) {
 	sess.mu.Lock()
 	var stalled []*task
 	for _, t := range sess.tasks {
-		if !t.started {
+		if only != nil && t.conn() != only {
+			continue
+		}
+		if !t.started && only == nil {
 			stalled = append(stalled, t)
 			continue
 		}

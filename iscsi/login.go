@@ -85,6 +85,7 @@ func (c *conn) login() (*session, error) {
 		if n == 0 {
 			st.first = req
 			st.first.Data = nil
+			c.cid = req.CID
 			st.stage = req.CSG
 			st.statSN = req.ExpStatSN
 			if req.VersionMin > 0 {
@@ -282,8 +283,18 @@ func (c *conn) enterFullFeature(req *pdu.LoginRequest, st *loginState, resp []ne
 	if st.target != nil {
 		c.srv.recordLogin(sess, LoginInfo{InitiatorName: st.initiatorName, RemoteAddr: c.nc.RemoteAddr().String(), PortalGroupTag: c.tpgt, TargetName: st.targetName})
 	}
-	c.sessp.Store(sess)
 	params := sess.params
+	if st.first.TSIH != 0 {
+		// A secondary connection: the session's parameters, with the
+		// digests and data segment limits negotiated on this one.
+		own := st.neg.Params()
+		params.HeaderDigest, params.DataDigest = own.HeaderDigest, own.DataDigest
+		params.InitiatorMaxRecvDataSegmentLength = own.InitiatorMaxRecvDataSegmentLength
+		params.TargetMaxRecvDataSegmentLength = own.TargetMaxRecvDataSegmentLength
+	}
+	c.params = params
+	c.keep.on = params.ErrorRecoveryLevel >= 1
+	c.sessp.Store(sess)
 	if err := c.loginRespond(req, st, true, pdu.StageFullFeature, resp, loginSuccess); err != nil {
 		return nil, err
 	}
@@ -341,6 +352,11 @@ func (c *conn) loginBegin(pairs []negotiate.Pair, st *loginState) error {
 	default:
 		return loginFail(loginSessionTypeBad, "session type %q", st.sessionType)
 	}
+	if tsih := st.first.TSIH; tsih != 0 && c.srv.sessionFor(tsih, st) == nil {
+		// Checked before any key is answered: a secondary connection's
+		// keys mean nothing without its session.
+		return loginFail(loginNoSession, "no session with TSIH %d for this initiator port and target", tsih)
+	}
 	ex, err := c.srv.authenticator().Begin(info)
 	if err != nil {
 		if errors.Is(err, ErrNotAuthorized) {
@@ -353,7 +369,9 @@ func (c *conn) loginBegin(pairs []negotiate.Pair, st *loginState) error {
 	if st.target != nil {
 		ncfg = st.target.negotiation(ncfg)
 	}
-	st.neg = negotiate.New(ncfg, true)
+	// A login with a TSIH adds a connection to a session: only the
+	// connection's own keys are negotiated (RFC 7143 §6.2).
+	st.neg = negotiate.New(ncfg, st.first.TSIH == 0)
 	if st.first.CSG == pdu.StageOperational && ex.Required() {
 		return loginFail(loginAuthFailure, "authentication required but login skipped the security stage")
 	}

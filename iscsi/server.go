@@ -425,8 +425,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	// The connections are gone; their sessions' commands may still be
-	// finishing in their devices.
+	// The connections are gone; sessions waiting for a connection to
+	// come back (ErrorRecoveryLevel 2) end now, and their commands may
+	// still be finishing in their devices.
+	s.closeSessions(ErrServerClosed)
 	s.mu.Lock()
 	idle := s.endingIdle
 	s.mu.Unlock()
@@ -490,7 +492,22 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.dropConns(ErrServerClosed)
 	s.connWG.Wait()
+	s.closeSessions(ErrServerClosed)
 	return nil
+}
+
+// closeSessions ends the sessions still open: after the connections have
+// gone, those are sessions whose tasks wait for TASK REASSIGN.
+func (s *Server) closeSessions(err error) {
+	s.mu.Lock()
+	list := make([]*session, 0, len(s.sessions))
+	for _, sess := range s.sessions {
+		list = append(list, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range list {
+		sess.close(err)
+	}
 }
 
 func (s *Server) removeConn(c *conn) {

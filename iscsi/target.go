@@ -41,6 +41,10 @@ type Target struct {
 	// of this target: the commands each may have outstanding (its CmdSN
 	// window) and so the data buffers it may hold.
 	QueueDepth int
+	// MaxConnections, when positive, replaces
+	// Options.Negotiation.MaxConnections for sessions of this target: the
+	// most connections one session may have (negotiated, minimum rule).
+	MaxConnections int
 }
 
 // queueDepth returns the CmdSN window of this target's sessions.
@@ -58,6 +62,9 @@ func (t *Target) negotiation(base negotiate.Config) negotiate.Config {
 	}
 	if t.DataDigest != negotiate.DigestOptional {
 		base.DataDigest = t.DataDigest
+	}
+	if t.MaxConnections > 0 {
+		base.MaxConnections = uint32(min(t.MaxConnections, 65535))
 	}
 	return base
 }

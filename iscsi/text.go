@@ -74,7 +74,7 @@ func (c *conn) handleText(p *pdu.PDU, admitted bool) error {
 // initiator's MaxRecvDataSegmentLength allows, with C=1 if more remains.
 func (c *conn) sendTextPiece(m *pdu.TextRequest) error {
 	ts := &c.text
-	limit := int(c.sess().params.InitiatorMaxRecvDataSegmentLength)
+	limit := int(c.params.InitiatorMaxRecvDataSegmentLength)
 	data := ts.pending
 	more := len(data) > limit
 	if more {

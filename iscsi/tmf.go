@@ -26,6 +26,18 @@ func (c *conn) handleTaskMgmt(p *pdu.PDU, admitted bool) error {
 	// ABORT TASK finds its task here, in the reader, because a task never
 	// received consumes its CmdSN in the session's queue, which only the
 	// reader feeds.
+	if m.Function == pdu.TMFTaskReassign {
+		// In the reader: the task's data phase resumes on this
+		// connection after the response.
+		t, answer := c.reassign(&m)
+		if err := c.sendMessage(&pdu.TaskMgmtResponse{ITT: m.ITT, Response: answer}, statAdvance); err != nil {
+			return err
+		}
+		if t == nil {
+			return nil
+		}
+		return c.resume(t, m.ExpDataSN)
+	}
 	var target *task
 	var answer uint8
 	if m.Function == pdu.TMFAbortTask {
@@ -102,8 +114,6 @@ func (c *conn) taskMgmt(m *pdu.TaskMgmtRequest) uint8 {
 		abortAndWait(all)
 		dev.ResetTarget(sess.nexus, m.Function == pdu.TMFTargetColdReset)
 		return pdu.TMFResponseComplete
-	case pdu.TMFTaskReassign:
-		return pdu.TMFResponseNoReassignSupport
 	default:
 		// CLEAR ACA: ACA is never established (NACA=1 is refused).
 		return pdu.TMFResponseNotSupported
@@ -124,7 +134,7 @@ func (c *conn) abortTarget(m *pdu.TaskMgmtRequest) (*task, uint8) {
 		return t, pdu.TMFResponseComplete
 	}
 	if snInWindow(m.RefCmdSN, sess.adm.exp, sess.adm.max) && snGreater(m.CmdSN, m.RefCmdSN) {
-		sess.consumeLocked(m.RefCmdSN)
+		sess.consumeLocked(c, m.RefCmdSN)
 		return nil, pdu.TMFResponseComplete
 	}
 	return nil, pdu.TMFResponseNoTask

@@ -177,6 +177,9 @@ func (c *conn) writeBatch(es []outPDU) error {
 		if sess != nil {
 			e.p.SetCommandWindow(exp, max)
 		}
+		if e.kind == statAdvance && c.keep.on {
+			c.retain(e)
+		}
 		if vec, err = c.w.AppendBuffers(vec, &e.p, &e.f); err != nil {
 			break
 		}

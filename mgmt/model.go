@@ -59,9 +59,10 @@ type Global struct {
 	ALUA bool `json:"alua"`
 	// MaxConnections (extension, seed 001's iscsi_maxconnect) is the
 	// connections per session a product allows, 1 to MaxConnectionsLimit;
-	// 0 means 1. It is stored and reported only: sessions have one
-	// connection (the target negotiates MaxConnections=1) until
-	// multi-connection sessions are built.
+	// 0 means 1. Each target negotiates MaxConnections up to it
+	// (iscsi.Target.MaxConnections); a change ends the targets' sessions,
+	// like a change of their digests, and initiators log in again under
+	// the new limit.
 	MaxConnections int `json:"max_connections,omitempty"`
 }
 

@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/iscsikit/iscsikit/iscsi"
+	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 	"github.com/iscsikit/iscsikit/mgmt"
 )
 
@@ -65,6 +66,9 @@ type config struct {
 	loginTimeout time.Duration
 	limits       iscsi.Limits
 	pprof        string // address of the net/http/pprof listener, "" for none
+	// erl and time2Retain are the highest ErrorRecoveryLevel and the
+	// DefaultTime2Retain the target offers (connection recovery).
+	erl, time2Retain uint
 }
 
 func main() {
@@ -84,6 +88,8 @@ func main() {
 	flag.IntVar(&c.limits.MaxPendingLogins, "max-pending-logins", 256, "connections in login at once; beyond, the longest-idle one is dropped (-1: no limit)")
 	flag.IntVar(&c.limits.MaxPendingLoginsPerSource, "max-pending-logins-per-source", 64, "connections in login at once from one IP address (-1: no limit)")
 	flag.IntVar(&c.limits.MaxSessionsPerTarget, "max-sessions-per-target", 1024, "sessions of one target (-1: no limit)")
+	flag.UintVar(&c.erl, "error-recovery-level", 0, "highest ErrorRecoveryLevel offered to initiators that ask (0-2; 1: digest recovery and SNACK, 2: also connection recovery)")
+	flag.UintVar(&c.time2Retain, "time2retain", 0, "DefaultTime2Retain offered, in seconds: how long a failed connection's tasks wait for TASK REASSIGN at level 2 (0-3600)")
 	flag.StringVar(&c.pprof, "pprof", "", "serve net/http/pprof on this address (host:port; keep it on loopback, e.g. 127.0.0.1:6060); off when empty")
 	verbose := flag.Bool("v", false, "log debug messages")
 	flag.Parse()
@@ -137,7 +143,8 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	srv, err := iscsi.NewServer(iscsi.Options{Logger: log, LoginTimeout: c.loginTimeout, Limits: c.limits})
+	srv, err := iscsi.NewServer(iscsi.Options{Logger: log, LoginTimeout: c.loginTimeout, Limits: c.limits,
+		Negotiation: negotiate.Config{ErrorRecoveryLevel: uint32(min(c.erl, 1<<31)), DefaultTime2Retain: uint32(min(c.time2Retain, 1<<31))}})
 	if err != nil {
 		return err
 	}

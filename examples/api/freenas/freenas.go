@@ -24,10 +24,9 @@
 // are accepted and never returned. Settings this SDK does not have (istgt's
 // logical unit controller) are refused with 400 rather than stored and
 // ignored; istgt's fixed session parameters are reported as the daemon
-// negotiates them and cannot be changed here. iscsi_maxconnect is stored
-// (mgmt's Global.MaxConnections) and reported, beside
-// iscsi_maxconnect_in_effect, which says sessions have one connection
-// until multi-connection sessions are built.
+// negotiates them and cannot be changed here. iscsi_maxconnect is mgmt's
+// Global.MaxConnections: each target negotiates MaxConnections up to it;
+// iscsi_maxconnect_in_effect (read-only) reports the limit in force.
 //
 // Errors are JSON objects mapping the field at fault to a list of messages
 // ({"iscsi_target_extent_filesize": ["..."]}), or {"__all__": [...]} when

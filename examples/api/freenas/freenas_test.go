@@ -90,15 +90,15 @@ func TestGlobalConfiguration(t *testing.T) {
 	require.Equal(t, "iqn.2011-03.org.example.istgt", m.Global().Basename)
 
 	// The documented example: istgt's connections per session, stored
-	// and reported beside what sessions get today (one connection).
+	// and in effect (each target negotiates MaxConnections up to it).
 	require.Equal(t, float64(1), g["iscsi_maxconnect"])
 	g = c.want(202, "PUT", "globalconfiguration/", `{"iscsi_maxconnect": 16}`)
 	require.Equal(t, float64(16), g["iscsi_maxconnect"])
-	require.Equal(t, float64(1), g["iscsi_maxconnect_in_effect"])
+	require.Equal(t, float64(16), g["iscsi_maxconnect_in_effect"])
 	require.Equal(t, 16, m.Global().MaxConnections)
 	require.Equal(t, float64(16), c.want(200, "GET", "globalconfiguration/", "")["iscsi_maxconnect"])
 	errorOn(t, c.want(400, "PUT", "globalconfiguration/", `{"iscsi_maxconnect": 0}`), "iscsi_maxconnect", "not from 1 to 65535")
-	errorOn(t, c.want(400, "PUT", "globalconfiguration/", `{"iscsi_maxconnect_in_effect": 4}`), "iscsi_maxconnect_in_effect", "one connection")
+	errorOn(t, c.want(400, "PUT", "globalconfiguration/", `{"iscsi_maxconnect_in_effect": 4}`), "iscsi_maxconnect_in_effect", "follows iscsi_maxconnect")
 	errorOn(t, c.want(400, "PUT", "globalconfiguration/", `{"iscsi_toggleluc": true}`), "iscsi_toggleluc", "logical unit controller")
 	errorOn(t, c.want(400, "PUT", "globalconfiguration/", `{"iscsi_basename": "bad name"}`), "iscsi_basename", "")
 	errorOn(t, c.want(400, "PUT", "globalconfiguration/", `{"iscsi_discoveryauthmethod": "Kerberos"}`), "iscsi_discoveryauthmethod", "is not")

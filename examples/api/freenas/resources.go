@@ -23,8 +23,8 @@ type globalView struct {
 	NopInInterval       int    `json:"iscsi_nopinint"`
 	MaxSessions         int    `json:"iscsi_maxsesh"`
 	MaxConnections      int    `json:"iscsi_maxconnect"`
-	// MaxConnectionsInEffect is what sessions get today: one
-	// connection, whatever iscsi_maxconnect says (not a FreeNAS field).
+	// MaxConnectionsInEffect is the MaxConnections each target offers
+	// sessions now: iscsi_maxconnect (not a FreeNAS field).
 	MaxConnectionsInEffect int    `json:"iscsi_maxconnect_in_effect"`
 	R2T                    int    `json:"iscsi_r2t"`
 	MaxOutstandingR2T      int    `json:"iscsi_maxoutstandingr2t"`
@@ -43,7 +43,7 @@ type globalView struct {
 
 // fixedGlobal says why each read-only global field cannot change.
 var fixedGlobal = map[string]string{
-	"iscsi_maxconnect_in_effect": "sessions have one connection until multi-connection sessions are built; iscsi_maxconnect is stored for then",
+	"iscsi_maxconnect_in_effect": "it follows iscsi_maxconnect; set that one",
 	"iscsi_toggleluc":            "istgt's logical unit controller is not part of this target; manage it through this API instead",
 	"iscsi_lucip":                "istgt's logical unit controller is not part of this target",
 	"iscsi_lucport":              "istgt's logical unit controller is not part of this target",
@@ -67,7 +67,7 @@ func (a *api) globalView() globalView {
 	v := globalView{
 		ID: 1, Basename: cfg.Global.Basename, DiscoveryAuthMethod: "None",
 		IOTimeout: a.limits.IOTimeout, NopInInterval: a.limits.NopInInterval, MaxSessions: a.limits.MaxSessions,
-		MaxConnections: cmp.Or(cfg.Global.MaxConnections, 1), MaxConnectionsInEffect: 1, R2T: a.limits.MaxOutstandingR2T, MaxOutstandingR2T: a.limits.MaxOutstandingR2T,
+		MaxConnections: cmp.Or(cfg.Global.MaxConnections, 1), MaxConnectionsInEffect: cmp.Or(cfg.Global.MaxConnections, 1), R2T: a.limits.MaxOutstandingR2T, MaxOutstandingR2T: a.limits.MaxOutstandingR2T,
 		FirstBurst: a.limits.FirstBurst, MaxBurst: a.limits.MaxBurst, MaxRecvData: a.limits.MaxRecvData,
 		DefaultTime2Wait: a.limits.DefaultTime2Wait, DefaultTime2Retain: a.limits.DefaultTime2Keep,
 	}

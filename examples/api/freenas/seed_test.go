@@ -63,7 +63,7 @@ Content-Type: application/json
   {
           "iscsi_maxconnect": 16
   }
-`, status: 202, want: `{"iscsi_maxconnect": 16, "iscsi_maxconnect_in_effect": 1, "id": 1}`},
+`, status: 202, want: `{"iscsi_maxconnect": 16, "iscsi_maxconnect_in_effect": 16, "id": 1}`},
 		{request: `
 GET /api/v1.0/services/iscsi/extent/ HTTP/1.1
 Content-Type: application/json
