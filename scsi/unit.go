@@ -146,6 +146,11 @@ type LogicalUnit struct {
 	// sanitizeAUSE is the AUSE bit of the last SANITIZE.
 	sanitizeAUSE bool
 
+	// portGroups are the unit's target port groups with their access
+	// states, guarded by mu; aluaOn is set while there are any.
+	portGroups []portGroupState
+	aluaOn     atomic.Bool
+
 	// copies holds the results of EXTENDED COPY commands for RECEIVE
 	// COPY RESULTS, oldest first, guarded by mu.
 	copies []*copyRecord
@@ -517,7 +522,7 @@ func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string, t 
 	if err := op.checkCDB(r.cdb); err != nil {
 		return r.fail(err)
 	}
-	ns, epoch, err := lu.admit(r.nexus, op)
+	ns, epoch, err := lu.admit(r.nexus, cmd.Nexus.RelativePortID, op)
 	if err != nil {
 		return r.fail(err)
 	}
@@ -535,21 +540,27 @@ func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string, t 
 
 // admit runs the checks every command passes before its handler, in the
 // order SAM-5 and SPC-4 give them precedence: a pending unit attention,
-// a reservation conflict, a unit that is not ready, write protection. It
-// returns the nexus's state and its abort epoch as the command starts.
-func (lu *LogicalUnit) admit(key string, op *opcode) (*nexusState, uint32, error) {
+// the access state of the port's target port group, a reservation
+// conflict, a unit that is not ready, write protection. It returns the
+// nexus's state and its abort epoch as the command starts.
+func (lu *LogicalUnit) admit(key string, port uint16, op *opcode) (*nexusState, uint32, error) {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
 	ns := lu.nexusLocked(key)
 	epoch := ns.aborts.Load()
-	err := lu.admitLocked(key, op)
+	err := lu.admitLocked(key, port, op)
 	return ns, epoch, err
 }
 
-func (lu *LogicalUnit) admitLocked(key string, op *opcode) error {
+func (lu *LogicalUnit) admitLocked(key string, port uint16, op *opcode) error {
 	if op.flags&flagNoUA == 0 {
 		if ua := lu.takeUALocked(key, true); ua != nil {
 			return ua
+		}
+	}
+	if len(lu.portGroups) > 0 {
+		if s := lu.accessCheckLocked(port, op); s != nil {
+			return s
 		}
 	}
 	if lu.sanitizing && op.flags&flagNoUA == 0 {
