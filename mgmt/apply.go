@@ -64,6 +64,7 @@ type applier struct {
 	units     map[int]*liveUnit   // by extent id
 	targets   map[int]*liveTarget // by target id
 	auth      atomic.Pointer[authTable]
+	alua      aluaApplied
 }
 
 type liveListener struct {
@@ -458,6 +459,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 		lt.policy.Store(policyFor(cfg, t))
 		a.syncLUNs(cfg, id, lt)
 	}
+	a.applyALUA(cfg)
 	a.auth.Store(a.buildAuthTable(cfg))
 	if a.srv != nil {
 		// Sessions an initiator-group change no longer admits end now.

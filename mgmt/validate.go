@@ -76,9 +76,6 @@ func (v *validator) global() {
 	if len(g.ISNSServers) > 0 {
 		v.add(KindUnsupported, "global", 0, "", "isns_servers", "iSNS registration is not implemented; leave the list empty")
 	}
-	if g.ALUA {
-		v.add(KindUnsupported, "global", 0, "", "alua", "ALUA is not implemented; set it to false")
-	}
 	if t := g.PoolAvailThreshold; t != nil && (*t < 1 || *t > 99) {
 		v.add(KindInvalid, "global", 0, "", "pool_avail_threshold", "%d is not a percentage from 1 to 99", *t)
 	}
@@ -105,6 +102,7 @@ func (v *validator) portals() {
 			add(KindExists, "tag", "%d is also the tag of portal %d", p.Tag, other)
 		}
 		tags[p.Tag] = p.ID
+		v.portalALUA(p, add)
 		if !authMethodValid(p.DiscoveryAuthMethod) {
 			add(KindInvalid, "discovery_authmethod", "%q is not NONE, CHAP or MUTUAL_CHAP", p.DiscoveryAuthMethod)
 		} else {
