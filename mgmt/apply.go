@@ -65,6 +65,7 @@ type applier struct {
 	targets   map[int]*liveTarget // by target id
 	auth      atomic.Pointer[authTable]
 	alua      aluaApplied
+	isns      isnsLink
 }
 
 type liveListener struct {
@@ -493,6 +494,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 			}()
 		}
 	}
+	a.syncISNS(cfg)
 }
 
 func (a *applier) removeTarget(id int, lt *liveTarget) {
@@ -566,6 +568,7 @@ func (lt *liveTarget) dropUnit(lu *scsi.LogicalUnit) {
 
 // close releases everything the applier opened.
 func (a *applier) close() {
+	a.closeISNS()
 	for id, lt := range a.targets {
 		a.removeTarget(id, lt)
 	}

@@ -45,6 +45,10 @@ type Options struct {
 	KeyDir string
 	// Logger receives what goes wrong while applying; nil discards it.
 	Logger *slog.Logger
+	// ISNSEntityID names the network entity registered with the iSNS
+	// servers of Global.ISNSServers; empty means "iscsikit:" and the
+	// host name.
+	ISNSEntityID string
 }
 
 // Manager is the management facade: it holds the configuration,
@@ -79,6 +83,7 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	m := &Manager{opt: opt, log: log, app: newApplier(opt.Server, opt.Open, opt.ReservationDir, opt.KeyDir, log)}
+	m.app.isns.entity = opt.ISNSEntityID
 	cfg, err := opt.Store.Load(ctx)
 	fresh := errors.Is(err, fs.ErrNotExist)
 	switch {

@@ -73,8 +73,10 @@ func (v *validator) global() {
 	if err := iscsi.ValidateName(g.Basename); err != nil {
 		v.add(KindInvalid, "global", 0, "", "basename", "%v", err)
 	}
-	if len(g.ISNSServers) > 0 {
-		v.add(KindUnsupported, "global", 0, "", "isns_servers", "iSNS registration is not implemented; leave the list empty")
+	for i, s := range g.ISNSServers {
+		if err := validISNSServer(s); err != nil {
+			v.add(KindInvalid, "global", 0, "", fmt.Sprintf("isns_servers[%d]", i), "%v", err)
+		}
 	}
 	if t := g.PoolAvailThreshold; t != nil && (*t < 1 || *t > 99) {
 		v.add(KindInvalid, "global", 0, "", "pool_avail_threshold", "%d is not a percentage from 1 to 99", *t)

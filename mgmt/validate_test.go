@@ -45,7 +45,8 @@ func TestValidationRules(t *testing.T) {
 	}{
 		{"version", func(c *Config) { c.Version = 2 }, ErrInvalid, "config: version: is 2; this build reads version 1"},
 		{"basename", func(c *Config) { c.Global.Basename = "iqn.2026.bad" }, ErrInvalid, "global: basename: "},
-		{"isns unsupported", func(c *Config) { c.Global.ISNSServers = []string{"10.0.0.1"} }, ErrUnsupported, "global: isns_servers: iSNS registration is not implemented"},
+		{"isns servers", func(c *Config) { c.Global.ISNSServers = []string{"10.0.0.1", "isns.example.com:3205", "[2001:db8::1]"} }, nil, ""},
+		{"isns server bad", func(c *Config) { c.Global.ISNSServers = []string{"10.0.0.1", "10.0.0.2:99999"} }, ErrInvalid, "global: isns_servers[1]: isns: \"10.0.0.2:99999\": port"},
 		{"alua on", func(c *Config) { c.Global.ALUA = true; c.Portals[0].ALUAState = ALUAStandby }, nil, ""},
 		{"alua state without alua", func(c *Config) { c.Portals[0].ALUAState = ALUAStandby }, ErrInvalid, "portal 1: alua_state: STANDBY needs ALUA on"},
 		{"alua state unknown", func(c *Config) { c.Global.ALUA = true; c.Portals[0].ALUAState = "passive" }, ErrInvalid, `portal 1: alua_state: "passive" is not`},
