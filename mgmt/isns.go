@@ -14,8 +14,9 @@ import (
 type isnsLink struct {
 	// entity is the network entity ID (Options.ISNSEntityID).
 	entity string
-	// servers are the addresses client was made for.
+	// servers and domain are what client was made for.
 	servers []string
+	domain  string
 	client  *isns.Client
 }
 
@@ -48,23 +49,35 @@ func (a *applier) syncISNS(cfg *Config) {
 		}
 	}
 	l := &a.isns
-	if !slices.Equal(servers, l.servers) {
+	if !slices.Equal(servers, l.servers) || cfg.Global.ISNSDiscoveryDomain != l.domain {
 		if old := l.client; old != nil {
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), isnsCloseTimeout)
-				defer cancel()
-				if err := old.Close(ctx); err != nil {
-					a.log.Warn("iSNS deregistration failed", "err", err)
+			// The new client takes the registration over on the servers
+			// it shares with the old one; the others are told to forget
+			// it, in the background.
+			old.Stop()
+			var dropped []string
+			for _, s := range l.servers {
+				if !slices.Contains(servers, s) {
+					dropped = append(dropped, s)
 				}
-			}()
+			}
+			if len(dropped) > 0 {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), isnsCloseTimeout)
+					defer cancel()
+					if err := old.Deregister(ctx, dropped...); err != nil {
+						a.log.Warn("iSNS deregistration failed", "err", err)
+					}
+				}()
+			}
 		}
-		l.client, l.servers = nil, servers
+		l.client, l.servers, l.domain = nil, servers, cfg.Global.ISNSDiscoveryDomain
 		if len(servers) > 0 {
 			entity := l.entity
 			if entity == "" {
 				entity = defaultISNSEntity()
 			}
-			c, err := isns.NewClient(isns.Options{Servers: servers, EntityID: entity, Logger: a.log})
+			c, err := isns.NewClient(isns.Options{Servers: servers, EntityID: entity, DiscoveryDomain: l.domain, Logger: a.log})
 			if err != nil {
 				a.log.Error("starting the iSNS client failed", "err", err)
 				return
@@ -98,7 +111,7 @@ func (a *applier) closeISNS() {
 		if err := c.Close(ctx); err != nil {
 			a.log.Warn("iSNS deregistration failed", "err", err)
 		}
-		a.isns.client, a.isns.servers = nil, nil
+		a.isns = isnsLink{entity: a.isns.entity}
 	}
 }
 

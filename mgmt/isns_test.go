@@ -79,8 +79,35 @@ func TestISNSFollowsTheConfiguration(t *testing.T) {
 		return false
 	})
 
+	// A discovery domain of its own: isnsadm no longer sees the target
+	// (it is out of the default domain); the database shows it a member.
+	_, err = m.UpdateGlobal(ctx, func(g *Global) error { g.ISNSDiscoveryDomain = "iscsikit-dd"; return nil })
+	require.NoError(t, err)
+	member := func() bool {
+		for _, o := range d.Dump() {
+			if o["type"] == "Discovery Domain" && o["DD name"] == `"iscsikit-dd"` && o["DD member iSCSI name"] == `"`+iqn("two")+`"` {
+				return true
+			}
+		}
+		return false
+	}
+	isnsd.Eventually(t, 20*time.Second, "target two in the domain", member)
+	// Registered storage nodes; a domain keeps a placeholder of no type
+	// for each member name, registered or not.
+	nodes := func() (n int) {
+		for _, o := range d.Dump() {
+			if o["type"] == "iSCSI Storage Node" && o["iSCSI node type"] == "Target" {
+				n++
+			}
+		}
+		return n
+	}
+	require.Equal(t, 1, nodes(), "the new client took the registration over")
+
 	m.Close()
 	closed = true
-	require.Empty(t, d.Names(), "closing the Manager deregisters")
-	require.Empty(t, d.List("entities"))
+	require.Zero(t, nodes(), "closing the Manager deregisters")
+	for _, o := range d.Dump() {
+		require.NotEqual(t, "Network Entity", o["type"], "closing the Manager deregisters the entity")
+	}
 }

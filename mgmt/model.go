@@ -49,6 +49,10 @@ type Global struct {
 	Basename string `json:"basename"`
 	// ISNSServers lists iSNS servers to register with (host or host:port).
 	ISNSServers []string `json:"isns_servers"`
+	// ISNSDiscoveryDomain (extension) names an iSNS discovery domain
+	// the targets are registered as members of; empty leaves them to
+	// the servers' default domain.
+	ISNSDiscoveryDomain string `json:"isns_discovery_domain,omitempty"`
 	// PoolAvailThreshold is the percentage of pool space in use above
 	// which the product warns; nil disables it.
 	PoolAvailThreshold *int `json:"pool_avail_threshold"`

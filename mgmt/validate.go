@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/iscsikit/iscsikit/chap"
 	"github.com/iscsikit/iscsikit/iscsi"
@@ -72,6 +73,9 @@ func (v *validator) global() {
 	g := v.cfg.Global
 	if err := iscsi.ValidateName(g.Basename); err != nil {
 		v.add(KindInvalid, "global", 0, "", "basename", "%v", err)
+	}
+	if dd := g.ISNSDiscoveryDomain; len(dd) > 255 || strings.ContainsFunc(dd, unicode.IsControl) {
+		v.add(KindInvalid, "global", 0, "", "isns_discovery_domain", "%q is not a name of at most 255 bytes without control characters", dd)
 	}
 	for i, s := range g.ISNSServers {
 		if err := validISNSServer(s); err != nil {

@@ -204,19 +204,33 @@ func (c *Client) Update(reg Registration) {
 // Close stops the client and deregisters the entity from every server
 // that holds it, within ctx.
 func (c *Client) Close(ctx context.Context) error {
+	c.Stop()
+	return c.Deregister(ctx)
+}
+
+// Stop ends the client's goroutines, interrupting any exchange, and
+// leaves the registration on the servers: it expires with its period,
+// unless a new client with the same entity ID takes it over (as when the
+// servers or the discovery domain change).
+func (c *Client) Stop() {
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.closed = true
+		c.stop()
+		c.wg.Wait()
 	}
-	c.closed = true
-	c.mu.Unlock()
-	c.stop()
-	c.wg.Wait()
+}
+
+// Deregister removes the entity from the servers addrs (as ServerAddress
+// returns them; every server when none is given) that hold it, within
+// ctx. It is for a stopped client: Stop first.
+func (c *Client) Deregister(ctx context.Context, addrs ...string) error {
+	c.Stop()
 	var wg sync.WaitGroup
 	errs := make([]error, len(c.servers))
 	for i, s := range c.servers {
-		if s.held == nil {
+		if s.held == nil || len(addrs) > 0 && !slices.Contains(addrs, s.addr) {
 			continue
 		}
 		wg.Add(1)
@@ -224,7 +238,9 @@ func (c *Client) Close(ctx context.Context) error {
 			defer wg.Done()
 			if err := c.exchange(ctx, s, func(x *exchange) error { return x.deregisterEntity(s.held.source) }); err != nil {
 				errs[i] = fmt.Errorf("isns: deregistering from %s: %w", s.addr, err)
+				return
 			}
+			s.held = nil
 		}()
 	}
 	wg.Wait()
