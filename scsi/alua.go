@@ -101,6 +101,9 @@ var (
 	errUnavailable = newSense(SenseNotReady, 0x04, 0x0c)
 	// uaAccessChanged: ASYMMETRIC ACCESS STATE CHANGED.
 	uaAccessChanged = newSense(SenseUnitAttention, 0x2a, 0x06)
+	// uaInquiryChanged: INQUIRY DATA HAS CHANGED (TPGS and the device
+	// identification page change with ALUA turned on or off).
+	uaInquiryChanged = newSense(SenseUnitAttention, 0x3f, 0x03)
 )
 
 // SetPortGroups turns asymmetric logical unit access on for the unit with
@@ -110,7 +113,8 @@ var (
 // commands through a port of a group that is not active are refused as
 // SPC-4 §5.15.2.4 requires. A nexus on a port in no group is served as
 // active/optimized. Every live nexus of the unit is told ASYMMETRIC
-// ACCESS STATE CHANGED when a group that existed before changes state.
+// ACCESS STATE CHANGED when a group that existed before changes state,
+// and INQUIRY DATA HAS CHANGED when ALUA turns on or off.
 // Group identifiers and ports must each appear once.
 func (lu *LogicalUnit) SetPortGroups(groups []PortGroup) error {
 	ids := map[uint16]bool{}
@@ -148,7 +152,10 @@ func (lu *LogicalUnit) SetPortGroups(groups []PortGroup) error {
 		next = nil
 	}
 	lu.portGroups = next
-	lu.aluaOn.Store(len(next) > 0)
+	if on := len(next) > 0; on != lu.aluaOn.Load() {
+		lu.aluaOn.Store(on)
+		lu.addUALocked(uaInquiryChanged, "")
+	}
 	if changed {
 		lu.addUALocked(uaAccessChanged, "")
 	}

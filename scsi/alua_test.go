@@ -53,6 +53,9 @@ func TestALUA(t *testing.T) {
 	}))
 	require.Error(t, f.lu.SetPortGroups([]scsi.PortGroup{{ID: 1, Ports: []uint16{1}}, {ID: 2, Ports: []uint16{1}}}))
 	require.Error(t, f.lu.SetPortGroups([]scsi.PortGroup{{ID: 1, State: 7}}))
+	res := f.run(nexusA, 0, rtpg(false), nil, 1024)
+	f.requireSense(res, scsi.SenseUnitAttention, 0x3f, 0x03)
+	f.clearUAs(nexusB)
 	f.clearUAs(nexusA2)
 
 	inq = f.good([]byte{0x12, 0, 0, 0, 96, 0}, nil, 96)
@@ -85,7 +88,7 @@ func TestALUA(t *testing.T) {
 
 	// Through the standby group: media access fails with 04/0B, what
 	// describes the unit is served; the active group serves reads.
-	res := f.run(nexusA2, 0, read10(0, 1), nil, bs)
+	res = f.run(nexusA2, 0, read10(0, 1), nil, bs)
 	f.requireSense(res, scsi.SenseNotReady, 0x04, 0x0b)
 	res = f.run(nexusA2, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0)
 	f.requireSense(res, scsi.SenseNotReady, 0x04, 0x0b)
