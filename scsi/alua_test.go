@@ -1,11 +1,13 @@
 package scsi_test
 
 import (
+	"context"
 	"encoding/binary"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/iscsikit/iscsikit/backend"
 	"github.com/iscsikit/iscsikit/scsi"
 )
 
@@ -167,4 +169,34 @@ func (f *fixture) rtpgOn(n scsi.Nexus) map[uint16][2]byte {
 	res := f.run(n, 0, rtpg(false), nil, 1024)
 	require.Equal(f.t, scsi.StatusGood, res.Status, "sense %x", res.Sense)
 	return tpgDescs(f.t, f.lastIn, 4)
+}
+
+// BenchmarkRead4KALUA is BenchmarkRead4K with ALUA on: four target port
+// groups, the command's port in the last, active/non-optimized.
+func BenchmarkRead4KALUA(b *testing.B) {
+	lu, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{Serial: "bench"})
+	require.NoError(b, err)
+	defer lu.Close()
+	require.NoError(b, lu.SetPortGroups([]scsi.PortGroup{
+		{ID: 4, Ports: []uint16{4}, State: scsi.AccessStandby},
+		{ID: 3, Ports: []uint16{3}, State: scsi.AccessStandby},
+		{ID: 2, Ports: []uint16{2}, State: scsi.AccessUnavailable},
+		{ID: 1, Ports: []uint16{1}, State: scsi.AccessActiveNonOptimized},
+	}))
+	tgt := scsi.NewTarget()
+	require.NoError(b, tgt.Attach(0, lu))
+	ctx := context.Background()
+	tgt.Execute(ctx, &scsi.Command{Nexus: nexusA, CDB: []byte{0, 0, 0, 0, 0, 0}})
+	cdb := read10(8, 8)
+	b.ReportAllocs()
+	b.SetBytes(4096)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		cmd := &scsi.Command{Nexus: nexusA, CDB: cdb, DataIn: make([]byte, 4096)}
+		for pb.Next() {
+			if res := tgt.Execute(ctx, cmd); res.Status != scsi.StatusGood {
+				b.Fatalf("status %x", res.Status)
+			}
+		}
+	})
 }
