@@ -107,11 +107,10 @@ type Client struct {
 	mu  sync.Mutex
 	reg Registration
 
-	xid    uint16
-	xidMu  sync.Mutex
-	stop   context.CancelFunc
-	wg     sync.WaitGroup
-	closed bool
+	xid   uint16
+	xidMu sync.Mutex
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
 }
 
 // server is one iSNS server and what it holds of the registration.
@@ -126,8 +125,8 @@ type server struct {
 	held *snapshot
 	// period is the registration period the server gave.
 	period time.Duration
-	// failing is set while exchanges fail; lastLog is when a failure
-	// was last logged.
+	// failing is set while exchanges fail; lastLog is when something
+	// was last logged above debug level.
 	failing bool
 	lastLog time.Time
 
@@ -213,13 +212,8 @@ func (c *Client) Close(ctx context.Context) error {
 // unless a new client with the same entity ID takes it over (as when the
 // servers or the discovery domain change).
 func (c *Client) Stop() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.closed {
-		c.closed = true
-		c.stop()
-		c.wg.Wait()
-	}
+	c.stop()
+	c.wg.Wait()
 }
 
 // Deregister removes the entity from the servers addrs (as ServerAddress
@@ -262,7 +256,7 @@ func (c *Client) Synced(addr string) int {
 
 // run is a server's goroutine: it synchronises at once, after each
 // Update, every half registration period, and after a failure with a
-// backoff.
+// backoff (an Update then waits for the next attempt).
 func (c *Client) run(ctx context.Context, s *server) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -272,6 +266,9 @@ func (c *Client) run(ctx context.Context, s *server) {
 		case <-ctx.Done():
 			return
 		case <-s.wake:
+			if s.failing {
+				continue // the retry timer brings the change along
+			}
 		case <-timer.C:
 		}
 		c.mu.Lock()
@@ -286,16 +283,11 @@ func (c *Client) run(ctx context.Context, s *server) {
 			s.held = nil
 			retry = min(max(2*retry, time.Second), c.opt.MaxRetry, max(s.period/4, time.Second))
 			next = retry
-			if !s.failing || time.Since(s.lastLog) >= time.Minute {
-				c.log.Warn("iSNS registration failed; retrying", "server", s.addr, "retry_in", retry, "err", err)
-				s.lastLog = time.Now()
-			} else {
-				c.log.Debug("iSNS registration failed; retrying", "server", s.addr, "retry_in", retry, "err", err)
-			}
+			c.logLimited(s, slog.LevelWarn, "iSNS registration failed; retrying", "server", s.addr, "retry_in", retry, "err", err)
 			s.failing = true
 		} else {
 			if s.failing {
-				c.log.Info("iSNS server reachable again", "server", s.addr)
+				c.logLimited(s, slog.LevelInfo, "iSNS server reachable again", "server", s.addr)
 			}
 			s.failing, retry = false, 0
 			s.syncMu.Lock()
@@ -304,6 +296,18 @@ func (c *Client) run(ctx context.Context, s *server) {
 		}
 		timer.Reset(max(next, time.Second))
 	}
+}
+
+// logLimited logs at level at most once a minute per server, and at
+// debug level otherwise, so a server that is down or flapping cannot
+// flood the log.
+func (c *Client) logLimited(s *server, level slog.Level, msg string, args ...any) {
+	if !s.lastLog.IsZero() && time.Since(s.lastLog) < time.Minute {
+		level = slog.LevelDebug
+	} else {
+		s.lastLog = time.Now()
+	}
+	c.log.Log(context.Background(), level, msg, args...)
 }
 
 // snapshot is a registration as sent to one server: the portals with

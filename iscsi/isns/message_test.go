@@ -3,8 +3,10 @@ package isns_test
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,7 +116,8 @@ func TestServerDownNeverBlocks(t *testing.T) {
 	require.NoError(t, err)
 	addr := l.Addr().String()
 	l.Close()
-	c, err := isns.NewClient(isns.Options{Servers: []string{addr}, EntityID: "e"})
+	logs := &countingHandler{}
+	c, err := isns.NewClient(isns.Options{Servers: []string{addr}, EntityID: "e", MaxRetry: time.Second, Logger: slog.New(logs)})
 	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() {
@@ -129,6 +132,14 @@ func TestServerDownNeverBlocks(t *testing.T) {
 		t.Fatal("Update blocked on a server that is down")
 	}
 	require.Zero(t, c.Synced(addr))
+	// Failures are logged once a minute; the retries in between at
+	// debug level.
+	deadline := time.Now().Add(60 * time.Second)
+	for logs.count(slog.LevelDebug) < 2 {
+		require.True(t, time.Now().Before(deadline), "the client stopped retrying")
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.Equal(t, 1, logs.count(slog.LevelWarn))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	require.NoError(t, c.Close(ctx))
@@ -139,4 +150,29 @@ func TestServerDownNeverBlocks(t *testing.T) {
 	require.Error(t, err, "no server")
 	_, err = isns.NewClient(isns.Options{EntityID: "e", Servers: []string{"host:0"}})
 	require.Error(t, err)
+}
+
+// countingHandler counts log records by level.
+type countingHandler struct {
+	mu     sync.Mutex
+	counts map[slog.Level]int
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.counts == nil {
+		h.counts = map[slog.Level]int{}
+	}
+	h.counts[r.Level]++
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+
+func (h *countingHandler) count(l slog.Level) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.counts[l]
 }
