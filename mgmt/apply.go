@@ -59,13 +59,14 @@ type applier struct {
 	prDir string
 	// keyDir keeps the keys of encrypted extents; "" refuses them.
 	keyDir string
+	// alua and isns are what ALUA and iSNS last applied.
+	alua aluaApplied
+	isns isnsLink
 
 	listeners map[netip.AddrPort]*liveListener
 	units     map[int]*liveUnit   // by extent id
 	targets   map[int]*liveTarget // by target id
 	auth      atomic.Pointer[authTable]
-	alua      aluaApplied
-	isns      isnsLink
 }
 
 type liveListener struct {
@@ -568,10 +569,10 @@ func (lt *liveTarget) dropUnit(lu *scsi.LogicalUnit) {
 
 // close releases everything the applier opened.
 func (a *applier) close() {
-	a.closeISNS()
 	for id, lt := range a.targets {
 		a.removeTarget(id, lt)
 	}
+	a.closeISNS()
 	for addr, l := range a.listeners {
 		l.l.Close()
 		delete(a.listeners, addr)

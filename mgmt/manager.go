@@ -83,9 +83,9 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	m := &Manager{opt: opt, log: log, app: newApplier(opt.Server, opt.Open, opt.ReservationDir, opt.KeyDir, log)}
-	m.app.isns.entity = opt.ISNSEntityID
 	cfg, err := opt.Store.Load(ctx)
 	fresh := errors.Is(err, fs.ErrNotExist)
+	m.app.isns.entity = opt.ISNSEntityID
 	switch {
 	case fresh && opt.Initial != nil:
 		cfg = opt.Initial.clone()
