@@ -101,9 +101,9 @@ var (
 	errUnavailable = newSense(SenseNotReady, 0x04, 0x0c)
 	// uaAccessChanged: ASYMMETRIC ACCESS STATE CHANGED.
 	uaAccessChanged = newSense(SenseUnitAttention, 0x2a, 0x06)
-	// uaInquiryChanged: INQUIRY DATA HAS CHANGED (TPGS and the device
+	// uaALUAToggled: INQUIRY DATA HAS CHANGED (TPGS and the device
 	// identification page change with ALUA turned on or off).
-	uaInquiryChanged = newSense(SenseUnitAttention, 0x3f, 0x03)
+	uaALUAToggled = newSense(SenseUnitAttention, 0x3f, 0x03)
 )
 
 // SetPortGroups turns asymmetric logical unit access on for the unit with
@@ -154,7 +154,7 @@ func (lu *LogicalUnit) SetPortGroups(groups []PortGroup) error {
 	lu.portGroups = next
 	if on := len(next) > 0; on != lu.aluaOn.Load() {
 		lu.aluaOn.Store(on)
-		lu.addUALocked(uaInquiryChanged, "")
+		lu.addUALocked(uaALUAToggled, "")
 	}
 	if changed {
 		lu.addUALocked(uaAccessChanged, "")
