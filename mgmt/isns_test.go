@@ -20,7 +20,7 @@ func TestISNSFollowsTheConfiguration(t *testing.T) {
 	d := isnsd.Start(t, 20)
 	srv, _, port := liveServer(t)
 	store := &MemoryStore{}
-	m, err := New(ctx, Options{Store: store, Server: srv, Open: memoryOpen, ISNSEntityID: "iscsikit.mgmt"})
+	m, err := New(ctx, Options{Store: store, Server: srv, ISNSEntityID: "iscsikit.mgmt"})
 	require.NoError(t, err)
 	closed := false
 	defer func() {
