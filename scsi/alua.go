@@ -152,6 +152,13 @@ func (lu *LogicalUnit) SetPortGroups(groups []PortGroup) error {
 		next = nil
 	}
 	lu.portGroups = next
+	byPort := make(map[uint16]uint16)
+	for _, g := range next {
+		for _, p := range g.Ports {
+			byPort[p] = g.ID
+		}
+	}
+	lu.groupOfPort.Store(&byPort)
 	if on := len(next) > 0; on != lu.aluaOn.Load() {
 		lu.aluaOn.Store(on)
 		lu.addUALocked(uaALUAToggled, "")
@@ -219,14 +226,15 @@ func (lu *LogicalUnit) groupOfLocked(port uint16) *portGroupState {
 }
 
 // portGroupOf returns the identifier of the group holding relative
-// target port port.
+// target port port. It takes no lock: callers such as EXTENDED COPY's
+// designator matching may hold lu.mu.
 func (lu *LogicalUnit) portGroupOf(port uint16) (uint16, bool) {
-	lu.mu.Lock()
-	defer lu.mu.Unlock()
-	if g := lu.groupOfLocked(port); g != nil {
-		return g.ID, true
+	m := lu.groupOfPort.Load()
+	if m == nil {
+		return 0, false
 	}
-	return 0, false
+	id, ok := (*m)[port]
+	return id, ok
 }
 
 // accessCheckLocked returns the sense a command op meets through

@@ -150,6 +150,9 @@ type LogicalUnit struct {
 	// states, guarded by mu; aluaOn is set while there are any.
 	portGroups []portGroupState
 	aluaOn     atomic.Bool
+	// groupOfPort maps relative target ports to their group's ID, for
+	// readers that take no lock; replaced whole by SetPortGroups.
+	groupOfPort atomic.Pointer[map[uint16]uint16]
 
 	// copies holds the results of EXTENDED COPY commands for RECEIVE
 	// COPY RESULTS, oldest first, guarded by mu.
