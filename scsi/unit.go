@@ -525,7 +525,7 @@ func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string, t 
 	if err := op.checkCDB(r.cdb); err != nil {
 		return r.fail(err)
 	}
-	ns, epoch, err := lu.admit(r.nexus, cmd.Nexus.RelativePortID, op)
+	ns, epoch, err := lu.admit(r.nexus, r.cmd.Nexus.RelativePortID, op)
 	if err != nil {
 		return r.fail(err)
 	}
