@@ -39,7 +39,9 @@ func TestALUAAndISNSWithRealTools(t *testing.T) {
 }`, d.Addr(), p1, p2, p3, dir)
 	daemon := startDaemonWithConfig(t, dir, cfg, "127.0.0.1:"+strconv.Itoa(p1))
 	waitListening(t, "127.0.0.1:"+strconv.Itoa(p3), nil)
-	url := func(port int) string { return "iscsi://127.0.0.1:" + strconv.Itoa(port) + "/iqn.2026-11.io.example:ha/0" }
+	url := func(port int) string {
+		return "iscsi://127.0.0.1:" + strconv.Itoa(port) + "/iqn.2026-11.io.example:ha/0"
+	}
 
 	for _, p := range []int{p1, p2} {
 		out, err := exec.Command(inq, url(p)).CombinedOutput()
