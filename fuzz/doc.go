@@ -17,6 +17,9 @@
 //   - FuzzParameterList: the parameter-list commands (MODE SELECT, PERSISTENT
 //     RESERVE OUT, EXTENDED COPY, UNMAP, WRITE SAME, COMPARE AND WRITE,
 //     ...) with structured CDBs and fuzzed data-out;
+//   - FuzzISNSRead and FuzzISNSRoundTrip: the iSNSP message reader and
+//     decoder of iscsi/isns on what a server could answer, and
+//     gofuzz-built messages through the encoder and decoder;
 //   - FuzzConfigFile and FuzzConfigModel: mgmt's strict config.json
 //     decoding and validation;
 //   - FuzzTrueNASRPC, FuzzTargetdRPC and FuzzRESTAPIs: the request bodies

@@ -32,6 +32,9 @@ type applier struct {
 	prDir string
 	// keyDir keeps the keys of encrypted extents; "" refuses them.
 	keyDir string
+	// alua and isns are what ALUA and iSNS last applied.
+	alua aluaApplied
+	isns isnsLink
 
 	listeners map[netip.AddrPort]*liveListener
 	units     map[int]*liveUnit   // by extent id
@@ -505,6 +508,7 @@ func (a *applier) commit(cfg *Config, p *plan) {
 		lt.policy.Store(policyFor(cfg, t))
 		a.syncLUNs(cfg, id, lt)
 	}
+	a.applyALUA(cfg)
 	a.auth.Store(a.buildAuthTable(cfg))
 	if a.srv != nil {
 		// Sessions an initiator-group change no longer admits end now.
@@ -611,6 +615,7 @@ func (a *applier) commitListeners(cfg *Config, p *plan) {
 			}
 		}()
 	}
+	a.syncISNS(cfg)
 }
 
 func (a *applier) removeTarget(id int, lt *liveTarget) {
@@ -688,6 +693,7 @@ func (a *applier) close() error {
 	for id, lt := range a.targets {
 		a.removeTarget(id, lt)
 	}
+	a.closeISNS()
 	for addr, l := range a.listeners {
 		l.l.Close()
 		delete(a.listeners, addr)

@@ -66,7 +66,7 @@
 // reason; their Kind (and errors.Is with ErrInvalid, ErrNotFound,
 // ErrExists, ErrInUse, ErrUnsupported) lets a front-end pick an HTTP
 // status or JSON-RPC code. Settings that are valid iSCSI but not yet
-// implemented here (iSNS, ALUA, Fibre Channel) are refused as
+// implemented here (Fibre Channel) are refused as
 // ErrUnsupported rather than accepted and ignored.
 //
 // # Extent types

@@ -58,6 +58,10 @@ type Options struct {
 	KeyDir string
 	// Logger receives what goes wrong while applying; nil discards it.
 	Logger *slog.Logger
+	// ISNSEntityID names the network entity registered with the iSNS
+	// servers of Global.ISNSServers; empty means "iscsikit:" and the
+	// host name.
+	ISNSEntityID string
 }
 
 // Manager is the management facade: it holds the configuration,
@@ -96,6 +100,7 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 	m := &Manager{opt: opt, log: log, open: open, app: newApplier(opt.Server, open, opt.ReservationDir, opt.KeyDir, log)}
 	cfg, err := opt.Store.Load(ctx)
 	fresh := errors.Is(err, fs.ErrNotExist)
+	m.app.isns.entity = opt.ISNSEntityID
 	switch {
 	case fresh && opt.Initial != nil:
 		cfg = opt.Initial.clone()

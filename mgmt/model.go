@@ -52,10 +52,15 @@ type Global struct {
 	Basename string `json:"basename"`
 	// ISNSServers lists iSNS servers to register with (host or host:port).
 	ISNSServers []string `json:"isns_servers"`
+	// ISNSDiscoveryDomain (extension) names an iSNS discovery domain
+	// the targets are registered as members of; empty leaves them to
+	// the servers' default domain.
+	ISNSDiscoveryDomain string `json:"isns_discovery_domain,omitempty"`
 	// PoolAvailThreshold is the percentage of pool space in use above
 	// which the product warns; nil disables it.
 	PoolAvailThreshold *int `json:"pool_avail_threshold"`
-	// ALUA enables asymmetric logical unit access reporting.
+	// ALUA turns on asymmetric logical unit access: every portal is a
+	// target port group, in the state its ALUAState gives it.
 	ALUA bool `json:"alua"`
 	// MaxConnections (extension, seed 001's iscsi_maxconnect) is the
 	// connections per session a product allows, 1 to MaxConnectionsLimit;
@@ -93,6 +98,11 @@ type Portal struct {
 	DiscoveryAuthMethod string   `json:"discovery_authmethod"`
 	DiscoveryAuthGroup  *int     `json:"discovery_authgroup"`
 	Listen              []Listen `json:"listen"`
+	// ALUAState (extension) is the asymmetric access state of the
+	// portal's target port group for every logical unit while
+	// Global.ALUA is on: ACTIVE_OPTIMIZED (also "", the default),
+	// ACTIVE_NON_OPTIMIZED, STANDBY, UNAVAILABLE or TRANSITIONING.
+	ALUAState string `json:"alua_state,omitempty"`
 }
 
 // Initiator is an initiator group: who may log in. Empty lists mean

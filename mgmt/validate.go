@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/iscsikit/iscsikit/chap"
 	"github.com/iscsikit/iscsikit/iscsi"
@@ -84,11 +85,13 @@ func (v *validator) global() {
 	if err := iscsi.ValidateName(g.Basename); err != nil {
 		v.add(KindInvalid, "global", 0, "", "basename", "%v", err)
 	}
-	if len(g.ISNSServers) > 0 {
-		v.add(KindUnsupported, "global", 0, "", "isns_servers", "iSNS registration is not implemented; leave the list empty")
+	if dd := g.ISNSDiscoveryDomain; len(dd) > 255 || strings.ContainsFunc(dd, unicode.IsControl) {
+		v.add(KindInvalid, "global", 0, "", "isns_discovery_domain", "%q is not a name of at most 255 bytes without control characters", dd)
 	}
-	if g.ALUA {
-		v.add(KindUnsupported, "global", 0, "", "alua", "ALUA is not implemented; set it to false")
+	for i, s := range g.ISNSServers {
+		if err := validISNSServer(s); err != nil {
+			v.add(KindInvalid, "global", 0, "", fmt.Sprintf("isns_servers[%d]", i), "%v", err)
+		}
 	}
 	if t := g.PoolAvailThreshold; t != nil && (*t < 1 || *t > 99) {
 		v.add(KindInvalid, "global", 0, "", "pool_avail_threshold", "%d is not a percentage from 1 to 99", *t)
@@ -174,6 +177,7 @@ func (v *validator) portals() {
 			add(KindExists, "tag", "%d is also the tag of portal %d", p.Tag, other)
 		}
 		tags[p.Tag] = p.ID
+		v.portalALUA(p, add)
 		if !authMethodValid(p.DiscoveryAuthMethod) {
 			add(KindInvalid, "discovery_authmethod", "%q is not NONE, CHAP or MUTUAL_CHAP", p.DiscoveryAuthMethod)
 		} else {

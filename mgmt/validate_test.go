@@ -45,8 +45,11 @@ func TestValidationRules(t *testing.T) {
 	}{
 		{"version", func(c *Config) { c.Version = 2 }, ErrInvalid, "config: version: is 2; this build reads version 1"},
 		{"basename", func(c *Config) { c.Global.Basename = "iqn.2026.bad" }, ErrInvalid, "global: basename: "},
-		{"isns unsupported", func(c *Config) { c.Global.ISNSServers = []string{"10.0.0.1"} }, ErrUnsupported, "global: isns_servers: iSNS registration is not implemented"},
-		{"alua unsupported", func(c *Config) { c.Global.ALUA = true }, ErrUnsupported, "global: alua:"},
+		{"isns servers", func(c *Config) { c.Global.ISNSServers = []string{"10.0.0.1", "isns.example.com:3205", "[2001:db8::1]"} }, nil, ""},
+		{"isns server bad", func(c *Config) { c.Global.ISNSServers = []string{"10.0.0.1", "10.0.0.2:99999"} }, ErrInvalid, "global: isns_servers[1]: isns: \"10.0.0.2:99999\": port"},
+		{"alua on", func(c *Config) { c.Global.ALUA = true; c.Portals[0].ALUAState = ALUAStandby }, nil, ""},
+		{"alua state without alua", func(c *Config) { c.Portals[0].ALUAState = ALUAStandby }, ErrInvalid, "portal 1: alua_state: STANDBY needs ALUA on"},
+		{"alua state unknown", func(c *Config) { c.Global.ALUA = true; c.Portals[0].ALUAState = "passive" }, ErrInvalid, `portal 1: alua_state: "passive" is not`},
 		{"pool threshold", func(c *Config) { c.Global.PoolAvailThreshold = intp(100) }, ErrInvalid, "global: pool_avail_threshold: 100 is not a percentage"},
 		{"duplicate id", func(c *Config) { c.Portals[1].ID = 1 }, ErrExists, "portal 1: id: is used by another portal"},
 		{"zero id", func(c *Config) { c.Extents[0].ID = 0 }, ErrInvalid, "extent: id: must be a positive number"},

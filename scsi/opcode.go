@@ -36,7 +36,19 @@ const (
 	// flagCrypto commands exist only on units offering cryptographic
 	// erase.
 	flagCrypto
+	// flagALUA commands exist only on units with target port groups.
+	flagALUA
+	// flagInStandby, flagInUnavailable and flagInTransition commands are
+	// served through a port whose target port group is in the standby,
+	// unavailable or transitioning access state (SPC-4 §5.15.2.4); the
+	// rest fail with LOGICAL UNIT NOT ACCESSIBLE.
+	flagInStandby
+	flagInUnavailable
+	flagInTransition
 )
+
+// flagAnyAccess commands are served in every access state.
+const flagAnyAccess = flagInStandby | flagInUnavailable | flagInTransition
 
 // opcode is one entry of the command table: dispatch, CDB validation and
 // REPORT SUPPORTED OPERATION CODES all come from it.
@@ -112,14 +124,14 @@ func init() {
 func commandTable() []*opcode {
 	return []*opcode{
 		{name: "TEST UNIT READY", usage: cdb(0x00, 0, 0, 0, 0, 0), flags: flagConflicts | flagMedium | flagPRAllowed, handler: (*request).testUnitReady},
-		{name: "REQUEST SENSE", usage: cdb(0x03, 0x01, 0, 0, 0xff, 0), flags: flagNoUA, handler: (*request).requestSense},
+		{name: "REQUEST SENSE", usage: cdb(0x03, 0x01, 0, 0, 0xff, 0), flags: flagNoUA | flagAnyAccess, handler: (*request).requestSense},
 		{name: "READ(6)", usage: cdb(0x08, 0x1f, 0xff, 0xff, 0xff, 0), flags: flagConflicts | flagMedium, handler: (*request).read},
 		{name: "WRITE(6)", usage: cdb(0x0a, 0x1f, 0xff, 0xff, 0xff, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).write},
-		{name: "INQUIRY", usage: cdb(0x12, 0x01, 0xff, 0xff, 0xff, 0), flags: flagNoUA, handler: (*request).inquiry},
-		{name: "MODE SELECT(6)", usage: cdb(0x15, 0x11, 0, 0, 0xff, 0), flags: flagConflicts | flagPRWrite, handler: (*request).modeSelect},
+		{name: "INQUIRY", usage: cdb(0x12, 0x01, 0xff, 0xff, 0xff, 0), flags: flagNoUA | flagAnyAccess, handler: (*request).inquiry},
+		{name: "MODE SELECT(6)", usage: cdb(0x15, 0x11, 0, 0, 0xff, 0), flags: flagInStandby | flagConflicts | flagPRWrite, handler: (*request).modeSelect},
 		{name: "RESERVE(6)", usage: cdb(0x16, 0, 0, 0, 0, 0), flags: flagConflicts, handler: (*request).reserve},
 		{name: "RELEASE(6)", usage: cdb(0x17, 0, 0, 0, 0, 0), handler: (*request).release},
-		{name: "MODE SENSE(6)", usage: cdb(0x1a, 0x08, 0xff, 0xff, 0xff, 0), flags: flagConflicts, handler: (*request).modeSense},
+		{name: "MODE SENSE(6)", usage: cdb(0x1a, 0x08, 0xff, 0xff, 0xff, 0), flags: flagInStandby | flagConflicts, handler: (*request).modeSense},
 		{name: "START STOP UNIT", usage: cdb(0x1b, 0x01, 0, 0x0f, 0xf7, 0), flags: flagConflicts | flagPRWrite, handler: (*request).startStopUnit},
 		{name: "PREVENT ALLOW MEDIUM REMOVAL", usage: cdb(0x1e, 0, 0, 0, 0x03, 0), flags: flagConflicts | flagPRWrite | flagRemovable, handler: (*request).preventAllow},
 		{name: "READ CAPACITY(10)", usage: cdb(0x25, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0x01, 0), flags: flagConflicts | flagMedium | flagPRAllowed, handler: (*request).readCapacity10},
@@ -136,22 +148,22 @@ func commandTable() []*opcode {
 		{name: "SANITIZE", usage: cdb(0x48, 0xa0|sanitizeBlockErase, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagMedium | flagWrite | flagThin, handler: (*request).sanitize},
 		{name: "SANITIZE", usage: cdb(0x48, 0xa0|sanitizeCryptoErase, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagMedium | flagWrite | flagCrypto, handler: (*request).sanitize},
 		{name: "SANITIZE", usage: cdb(0x48, 0x80|sanitizeExitFailure, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagWrite, handler: (*request).sanitize},
-		{name: "MODE SELECT(10)", usage: cdb(0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0), flags: flagConflicts | flagPRWrite, handler: (*request).modeSelect},
+		{name: "MODE SELECT(10)", usage: cdb(0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0), flags: flagInStandby | flagConflicts | flagPRWrite, handler: (*request).modeSelect},
 		{name: "RESERVE(10)", usage: cdb(0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0), flags: flagConflicts, handler: (*request).reserve},
 		{name: "RELEASE(10)", usage: cdb(0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0), handler: (*request).release},
-		{name: "MODE SENSE(10)", usage: cdb(0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0), flags: flagConflicts, handler: (*request).modeSense},
-		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x00, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
-		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x01, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
-		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x02, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
-		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x03, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x00, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x01, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x02, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x03, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x04, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x05, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x06, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x07, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "MODE SENSE(10)", usage: cdb(0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0), flags: flagInStandby | flagConflicts, handler: (*request).modeSense},
+		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x00, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
+		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x01, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
+		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x02, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
+		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x03, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x00, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x01, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x02, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x03, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x04, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x05, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x06, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x07, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
 		{name: "EXTENDED COPY(LID1)", usage: cdb(0x83, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagMedium | flagPRWrite | flagCopy, handler: (*request).extendedCopy},
 		{name: "RECEIVE COPY RESULTS(COPY STATUS)", usage: cdb(0x84, 0x00, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagCopy, handler: (*request).receiveCopyResults},
 		{name: "RECEIVE COPY RESULTS(OPERATING PARAMETERS)", usage: cdb(0x84, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagCopy, handler: (*request).receiveCopyResults},
@@ -167,9 +179,11 @@ func commandTable() []*opcode {
 		{name: "WRITE ATOMIC(16)", usage: cdb(0x9c, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).writeAtomic},
 		{name: "READ CAPACITY(16)", usage: cdb(0x9e, 0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0), hasSA: true, flags: flagConflicts | flagMedium | flagPRAllowed, handler: (*request).readCapacity16},
 		{name: "GET LBA STATUS", usage: cdb(0x9e, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagMedium | flagThin, handler: (*request).getLBAStatus},
-		{name: "REPORT LUNS", usage: cdb(0xa0, 0, 0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), flags: flagNoUA, handler: nil},
-		{name: "REPORT SUPPORTED OPERATION CODES", usage: cdb(0xa3, 0x0c, 0x87, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, handler: (*request).reportOpcodes},
-		{name: "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", usage: cdb(0xa3, 0x0d, 0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, handler: (*request).reportTMFs},
+		{name: "REPORT LUNS", usage: cdb(0xa0, 0, 0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), flags: flagNoUA | flagAnyAccess, handler: nil},
+		{name: "REPORT TARGET PORT GROUPS", usage: cdb(0xa3, 0xea, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagALUA | flagAnyAccess, handler: (*request).reportTargetPortGroups},
+		{name: "REPORT SUPPORTED OPERATION CODES", usage: cdb(0xa3, 0x0c, 0x87, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagInStandby | flagInUnavailable, handler: (*request).reportOpcodes},
+		{name: "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", usage: cdb(0xa3, 0x0d, 0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagInStandby | flagInUnavailable, handler: (*request).reportTMFs},
+		{name: "SET TARGET PORT GROUPS", usage: cdb(0xa4, 0x0a, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagALUA | flagInStandby | flagInUnavailable, handler: (*request).setTargetPortGroups},
 		{name: "READ(12)", usage: cdb(0xa8, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium, handler: (*request).read},
 		{name: "WRITE(12)", usage: cdb(0xaa, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).write},
 		{name: "READ DEFECT DATA(12)", usage: cdb(0xb7, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), flags: flagConflicts | flagMedium, handler: (*request).readDefectData},
@@ -204,7 +218,8 @@ func (lu *LogicalUnit) supported(o *opcode) bool {
 	return (o.flags&flagThin == 0 || lu.cfg.ThinProvisioning) &&
 		(o.flags&flagRemovable == 0 || lu.cfg.Removable) &&
 		(o.flags&flagCopy == 0 || lu.cfg.ThirdPartyCopy) &&
-		(o.flags&flagCrypto == 0 || lu.cfg.CryptoErase)
+		(o.flags&flagCrypto == 0 || lu.cfg.CryptoErase) &&
+		(o.flags&flagALUA == 0 || lu.aluaOn.Load())
 }
 
 // unsupported is the sense for a command the unit does not offer: INVALID

@@ -27,6 +27,9 @@ func (r *request) inquiry() error {
 		if r.lu.cfg.Removable {
 			b[1] |= 0x80 // RMB
 		}
+		if r.lu.aluaOn.Load() {
+			b[5] |= 0x30 // TPGS 11b: implicit and explicit ALUA
+		}
 		r.sendData(b, alloc)
 		return nil
 	}
@@ -75,6 +78,11 @@ func (r *request) requestSense() error {
 	lu := r.lu
 	lu.mu.Lock()
 	s := lu.takeUALocked(r.nexus, true)
+	if s == nil && len(lu.portGroups) > 0 {
+		if g := lu.groupOfLocked(r.cmd.Nexus.RelativePortID); g != nil {
+			s = accessSense(g.State, nil)
+		}
+	}
 	if s == nil {
 		// The conditions a media access would meet, as sense data.
 		switch {

@@ -167,6 +167,14 @@ type LogicalUnit struct {
 	// sanitizeAUSE is the AUSE bit of the last SANITIZE.
 	sanitizeAUSE bool
 
+	// portGroups are the unit's target port groups with their access
+	// states, guarded by mu; aluaOn is set while there are any.
+	portGroups []portGroupState
+	aluaOn     atomic.Bool
+	// groupOfPort maps relative target ports to their group's ID, for
+	// readers that take no lock; replaced whole by SetPortGroups.
+	groupOfPort atomic.Pointer[map[uint16]uint16]
+
 	// copies holds the results of EXTENDED COPY commands for RECEIVE
 	// COPY RESULTS, oldest first, guarded by mu.
 	copies []*copyRecord
@@ -673,7 +681,7 @@ func (lu *LogicalUnit) handle(r *request) Result {
 	if err := op.checkCDB(r.cdb); err != nil {
 		return r.fail(err)
 	}
-	ns, epoch, err := lu.admit(r.nexus, op)
+	ns, epoch, err := lu.admit(r.nexus, r.cmd.Nexus.RelativePortID, op)
 	if err != nil {
 		return r.fail(err)
 	}
@@ -691,21 +699,27 @@ func (lu *LogicalUnit) handle(r *request) Result {
 
 // admit runs the checks every command passes before its handler, in the
 // order SAM-5 and SPC-4 give them precedence: a pending unit attention,
-// a reservation conflict, a unit that is not ready, write protection. It
-// returns the nexus's state and its abort epoch as the command starts.
-func (lu *LogicalUnit) admit(key string, op *opcode) (*nexusState, uint32, error) {
+// the access state of the port's target port group, a reservation
+// conflict, a unit that is not ready, write protection. It returns the
+// nexus's state and its abort epoch as the command starts.
+func (lu *LogicalUnit) admit(key string, port uint16, op *opcode) (*nexusState, uint32, error) {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
 	ns := lu.nexusLocked(key)
 	epoch := ns.aborts.Load()
-	err := lu.admitLocked(key, op)
+	err := lu.admitLocked(key, port, op)
 	return ns, epoch, err
 }
 
-func (lu *LogicalUnit) admitLocked(key string, op *opcode) error {
+func (lu *LogicalUnit) admitLocked(key string, port uint16, op *opcode) error {
 	if op.flags&flagNoUA == 0 {
 		if ua := lu.takeUALocked(key, true); ua != nil {
 			return ua
+		}
+	}
+	if len(lu.portGroups) > 0 {
+		if s := lu.accessCheckLocked(port, op); s != nil {
+			return s
 		}
 	}
 	if lu.sanitizing && op.flags&flagNoUA == 0 {

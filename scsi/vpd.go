@@ -88,6 +88,11 @@ func (lu *LogicalUnit) deviceIdentification(n Nexus) []byte {
 		binary.BigEndian.PutUint16(rel[2:], n.RelativePortID)
 		add(0x01, 0x10|0x04, true, rel) // binary, target port, relative port
 	}
+	if g, ok := lu.portGroupOf(n.RelativePortID); ok {
+		tpg := make([]byte, 4)
+		binary.BigEndian.PutUint16(tpg[2:], g)
+		add(0x01, 0x10|0x05, true, tpg) // binary, target port, target port group
+	}
 	if n.TargetPort != "" {
 		add(0x03, 0x10|0x08, true, scsiNameString(n.TargetPort)) // UTF-8, target port, SCSI name
 	}

@@ -18,8 +18,9 @@
 // digest that is enabled is required (CRC32C), one that is not is refused.
 // A share's volume is destroyed with it. Passwords are taken and never
 // returned. The service's port is the port of every portal; "enabled"
-// false is refused (the service is the daemon itself) and iSNS is refused
-// as not implemented.
+// false is refused (the service is the daemon itself); "isns" with
+// "isns-address" (host or host:port) registers the targets with that iSNS
+// server (mgmt's isns_servers).
 //
 // Errors answer {"error": "..."} with 400, 404, 409 or 501.
 package nasshares
@@ -34,6 +35,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/iscsikit/iscsikit/examples/api/merge"
 	"github.com/iscsikit/iscsikit/examples/api/rest"
@@ -501,9 +503,9 @@ func (a *api) putService(r *http.Request) (int, any, error) {
 	})
 	if err != nil {
 		var me *mgmt.Error
-		if errors.As(err, &me) && me.Field == "isns_servers" {
+		if errors.As(err, &me) && strings.HasPrefix(me.Field, "isns_servers") {
 			status, _ := rest.StatusOf(err)
-			return 0, nil, &rest.Error{Status: status, Field: "isns", Msg: me.Msg}
+			return 0, nil, &rest.Error{Status: status, Field: "isns-address", Msg: me.Msg}
 		}
 		return 0, nil, err
 	}

@@ -129,7 +129,12 @@ func TestService(t *testing.T) {
 
 	require.Contains(t, c.want(400, "PUT", ServicePath, `{"port": "http"}`, nil), "port")
 	require.Contains(t, c.want(501, "PUT", ServicePath, `{"enabled": false}`, nil), "enabled")
-	require.Contains(t, c.want(501, "PUT", ServicePath, `{"isns": true, "isns-address": "127.0.0.1"}`, nil), "isns")
+	c.want(200, "PUT", ServicePath, `{"isns": true, "isns-address": "127.0.0.1"}`, &svc)
+	require.Equal(t, service{ID: 1, Enabled: true, Port: "3261", ISNS: true, ISNSAddress: "127.0.0.1"}, svc[0])
+	require.Equal(t, []string{"127.0.0.1"}, m.Config(false).Global.ISNSServers)
+	require.Contains(t, c.want(400, "PUT", ServicePath, `{"isns": true, "isns-address": "bad host"}`, nil), "isns-address")
+	c.want(200, "PUT", ServicePath, `{"isns": false}`, &svc)
+	require.False(t, svc[0].ISNS)
 	require.Contains(t, c.want(400, "PUT", ServicePath, `{"isns": true}`, nil), "isns-address")
 	require.Contains(t, c.want(400, "PUT", ServicePath, `{"id": 2}`, nil), "id")
 }

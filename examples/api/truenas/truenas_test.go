@@ -126,7 +126,8 @@ func TestGlobal(t *testing.T) {
 	c.fails(-32602, "iscsi_global_update.basename", "iscsi.global.update", `{"basename": "not a name"}`)
 	c.fails(-32602, "colour: unknown field", "iscsi.global.update", `{"colour": 1}`)
 	c.fails(-32602, "want string", "iscsi.global.update", `{"basename": 5}`)
-	c.fails(-32602, "ENOTSUP", "iscsi.global.update", `{"alua": true}`)
+	c.ok(&g, "iscsi.global.update", `{"alua": true}`)
+	require.True(t, g.ALUA)
 	c.fails(-32602, "no parameters", "iscsi.global.config", `1`)
 
 	var sessions []mgmt.Session
