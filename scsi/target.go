@@ -152,7 +152,7 @@ func (t *Target) Execute(ctx context.Context, cmd *Command) Result {
 		return t.reportLUNs(cmd)
 	}
 	if lu := t.unitAt(cmd.LUN); lu != nil {
-		return lu.execute(ctx, cmd, key, t)
+		return lu.executeCounted(ctx, cmd, key, t)
 	}
 	return t.noUnit(cmd)
 }

@@ -155,6 +155,8 @@ type LogicalUnit struct {
 	life       context.Context
 	endLife    context.CancelFunc
 	background sync.WaitGroup
+
+	telemetry unitTelemetry // counters and observer (stats.go)
 }
 
 // nexusState is what a unit keeps per I_T nexus.
@@ -307,6 +309,7 @@ func (lu *LogicalUnit) Blocks() uint64 { return lu.nblocks }
 func (lu *LogicalUnit) Close() error {
 	lu.endLife()
 	lu.background.Wait()
+	lu.offline("closed")
 	return lu.dev.Close()
 }
 
@@ -365,6 +368,7 @@ func (lu *LogicalUnit) queueUA(key string, s *Sense) {
 		}
 	}
 	ns.ua = append(q, s)
+	lu.unitAttention(key, s)
 }
 
 // nexusLocked returns the state of the nexus key, registering a nexus it
