@@ -65,6 +65,9 @@ type conn struct {
 	nopPending atomic.Uint32
 	nopTTT     atomic.Uint32
 
+	stats  connCounters          // stats.go
+	endErr atomic.Pointer[error] // why the full feature phase ended (observer.go)
+
 	closeOnce sync.Once
 	done      chan struct{}
 	closeErr  error
@@ -113,11 +116,12 @@ func (c *conn) serve() {
 	c.outq.started = true
 	c.outq.mu.Unlock()
 	c.log = c.log.With("initiator", sess.initiatorName, "tsih", sess.tsih)
-	c.log.Info("session established", "target", sess.targetName(), "discovery", sess.discovery, "isid", fmt.Sprintf("%x", sess.isid[:]))
+	c.loggedIn(sess)
 	if c.srv.opt.NopInterval > 0 {
 		go c.keepAlive()
 	}
 	err = c.fullFeature()
+	c.ended(err)
 	if err != nil && !errors.Is(err, io.EOF) && !isClosedErr(err) && !errors.Is(err, errLoggedOut) {
 		c.log.Info("connection ended", "err", err)
 	}
@@ -194,6 +198,7 @@ func (c *conn) sendLocked(p *pdu.PDU, kind statKind) error {
 // sendReject answers a PDU whose header is hdr with a Reject.
 func (c *conn) sendReject(hdr *[pdu.BHSLen]byte, reason pdu.RejectReason) error {
 	saved := *hdr
+	c.rejected(reason)
 	m := pdu.Reject{Reason: reason, DataSN: 0, Header: saved[:]}
 	var p pdu.PDU
 	m.Encode(&p)

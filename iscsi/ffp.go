@@ -32,6 +32,7 @@ func (c *conn) fullFeature() error {
 			return err
 		}
 		c.lastRecv.Store(time.Now().UnixNano())
+		c.received(&p)
 		op := p.Opcode()
 		if sess.discovery && op != pdu.OpTextReq && op != pdu.OpLogoutReq && op != pdu.OpNOPOut {
 			// Discovery sessions carry only text, logout and NOP (§4.3).
@@ -320,6 +321,7 @@ func (c *conn) solicit(t *task) error {
 			DesiredDataTransferLength: l,
 		}
 		t.r2tSN++
+		c.stats.r2ts.Add(1)
 		t.nextR2T += l
 		outstanding++
 		// Queued without waiting: the reader goes on reading.

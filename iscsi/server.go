@@ -53,6 +53,11 @@ type Options struct {
 	// Limits bound what one initiator, or a crowd of clients, can make
 	// the server hold; zero fields take their defaults.
 	Limits Limits
+	// Observability (observer.go, logs.go).
+	Observer      Observer // receives events; nil means none
+	ObserverQueue int      // events queued for Observer; default 1024
+	LogSessions   bool     // log established sessions at INFO, not DEBUG
+	LogRepeats    int      // records per source and message per minute; default 10, negative: no limit
 }
 
 // Limits protect the server from hostile or broken clients. Every
@@ -158,6 +163,9 @@ type Server struct {
 	auth   atomic.Pointer[authHolder]
 
 	buffers bufpool.Pool // data buffers of tasks
+
+	events   eventQueue     // for Options.Observer (observer.go)
+	counters serverCounters // stats.go
 }
 
 // pendingLogin is a connection in the login phase.
@@ -185,7 +193,7 @@ func NewServer(opt Options) (*Server, error) {
 	}
 	s := &Server{
 		opt:       opt,
-		log:       opt.Logger,
+		log:       limitRepeats(opt.Logger, opt.LogRepeats),
 		targets:   make(map[string]*Target),
 		listeners: make(map[net.Listener]uint16),
 		conns:     make(map[*conn]struct{}),
@@ -580,6 +588,10 @@ type SessionInfo struct {
 	Discovery     bool
 	Connections   int
 	Params        negotiate.Params
+	// InitiatorAlias and TargetAlias are the aliases announced at login.
+	InitiatorAlias, TargetAlias string
+	// Stats are the session's counters (stats.go).
+	Stats SessionStats
 }
 
 // Sessions lists the live sessions, ordered by TSIH.

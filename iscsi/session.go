@@ -31,6 +31,7 @@ type session struct {
 	// beyond it ends with TASK SET FULL, which initiators retry.
 	bufBudget int64
 	bufUsed   atomic.Int64
+	stats     sessionCounters // stats.go
 
 	mu       sync.Mutex
 	conn     *conn
@@ -226,6 +227,7 @@ func (sess *session) close(reason error) {
 		delete(sess.srv.sessions, sess.tsih)
 	}
 	sess.srv.mu.Unlock()
+	sess.sessionEnded(reason)
 	if len(tasks) == 0 {
 		sess.loseNexus()
 	} else {
@@ -290,5 +292,6 @@ func (sess *session) info() SessionInfo {
 		info.Connections = 1
 		info.InitiatorAddr = sess.conn.nc.RemoteAddr().String()
 	}
+	info.InitiatorAlias, info.TargetAlias, info.Stats = sess.initiatorAlias, sess.targetAlias(), sess.statsLocked()
 	return info
 }

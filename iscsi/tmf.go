@@ -28,6 +28,7 @@ func (c *conn) handleTaskMgmt(p *pdu.PDU) error {
 		// SCSI layer's reset or abort handling) ends this connection only.
 		defer c.containPanic(fmt.Sprintf("task management function %d", m.Function))
 		resp := pdu.TaskMgmtResponse{ITT: m.ITT, Response: c.taskMgmt(&m)}
+		c.tmfDone(&m, resp.Response)
 		var out pdu.PDU
 		resp.Encode(&out)
 		c.send(&out, statAdvance)

@@ -147,17 +147,17 @@ type IOCounters struct {
 func (c *IOCounters) Begin() { c.inFlight.Add(1) }
 
 // End counts a command that Begin counted: its kind (from cdb), the bytes
-// it received (dataOut) and returned (res.DataInLen), its status and
-// sense key, and, for reads and writes, how long it took.
-func (c *IOCounters) End(cdb []byte, dataOut int, res *Result, took time.Duration) {
+// it received (dataOut) and returned (dataIn), the status and sense key
+// of res, and, for reads and writes, how long it took.
+func (c *IOCounters) End(cdb []byte, dataOut, dataIn int, res *Result, took time.Duration) {
 	c.inFlight.Add(-1)
 	k := KindOf(cdb)
 	c.commands[k].Add(1)
 	if dataOut > 0 {
 		c.bytesIn.Add(uint64(dataOut))
 	}
-	if res.DataInLen > 0 {
-		c.bytesOut.Add(uint64(res.DataInLen))
+	if dataIn > 0 {
+		c.bytesOut.Add(uint64(dataIn))
 	}
 	switch res.Status {
 	case StatusGood:
@@ -315,8 +315,9 @@ func (lu *LogicalUnit) executeCounted(ctx context.Context, cmd *Command, key str
 	start := time.Now()
 	res := lu.execute(ctx, cmd, key, t)
 	took := time.Since(start)
-	tel.total.End(cmd.CDB, len(cmd.DataOut), &res, took)
-	nc.End(cmd.CDB, len(cmd.DataOut), &res, took)
+	in := min(res.DataInLen, len(cmd.DataIn))
+	tel.total.End(cmd.CDB, len(cmd.DataOut), in, &res, took)
+	nc.End(cmd.CDB, len(cmd.DataOut), in, &res, took)
 	if res.Status == StatusGood && len(cmd.CDB) > 1 {
 		if action := reservationAction(cmd.CDB); action != "" {
 			tel.notify(UnitEvent{Kind: UnitReservationChanged, Unit: lu, Nexus: cmd.Nexus, Action: action})

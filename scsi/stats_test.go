@@ -49,7 +49,7 @@ func TestLatencyBuckets(t *testing.T) {
 	res := scsi.Result{Status: scsi.StatusGood}
 	for _, d := range []time.Duration{0, time.Microsecond, 1500 * time.Nanosecond, 3 * time.Microsecond, time.Millisecond, time.Minute} {
 		c.Begin()
-		c.End([]byte{0x28}, 0, &res, d)
+		c.End([]byte{0x28}, 0, 0, &res, d)
 	}
 	s := c.Snapshot()
 	require.Equal(t, uint64(6), s.ReadLatency.Count)
@@ -63,9 +63,9 @@ func TestLatencyBuckets(t *testing.T) {
 	for i := 0; i < scsi.NumLatencyBuckets-1; i++ {
 		var h scsi.IOCounters
 		h.Begin()
-		h.End([]byte{0x2a}, 0, &res, scsi.LatencyBound(i))
+		h.End([]byte{0x2a}, 0, 0, &res, scsi.LatencyBound(i))
 		h.Begin()
-		h.End([]byte{0x2a}, 0, &res, scsi.LatencyBound(i)+time.Nanosecond)
+		h.End([]byte{0x2a}, 0, 0, &res, scsi.LatencyBound(i)+time.Nanosecond)
 		w := h.Snapshot().WriteLatency
 		require.Equal(t, uint64(1), w.Buckets[i], "bucket %d", i)
 		require.Equal(t, uint64(1), w.Buckets[i+1], "bucket %d", i+1)
@@ -84,7 +84,7 @@ func TestIOCountersStatuses(t *testing.T) {
 		{Status: scsi.StatusGood, DataInLen: 36},
 	} {
 		c.Begin()
-		c.End([]byte{0x12}, 0, &res, time.Microsecond)
+		c.End([]byte{0x12}, 0, res.DataInLen, &res, time.Microsecond)
 	}
 	c.Begin()
 	s := c.Snapshot()
