@@ -196,8 +196,12 @@ func (s *Server) observe(e Event) {
 // UnitObserver returns a hook for scsi.LogicalUnit.SetObserver that
 // queues the unit's events for Options.Observer as EventUnit, with name
 // (the embedder's name for the unit, such as its extent) in UnitName.
-// It never blocks, so it is safe under the unit's lock.
+// It never blocks, so it is safe under the unit's lock. On a nil Server,
+// or one without an Observer, it returns nil (no hook).
 func (s *Server) UnitObserver(name string) scsi.UnitObserver {
+	if s == nil || s.opt.Observer == nil {
+		return nil
+	}
 	return func(u scsi.UnitEvent) {
 		initiator, _, _ := strings.Cut(u.Nexus.InitiatorPort, ",i,")
 		s.emit(Event{Kind: EventUnit, Unit: u, UnitName: name, InitiatorName: initiator, TargetName: u.Nexus.TargetName})
@@ -278,13 +282,13 @@ func (c *conn) ended(err error) {
 		return
 	}
 	e := sess.event(EventConnectionEnded)
-	e.Err, e.Reason = c.cause(err)
+	e.Reason, e.Err = c.cause(err)
 	c.srv.emit(e)
 }
 
 // cause returns what ended the connection: the reason it was closed
 // with, if any, else err; and a description of it.
-func (c *conn) cause(err error) (error, string) {
+func (c *conn) cause(err error) (string, error) {
 	select {
 	case <-c.done:
 		if c.closeErr != nil {
@@ -295,18 +299,18 @@ func (c *conn) cause(err error) (error, string) {
 	return describe(err)
 }
 
-// describe returns err and a description of it as the end of a session
-// or connection.
-func describe(err error) (error, string) {
+// describe returns a description of err as the end of a session or
+// connection, and err.
+func describe(err error) (string, error) {
 	switch {
 	case err == nil:
-		return nil, "closed"
+		return "closed", nil
 	case errors.Is(err, errLoggedOut):
-		return err, "logged out"
+		return "logged out", err
 	case isEOF(err):
-		return err, "closed by the initiator"
+		return "closed by the initiator", err
 	}
-	return err, err.Error()
+	return err.Error(), err
 }
 
 // sessionEnded reports the end of the session; reason is what close was
@@ -321,7 +325,7 @@ func (sess *session) sessionEnded(reason error) {
 	if reason == nil {
 		e.Reason = "connection closed"
 	} else {
-		e.Err, e.Reason = describe(reason)
+		e.Reason, e.Err = describe(reason)
 	}
 	sess.srv.emit(e)
 }

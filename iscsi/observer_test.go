@@ -48,18 +48,6 @@ func (e *events) wait(t *testing.T, kind iscsi.EventKind, ok func(iscsi.Event) b
 	return found
 }
 
-func (e *events) count(kind iscsi.EventKind) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	n := 0
-	for _, ev := range e.list {
-		if ev.Kind == kind {
-			n++
-		}
-	}
-	return n
-}
-
 // sessionOf returns the live session of initiator name.
 func sessionOf(t *testing.T, srv *iscsi.Server, name string) iscsi.SessionInfo {
 	t.Helper()

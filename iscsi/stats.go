@@ -1,8 +1,6 @@
 package iscsi
 
 import (
-	"errors"
-	"net"
 	"sync/atomic"
 	"time"
 
@@ -175,15 +173,4 @@ func (s *Server) Stats() ServerStats {
 		LoginsFailed:  s.counters.loginsFailed.Load(),
 		EventsDropped: s.events.dropped.Load(),
 	}
-}
-
-// isDigestErr reports whether err is a header or data digest mismatch.
-func isDigestErr(err error) bool {
-	return errors.Is(err, pdu.ErrHeaderDigest) || errors.Is(err, pdu.ErrDataDigest)
-}
-
-// endedQuietly reports whether err is how a connection normally ends
-// (the peer closed it, or we did).
-func endedQuietly(err error) bool {
-	return err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, errLoggedOut) || isEOF(err)
 }

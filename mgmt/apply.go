@@ -624,6 +624,7 @@ func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
 		dev.Close()
 		return nil, err
 	}
+	lu.SetObserver(a.srv.UnitObserver(e.Name)) // unit events reach iscsi.Options.Observer
 	return &liveUnit{ext: e, lu: lu}, nil
 }
 
