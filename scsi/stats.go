@@ -131,8 +131,8 @@ func (h *latencyCounters) snapshot() Latency {
 // per session on its data path.
 type IOCounters struct {
 	commands [numKinds]atomic.Uint64
-	bytesIn  atomic.Uint64 // data the initiator sent (Data-Out)
-	bytesOut atomic.Uint64 // data returned to the initiator (Data-In)
+	bytesIn  [numKinds]atomic.Uint64 // data the initiator sent (Data-Out), by command kind
+	bytesOut [numKinds]atomic.Uint64 // data returned to the initiator (Data-In), by command kind
 	sense    [16]atomic.Uint64
 	conflict atomic.Uint64
 	busy     atomic.Uint64
@@ -154,10 +154,10 @@ func (c *IOCounters) End(cdb []byte, dataOut, dataIn int, res *Result, took time
 	k := KindOf(cdb)
 	c.commands[k].Add(1)
 	if dataOut > 0 {
-		c.bytesIn.Add(uint64(dataOut))
+		c.bytesIn[k].Add(uint64(dataOut))
 	}
 	if dataIn > 0 {
-		c.bytesOut.Add(uint64(dataIn))
+		c.bytesOut[k].Add(uint64(dataIn))
 	}
 	switch res.Status {
 	case StatusGood:
@@ -187,9 +187,13 @@ func (c *IOCounters) End(cdb []byte, dataOut, dataIn int, res *Result, took time
 type IOStats struct {
 	// Commands counts the commands completed, by kind.
 	Reads, Writes, Others uint64
-	// BytesIn is the data received with write commands; BytesOut the
-	// data returned by reads (and other data-in commands).
+	// BytesIn is the data received with commands (Data-Out); BytesOut
+	// the data returned (Data-In), by every command.
 	BytesIn, BytesOut uint64
+	// ReadBytes is the part of BytesOut that reads returned; WriteBytes
+	// the part of BytesIn that writes brought (the rest is parameter
+	// data, INQUIRY and the like).
+	ReadBytes, WriteBytes uint64
 	// SenseKeys counts the CHECK CONDITIONs, indexed by sense key.
 	SenseKeys [16]uint64
 	// ReservationConflicts, Busy, TaskSetFull and TaskAborted count the
@@ -217,8 +221,8 @@ func (c *IOCounters) Snapshot() IOStats {
 		Reads:                c.commands[KindRead].Load(),
 		Writes:               c.commands[KindWrite].Load(),
 		Others:               c.commands[KindOther].Load(),
-		BytesIn:              c.bytesIn.Load(),
-		BytesOut:             c.bytesOut.Load(),
+		ReadBytes:            c.bytesOut[KindRead].Load(),
+		WriteBytes:           c.bytesIn[KindWrite].Load(),
 		ReservationConflicts: c.conflict.Load(),
 		Busy:                 c.busy.Load(),
 		TaskSetFull:          c.full.Load(),
@@ -229,6 +233,10 @@ func (c *IOCounters) Snapshot() IOStats {
 	}
 	for i := range c.sense {
 		s.SenseKeys[i] = c.sense[i].Load()
+	}
+	for k := range c.bytesIn {
+		s.BytesIn += c.bytesIn[k].Load()
+		s.BytesOut += c.bytesOut[k].Load()
 	}
 	return s
 }

@@ -96,6 +96,7 @@ func TestIOCountersStatuses(t *testing.T) {
 	require.Equal(t, uint64(1), s.TaskAborted)
 	require.Equal(t, uint64(6), s.Errors())
 	require.Equal(t, uint64(36), s.BytesOut)
+	require.Zero(t, s.ReadBytes, "INQUIRY data is not read data")
 	require.Equal(t, int64(1), s.InFlight)
 	require.Zero(t, s.ReadLatency.Count+s.WriteLatency.Count, "only reads and writes are timed")
 }
@@ -117,7 +118,9 @@ func TestUnitStats(t *testing.T) {
 	require.Equal(t, uint64(3), s.Reads)
 	require.Equal(t, uint64(1), s.Writes)
 	require.Equal(t, uint64(4*bs), s.BytesIn)
+	require.Equal(t, uint64(4*bs), s.WriteBytes)
 	require.Equal(t, uint64(4*bs), s.BytesOut)
+	require.Equal(t, uint64(4*bs), s.ReadBytes)
 	require.Equal(t, uint64(1), s.SenseKeys[scsi.SenseIllegalRequest])
 	require.Equal(t, uint64(3), s.ReadLatency.Count)
 	require.Equal(t, uint64(1), s.WriteLatency.Count)

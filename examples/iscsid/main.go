@@ -62,6 +62,11 @@ type config struct {
 	loginTimeout time.Duration
 	limits       iscsi.Limits
 	pprof        string // address of the net/http/pprof listener, "" for none
+	// Observability (metrics.go): the /metrics listener ("" for none), the
+	// initiators with a label of their own, and established sessions at INFO.
+	metrics       string
+	metricsMaxIni int
+	logSessions   bool
 }
 
 func main() {
@@ -82,6 +87,9 @@ func main() {
 	flag.IntVar(&c.limits.MaxPendingLoginsPerSource, "max-pending-logins-per-source", 64, "connections in login at once from one IP address (-1: no limit)")
 	flag.IntVar(&c.limits.MaxSessionsPerTarget, "max-sessions-per-target", 1024, "sessions of one target (-1: no limit)")
 	flag.StringVar(&c.pprof, "pprof", "", "serve net/http/pprof on this address (host:port; keep it on loopback, e.g. 127.0.0.1:6060); off when empty")
+	flag.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics at /metrics on this address (host:port); off when empty")
+	flag.IntVar(&c.metricsMaxIni, "metrics-max-initiators", 100, "initiators with a metrics label of their own; the rest share initiator=\"other\" (0: no limit)")
+	flag.BoolVar(&c.logSessions, "log-sessions", false, "log every established session at INFO (default DEBUG)")
 	verbose := flag.Bool("v", false, "log debug messages")
 	flag.Parse()
 	if dirs != "" {
@@ -134,9 +142,16 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	srv, err := iscsi.NewServer(iscsi.Options{Logger: log, LoginTimeout: c.loginTimeout, Limits: c.limits})
+	srv, err := iscsi.NewServer(iscsi.Options{Logger: log, LoginTimeout: c.loginTimeout, Limits: c.limits, LogSessions: c.logSessions})
 	if err != nil {
 		return err
+	}
+	if c.metrics != "" {
+		_, stopMetrics, err := serveMetrics(c.metrics, srv, c.metricsMaxIni, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
 	}
 	store := mgmt.FileStore{Dir: state}
 	m, err := mgmt.New(ctx, mgmt.Options{Store: store, Server: srv, Initial: initial, AllowedDirs: dirs, ReservationDir: filepath.Join(state, "reservations"), KeyDir: filepath.Join(state, "keys"), Logger: log})
