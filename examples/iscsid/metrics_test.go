@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/iscsikit/iscsikit/backend"
 	"github.com/iscsikit/iscsikit/internal/initiator"
+	"github.com/iscsikit/iscsikit/internal/syncbuf"
 	"github.com/iscsikit/iscsikit/iscsi"
 	"github.com/iscsikit/iscsikit/scsi"
 )
@@ -182,6 +184,8 @@ func TestMetricsCollector(t *testing.T) {
 	require.Equal(t, 0.0, sum(m, "iscsikit_scsi_commands_in_flight", nil))
 	require.Equal(t, 0.0, sum(m, "iscsikit_session_queue_depth", nil))
 	require.Equal(t, 4.0, sum(m, "iscsikit_logins_total", nil))
+	// The dashboard queries only metrics this scrape has.
+	requireDashboardMetrics(t, m)
 
 	// A taken address is refused with the flag named.
 	_, _, err = serveMetrics(maddr, srv, 2, discard())
@@ -189,3 +193,21 @@ func TestMetricsCollector(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestLogSessionsFlag checks that an established session is logged at
+// INFO with --log-sessions and not at all (DEBUG) without it.
+func TestLogSessionsFlag(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		var logs syncbuf.Buffer
+		addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+		d := runInProcess(t, config{stateDir: t.TempDir(), portal: addr, logSessions: on}, slog.New(slog.NewTextHandler(&logs, nil)), addr)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		c, err := initiator.Dial(ctx, addr, initiator.Options{TargetName: defaultTarget})
+		require.NoError(t, err)
+		require.NoError(t, c.Logout(ctx))
+		c.Close()
+		cancel()
+		d.stop()
+		require.Equal(t, on, strings.Contains(logs.String(), `level=INFO msg="session established"`), "--log-sessions=%v:\n%s", on, logs.String())
+	}
+}
