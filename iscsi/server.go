@@ -53,11 +53,19 @@ type Options struct {
 	// Limits bound what one initiator, or a crowd of clients, can make
 	// the server hold; zero fields take their defaults.
 	Limits Limits
-	// Observability (observer.go, logs.go).
-	Observer      Observer // receives events; nil means none
-	ObserverQueue int      // events queued for Observer; default 1024
-	LogSessions   bool     // log established sessions at INFO, not DEBUG
-	LogRepeats    int      // records per source and message per minute; default 10, negative: no limit
+	// Observer receives the server's events (see Observer for what the
+	// server guarantees); nil means none. ObserverQueue bounds the events
+	// waiting for it; default 1024.
+	Observer      Observer
+	ObserverQueue int
+	// LogSessions logs every established session at INFO; by default it
+	// is DEBUG, so that a crowd of logins does not flood the log.
+	LogSessions bool
+	// LogRepeats is how many records with the same message one source
+	// address may log per minute; the rest are counted and summarised
+	// when the minute ends ("N more in the last minute"). Default 10; a
+	// negative value logs everything.
+	LogRepeats int
 }
 
 // Limits protect the server from hostile or broken clients. Every

@@ -257,3 +257,19 @@ func TestUnitObserverOffline(t *testing.T) {
 	require.Equal(t, scsi.UnitOffline, ev[0].Kind)
 	require.Equal(t, "configured offline", ev[0].Reason)
 }
+
+// BenchmarkIOCounters measures what counting costs a command: Begin and
+// End with a read's result, as the unit and the session each do.
+func BenchmarkIOCounters(b *testing.B) {
+	var c scsi.IOCounters
+	cdb := read10(0, 8)
+	res := scsi.Result{Status: scsi.StatusGood, DataInLen: 4096}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			c.Begin()
+			start := time.Now()
+			c.End(cdb, 0, res.DataInLen, &res, time.Since(start))
+		}
+	})
+}
