@@ -271,7 +271,7 @@ func (c *conn) ended(err error) {
 	}
 	c.endErr.Store(&err)
 	if errors.Is(err, pdu.ErrHeaderDigest) {
-		c.stats.digestErrors.Add(1)
+		c.digestError()
 	}
 	sess := c.sess()
 	if sess == nil {
@@ -313,9 +313,9 @@ func describe(err error) (string, error) {
 	return err.Error(), err
 }
 
-// sessionEnded reports the end of the session; reason is what close was
+// observeEnd reports the end of the session; reason is what close was
 // given, or nil when the session ended with its connection.
-func (sess *session) sessionEnded(reason error) {
+func (sess *session) observeEnd(reason error) {
 	e := sess.event(EventSessionEnded)
 	if reason == nil && sess.conn != nil {
 		if p := sess.conn.endErr.Load(); p != nil {

@@ -227,7 +227,7 @@ func (sess *session) close(reason error) {
 		delete(sess.srv.sessions, sess.tsih)
 	}
 	sess.srv.mu.Unlock()
-	sess.sessionEnded(reason)
+	sess.observeEnd(reason)
 	if len(tasks) == 0 {
 		sess.loseNexus()
 	} else {

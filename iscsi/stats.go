@@ -28,6 +28,7 @@ type connCounters struct {
 type serverCounters struct {
 	logins       atomic.Uint64
 	loginsFailed atomic.Uint64
+	digestErrors atomic.Uint64
 }
 
 // tmfNames names the task management functions by code (RFC 7143
@@ -85,8 +86,16 @@ func (c *conn) sent(pdus int, vec [][]byte) {
 func (c *conn) rejected(reason pdu.RejectReason) {
 	c.stats.rejects.Add(1)
 	if reason == pdu.RejectDataDigest {
-		c.stats.digestErrors.Add(1)
+		c.digestError()
 	}
+}
+
+// digestError counts a PDU whose digest was wrong, in the connection's
+// counters and the server's (which outlive the connection the error
+// usually ends).
+func (c *conn) digestError() {
+	c.stats.digestErrors.Add(1)
+	c.srv.counters.digestErrors.Add(1)
 }
 
 // SessionStats are the counters of a live session.
@@ -160,6 +169,9 @@ type ServerStats struct {
 	// Response or dropped (timeout, broken PDU), not counting clients
 	// that simply closed the connection.
 	Logins, LoginsFailed uint64
+	// DigestErrors counts the PDUs of every connection whose header or
+	// data digest was wrong.
+	DigestErrors uint64
 	// EventsDropped counts the events Options.Observer missed because
 	// its queue was full.
 	EventsDropped uint64
@@ -171,6 +183,7 @@ func (s *Server) Stats() ServerStats {
 	return ServerStats{
 		Logins:        s.counters.logins.Load(),
 		LoginsFailed:  s.counters.loginsFailed.Load(),
+		DigestErrors:  s.counters.digestErrors.Load(),
 		EventsDropped: s.events.dropped.Load(),
 	}
 }

@@ -143,8 +143,11 @@ type IOCounters struct {
 	write    latencyCounters
 }
 
-// Begin counts a command as in flight; End must follow.
+// Begin counts a command as in flight; End or Cancel must follow.
 func (c *IOCounters) Begin() { c.inFlight.Add(1) }
+
+// Cancel undoes Begin for a command that did not run.
+func (c *IOCounters) Cancel() { c.inFlight.Add(-1) }
 
 // End counts a command that Begin counted: its kind (from cdb), the bytes
 // it received (dataOut) and returned (dataIn), the status and sense key

@@ -87,6 +87,8 @@ func TestIOCountersStatuses(t *testing.T) {
 		c.End([]byte{0x12}, 0, res.DataInLen, &res, time.Microsecond)
 	}
 	c.Begin()
+	c.Begin()
+	c.Cancel()
 	s := c.Snapshot()
 	require.Equal(t, uint64(7), s.Others)
 	require.Equal(t, uint64(2), s.SenseKeys[scsi.SenseIllegalRequest])

@@ -78,7 +78,7 @@ func newCollector(srv *iscsi.Server, maxInitiators int) *collector {
 		tmf:           d("task_management_total", "Task management functions received by live sessions.", append(sess, "function")...),
 		pdus:          d("pdus_total", "PDUs read and written by live connections in full feature phase.", append(sess, "direction")...),
 		netBytes:      d("network_bytes_total", "Bytes read and written by live connections in full feature phase (headers, data, digests).", append(sess, "direction")...),
-		digestErrors:  d("digest_errors_total", "PDUs of live connections with a wrong header or data digest.", sess...),
+		digestErrors:  d("digest_errors_total", "PDUs with a wrong header or data digest (the connection usually ends with it)."),
 		r2ts:          d("r2t_total", "Ready To Transfer PDUs sent by live connections.", sess...),
 		rejects:       d("rejects_total", "Reject PDUs sent by live connections.", sess...),
 		logins:        d("logins_total", "Logins that reached full feature phase."),
@@ -134,6 +134,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.logins, prometheus.CounterValue, float64(st.Logins))
 	ch <- prometheus.MustNewConstMetric(c.loginFailures, prometheus.CounterValue, float64(st.LoginsFailed))
 	ch <- prometheus.MustNewConstMetric(c.eventsDropped, prometheus.CounterValue, float64(st.EventsDropped))
+	ch <- prometheus.MustNewConstMetric(c.digestErrors, prometheus.CounterValue, float64(st.DigestErrors))
 }
 
 // collectUnits sends the SCSI metrics of every LUN of every target,
@@ -249,7 +250,7 @@ type sessionSums struct {
 	queueDepth                         int
 	tmf                                map[string]uint64
 	pdusIn, pdusOut, bytesIn, bytesOut uint64
-	digestErrors, r2ts, rejects        uint64
+	r2ts, rejects                      uint64
 }
 
 // collectSessions sends the session and connection metrics. Those
@@ -280,7 +281,6 @@ func (c *collector) collectSessions(ch chan<- prometheus.Metric) {
 			sum.pdusOut += cs.PDUsOut
 			sum.bytesIn += cs.BytesIn
 			sum.bytesOut += cs.BytesOut
-			sum.digestErrors += cs.DigestErrors
 			sum.r2ts += cs.R2Ts
 			sum.rejects += cs.Rejects
 		}
@@ -307,7 +307,6 @@ func (c *collector) collectSessions(ch chan<- prometheus.Metric) {
 		counter(c.pdus, s.pdusOut, "out")
 		counter(c.netBytes, s.bytesIn, "in")
 		counter(c.netBytes, s.bytesOut, "out")
-		counter(c.digestErrors, s.digestErrors)
 		counter(c.r2ts, s.r2ts)
 		counter(c.rejects, s.rejects)
 	}
