@@ -254,6 +254,7 @@ func (c *conn) sendR2T(t *task, off, l uint32) error {
 		DesiredDataTransferLength: l,
 	}
 	t.r2tSN++
+	c.stats.r2ts.Add(1)
 	// Queued without waiting: the reader goes on reading.
 	e := outPDU{kind: statCurrent}
 	m.Encode(&e.p)

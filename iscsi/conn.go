@@ -89,6 +89,9 @@ type conn struct {
 	nopPending atomic.Uint32
 	nopTTT     atomic.Uint32
 
+	stats  connCounters          // stats.go
+	endErr atomic.Pointer[error] // why the full feature phase ended (observer.go)
+
 	closeOnce sync.Once
 	done      chan struct{}
 	// readerGone is closed when the reader goroutine has stopped handling
@@ -143,13 +146,14 @@ func (c *conn) serve() {
 	c.outq.started = true
 	c.outq.mu.Unlock()
 	c.log = c.log.With("initiator", sess.initiatorName, "tsih", sess.tsih)
-	c.log.Info("session established", "target", sess.targetName(), "discovery", sess.discovery, "isid", fmt.Sprintf("%x", sess.isid[:]))
+	c.loggedIn(sess)
 	if c.srv.opt.NopInterval > 0 {
 		go c.keepAlive()
 	}
 	// fullFeature returns only when the connection ends, always with
 	// the reason.
 	err = c.fullFeature()
+	c.ended(err)
 	if !errors.Is(err, io.EOF) && !isClosedErr(err) && !errors.Is(err, errLoggedOut) && !errors.Is(err, errRemovedForRecovery) {
 		c.log.Info("connection ended", "err", err)
 	}
@@ -237,6 +241,7 @@ func (c *conn) sendMessage(m pdu.Message, kind statKind) error {
 // sendReject answers a PDU whose header is hdr with a Reject.
 func (c *conn) sendReject(hdr *[pdu.BHSLen]byte, reason pdu.RejectReason) error {
 	saved := *hdr
+	c.rejected(reason)
 	return c.sendMessage(&pdu.Reject{Reason: reason, DataSN: 0, Header: saved[:]}, statAdvance)
 }
 

@@ -30,6 +30,7 @@ func (c *conn) fullFeature() error {
 			return err
 		}
 		c.lastRecv.Store(time.Now().UnixNano())
+		c.received(&p)
 		if c.keep.on && p.Opcode() != pdu.OpSNACKReq {
 			c.acknowledge(ackSN(&p))
 		}

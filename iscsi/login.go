@@ -119,6 +119,7 @@ func (c *conn) login() (*session, error) {
 // Login Response (timeout, a stray first PDU, a broken header) and
 // returns err.
 func (c *conn) loginDropped(st *loginState, err error) error {
+	c.loginFailed(st, err)
 	var ne net.Error
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
@@ -478,6 +479,7 @@ func (c *conn) loginReject(req *pdu.LoginRequest, st *loginState, err error) err
 	if !errors.As(err, &le) {
 		le = &loginError{status: loginTargetError, msg: err.Error()}
 	}
+	c.loginFailed(st, le)
 	c.log.Warn("login rejected", "initiator", st.initiatorName, "target", st.targetName, "session", st.sessionType, "status", fmt.Sprintf("0x%04x", le.status), "reason", le.msg)
 	m := pdu.LoginResponse{
 		CSG:          req.CSG,

@@ -69,6 +69,19 @@ type Options struct {
 	// Limits bound what one initiator, or a crowd of clients, can make
 	// the server hold; zero fields take their defaults.
 	Limits Limits
+	// Observer receives the server's events (see Observer for what the
+	// server guarantees); nil means none. ObserverQueue bounds the events
+	// waiting for it; default 1024.
+	Observer      Observer
+	ObserverQueue int
+	// LogSessions logs every established session at INFO; by default it
+	// is DEBUG, so that a crowd of logins does not flood the log.
+	LogSessions bool
+	// LogRepeats is how many records with the same message one source
+	// address may log per minute; the rest are counted and summarised
+	// when the minute ends ("N more in the last minute"). Default 10; a
+	// negative value logs everything.
+	LogRepeats int
 }
 
 // Limits protect the server from hostile or broken clients. Every
@@ -179,6 +192,9 @@ type Server struct {
 	auth   atomic.Pointer[authHolder]
 
 	buffers bufpool.Pool // data buffers of tasks
+
+	events   eventQueue     // for Options.Observer (observer.go)
+	counters serverCounters // stats.go
 }
 
 // pendingLogin is a connection in the login phase.
@@ -206,7 +222,7 @@ func NewServer(opt Options) (*Server, error) {
 	}
 	s := &Server{
 		opt:       opt,
-		log:       opt.Logger,
+		log:       limitRepeats(opt.Logger, opt.LogRepeats),
 		targets:   make(map[string]*Target),
 		listeners: make(map[net.Listener]uint16),
 		conns:     make(map[*conn]struct{}),
@@ -686,6 +702,10 @@ type SessionInfo struct {
 	Discovery     bool
 	Connections   int
 	Params        negotiate.Params
+	// InitiatorAlias and TargetAlias are the aliases announced at login.
+	InitiatorAlias, TargetAlias string
+	// Stats are the session's counters (stats.go).
+	Stats SessionStats
 }
 
 // Sessions lists the live sessions, ordered by TSIH.

@@ -36,6 +36,7 @@ type session struct {
 	// beyond it ends with TASK SET FULL, which initiators retry.
 	bufBudget int64
 	bufUsed   atomic.Int64
+	stats     sessionCounters // stats.go
 
 	mu sync.Mutex
 	// conns are the session's connections in the full feature phase, by
@@ -321,6 +322,7 @@ func (sess *session) close(reason error) {
 	}
 	sess.srv.mu.Unlock()
 	sess.srv.sessionEnding()
+	sess.observeEnd(reason)
 	if len(tasks) == 0 {
 		sess.loseNexus()
 		sess.srv.sessionEnded()
@@ -401,5 +403,6 @@ func (sess *session) info() SessionInfo {
 			info.InitiatorAddr = c.nc.RemoteAddr().String()
 		}
 	}
+	info.InitiatorAlias, info.TargetAlias, info.Stats = sess.initiatorAlias, sess.targetAlias(), sess.statsLocked()
 	return info
 }

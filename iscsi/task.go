@@ -401,7 +401,7 @@ func (t *task) run() {
 	} else if t.read {
 		cmd.DataIn = t.buf()
 	}
-	res := t.sess.device.Execute(t, cmd)
+	res := t.execute(cmd)
 	if t.aborted.Load() {
 		return
 	}

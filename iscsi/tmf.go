@@ -54,6 +54,7 @@ func (c *conn) handleTaskMgmt(p *pdu.PDU, admitted bool) error {
 		case m.Function != pdu.TMFAbortTask:
 			resp.Response = c.taskMgmt(&m)
 		}
+		c.tmfDone(&m, resp.Response)
 		c.sendMessage(&resp, statAdvance)
 		if m.Function == pdu.TMFTargetColdReset && resp.Response == pdu.TMFResponseComplete {
 			// A cold reset ends every session of the target, this one included.

@@ -187,6 +187,7 @@ func (c *conn) writeBatch(es []outPDU) error {
 	if err == nil {
 		c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 		c.iov = vec
+		c.sent(len(es), vec)
 		err = c.w.WriteBuffers(&c.iov)
 	}
 	clear(vec)

@@ -403,6 +403,7 @@ func (a *applier) prepareUnits(ctx context.Context, cfg *Config, p *plan) error 
 				dev.Close()
 				return extentError(e, err)
 			}
+			lu.SetObserver(a.srv.UnitObserver(e.Name)) // unit events reach iscsi.Options.Observer
 			p.newUnits[e.ID] = &liveUnit{ext: e, lu: lu}
 			continue
 		}

@@ -88,25 +88,42 @@ func compact(b []byte) []byte {
 	return buf.Bytes()
 }
 
-// Session is a live iSCSI session, as seed 000's iscsi.global.sessions
-// reports it.
+// Session is a live iSCSI session, with the fields TrueNAS's
+// iscsi.global.sessions reports (ISCSIGlobalSessionsItem in its
+// middleware) and a few of our own (isid, tsih, connections, discovery,
+// initial_r2t, error_recovery_level).
 type Session struct {
-	Initiator     string `json:"initiator"`
+	Initiator string `json:"initiator"`
+	// InitiatorAddr is the initiator's IP address (no port), "" when the
+	// session has no live connection.
 	InitiatorAddr string `json:"initiator_addr"`
-	Target        string `json:"target"`
-	ISID          string `json:"isid"`
-	TSIH          int    `json:"tsih"`
-	Connections   int    `json:"connections"`
-	Discovery     bool   `json:"discovery"`
-	HeaderDigest  string `json:"header_digest"`
-	DataDigest    string `json:"data_digest"`
-	// The negotiated operational parameters.
-	MaxRecvDataSegmentLength int  `json:"max_data_segment_length"`
-	MaxBurstLength           int  `json:"max_burst_length"`
-	FirstBurstLength         int  `json:"first_burst_length"`
-	ImmediateData            bool `json:"immediate_data"`
-	InitialR2T               bool `json:"initial_r2t"`
-	ErrorRecoveryLevel       int  `json:"error_recovery_level"`
+	// InitiatorAlias is the InitiatorAlias announced at login, or nil.
+	InitiatorAlias *string `json:"initiator_alias"`
+	Target         string  `json:"target"`
+	TargetAlias    string  `json:"target_alias"`
+	ISID           string  `json:"isid"`
+	TSIH           int     `json:"tsih"`
+	Connections    int     `json:"connections"`
+	Discovery      bool    `json:"discovery"`
+	// HeaderDigest and DataDigest are "CRC32C" or "None".
+	HeaderDigest string `json:"header_digest"`
+	DataDigest   string `json:"data_digest"`
+	// MaxReceiveDataSegmentLength is the largest data segment the target
+	// receives (its MaxRecvDataSegmentLength), as is
+	// MaxDataSegmentLength (TrueNAS reports the same value in both);
+	// MaxXmitDataSegmentLength the largest it sends (the initiator's).
+	MaxDataSegmentLength        int  `json:"max_data_segment_length"`
+	MaxReceiveDataSegmentLength int  `json:"max_receive_data_segment_length"`
+	MaxXmitDataSegmentLength    int  `json:"max_xmit_data_segment_length"`
+	MaxBurstLength              int  `json:"max_burst_length"`
+	FirstBurstLength            int  `json:"first_burst_length"`
+	ImmediateData               bool `json:"immediate_data"`
+	// ISER and Offload are always false: sessions run over TCP, without
+	// offload.
+	ISER               bool `json:"iser"`
+	Offload            bool `json:"offload"`
+	InitialR2T         bool `json:"initial_r2t"`
+	ErrorRecoveryLevel int  `json:"error_recovery_level"`
 }
 
 // Sessions lists the server's live sessions (empty without a server).
@@ -123,11 +140,20 @@ func (m *Manager) Sessions() []Session {
 	}
 	for _, s := range m.opt.Server.Sessions() {
 		p := s.Params
+		addr := s.InitiatorAddr
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			addr = host
+		}
+		var alias *string
+		if s.InitiatorAlias != "" {
+			alias = &s.InitiatorAlias
+		}
 		out = append(out, Session{
-			Initiator: s.InitiatorName, InitiatorAddr: s.InitiatorAddr, Target: s.TargetName,
+			Initiator: s.InitiatorName, InitiatorAddr: addr, InitiatorAlias: alias, Target: s.TargetName, TargetAlias: s.TargetAlias,
 			ISID: fmt.Sprintf("%012x", s.ISID[:]), TSIH: int(s.TSIH), Connections: s.Connections, Discovery: s.Discovery,
 			HeaderDigest: digest(p.HeaderDigest), DataDigest: digest(p.DataDigest),
-			MaxRecvDataSegmentLength: int(p.InitiatorMaxRecvDataSegmentLength), MaxBurstLength: int(p.MaxBurstLength),
+			MaxDataSegmentLength: int(p.TargetMaxRecvDataSegmentLength), MaxReceiveDataSegmentLength: int(p.TargetMaxRecvDataSegmentLength),
+			MaxXmitDataSegmentLength: int(p.InitiatorMaxRecvDataSegmentLength), MaxBurstLength: int(p.MaxBurstLength),
 			FirstBurstLength: int(p.FirstBurstLength), ImmediateData: p.ImmediateData, InitialR2T: p.InitialR2T,
 			ErrorRecoveryLevel: int(p.ErrorRecoveryLevel),
 		})

@@ -162,6 +162,7 @@ func (lu *LogicalUnit) Close() error {
 	lu.endLife()
 	lu.background.Wait()
 	lu.gate.close()
+	lu.offline("closed")
 	return lu.dev.Close()
 }
 

@@ -217,7 +217,7 @@ func (t *Target) Execute(ctx context.Context, cmd *Command) Result {
 	// A command that meets a unit closed before it could start is routed
 	// again: a unit replaced at its LUN serves it.
 	for lu, tried := t.unitAt(cmd.LUN), (*LogicalUnit)(nil); lu != nil && lu != tried; lu, tried = t.unitAt(cmd.LUN), lu {
-		if res, ok := lu.execute(ctx, cmd, key, t); ok {
+		if res, ok := lu.executeCounted(ctx, cmd, key, t); ok {
 			return res
 		}
 	}

@@ -184,6 +184,8 @@ type LogicalUnit struct {
 	life       context.Context
 	endLife    context.CancelFunc
 	background sync.WaitGroup
+
+	telemetry unitTelemetry // counters and observer (stats.go)
 }
 
 // nexusState is what a unit keeps per I_T nexus.
@@ -499,6 +501,7 @@ func (lu *LogicalUnit) queueUA(key string, s *Sense) {
 		}
 	}
 	ns.ua = append(q, s)
+	lu.unitAttention(key, s)
 }
 
 // nexusLocked returns the state of the nexus key, registering a nexus it

@@ -69,6 +69,11 @@ type config struct {
 	// erl and time2Retain are the highest ErrorRecoveryLevel and the
 	// DefaultTime2Retain the target offers (connection recovery).
 	erl, time2Retain uint
+	// Observability (metrics.go): the /metrics listener ("" for none), the
+	// initiators with a label of their own, and established sessions at INFO.
+	metrics       string
+	metricsMaxIni int
+	logSessions   bool
 }
 
 func main() {
@@ -91,6 +96,9 @@ func main() {
 	flag.UintVar(&c.erl, "error-recovery-level", 0, "highest ErrorRecoveryLevel offered to initiators that ask (0-2; 1: digest recovery and SNACK, 2: also connection recovery)")
 	flag.UintVar(&c.time2Retain, "time2retain", 0, "DefaultTime2Retain offered, in seconds: how long a failed connection's tasks wait for TASK REASSIGN at level 2 (0-3600)")
 	flag.StringVar(&c.pprof, "pprof", "", "serve net/http/pprof on this address (host:port; keep it on loopback, e.g. 127.0.0.1:6060); off when empty")
+	flag.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics at /metrics on this address (host:port); off when empty")
+	flag.IntVar(&c.metricsMaxIni, "metrics-max-initiators", 100, "initiators with a metrics label of their own; the rest share initiator=\"other\" (0: no limit)")
+	flag.BoolVar(&c.logSessions, "log-sessions", false, "log every established session at INFO (default DEBUG)")
 	verbose := flag.Bool("v", false, "log debug messages")
 	flag.Parse()
 	if dirs != "" {
@@ -143,10 +151,17 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	srv, err := iscsi.NewServer(iscsi.Options{Logger: log, LoginTimeout: c.loginTimeout, Limits: c.limits,
+	srv, err := iscsi.NewServer(iscsi.Options{Logger: log, LoginTimeout: c.loginTimeout, Limits: c.limits, LogSessions: c.logSessions,
 		Negotiation: negotiate.Config{ErrorRecoveryLevel: uint32(min(c.erl, 1<<31)), DefaultTime2Retain: uint32(min(c.time2Retain, 1<<31))}})
 	if err != nil {
 		return err
+	}
+	if c.metrics != "" {
+		_, stopMetrics, err := serveMetrics(c.metrics, srv, c.metricsMaxIni, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
 	}
 	store := mgmt.FileStore{Dir: state}
 	m, err := mgmt.New(ctx, mgmt.Options{Store: store, Server: srv, Initial: initial, Openers: extentOpeners(), AllowedDirs: dirs, ReservationDir: filepath.Join(state, "reservations"), KeyDir: filepath.Join(state, "keys"), Logger: log})
