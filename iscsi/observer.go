@@ -334,6 +334,9 @@ func describe(err error) (string, error) {
 // given, or nil when the session ended with its connection.
 func (sess *session) observeEnd(reason error) {
 	last := sess.firstConn()
+	if last == nil {
+		last = sess.lastConn.Load()
+	}
 	e := sess.event(EventSessionEnded, last)
 	if reason == nil && last != nil {
 		if p := last.endErr.Load(); p != nil {

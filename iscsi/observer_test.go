@@ -14,6 +14,7 @@ import (
 	"github.com/iscsikit/iscsikit/internal/initiator"
 	"github.com/iscsikit/iscsikit/internal/syncbuf"
 	"github.com/iscsikit/iscsikit/iscsi"
+	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
 	"github.com/iscsikit/iscsikit/scsi"
 )
@@ -124,9 +125,12 @@ func TestSessionStats(t *testing.T) {
 }
 
 func TestConnectionCountsDigestErrorsAndRejects(t *testing.T) {
-	h := startServer(t, iscsi.Options{})
+	// At ErrorRecoveryLevel 1, so that the connection survives the
+	// digest error (at level 0 it is dropped).
+	h := startServer(t, iscsi.Options{Negotiation: negotiate.Config{ErrorRecoveryLevel: 1}})
 	const name = "iqn.2026-11.io.iscsikit:digests"
-	c := h.login(t, initiator.Options{InitiatorName: name, HeaderDigest: true, DataDigest: true})
+	c := h.login(t, initiator.Options{InitiatorName: name, HeaderDigest: true, DataDigest: true,
+		Keys: []negotiate.Pair{{Key: "ErrorRecoveryLevel", Value: "1"}}})
 	// A write whose immediate data has a bad digest: the command is
 	// rejected and the connection goes on.
 	var p pdu.PDU

@@ -37,6 +37,9 @@ type session struct {
 	bufBudget int64
 	bufUsed   atomic.Int64
 	stats     sessionCounters // stats.go
+	// lastConn is the connection that left the session last, which
+	// says why the session ended when none is left (observer.go).
+	lastConn atomic.Pointer[conn]
 
 	mu sync.Mutex
 	// conns are the session's connections in the full feature phase, by
@@ -231,6 +234,7 @@ func (sess *session) connClosed(c *conn) {
 	mine := sess.conns[c.cid] == c
 	if mine {
 		delete(sess.conns, c.cid)
+		sess.lastConn.Store(c)
 	}
 	left := len(sess.conns)
 	sess.mu.Unlock()

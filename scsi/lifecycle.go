@@ -283,6 +283,9 @@ func (r *Reopening) Commit() error {
 	if cerr := old.Close(); cerr != nil && cfg.Logger != nil {
 		cfg.Logger.Error("closing the device a reopened unit replaced", "err", cerr)
 	}
+	if cfg.Offline && !oldCfg.Offline {
+		lu.offline("configured offline")
+	}
 	return err
 }
 
