@@ -54,13 +54,16 @@ func (r *request) sendData(b []byte, alloc int) {
 }
 
 // ioError maps a backend error on the data path to sense data: ranges the
-// backend refuses are out of range, anything else is a medium error.
+// backend refuses are out of range, storage it cannot reach is NOT READY,
+// anything else is a medium error.
 func ioError(err error, write bool) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, backend.ErrOutOfRange), errors.Is(err, backend.ErrReadOnly):
 		return err
+	case errors.Is(err, backend.ErrUnavailable):
+		return errNotReadyUnavailable
 	case write:
 		return errWriteError
 	default:

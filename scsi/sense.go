@@ -160,6 +160,9 @@ var (
 	errNotReadyStopped = newSense(SenseNotReady, 0x04, 0x02)
 	// errNotReadyOffline: LOGICAL UNIT NOT READY, OFFLINE.
 	errNotReadyOffline = newSense(SenseNotReady, 0x04, 0x12)
+	// errNotReadyUnavailable: LOGICAL UNIT NOT READY, CAUSE NOT
+	// REPORTABLE, for a backend that cannot reach its storage now.
+	errNotReadyUnavailable = newSense(SenseNotReady, 0x04, 0x00)
 	// errSanitizing: LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS.
 	errSanitizing = newSense(SenseNotReady, 0x04, 0x1b)
 	// errSanitizeFailed: MEDIUM FORMAT CORRUPTED, SANITIZE COMMAND FAILED.
