@@ -44,9 +44,16 @@ func testOptions(t *testing.T, size int64) Options {
 	ctx := context.Background()
 	require.NoError(t, Create(ctx, o, size))
 	t.Cleanup(func() {
-		if err := Remove(context.Background(), o); err != nil {
-			t.Logf("remove %s: %v", o.Image, err)
+		// A client the test cut off from its OSD keeps its watch on the
+		// image until the OSD times it out (30 s).
+		var err error
+		for range 45 {
+			if err = Remove(context.Background(), o); err == nil {
+				return
+			}
+			time.Sleep(time.Second)
 		}
+		t.Logf("remove %s: %v", o.Image, err)
 	})
 	return o
 }

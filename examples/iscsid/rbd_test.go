@@ -1,0 +1,295 @@
+//go:build ceph
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/iscsikit/iscsikit/backend/rbd"
+	"github.com/iscsikit/iscsikit/internal/initiator"
+	"github.com/iscsikit/iscsikit/iscsi"
+	"github.com/iscsikit/iscsikit/scsi"
+)
+
+// cephEnv returns the test cluster's config file, pool and directory
+// (backend/rbd/testcluster/start.sh).
+func cephEnv(t *testing.T) (conf, pool, dir string) {
+	t.Helper()
+	conf, pool, dir = os.Getenv("ISCSIKIT_CEPH_CONF"), os.Getenv("ISCSIKIT_CEPH_POOL"), os.Getenv("ISCSIKIT_CEPH_DIR")
+	if conf == "" || pool == "" || dir == "" {
+		t.Fatal("ISCSIKIT_CEPH_CONF, ISCSIKIT_CEPH_POOL and ISCSIKIT_CEPH_DIR are unset: start a cluster with backend/rbd/testcluster/start.sh and source its env")
+	}
+	return conf, pool, dir
+}
+
+// newRBDImage creates an image of size bytes in the test cluster, removed
+// when the test ends.
+func newRBDImage(t *testing.T, size int64) rbd.Options {
+	t.Helper()
+	conf, pool, _ := cephEnv(t)
+	o := rbd.Options{ConfigFile: conf, Pool: pool, Image: fmt.Sprintf("e2e-%d", time.Now().UnixNano()), Timeout: 10 * time.Second}
+	require.NoError(t, rbd.Create(context.Background(), o, size))
+	t.Cleanup(func() {
+		// A client the test cut off from its OSD keeps its watch on the
+		// image until the OSD times it out (30 s).
+		var err error
+		for range 45 {
+			if err = rbd.Remove(context.Background(), o); err == nil {
+				return
+			}
+			time.Sleep(time.Second)
+		}
+		t.Logf("remove %s: %v", o.Image, err)
+	})
+	return o
+}
+
+// serveRBD serves the image as LUN 0 of defaultTarget on a loopback port
+// through the SDK and returns the portal's address.
+func serveRBD(t *testing.T, o rbd.Options) string {
+	t.Helper()
+	dev, err := rbd.Open(context.Background(), o)
+	require.NoError(t, err)
+	lu, err := scsi.NewLogicalUnit(dev, scsi.UnitConfig{BlockSize: 512, Serial: "rbd0", ThinProvisioning: true, WriteCache: true})
+	require.NoError(t, err)
+	luns := scsi.NewTarget()
+	require.NoError(t, luns.Attach(0, lu))
+	srv, err := iscsi.NewServer(iscsi.Options{})
+	require.NoError(t, err)
+	require.NoError(t, srv.AddTarget(&iscsi.Target{Name: defaultTarget, Device: luns}))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		lu.Close()
+		dev.Close()
+	})
+	return l.Addr().String()
+}
+
+// rbdCLI runs the rbd tool against the test cluster.
+func rbdCLI(t *testing.T, args ...string) []byte {
+	t.Helper()
+	conf, _, _ := cephEnv(t)
+	out, err := exec.Command("rbd", append([]string{"-c", conf}, args...)...).Output()
+	require.NoError(t, err, "rbd %s", strings.Join(args, " "))
+	return out
+}
+
+// rbdUsed reports the bytes the image's objects use (rbd du).
+func rbdUsed(t *testing.T, o rbd.Options) int64 {
+	t.Helper()
+	var du struct {
+		Images []struct {
+			Name     string `json:"name"`
+			UsedSize int64  `json:"used_size"`
+		} `json:"images"`
+	}
+	require.NoError(t, json.Unmarshal(rbdCLI(t, "du", "--format", "json", o.Pool+"/"+o.Image), &du))
+	require.Len(t, du.Images, 1)
+	return du.Images[0].UsedSize
+}
+
+// dialRBD logs in to defaultTarget on addr and takes the unit attention a
+// new nexus gets (POWER ON OCCURRED) with TEST UNIT READY.
+func dialRBD(ctx context.Context, t *testing.T, addr string) *initiator.Conn {
+	t.Helper()
+	c, err := initiator.Dial(ctx, addr, initiator.Options{TargetName: defaultTarget})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	for range 3 {
+		resp, err := c.Command(ctx, 0, make([]byte, 6), nil, 0)
+		require.NoError(t, err)
+		if resp.Status == 0 {
+			return c
+		}
+	}
+	t.Fatal("TEST UNIT READY keeps failing")
+	return nil
+}
+
+func cdb16(op byte, lba uint64, blocks uint32) []byte {
+	c := make([]byte, 16)
+	c[0] = op
+	binary.BigEndian.PutUint64(c[2:], lba)
+	binary.BigEndian.PutUint32(c[10:], blocks)
+	return c
+}
+
+// TestRBDQemuImgExportUnmap writes 256 MiB with qemu-img through the target
+// to an RBD image, reads it back, checks rbd export against it, then
+// UNMAPs it all and sees rbd du shrink.
+func TestRBDQemuImgExportUnmap(t *testing.T) {
+	const size = 256 << 20
+	o := newRBDImage(t, size)
+	addr := serveRBD(t, o)
+	data := make([]byte, size)
+	_, err := rand.Read(data)
+	require.NoError(t, err)
+	qemuWrite(t, addr, data)
+	require.True(t, bytes.Equal(data, qemuRead(t, addr, size)), "data read back through the target differs")
+
+	export := filepath.Join(t.TempDir(), "export.raw")
+	rbdCLI(t, "export", o.Pool+"/"+o.Image, export)
+	got, err := os.ReadFile(export)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data, got), "rbd export differs from what qemu-img wrote")
+
+	before := rbdUsed(t, o)
+	require.Greater(t, before, int64(size/2))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := dialRBD(ctx, t, addr)
+	// One UNMAP descriptor per 32 MiB, all but the last 4 MiB object.
+	var param []byte
+	const step = 32 << 20 / 512
+	for lba := uint64(0); lba < (size-4<<20)/512; lba += step {
+		d := make([]byte, 16)
+		binary.BigEndian.PutUint64(d, lba)
+		binary.BigEndian.PutUint32(d[8:], uint32(min(step, (size-4<<20)/512-lba)))
+		param = append(param, d...)
+	}
+	hdr := make([]byte, 8)
+	binary.BigEndian.PutUint16(hdr, uint16(6+len(param)))
+	binary.BigEndian.PutUint16(hdr[2:], uint16(len(param)))
+	param = append(hdr, param...)
+	unmap := make([]byte, 10)
+	unmap[0] = 0x42
+	binary.BigEndian.PutUint16(unmap[7:], uint16(len(param)))
+	resp, err := c.Command(ctx, 0, unmap, param, 0)
+	require.NoError(t, err)
+	require.Zero(t, resp.Status, "UNMAP: sense %x", resp.Sense)
+	resp, err = c.Command(ctx, 0, []byte{0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0}, nil, 0) // SYNCHRONIZE CACHE
+	require.NoError(t, err)
+	require.Zero(t, resp.Status)
+	after := rbdUsed(t, o)
+	t.Logf("rbd du: %d bytes used before UNMAP, %d after", before, after)
+	require.LessOrEqual(t, after, int64(4<<20), "UNMAP leaves only the last object")
+
+	// GET LBA STATUS sees the hole the UNMAP left and the data after it.
+	gls := cdb16(0x9e, 0, 0)
+	gls[1] = 0x12
+	binary.BigEndian.PutUint32(gls[10:], 64)
+	resp, err = c.Command(ctx, 0, gls, nil, 64)
+	require.NoError(t, err)
+	require.Zero(t, resp.Status, "GET LBA STATUS: sense %x", resp.Sense)
+	require.GreaterOrEqual(t, len(resp.Data), 24)
+	require.EqualValues(t, 0, binary.BigEndian.Uint64(resp.Data[8:]))
+	require.EqualValues(t, (size-4<<20)/512, binary.BigEndian.Uint32(resp.Data[16:]), "first descriptor: the unmapped range")
+	require.EqualValues(t, 1, resp.Data[20]&0x0f, "deallocated")
+}
+
+// TestRBDCompareAndWriteSeesOtherClient changes a block through librbd
+// directly (another client of the image) and sends COMPARE AND WRITE with
+// the old contents through the target: the cluster detects the miscompare.
+func TestRBDCompareAndWriteSeesOtherClient(t *testing.T) {
+	o := newRBDImage(t, 64<<20)
+	addr := serveRBD(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := dialRBD(ctx, t, addr)
+
+	const lba = 4096
+	old := make([]byte, 512)
+	rand.Read(old)
+	resp, err := c.Command(ctx, 0, cdb16(0x8a, lba, 1), old, 0) // WRITE(16)
+	require.NoError(t, err)
+	require.Zero(t, resp.Status)
+	caw := cdb16(0x89, lba, 0)
+	caw[13] = 1
+	next := make([]byte, 512)
+	rand.Read(next)
+	resp, err = c.Command(ctx, 0, caw, append(bytes.Clone(old), next...), 0)
+	require.NoError(t, err)
+	require.Zero(t, resp.Status, "COMPARE AND WRITE that matches: sense %x", resp.Sense)
+
+	other, err := rbd.Open(ctx, o)
+	require.NoError(t, err)
+	defer other.Close()
+	got := make([]byte, 512)
+	_, err = other.ReadAt(got, lba*512)
+	require.NoError(t, err)
+	require.Equal(t, next, got, "the other client sees the write")
+	_, err = other.WriteAt([]byte{next[77] ^ 0x5a}, lba*512+77)
+	require.NoError(t, err)
+	require.NoError(t, other.Sync())
+
+	resp, err = c.Command(ctx, 0, caw, append(bytes.Clone(next), old...), 0)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, resp.Status, "CHECK CONDITION")
+	require.GreaterOrEqual(t, len(resp.Sense), 14)
+	require.EqualValues(t, 0x0e, resp.Sense[2]&0x0f, "MISCOMPARE: sense %x", resp.Sense)
+	require.EqualValues(t, 0x1d, resp.Sense[12])
+	require.EqualValues(t, 77, binary.BigEndian.Uint32(resp.Sense[3:7]), "offset of the first differing byte")
+	_, err = other.ReadAt(got, lba*512)
+	require.NoError(t, err)
+	want := bytes.Clone(next)
+	want[77] ^= 0x5a
+	require.Equal(t, want, got, "a miscompare writes nothing")
+}
+
+// TestRBDOSDLossThroughTarget stops the cluster's OSD while an initiator
+// reads: the command ends with NOT READY within the device's deadline (no
+// hang), and reads succeed again once the OSD is back.
+func TestRBDOSDLossThroughTarget(t *testing.T) {
+	conf, _, dir := cephEnv(t)
+	o := newRBDImage(t, 16<<20)
+	o.Timeout = 5 * time.Second
+	addr := serveRBD(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c := dialRBD(ctx, t, addr)
+	read := cdb16(0x88, 2048, 8)
+	resp, err := c.Command(ctx, 0, read, nil, 8*512)
+	require.NoError(t, err)
+	require.Zero(t, resp.Status)
+
+	pidb, err := os.ReadFile(filepath.Join(dir, "run", "osd.0.pid"))
+	require.NoError(t, err)
+	pid := strings.TrimSpace(string(pidb))
+	require.NoError(t, exec.Command("kill", "-9", pid).Run())
+	up := false
+	startOSD := func() {
+		out, err := exec.Command("ceph-osd", "-c", conf, "-i", "0").CombinedOutput()
+		require.NoError(t, err, string(out))
+		up = true
+	}
+	defer func() {
+		if !up {
+			startOSD()
+		}
+	}()
+	require.Eventually(t, func() bool { return exec.Command("kill", "-0", pid).Run() != nil }, time.Minute, 100*time.Millisecond)
+
+	start := time.Now()
+	resp, err = c.Command(ctx, 0, read, nil, 8*512)
+	took := time.Since(start)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, resp.Status, "CHECK CONDITION with the OSD down")
+	require.EqualValues(t, 0x02, resp.Sense[2]&0x0f, "NOT READY: sense %x", resp.Sense)
+	t.Logf("READ with the OSD down: NOT READY after %v (deadline %v)", took, o.Timeout)
+	require.Less(t, took, 60*time.Second, "no hang")
+
+	startOSD()
+	require.Eventually(t, func() bool {
+		resp, err := c.Command(ctx, 0, read, nil, 8*512)
+		return err == nil && resp.Status == 0
+	}, 2*time.Minute, time.Second, "reads work again once the OSD is back")
+}
