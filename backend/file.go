@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -159,8 +160,11 @@ func (d *File) check(off int64, n int64) error {
 
 // ioErr maps the error of an operation on a closed *os.File to ErrClosed.
 func ioErr(op string, err error) error {
-	if errors.Is(err, os.ErrClosed) {
+	switch {
+	case errors.Is(err, os.ErrClosed):
 		return ErrClosed
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return fmt.Errorf("backend: %s: %w (%w)", op, ErrNoSpace, err)
 	}
 	return fmt.Errorf("backend: %s: %w", op, err)
 }

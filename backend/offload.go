@@ -1,9 +1,6 @@
 package backend
 
-import (
-	"errors"
-	"fmt"
-)
+import "fmt"
 
 // SameWriter is implemented by devices that write one block over a byte
 // range in a single operation of their own (WRITE SAME), instead of taking
@@ -36,9 +33,3 @@ type MiscompareError struct {
 func (e *MiscompareError) Error() string {
 	return fmt.Sprintf("backend: miscompare at byte %d of the range", e.Offset)
 }
-
-// ErrUnavailable is returned (wrapped) by devices whose storage cannot be
-// reached now, such as a networked device that lost its cluster or ran
-// out of time for an operation. The operation may succeed when retried
-// later; the SCSI layer reports it as NOT READY rather than a medium error.
-var ErrUnavailable = errors.New("backend: storage unavailable")

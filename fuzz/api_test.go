@@ -38,7 +38,7 @@ func apiManager(t *testing.T, dir string) *mgmt.Manager {
 	cfg.Pools = []mgmt.Pool{{ID: 1, Name: "vg0", Type: mgmt.PoolFS, Path: pool}}
 	m, err := mgmt.New(context.Background(), mgmt.Options{Store: &mgmt.MemoryStore{}, Initial: cfg, AllowedDirs: []string{dir}})
 	require.NoError(t, err)
-	t.Cleanup(m.Close)
+	t.Cleanup(func() { m.Close() })
 	return m
 }
 

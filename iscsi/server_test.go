@@ -41,7 +41,7 @@ func startServer(t testing.TB, opt iscsi.Options) *harness {
 	srv, err := iscsi.NewServer(opt)
 	require.NoError(t, err)
 	lu, err := scsi.NewLogicalUnit(backend.NewMemory(lunBlocks*blockSize), scsi.UnitConfig{
-		BlockSize: blockSize, Serial: "test0", DeviceID: 0x1234, WriteCache: true,
+		BlockSize: blockSize, Serial: "test0", WriteCache: true,
 	})
 	require.NoError(t, err)
 	dev := scsi.NewTarget()

@@ -1,9 +1,9 @@
 package mgmt
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -20,39 +20,12 @@ import (
 	"github.com/iscsikit/iscsikit/scsi"
 )
 
-// OpenFunc opens the storage of an extent. The default opens FILE
-// extents with backend.OpenFile (creating them sparse) and DISK extents
-// as block devices; a product with its own backends supplies its own.
-type OpenFunc func(e Extent) (backend.Device, error)
-
-// OpenExtent is the default OpenFunc.
-func OpenExtent(e Extent) (backend.Device, error) {
-	switch e.Type {
-	case ExtentFile:
-		if e.RO {
-			// A read-only extent over a missing file gets it created
-			// (empty, sparse) first, then opened read-only.
-			if _, err := os.Stat(e.Path); errors.Is(err, fs.ErrNotExist) {
-				f, err := backend.OpenFile(e.Path, backend.FileOptions{Size: e.Filesize, Create: true})
-				if err != nil {
-					return nil, err
-				}
-				f.Close()
-			}
-		}
-		return backend.OpenFile(e.Path, backend.FileOptions{Size: e.Filesize, Create: !e.RO, ReadOnly: e.RO, Direct: e.Direct})
-	case ExtentDisk:
-		return backend.OpenFile(DiskPath(e.Disk), backend.FileOptions{Size: e.Filesize, ReadOnly: e.RO, Direct: e.Direct})
-	}
-	return nil, fmt.Errorf("mgmt: extent type %q", e.Type)
-}
-
 // applier keeps a running iscsi.Server in step with a Config: it owns the
 // portals' listeners, the extents' logical units and the targets' LUN
 // maps, and changes only what differs between two configurations.
 type applier struct {
 	srv  *iscsi.Server
-	open OpenFunc
+	open openers
 	log  *slog.Logger
 	// prDir keeps the extents' persistent reservations and sanitize
 	// records; "" refuses APTPL and forgets an interrupted sanitize.
@@ -246,6 +219,38 @@ func (a *applier) authPolicy(info iscsi.LoginInfo) (iscsi.AuthPolicy, error) {
 	return iscsi.AuthPolicy{Method: r.method, Credentials: t.groups[r.authTag]}, nil
 }
 
+// sharedAuth authenticates logins to the applier's targets and portals
+// by its configuration, and every other login (to a target the embedder
+// added to the same Server) by the embedder's Authenticator.
+type sharedAuth struct {
+	a     *applier
+	mine  iscsi.Authenticator
+	other iscsi.Authenticator
+}
+
+// Begin picks the authenticator of the login's target or portal.
+func (s *sharedAuth) Begin(info iscsi.LoginInfo) (iscsi.AuthExchange, error) {
+	if s.a.owns(info) {
+		return s.mine.Begin(info)
+	}
+	return s.other.Begin(info)
+}
+
+// owns reports whether a login is to one of the applier's targets, or a
+// discovery session through one of its portals. Before any apply it owns
+// everything (and refuses it).
+func (a *applier) owns(info iscsi.LoginInfo) bool {
+	t := a.auth.Load()
+	if t == nil {
+		return true
+	}
+	if info.Discovery() {
+		_, ok := t.discovery[info.PortalGroupTag]
+		return ok
+	}
+	return t.targets[info.TargetName] != nil
+}
+
 // authMethodOf translates a configured auth method.
 func authMethodOf(m string) iscsi.AuthMethod {
 	switch m {
@@ -283,10 +288,7 @@ func (a *applier) buildAuthTable(cfg *Config) *authTable {
 	return t
 }
 
-func newApplier(srv *iscsi.Server, open OpenFunc, prDir, keyDir string, log *slog.Logger) *applier {
-	if open == nil {
-		open = OpenExtent
-	}
+func newApplier(srv *iscsi.Server, open openers, prDir, keyDir string, log *slog.Logger) *applier {
 	a := &applier{
 		srv: srv, open: open, prDir: prDir, keyDir: keyDir, log: log,
 		listeners: map[netip.AddrPort]*liveListener{},
@@ -294,85 +296,169 @@ func newApplier(srv *iscsi.Server, open OpenFunc, prDir, keyDir string, log *slo
 		targets:   map[int]*liveTarget{},
 	}
 	if srv != nil {
-		srv.SetAuthenticator(iscsi.NewCHAPAuthenticator(a.authPolicy))
+		other := srv.Options().Authenticator
+		if other == nil {
+			other = iscsi.NewCHAPAuthenticator(func(iscsi.LoginInfo) (iscsi.AuthPolicy, error) {
+				return iscsi.AuthPolicy{Method: iscsi.AuthNone}, nil
+			})
+		}
+		srv.SetAuthenticator(&sharedAuth{a: a, mine: iscsi.NewCHAPAuthenticator(a.authPolicy), other: other})
 	}
 	return a
 }
 
-// plan is what apply prepared before changing anything live.
+// plan is what apply prepared before changing anything live: the
+// listeners and units it opened, and the units it drained for a reopen.
+// Committing it cannot fail; aborting it leaves everything as it was.
 type plan struct {
 	newListeners map[netip.AddrPort]*liveListener
 	newUnits     map[int]*liveUnit
+	reopens      map[int]*reopen
 }
 
-// apply brings the server to cfg. Everything that can fail (opening
-// extents, listening on new addresses) happens first; if any of it fails
-// nothing live has changed and the error says which object failed.
-func (a *applier) apply(cfg *Config) error {
-	p, err := a.prepare(cfg)
-	if err != nil {
-		return err
-	}
-	a.commit(cfg, p)
-	return nil
+// reopen is a live unit's change of storage or settings, drained and
+// ready to swap.
+type reopen struct {
+	ext Extent
+	dev backend.Device
+	r   *scsi.Reopening
 }
 
-func (a *applier) prepare(cfg *Config) (*plan, error) {
-	p := &plan{newListeners: map[netip.AddrPort]*liveListener{}, newUnits: map[int]*liveUnit{}}
-	fail := func(err error) (*plan, error) {
-		for _, l := range p.newListeners {
-			l.l.Close()
-		}
-		for _, u := range p.newUnits {
-			u.lu.Close()
-		}
-		return nil, err
+// abort closes what the plan opened and lets drained units serve on.
+func (p *plan) abort() {
+	for _, l := range p.newListeners {
+		l.l.Close()
 	}
-	for _, e := range cfg.Extents {
-		if !e.Enabled || !a.mapped(cfg, e.ID) {
-			continue
-		}
-		if cur := a.units[e.ID]; cur != nil && sameUnit(cur.ext, e) {
-			continue
-		}
-		if cur := a.units[e.ID]; cur != nil && cur.ext.devicePath() == e.devicePath() {
-			if cur.ext.Encrypted != e.Encrypted {
-				return fail(&Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "encrypted",
-					Msg: "cannot change while the extent's storage is in use: its data would read as noise; create a new extent and copy the data"})
-			}
-			if e.Encrypted && a.keyDir != "" && extentFile(a.keyDir, cur.ext, ".key") != extentFile(a.keyDir, e, ".key") {
-				return fail(&Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "name",
-					Msg: "an encrypted extent's name names its key file: renaming it would part the data from its key"})
-			}
-			// Reopened in commit, after the old unit lets go of the file.
-			continue
-		}
-		u, err := a.openUnit(cfg, e)
+	for _, u := range p.newUnits {
+		u.lu.Close()
+	}
+	for _, r := range p.reopens {
+		r.r.Abort()
+		r.dev.Close()
+	}
+}
+
+// prepare does everything of applying cfg that can fail, and nothing a
+// client sees but a short wait: it opens new extents and the new
+// storage of changed ones, listens on new addresses, checks that new
+// target names are free on the server, and drains the units to reopen.
+func (a *applier) prepare(ctx context.Context, cfg *Config) (_ *plan, err error) {
+	p := &plan{newListeners: map[netip.AddrPort]*liveListener{}, newUnits: map[int]*liveUnit{}, reopens: map[int]*reopen{}}
+	defer func() {
 		if err != nil {
-			if me := (*Error)(nil); errors.As(err, &me) {
-				return fail(err)
-			}
-			return fail(&Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "path", Msg: err.Error()})
+			p.abort()
 		}
-		p.newUnits[e.ID] = u
+	}()
+	if err := a.prepareUnits(ctx, cfg, p); err != nil {
+		return nil, err
 	}
 	if a.srv == nil {
 		return p, nil
 	}
+	if err := a.checkTargetNames(cfg); err != nil {
+		return nil, err
+	}
 	for addr, tag := range wantListeners(cfg) {
-		if cur := a.listeners[addr]; cur != nil && cur.tag == tag {
-			continue
-		}
 		if cur := a.listeners[addr]; cur != nil {
-			continue // same address, new tag: swapped in commit
+			continue // the same, or a new tag: swapped in commit
 		}
 		l, err := net.Listen("tcp", addr.String())
 		if err != nil {
-			return fail(&Error{Kind: KindInvalid, Object: "portal", ID: portalOf(cfg, addr), Field: "listen", Msg: err.Error()})
+			return nil, &Error{Kind: KindInvalid, Object: "portal", ID: portalOf(cfg, addr), Field: "listen", Msg: err.Error()}
 		}
 		p.newListeners[addr] = &liveListener{l: l, tag: tag}
 	}
 	return p, nil
+}
+
+// prepareUnits opens the units cfg adds and prepares the reopen of those
+// it changes.
+func (a *applier) prepareUnits(ctx context.Context, cfg *Config, p *plan) error {
+	for _, e := range cfg.Extents {
+		if !e.Enabled || !a.mapped(cfg, e.ID) {
+			continue
+		}
+		cur := a.units[e.ID]
+		if cur != nil && sameUnit(cur.ext, e) {
+			continue
+		}
+		if cur != nil {
+			if err := a.checkChange(cur, e); err != nil {
+				return err
+			}
+		}
+		dev, uc, err := a.openDevice(e)
+		if err != nil {
+			return extentError(e, err)
+		}
+		if cur == nil {
+			lu, err := scsi.NewLogicalUnit(dev, uc)
+			if err != nil {
+				dev.Close()
+				return extentError(e, err)
+			}
+			p.newUnits[e.ID] = &liveUnit{ext: e, lu: lu}
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, scsi.DrainTimeout)
+		r, err := cur.lu.PrepareReopen(dctx, dev, uc)
+		cancel()
+		if err != nil {
+			dev.Close()
+			return extentError(e, err)
+		}
+		p.reopens[e.ID] = &reopen{ext: e, dev: dev, r: r}
+	}
+	return nil
+}
+
+// extentError names the extent an error of opening it is about.
+func extentError(e Extent, err error) error {
+	if me := (*Error)(nil); errors.As(err, &me) {
+		return err
+	}
+	return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "path", Msg: err.Error()}
+}
+
+// checkChange refuses changes a live extent cannot take: a smaller size
+// (its data would be cut off under its initiators; it may only grow), and
+// a change of encryption over the same storage.
+func (a *applier) checkChange(live *liveUnit, e Extent) error {
+	cur := live.ext
+	if s := a.open.storage(e); s == "" || a.open.storage(cur) != s {
+		return nil
+	}
+	uc := live.lu.Config()
+	if size := int64(live.lu.Blocks()) * int64(uc.BlockSize); e.Filesize != 0 && e.Filesize < size {
+		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "filesize",
+			Msg: fmt.Sprintf("%d is smaller than the %d bytes the extent serves: a live extent may grow, not shrink", e.Filesize, size)}
+	}
+	if cur.Encrypted != e.Encrypted {
+		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "encrypted",
+			Msg: "cannot change while the extent's storage is in use: its data would read as noise; create a new extent and copy the data"}
+	}
+	if e.Encrypted && a.keyDir != "" && extentFile(a.keyDir, cur, ".key") != extentFile(a.keyDir, e, ".key") {
+		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "name",
+			Msg: "an encrypted extent's name names its key file: renaming it would part the data from its key"}
+	}
+	return nil
+}
+
+// checkTargetNames refuses a new target whose name the server already
+// serves for someone else (the embedder's own target).
+func (a *applier) checkTargetNames(cfg *Config) error {
+	ours := map[string]bool{}
+	for _, lt := range a.targets {
+		ours[lt.name] = true
+	}
+	for _, t := range cfg.Targets {
+		name := cfg.Global.FullName(t.Name)
+		if t.State == StateReady && !ours[name] && a.srv.Target(name) != nil {
+			return &Error{Kind: KindExists, Object: "target", ID: t.ID, Name: t.Name, Field: "name",
+				Msg: fmt.Sprintf("the server already serves a target %s that this configuration did not add", name)}
+		}
+	}
+	return nil
 }
 
 // mapped reports whether extent id is a LUN of some ready target.
@@ -388,70 +474,28 @@ func (a *applier) mapped(cfg *Config, id int) bool {
 	return false
 }
 
+// commit makes the prepared plan live. Nothing in it fails but for
+// races with the embedder on the same server (a target name taken, an
+// address taken between closing a portal and opening it with a new
+// tag), which are logged.
 func (a *applier) commit(cfg *Config, p *plan) {
-	// Targets that go away, or whose name, alias or portals change, end
-	// their sessions first; LUN maps and access lists change in place.
+	a.commitUnits(cfg, p)
 	want := map[int]Target{}
 	for _, t := range cfg.Targets {
 		if t.State == StateReady {
 			want[t.ID] = t
 		}
 	}
-	for id, lt := range a.targets {
-		t, keep := want[id]
-		if keep && cfg.Global.FullName(t.Name) == lt.name && t.Alias == lt.alias && slices.Equal(portalTags(cfg, t), lt.groups) &&
-			lt.digests == [2]string{t.HeaderDigest, t.DataDigest} && lt.depth == t.QueueDepth {
-			continue
-		}
-		a.removeTarget(id, lt)
-	}
-	// Units: detach changed or removed ones from every target, then close.
-	for id, u := range a.units {
-		e, ok := find(cfg.Extents, id)
-		if ok && sameUnit(u.ext, e) && e.Enabled && a.mapped(cfg, id) {
-			u.ext = e
-			continue
-		}
-		for _, lt := range a.targets {
-			lt.dropUnit(u.lu)
-		}
-		u.lu.Close()
-		delete(a.units, id)
-		if ok && e.Enabled && a.mapped(cfg, id) && p.newUnits[id] == nil {
-			// Same storage, new settings: reopen now that it is closed.
-			nu, err := a.openUnit(cfg, e)
-			if err != nil {
-				a.log.Error("reopening extent failed; its LUNs are gone", "extent", e.Name, "err", err)
-				continue
-			}
-			p.newUnits[id] = nu
-		}
-	}
+	a.removeChangedTargets(cfg, want)
+	a.dropUnits(cfg)
 	for id, u := range p.newUnits {
 		a.units[id] = u
 	}
-	// Targets: create the missing ones, then bring every LUN map and
-	// access policy up to date.
 	for id, t := range want {
 		lt := a.targets[id]
 		if lt == nil {
-			lt = &liveTarget{
-				name: cfg.Global.FullName(t.Name), alias: t.Alias, groups: portalTags(cfg, t), digests: [2]string{t.HeaderDigest, t.DataDigest},
-				depth:  t.QueueDepth,
-				policy: new(atomic.Pointer[accessPolicy]), views: map[string]*lunView{"": newView()},
-			}
-			lt.policy.Store(policyFor(cfg, t))
-			it := &iscsi.Target{Name: lt.name, Alias: lt.alias, Device: lt.views[""].dev, PortalGroups: lt.groups,
-				Allow:        func(info iscsi.LoginInfo) bool { return lt.policy.Load().allows(info) },
-				DeviceFor:    func(name string) *scsi.Target { return lt.deviceFor(name, a.log) },
-				HeaderDigest: digestPolicies[t.HeaderDigest], DataDigest: digestPolicies[t.DataDigest],
-				QueueDepth: t.QueueDepth,
-			}
-			if a.srv != nil {
-				if err := a.srv.AddTarget(it); err != nil {
-					a.log.Error("adding target failed", "target", lt.name, "err", err)
-					continue
-				}
+			if lt = a.addTarget(cfg, t); lt == nil {
+				continue
 			}
 			a.targets[id] = lt
 		}
@@ -462,34 +506,106 @@ func (a *applier) commit(cfg *Config, p *plan) {
 	if a.srv != nil {
 		// Sessions an initiator-group change no longer admits end now.
 		a.srv.EnforceAccess()
+		a.commitListeners(cfg, p)
 	}
-	// Listeners last: new portals open, removed ones close; sessions
-	// already logged in through a closed portal carry on.
+}
+
+// commitUnits swaps the prepared reopens in: their units stay attached
+// where they are, so initiators see no LUN come or go.
+func (a *applier) commitUnits(cfg *Config, p *plan) {
+	for id, r := range p.reopens {
+		if err := r.r.Commit(); err != nil {
+			a.log.Error("the reopened extent could not resume its sanitize", "extent", r.ext.Name, "err", err)
+		}
+		a.units[id].ext = r.ext
+	}
+	for id, u := range a.units {
+		if e, ok := find(cfg.Extents, id); ok && p.reopens[id] == nil {
+			u.ext = e
+		}
+	}
+}
+
+// removeChangedTargets ends the targets that go away, or whose name,
+// alias, portals, digests or queue depth change (they come back in
+// commit); LUN maps and access lists change in place.
+func (a *applier) removeChangedTargets(cfg *Config, want map[int]Target) {
+	for id, lt := range a.targets {
+		t, keep := want[id]
+		if keep && cfg.Global.FullName(t.Name) == lt.name && t.Alias == lt.alias && slices.Equal(portalTags(cfg, t), lt.groups) &&
+			lt.digests == [2]string{t.HeaderDigest, t.DataDigest} && lt.depth == t.QueueDepth {
+			continue
+		}
+		a.removeTarget(id, lt)
+	}
+}
+
+// dropUnits detaches and closes the units of extents that are gone,
+// disabled or no longer mapped (closing drains their commands).
+func (a *applier) dropUnits(cfg *Config) {
+	for id, u := range a.units {
+		if e, ok := find(cfg.Extents, id); ok && e.Enabled && a.mapped(cfg, id) {
+			continue
+		}
+		for _, lt := range a.targets {
+			lt.dropUnit(u.lu)
+		}
+		if err := u.lu.Close(); err != nil {
+			a.log.Error("closing extent", "extent", u.ext.Name, "err", err)
+		}
+		delete(a.units, id)
+	}
+}
+
+// addTarget serves target t; nil if the server refused it.
+func (a *applier) addTarget(cfg *Config, t Target) *liveTarget {
+	lt := &liveTarget{
+		name: cfg.Global.FullName(t.Name), alias: t.Alias, groups: portalTags(cfg, t), digests: [2]string{t.HeaderDigest, t.DataDigest},
+		depth:  t.QueueDepth,
+		policy: new(atomic.Pointer[accessPolicy]), views: map[string]*lunView{"": newView()},
+	}
+	lt.policy.Store(policyFor(cfg, t))
+	it := &iscsi.Target{Name: lt.name, Alias: lt.alias, Device: lt.views[""].dev, PortalGroups: lt.groups,
+		Allow:        func(info iscsi.LoginInfo) bool { return lt.policy.Load().allows(info) },
+		DeviceFor:    func(name string) *scsi.Target { return lt.deviceFor(name, a.log) },
+		HeaderDigest: digestPolicies[t.HeaderDigest], DataDigest: digestPolicies[t.DataDigest],
+		QueueDepth: t.QueueDepth,
+	}
 	if a.srv != nil {
-		wantL := wantListeners(cfg)
-		for addr, cur := range a.listeners {
-			if tag, ok := wantL[addr]; ok && tag == cur.tag {
+		if err := a.srv.AddTarget(it); err != nil {
+			a.log.Error("adding target failed", "target", lt.name, "err", err)
+			return nil
+		}
+	}
+	return lt
+}
+
+// commitListeners opens new portals and closes removed ones; sessions
+// already logged in through a closed portal carry on.
+func (a *applier) commitListeners(cfg *Config, p *plan) {
+	wantL := wantListeners(cfg)
+	for addr, cur := range a.listeners {
+		if tag, ok := wantL[addr]; ok && tag == cur.tag {
+			continue
+		}
+		cur.l.Close()
+		delete(a.listeners, addr)
+		if tag, ok := wantL[addr]; ok && p.newListeners[addr] == nil {
+			l, err := net.Listen("tcp", addr.String())
+			if err != nil {
+				a.log.Error("re-listening with a new tag failed", "addr", addr, "err", err)
 				continue
 			}
-			cur.l.Close()
-			delete(a.listeners, addr)
-			if tag, ok := wantL[addr]; ok && p.newListeners[addr] == nil {
-				l, err := net.Listen("tcp", addr.String())
-				if err != nil {
-					a.log.Error("re-listening with a new tag failed", "addr", addr, "err", err)
-					continue
-				}
-				p.newListeners[addr] = &liveListener{l: l, tag: tag}
+			p.newListeners[addr] = &liveListener{l: l, tag: tag}
+		}
+	}
+	for addr, nl := range p.newListeners {
+		a.listeners[addr] = nl
+		go func() {
+			if err := a.srv.ServePortal(nl.l, nl.tag); err != nil && !errors.Is(err, iscsi.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				a.log.Error("portal stopped", "addr", addr, "err", err)
 			}
-		}
-		for addr, nl := range p.newListeners {
-			a.listeners[addr] = nl
-			go func() {
-				if err := a.srv.ServePortal(nl.l, nl.tag); err != nil && !errors.Is(err, iscsi.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-					a.log.Error("portal stopped", "addr", addr, "err", err)
-				}
-			}()
-		}
+		}()
 	}
 }
 
@@ -562,8 +678,9 @@ func (lt *liveTarget) dropUnit(lu *scsi.LogicalUnit) {
 	}
 }
 
-// close releases everything the applier opened.
-func (a *applier) close() {
+// close releases everything the applier opened, and returns the errors
+// of closing the units.
+func (a *applier) close() error {
 	for id, lt := range a.targets {
 		a.removeTarget(id, lt)
 	}
@@ -571,10 +688,14 @@ func (a *applier) close() {
 		l.l.Close()
 		delete(a.listeners, addr)
 	}
+	var errs []error
 	for id, u := range a.units {
-		u.lu.Close()
+		if err := u.lu.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("mgmt: closing extent %s: %w", u.ext.Name, err))
+		}
 		delete(a.units, id)
 	}
+	return errors.Join(errs...)
 }
 
 // sameUnit reports whether two versions of an extent make the same
@@ -590,16 +711,16 @@ func sameUnit(a, b Extent) bool {
 	return reflect.DeepEqual(a, b)
 }
 
-// openUnit opens an extent's storage as a logical unit.
-func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
-	dev, err := a.open(e)
-	if err != nil {
-		return nil, err
-	}
+// openDevice opens an extent's storage (wrapped in its encryption) and
+// makes its unit's settings.
+func (a *applier) openDevice(e Extent) (backend.Device, scsi.UnitConfig, error) {
 	uc, err := unitConfig(e)
 	if err != nil {
-		dev.Close()
-		return nil, err
+		return nil, uc, err
+	}
+	dev, err := a.open.open(e)
+	if err != nil {
+		return nil, uc, err
 	}
 	if uc.ThinProvisioning {
 		if _, ok := dev.(backend.Unmapper); !ok {
@@ -610,7 +731,7 @@ func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
 		enc, err := a.encrypt(dev, e)
 		if err != nil {
 			dev.Close()
-			return nil, err
+			return nil, uc, err
 		}
 		dev = enc
 	}
@@ -619,12 +740,7 @@ func (a *applier) openUnit(cfg *Config, e Extent) (*liveUnit, error) {
 		uc.SanitizeState = sanitizeFile(a.prDir, e)
 	}
 	uc.Logger = a.log
-	lu, err := scsi.NewLogicalUnit(dev, uc)
-	if err != nil {
-		dev.Close()
-		return nil, err
-	}
-	return &liveUnit{ext: e, lu: lu}, nil
+	return dev, uc, nil
 }
 
 // encryptionSector is the encryption unit of encrypted extents: 512
@@ -694,16 +810,12 @@ func unwritten(dev backend.Device) bool {
 }
 
 // unitConfig translates an extent into the SCSI unit's settings. Serial
-// and NAA default to values derived from the extent's name, stable across
-// restarts.
+// and NAA are the extent's, which the Manager generated when the extent
+// was created without them (an empty one makes the unit pick its own).
 func unitConfig(e Extent) (scsi.UnitConfig, error) {
-	h := fnv.New64a()
-	h.Write([]byte("extent:" + e.Name))
-	id := h.Sum64()
 	uc := scsi.UnitConfig{
 		BlockSize:        uint32(e.Blocksize),
 		Serial:           e.Serial,
-		DeviceID:         id,
 		Vendor:           e.Vendor,
 		Product:          e.Product,
 		Revision:         e.Revision,
@@ -717,17 +829,14 @@ func unitConfig(e Extent) (scsi.UnitConfig, error) {
 		CryptoErase:      e.Encrypted,
 		SanitizeRate:     int64(e.SanitizeRateMiBps) << 20,
 	}
-	if uc.Serial == "" {
-		uc.Serial = fmt.Sprintf("%016x", id)
-	}
 	if e.NAA != "" {
 		n, err := parseNAA(e.NAA)
 		if err != nil {
 			return uc, err
 		}
-		uc.DeviceID = n
+		uc.NAA = n
 	}
-	if !e.PBlocksize && e.Blocksize < 4096 {
+	if !e.HidePhysicalBlocksize && e.Blocksize < 4096 {
 		uc.PhysicalBlockSize = 4096
 	}
 	return uc, nil

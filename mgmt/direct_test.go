@@ -18,7 +18,7 @@ func TestOpenExtentDirect(t *testing.T) {
 	for _, direct := range []bool{false, true} {
 		e := mgmt.NewExtent()
 		e.Name, e.Path, e.Filesize, e.Direct = "d", filepath.Join(t.TempDir(), "d.img"), 1<<20, direct
-		dev, err := mgmt.OpenExtent(e)
+		dev, err := mgmt.FileOpener{}.Open(e)
 		if direct && errors.Is(err, unix.EINVAL) {
 			t.Skipf("O_DIRECT not supported on this filesystem: %v", err)
 		}

@@ -66,6 +66,17 @@
 // implemented here (iSNS, ALUA, Fibre Channel) are refused as
 // ErrUnsupported rather than accepted and ignored.
 //
+// # Extent types
+//
+// Extents are opened by type through a table of Openers given in
+// Options.Openers: FILE and DISK by default (DefaultOpeners), and any type
+// a product adds (an RBD image, a volume of its own storage service), each
+// with its own settings in Extent.Params. An Opener checks its type's
+// fields with every validation, so a bad extent is refused at create time
+// with the field that is wrong, and names the storage it opens, so that
+// two extents never share it. There is no global registry: the table
+// belongs to one Manager.
+//
 // # Persistence and live apply
 //
 // A Store keeps the configuration: FileStore writes DIR/config.json

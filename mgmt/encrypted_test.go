@@ -34,7 +34,7 @@ func encryptedSetup(t *testing.T, dir string, store Store) (*Manager, error) {
 	e.Name, e.Path, e.Filesize, e.Encrypted = "lun0", filepath.Join(dir, "lun0.img"), 1<<20, true
 	m, err := New(ctx, Options{Store: store, Initial: oneLUN(e), KeyDir: filepath.Join(dir, "keys")})
 	if err == nil {
-		t.Cleanup(m.Close)
+		t.Cleanup(func() { m.Close() })
 	}
 	return m, err
 }
@@ -142,11 +142,11 @@ func TestEncryptedExtentOnStorageThatCannotTell(t *testing.T) {
 	e := NewExtent()
 	e.Name, e.Path, e.Filesize, e.Encrypted = "lun0", filepath.Join(dir, "lun0.img"), 1<<20, true
 	cfg := oneLUN(e)
-	open := func(e Extent) (backend.Device, error) {
-		dev, err := OpenExtent(e)
+	open := openerFunc(func(e Extent) (backend.Device, error) {
+		dev, err := FileOpener{}.Open(e)
 		return noAllocation{dev}, err
-	}
-	opt := Options{Store: &MemoryStore{}, Initial: cfg, KeyDir: filepath.Join(dir, "keys"), Open: open}
+	})
+	opt := Options{Store: &MemoryStore{}, Initial: cfg, KeyDir: filepath.Join(dir, "keys"), Openers: map[string]Opener{ExtentFile: open}}
 	_, err := New(ctx, opt)
 	require.ErrorContains(t, err, "cannot tell", "no key is made up for storage that may hold data")
 

@@ -75,3 +75,21 @@ func (e *Error) Is(target error) bool {
 	}
 	return false
 }
+
+// String names the kind as its sentinel does: "invalid", "not found",
+// "already exists", "in use" or "not supported".
+func (k Kind) String() string {
+	switch k {
+	case KindInvalid:
+		return ErrInvalid.Error()
+	case KindNotFound:
+		return ErrNotFound.Error()
+	case KindExists:
+		return ErrExists.Error()
+	case KindInUse:
+		return ErrInUse.Error()
+	case KindUnsupported:
+		return ErrUnsupported.Error()
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 
@@ -15,13 +16,20 @@ import (
 
 // Options configure a Manager.
 type Options struct {
-	// Store keeps the configuration; required (FileStore{Dir} for a
-	// state directory, MemoryStore for tests).
+	// Store keeps the configuration: FileStore{Dir} for a state
+	// directory; nil keeps it in memory only (a MemoryStore).
 	Store Store
 	// Server is the running target the configuration is applied to; nil
 	// validates and persists without serving (a configuration editor).
-	// New installs the configuration's CHAP authentication on it
-	// (Server.SetAuthenticator), replacing any Authenticator it had.
+	//
+	// The Manager shares the Server with its embedder: it adds and
+	// removes only its own targets, and refuses a target whose name the
+	// Server already serves for someone else (ErrExists). It installs
+	// its authentication with Server.SetAuthenticator: logins to its
+	// targets and discovery through its portals authenticate by the
+	// configuration, and every other login by the Authenticator of the
+	// Server's Options (none: AuthMethod None), as before. An
+	// authenticator the embedder sets later replaces the Manager's.
 	Server *iscsi.Server
 	// Initial is saved and applied when the store holds nothing yet.
 	// Nil starts from an empty configuration with DefaultBasename.
@@ -29,8 +37,11 @@ type Options struct {
 	// AllowedDirs confines FILE extents (and DISK extents outside /dev)
 	// to these directories; empty allows any absolute path.
 	AllowedDirs []string
-	// Open opens an extent's storage; nil means OpenExtent.
-	Open OpenFunc
+	// Openers open extents by type (Extent.Type), and check the fields
+	// of their type. FILE and DISK default to DefaultOpeners'; a product
+	// adds its own types here, or replaces the defaults. Nil or missing
+	// entries keep the defaults.
+	Openers map[string]Opener
 	// ReservationDir keeps the persistent reservations that initiators
 	// register with APTPL, one file per extent, so they survive a
 	// restart; empty refuses APTPL (PTPL_C 0 in REPORT CAPABILITIES). It
@@ -52,8 +63,9 @@ type Options struct {
 // live to the Server. Its methods are safe for concurrent use; changes
 // are serialized.
 type Manager struct {
-	opt Options
-	log *slog.Logger
+	opt  Options
+	log  *slog.Logger
+	open openers
 
 	mu  sync.Mutex
 	cfg *Config
@@ -72,13 +84,14 @@ func EmptyConfig() *Config {
 // object and field; nothing is applied then.
 func New(ctx context.Context, opt Options) (*Manager, error) {
 	if opt.Store == nil {
-		return nil, errors.New("mgmt: Options.Store is required")
+		opt.Store = &MemoryStore{}
 	}
 	log := opt.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	m := &Manager{opt: opt, log: log, app: newApplier(opt.Server, opt.Open, opt.ReservationDir, opt.KeyDir, log)}
+	open := newOpeners(opt.Openers)
+	m := &Manager{opt: opt, log: log, open: open, app: newApplier(opt.Server, open, opt.ReservationDir, opt.KeyDir, log)}
 	cfg, err := opt.Store.Load(ctx)
 	fresh := errors.Is(err, fs.ErrNotExist)
 	switch {
@@ -90,28 +103,49 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 		return nil, err
 	}
 	cfg.normalize()
-	if err := Validate(cfg, opt.AllowedDirs); err != nil {
+	filled := cfg.fillIdentity()
+	if err := validate(cfg, opt.AllowedDirs, open); err != nil {
 		return nil, err
 	}
-	if err := m.app.apply(cfg); err != nil {
-		return nil, err
+	var save Store
+	if fresh || filled {
+		save = opt.Store
 	}
-	if fresh {
-		if err := opt.Store.Save(ctx, cfg); err != nil {
-			m.app.close()
-			return nil, err
-		}
+	if err := m.applyAndSave(ctx, cfg, save); err != nil {
+		return nil, err
 	}
 	m.cfg = cfg
 	return m, nil
 }
 
-// Close stops serving what the Manager applied: its targets, portals and
-// logical units. The stored configuration is kept.
-func (m *Manager) Close() {
+// Close stops serving what the Manager applied: its targets (ending
+// their sessions), portals and logical units (each drained of its
+// commands in flight first, see scsi.LogicalUnit.Close). The stored
+// configuration is kept. It returns the errors of closing the units'
+// storage, joined. Later calls change nothing and return nil.
+func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.app.close()
+	return m.app.close()
+}
+
+// PortalAddrs returns the addresses portal id listens on, as bound: a
+// Listen with port 0 shows the port the system picked. Nil for a portal
+// that does not listen (or without a Server).
+func (m *Manager) PortalAddrs(id int) []net.Addr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := find(m.cfg.Portals, id)
+	if !ok {
+		return nil
+	}
+	var out []net.Addr
+	for addr := range wantListeners(&Config{Portals: []Portal{p}}) {
+		if l := m.app.listeners[addr]; l != nil {
+			out = append(out, l.l.Addr())
+		}
+	}
+	return out
 }
 
 // Config returns a copy of the whole configuration. CHAP secrets are
@@ -157,21 +191,48 @@ func (m *Manager) Reload(ctx context.Context) error {
 		return err
 	}
 	cfg.normalize()
+	filled := cfg.fillIdentity()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := Validate(cfg, m.opt.AllowedDirs); err != nil {
+	if err := validate(cfg, m.opt.AllowedDirs, m.open); err != nil {
 		return err
 	}
-	if err := m.app.apply(cfg); err != nil {
+	// Identities generated for extents the file lacked them for are
+	// saved, so the next load reports the same ones.
+	var save Store
+	if filled {
+		save = m.opt.Store
+	}
+	if err := m.applyAndSave(ctx, cfg, save); err != nil {
 		return err
 	}
 	m.cfg = cfg
 	return nil
 }
 
+// applyAndSave applies cfg and, with a store, saves it: first whatever
+// can fail (opening storage, listening, draining units to reopen), then
+// the save, then the live changes, which cannot fail. So on any error
+// the server and the store are as they were: no session was ended, no
+// LUN dropped.
+func (m *Manager) applyAndSave(ctx context.Context, cfg *Config, store Store) error {
+	p, err := m.app.prepare(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if store != nil {
+		if err := store.Save(ctx, cfg); err != nil {
+			p.abort()
+			return err
+		}
+	}
+	m.app.commit(cfg, p)
+	return nil
+}
+
 // change runs fn on a copy of the configuration, validates the result,
-// applies it and saves it. If saving fails the previous configuration is
-// applied again, so the store and the server never disagree.
+// applies it and saves it (applyAndSave): on any error the store and the
+// server are as they were.
 func (m *Manager) change(ctx context.Context, fn func(c *Config) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -181,16 +242,11 @@ func (m *Manager) change(ctx context.Context, fn func(c *Config) error) error {
 	}
 	next.Version = ConfigVersion
 	next.normalize()
-	if err := Validate(next, m.opt.AllowedDirs); err != nil {
+	next.fillIdentity()
+	if err := validate(next, m.opt.AllowedDirs, m.open); err != nil {
 		return err
 	}
-	if err := m.app.apply(next); err != nil {
-		return err
-	}
-	if err := m.opt.Store.Save(ctx, next); err != nil {
-		if rerr := m.app.apply(m.cfg); rerr != nil {
-			m.log.Error("restoring the running configuration after a failed save", "err", rerr)
-		}
+	if err := m.applyAndSave(ctx, next, m.opt.Store); err != nil {
 		return err
 	}
 	m.cfg = next
@@ -223,6 +279,9 @@ func create[T any, P record[T]](m *Manager, ctx context.Context, list func(*Conf
 			fix(&v)
 		}
 		*l = append(*l, v)
+		c.normalize() // what the caller gets back has its defaults
+		c.fillIdentity()
+		v = (*l)[len(*l)-1]
 		return nil
 	})
 	return v, err
@@ -241,6 +300,8 @@ func update[T any, P record[T]](m *Manager, ctx context.Context, object string, 
 			return err
 		}
 		P(&l[i]).setObjectID(id)
+		c.normalize()
+		c.fillIdentity()
 		out = l[i]
 		return nil
 	})

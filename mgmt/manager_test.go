@@ -33,12 +33,25 @@ func memoryOpen(e Extent) (backend.Device, error) {
 	return backend.NewMemory(size), nil
 }
 
+// openerFunc is an Opener of FILE or DISK extents that opens them its
+// own way.
+type openerFunc func(e Extent) (backend.Device, error)
+
+func (openerFunc) Check(e Extent) error                    { return FileOpener{}.Check(e) }
+func (openerFunc) Storage(e Extent) string                 { return FileOpener{}.Storage(e) }
+func (f openerFunc) Open(e Extent) (backend.Device, error) { return f(e) }
+
+// memoryOpeners back FILE and DISK extents with memory.
+func memoryOpeners() map[string]Opener {
+	return map[string]Opener{ExtentFile: openerFunc(memoryOpen), ExtentDisk: openerFunc(memoryOpen)}
+}
+
 func newManager(t *testing.T, srv *iscsi.Server) (*Manager, *MemoryStore) {
 	t.Helper()
 	store := &MemoryStore{}
-	m, err := New(ctx, Options{Store: store, Server: srv, Open: memoryOpen})
+	m, err := New(ctx, Options{Store: store, Server: srv, Openers: memoryOpeners()})
 	require.NoError(t, err)
-	t.Cleanup(m.Close)
+	t.Cleanup(func() { m.Close() })
 	return m, store
 }
 

@@ -2,8 +2,11 @@ package mgmt
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"strings"
+
+	"github.com/iscsikit/iscsikit/scsi"
 )
 
 // ConfigVersion is the version of the configuration format this package
@@ -61,8 +64,10 @@ const DefaultBasename = "iqn.2026-11.io.iscsikit"
 
 // Listen is one address a portal listens on.
 type Listen struct {
-	IP   string `json:"ip"`
-	Port int    `json:"port"`
+	IP string `json:"ip"`
+	// Port 0 listens on a free port the system picks (tests, ephemeral
+	// setups); Manager.PortalAddrs tells which.
+	Port int `json:"port"`
 }
 
 // Portal is a target portal group: a tag and the addresses it listens on.
@@ -198,29 +203,41 @@ const (
 type Extent struct {
 	ID   int    `json:"id"`
 	Name string `json:"name"`
-	// Type is DISK (a block device, Disk) or FILE (a regular file, Path).
+	// Type is DISK (a block device, Disk), FILE (a regular file, Path)
+	// or a type the Manager's Options.Openers add.
 	Type string `json:"type"`
 	// Disk is a block device: an absolute path or one relative to /dev
 	// (seed 000's "zvol/tank/lun0").
 	Disk string `json:"disk,omitempty"`
 	// Path is the file of a FILE extent, created sparse of Filesize if
-	// missing.
+	// missing. Filesize may grow while the extent is served: the file
+	// grows and initiators hear CAPACITY DATA HAS CHANGED; a smaller
+	// size than the extent serves is refused. 0 keeps the file's size.
 	Path     string `json:"path,omitempty"`
 	Filesize int64  `json:"filesize,omitempty"`
+	// Params (extension) are the settings of an extent of a type added
+	// through Options.Openers (an RBD image's pool, image, user and
+	// conf), checked by that type's Opener. FILE and DISK take none.
+	Params map[string]string `json:"params,omitempty"`
 	// Blocksize is the logical block size: 512, 1024, 2048 or 4096.
 	Blocksize int `json:"blocksize"`
-	// PBlocksize disables physical block size reporting (seed 000): when
-	// false a 4096-byte physical block is reported under smaller logical
-	// blocks.
-	PBlocksize bool `json:"pblocksize"`
+	// HidePhysicalBlocksize (seed 000's pblocksize) disables physical
+	// block size reporting: when false a 4096-byte physical block is
+	// reported under smaller logical blocks.
+	HidePhysicalBlocksize bool `json:"pblocksize"`
 	// AvailThreshold is a percentage of space in use above which the
 	// product warns; nil disables it.
 	AvailThreshold *int   `json:"avail_threshold"`
 	Comment        string `json:"comment"`
-	// Serial is the unit serial number (VPD page 80); empty derives one.
+	// Serial is the unit serial number (VPD page 80), reported as given.
+	// Left empty, the Manager generates a random one (16 hex digits) when
+	// it first stores the extent, and keeps it.
 	Serial string `json:"serial"`
-	// NAA is the NAA designator (VPD page 83) as 0x and 16 hex digits;
-	// empty derives one.
+	// NAA is the NAA designator (VPD page 83), reported as given: 0x and
+	// 16 hex digits (type 5, IEEE Registered) or 32 (type 6, IEEE
+	// Registered Extended). Left empty, the Manager generates a random
+	// type 6 one (scsi.NewNAA) when it first stores the extent, and keeps
+	// it. No two extents share a serial or an NAA.
 	NAA string `json:"naa"`
 	// InsecureTPC offers third-party copy (EXTENDED COPY, VMware's XCOPY)
 	// between this extent and the other extents of the same target that
@@ -310,7 +327,10 @@ func (m TargetExtent) maskedTo(cfg *Config) []string {
 	return nil
 }
 
-// MaxLUN is the largest LUN id accepted.
+// MaxLUN is the largest LUN id accepted: 1023, the limit of TrueNAS's
+// lunid, which seed 000's clients expect; scsi.MaxLUN (16383, what flat
+// space addressing can carry) is what the SCSI layer itself takes, for
+// embedders that use it without mgmt.
 const MaxLUN = 1023
 
 // Defaults are applied to fields an object's JSON leaves out, so a
@@ -397,8 +417,35 @@ func (g Global) FullName(name string) string {
 }
 
 // normalize turns missing lists into empty ones, so the file and API
-// answers show [] rather than null.
+// answers show [] rather than null, and gives settings left empty (the
+// zero value of an object made in Go rather than with NewExtent and
+// friends) their defaults: an extent's type FILE, block size 512 and
+// rotation rate SSD, a target's mode ISCSI, state ready and digests
+// Auto, auth methods NONE. Booleans cannot tell "left out" from false:
+// an Extent{} is disabled, offline and without write cache; NewExtent
+// gives the defaults of a create call.
 func (c *Config) normalize() {
+	for i := range c.Portals {
+		orDefault(&c.Portals[i].DiscoveryAuthMethod, AuthNone)
+	}
+	for i := range c.Targets {
+		t := &c.Targets[i]
+		orDefault(&t.Mode, "ISCSI")
+		orDefault(&t.State, StateReady)
+		orDefault(&t.HeaderDigest, DigestAuto)
+		orDefault(&t.DataDigest, DigestAuto)
+		for j := range t.Groups {
+			orDefault(&t.Groups[j].AuthMethod, AuthNone)
+		}
+	}
+	for i := range c.Extents {
+		e := &c.Extents[i]
+		orDefault(&e.Type, ExtentFile)
+		orDefault(&e.RPM, "SSD")
+		if e.Blocksize == 0 {
+			e.Blocksize = 512
+		}
+	}
 	orEmpty(&c.Global.ISNSServers)
 	orEmpty(&c.Portals)
 	orEmpty(&c.Initiators)
@@ -419,10 +466,34 @@ func (c *Config) normalize() {
 	}
 }
 
+func orDefault(s *string, def string) {
+	if *s == "" {
+		*s = def
+	}
+}
+
 func orEmpty[T any](s *[]T) {
 	if *s == nil {
 		*s = []T{}
 	}
+}
+
+// fillIdentity gives every extent without a serial or NAA a new random
+// one, and reports whether it gave any. The Manager runs it before it
+// validates and stores a configuration, so identities are made once, at
+// create time (or the first time an older file is loaded), and kept.
+func (c *Config) fillIdentity() bool {
+	filled := false
+	for i := range c.Extents {
+		e := &c.Extents[i]
+		if e.Serial == "" {
+			e.Serial, filled = scsi.NewSerial(), true
+		}
+		if e.NAA == "" {
+			e.NAA, filled = "0x"+hex.EncodeToString(scsi.NewNAA()), true
+		}
+	}
+	return filled
 }
 
 // clone returns a deep copy of c, so that a caller's mutations never

@@ -18,10 +18,6 @@ type StateFile struct {
 	Path string
 }
 
-// ReservationFile is the StateFile of an extent's persistent
-// reservations.
-type ReservationFile = StateFile
-
 // Load returns the file's contents, or nil when there is none.
 func (f StateFile) Load() ([]byte, error) {
 	b, err := os.ReadFile(f.Path)

@@ -12,8 +12,8 @@ import (
 
 func TestReservationFile(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "reservations")
-	var f scsi.ReservationStore = reservationFile(dir, Extent{Name: "a/b"})
-	require.Equal(t, filepath.Join(dir, "extent-a_b.json"), f.(ReservationFile).Path)
+	var f scsi.StateStore = reservationFile(dir, Extent{Name: "a/b"})
+	require.Equal(t, filepath.Join(dir, "extent-a_b.json"), f.(StateFile).Path)
 	require.Equal(t, filepath.Join(dir, "u-1.json"), reservationFile(dir, Extent{Name: "x", UUID: "u-1"}).Path)
 
 	// Nothing stored: Load is empty and removing is a no-op, even before
@@ -29,7 +29,7 @@ func TestReservationFile(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, data, b)
 	}
-	st, err := os.Stat(f.(ReservationFile).Path)
+	st, err := os.Stat(f.(StateFile).Path)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
 	entries, err := os.ReadDir(dir)

@@ -28,7 +28,7 @@ func TestSanitizeInterruptedByRestart(t *testing.T) {
 
 	m, err = New(ctx, opt)
 	require.NoError(t, err)
-	t.Cleanup(m.Close)
+	t.Cleanup(func() { m.Close() })
 	res := unitRunner(t, m, 1)(tur, nil)
 	require.Equal(t, scsi.StatusCheckCondition, res.Status)
 	require.Equal(t, []byte{0x04, 0x1b}, res.Sense[12:14], "LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS")

@@ -11,14 +11,14 @@ import (
 
 // TestDescriptiveChangesKeepTheUnit: editing what only describes an
 // extent leaves its logical unit (and so its reservations and a running
-// sanitize) alone; a setting of the unit reopens it.
+// sanitize) alone; a setting of the unit reopens it in place.
 func TestDescriptiveChangesKeepTheUnit(t *testing.T) {
 	dir := t.TempDir()
 	e := NewExtent()
 	e.Name, e.Path, e.Filesize = "lun0", filepath.Join(dir, "lun0.img"), 1<<20
 	m, err := New(ctx, Options{Store: &MemoryStore{}, Initial: oneLUN(e)})
 	require.NoError(t, err)
-	t.Cleanup(m.Close)
+	t.Cleanup(func() { m.Close() })
 	unit := func() *scsi.LogicalUnit {
 		m.mu.Lock()
 		defer m.mu.Unlock()
@@ -36,6 +36,6 @@ func TestDescriptiveChangesKeepTheUnit(t *testing.T) {
 
 	_, err = m.UpdateExtent(ctx, 1, func(e *Extent) error { e.RO = true; return nil })
 	require.NoError(t, err)
-	require.NotSame(t, before, unit())
+	require.Same(t, before, unit(), "a setting of the unit reopens it in place: it stays attached")
 	require.True(t, unit().Config().ReadOnly)
 }

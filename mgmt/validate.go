@@ -1,6 +1,7 @@
 package mgmt
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -11,12 +12,14 @@ import (
 
 	"github.com/iscsikit/iscsikit/chap"
 	"github.com/iscsikit/iscsikit/iscsi"
+	"github.com/iscsikit/iscsikit/scsi"
 )
 
 // validator collects every problem of a configuration.
 type validator struct {
 	cfg         *Config
 	allowedDirs []string
+	open        openers
 	errs        []error
 }
 
@@ -27,9 +30,15 @@ func (v *validator) add(kind Kind, object string, id int, name, field, format st
 // Validate checks a whole configuration: every field of every object, the
 // references between them and the uniqueness rules. It returns nil or the
 // joined *Error values, each naming its object and field. Extent paths
-// must lie under one of allowedDirs unless allowedDirs is empty.
+// must lie under one of allowedDirs unless allowedDirs is empty. Extent
+// types are those of DefaultOpeners; a Manager validates with its own
+// Options.Openers.
 func Validate(cfg *Config, allowedDirs []string) error {
-	v := &validator{cfg: cfg, allowedDirs: allowedDirs}
+	return validate(cfg, allowedDirs, newOpeners(nil))
+}
+
+func validate(cfg *Config, allowedDirs []string, open openers) error {
+	v := &validator{cfg: cfg, allowedDirs: allowedDirs, open: open}
 	if cfg.Version != ConfigVersion {
 		v.add(KindInvalid, "config", 0, "", "version", "is %d; this build reads version %d", cfg.Version, ConfigVersion)
 	}
@@ -120,8 +129,8 @@ func (v *validator) portals() {
 				add(KindInvalid, field+".ip", "%q is not an IPv4 or IPv6 address", l.IP)
 				continue
 			}
-			if l.Port < 1 || l.Port > 65535 {
-				add(KindInvalid, field+".port", "%d is not a TCP port from 1 to 65535", l.Port)
+			if l.Port < 0 || l.Port > 65535 {
+				add(KindInvalid, field+".port", "%d is not a TCP port from 1 to 65535 (or 0 for a free one)", l.Port)
 				continue
 			}
 			ap := netip.AddrPortFrom(ip.Unmap(), uint16(l.Port))
@@ -353,6 +362,8 @@ var rpmValues = map[string]uint16{"UNKNOWN": 0, "SSD": 1, "5400": 5400, "7200": 
 func (v *validator) extents() {
 	names := map[string]int{}
 	paths := map[string]int{}
+	serials := map[string]int{}
+	naas := map[string]int{}
 	for _, e := range v.cfg.Extents {
 		add := func(kind Kind, field, format string, args ...any) {
 			v.add(kind, "extent", e.ID, e.Name, field, format, args...)
@@ -391,9 +402,12 @@ func (v *validator) extents() {
 				add(KindInvalid, "disk", "%s is neither under /dev nor in the allowed directories", DiskPath(e.Disk))
 			}
 		default:
-			add(KindInvalid, "type", "%q is not DISK or FILE", e.Type)
+			if v.open[e.Type] == nil {
+				add(KindInvalid, "type", "%q is not one of %s", e.Type, v.open.types())
+			}
 		}
-		if p := e.devicePath(); p != "" {
+		v.errs = append(v.errs, v.open.check(e)...)
+		if p := v.open.storage(e); p != "" {
 			if other, dup := paths[p]; dup {
 				add(KindExists, "path", "%s is also the storage of extent %d", p, other)
 			}
@@ -404,10 +418,17 @@ func (v *validator) extents() {
 		}
 		if len(e.Serial) > 252 || !printable(e.Serial) {
 			add(KindInvalid, "serial", "must be at most 252 printable ASCII characters")
+		} else if other, dup := serials[e.Serial]; dup && e.Serial != "" {
+			add(KindExists, "serial", "extent %d has the same serial: initiators would take the two for one unit", other)
 		}
+		serials[e.Serial] = e.ID
 		if e.NAA != "" {
-			if _, err := parseNAA(e.NAA); err != nil {
+			if n, err := parseNAA(e.NAA); err != nil {
 				add(KindInvalid, "naa", "%v", err)
+			} else if other, dup := naas[string(n)]; dup {
+				add(KindExists, "naa", "extent %d has the same NAA: initiators would take the two for one unit", other)
+			} else {
+				naas[string(n)] = e.ID
 			}
 		}
 		if _, ok := rpmValues[e.RPM]; !ok {
@@ -485,21 +506,18 @@ func printable(s string) bool {
 }
 
 // parseNAA reads an NAA designator written as 0x followed by 16 hex
-// digits of an IEEE registered (type 5 or 6) identifier, returning its
-// first 8 bytes.
-func parseNAA(s string) (uint64, error) {
+// digits (type 5, IEEE Registered) or 32 (type 6, IEEE Registered
+// Extended), returning its bytes.
+func parseNAA(s string) ([]byte, error) {
 	h, ok := strings.CutPrefix(strings.ToLower(s), "0x")
-	if !ok || (len(h) != 16 && len(h) != 32) {
-		return 0, fmt.Errorf("%q is not 0x followed by 16 or 32 hex digits", s)
+	b, err := hex.DecodeString(h)
+	if !ok || err != nil || (len(h) != 16 && len(h) != 32) {
+		return nil, fmt.Errorf("%q is not 0x followed by 16 or 32 hex digits", s)
 	}
-	n, err := strconv.ParseUint(h[:16], 16, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not 0x followed by 16 or 32 hex digits", s)
+	if err := scsi.CheckNAA(b); err != nil {
+		return nil, fmt.Errorf("%q: %v", s, err)
 	}
-	if top := n >> 60; top != 5 && top != 6 {
-		return 0, fmt.Errorf("%q is NAA type %d; only types 5 and 6 (IEEE registered) are accepted", s, top)
-	}
-	return n, nil
+	return b, nil
 }
 
 func (v *validator) targetExtents() {

@@ -18,7 +18,7 @@ import (
 func BenchmarkReadWrite(b *testing.B) {
 	const bs = 512
 	const blocks = 1 << 15 // 16 MiB
-	lu, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{BlockSize: bs, Serial: "bench", DeviceID: 1, WriteCache: true})
+	lu, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{BlockSize: bs, Serial: "bench", WriteCache: true})
 	require.NoError(b, err)
 	defer lu.Close()
 	dev := scsi.NewTarget()

@@ -432,7 +432,7 @@ func TestExtendedCopy(t *testing.T) {
 	naa := func(lun uint16) []byte {
 		res := f.run(nexusA, lun, []byte{0x12, 1, 0x83, 0, 255, 0}, nil, 255)
 		require.Equal(t, scsi.StatusGood, res.Status)
-		return append([]byte(nil), f.lastIn[4:4+12]...)
+		return append([]byte(nil), f.lastIn[4:4+4+int(f.lastIn[7])]...)
 	}
 	cscd := func(desig []byte) []byte {
 		d := make([]byte, 32)

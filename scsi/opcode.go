@@ -91,7 +91,9 @@ func cdb(b ...byte) []byte {
 	return b
 }
 
-// opcodes is the command table, ordered by operation code. Service-action
+// opcodes is the command table, mostly but not strictly in operation
+// code order: dispatch goes through opcodeIndex, and REPORT SUPPORTED
+// OPERATION CODES lists the entries in table order. Service-action
 // commands appear once per service action. It is filled in by init (the
 // handlers refer back to it) and never changes afterwards.
 var opcodes []*opcode

@@ -45,9 +45,6 @@ type StateStore interface {
 	Save(data []byte) error
 }
 
-// ReservationStore is the StateStore of a unit's persistent reservations.
-type ReservationStore = StateStore
-
 // prRegistration is one registered I_T nexus.
 type prRegistration struct {
 	Key           uint64 `json:"key"`
@@ -143,7 +140,8 @@ func (lu *LogicalUnit) unregisterLocked(key string) {
 	}
 }
 
-// persistedPR is the form in which a ReservationStore keeps the state.
+// persistedPR is the form in which UnitConfig.Reservations keeps the
+// state.
 type persistedPR struct {
 	Generation    uint32            `json:"generation"`
 	Registrations []*prRegistration `json:"registrations"`

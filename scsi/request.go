@@ -53,17 +53,29 @@ func (r *request) sendData(b []byte, alloc int) {
 	r.res.DataInLen = copy(r.cmd.DataIn, b[:n])
 }
 
-// ioError maps a backend error on the data path to sense data: ranges the
-// backend refuses are out of range, storage it cannot reach is NOT READY,
-// anything else is a medium error.
+// ioError maps a backend error to the command's status and sense, by the
+// table in package backend's documentation: the backend's typed errors,
+// a *Sense of its own, an aborted command's context; anything else is a
+// medium error (a write error for writes).
 func ioError(err error, write bool) error {
+	var s *Sense
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &s):
+		return s
 	case errors.Is(err, backend.ErrOutOfRange), errors.Is(err, backend.ErrReadOnly):
 		return err
-	case errors.Is(err, backend.ErrUnavailable):
-		return errNotReadyUnavailable
+	case errors.Is(err, backend.ErrNoSpace):
+		return errNoSpace
+	case errors.Is(err, backend.ErrNotReady):
+		return errNotReady
+	case errors.Is(err, backend.ErrBusy):
+		return statusError(StatusBusy)
+	case errors.Is(err, backend.ErrTransient):
+		return errTransient
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return statusError(StatusTaskAborted)
 	case write:
 		return errWriteError
 	default:
@@ -73,8 +85,13 @@ func ioError(err error, write bool) error {
 
 // ioErrorAt is ioError for a transfer at byte off that moved n bytes
 // before it failed: a medium error carries the LBA of the first block that
-// failed in its INFORMATION field (SBC-4 §4.18.1).
+// failed in its INFORMATION field (SBC-4 §4.18.1), the one a
+// backend.MediumError names or else the first one not moved.
 func (r *request) ioErrorAt(err error, write bool, off int64, n int) error {
+	var me *backend.MediumError
+	if errors.As(err, &me) {
+		off, n = me.Off, 0
+	}
 	err = ioError(err, write)
 	var s *Sense
 	if errors.As(err, &s) && s.Key == SenseMediumError {

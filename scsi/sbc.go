@@ -112,7 +112,13 @@ func (r *request) readAt(b []byte, off int64) error {
 	if len(b) == 0 {
 		return nil
 	}
-	n, err := r.lu.dev.ReadAt(b, off)
+	var n int
+	var err error
+	if cd := r.lu.ctxDev; cd != nil {
+		n, err = cd.ReadAtContext(r.ctx, b, off)
+	} else {
+		n, err = r.lu.dev.ReadAt(b, off)
+	}
 	if err == io.EOF && n == len(b) {
 		err = nil
 	}
@@ -123,8 +129,14 @@ func (r *request) readAt(b []byte, off int64) error {
 // COMPARE AND WRITE, and makes it durable when forced or without a write
 // cache.
 func (r *request) writeAt(b []byte, off int64, force bool) error {
+	var n int
+	var err error
 	r.lu.writeGate.RLock()
-	n, err := r.lu.dev.WriteAt(b, off)
+	if cd := r.lu.ctxDev; cd != nil {
+		n, err = cd.WriteAtContext(r.ctx, b, off)
+	} else {
+		n, err = r.lu.dev.WriteAt(b, off)
+	}
 	r.lu.writeGate.RUnlock()
 	if err != nil {
 		return r.ioErrorAt(err, true, off, n)

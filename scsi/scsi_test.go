@@ -151,7 +151,9 @@ func TestInquiry(t *testing.T) {
 	require.Equal(t, "unit0", string(serial[4:]))
 	ids := f.good([]byte{0x12, 1, 0x83, 0, 255, 0}, nil, 255)
 	require.Equal(t, byte(0x03), ids[5]&0x0f, "first designator is NAA")
-	require.Equal(t, byte(0x5), ids[8]>>4)
+	require.Equal(t, byte(0x6), ids[8]>>4, "a generated NAA is IEEE Registered Extended")
+	require.Equal(t, byte(16), ids[7])
+	require.Equal(t, f.lu.Config().NAA, ids[8:24])
 	require.True(t, bytes.Contains(ids, []byte("iqn.t,t,0x1\x00")))
 
 	// Allocation length truncates and reports what was transferred.

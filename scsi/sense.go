@@ -156,13 +156,18 @@ var (
 	errMediumError     = newSense(SenseMediumError, 0x11, 0x00)
 	errWriteError      = newSense(SenseMediumError, 0x0c, 0x00)
 	errHardware        = newSense(SenseHardwareError, 0x44, 0x00)
+	// errNoSpace: SPACE ALLOCATION FAILED WRITE PROTECT (backend.ErrNoSpace).
+	errNoSpace = newSense(SenseDataProtect, 0x27, 0x07)
+	// errNotReady: LOGICAL UNIT NOT READY, CAUSE NOT REPORTABLE
+	// (backend.ErrNotReady).
+	errNotReady = newSense(SenseNotReady, 0x04, 0x00)
+	// errTransient: ABORTED COMMAND, which initiators retry
+	// (backend.ErrTransient).
+	errTransient       = newSense(SenseAbortedCommand, 0x00, 0x00)
 	errTooMuchData     = newSense(SenseIllegalRequest, 0x0e, 0x03)
 	errNotReadyStopped = newSense(SenseNotReady, 0x04, 0x02)
 	// errNotReadyOffline: LOGICAL UNIT NOT READY, OFFLINE.
 	errNotReadyOffline = newSense(SenseNotReady, 0x04, 0x12)
-	// errNotReadyUnavailable: LOGICAL UNIT NOT READY, CAUSE NOT
-	// REPORTABLE, for a backend that cannot reach its storage now.
-	errNotReadyUnavailable = newSense(SenseNotReady, 0x04, 0x00)
 	// errSanitizing: LOGICAL UNIT NOT READY, SANITIZE IN PROGRESS.
 	errSanitizing = newSense(SenseNotReady, 0x04, 0x1b)
 	// errSanitizeFailed: MEDIUM FORMAT CORRUPTED, SANITIZE COMMAND FAILED.

@@ -16,8 +16,9 @@ import (
 // for LUNs that have no unit. It is safe for concurrent use, and units can
 // be attached and detached while commands run.
 type Target struct {
-	mu    sync.RWMutex
-	units map[uint16]*LogicalUnit
+	mu     sync.RWMutex
+	units  map[uint16]*LogicalUnit
+	closed bool
 
 	// seen holds the keys of the nexuses that sent commands through this
 	// target: a change of its LUN inventory is theirs to hear about, not
@@ -57,6 +58,9 @@ func (t *Target) saw(key string) {
 // ErrLUNInUse is returned by Attach for a LUN that already has a unit.
 var ErrLUNInUse = errors.New("scsi: LUN already attached")
 
+// ErrTargetClosed is returned by Attach to a closed Target.
+var ErrTargetClosed = errors.New("scsi: target closed")
+
 // ErrNoLUN is returned for a LUN that has no unit.
 var ErrNoLUN = errors.New("scsi: no logical unit at that LUN")
 
@@ -70,28 +74,65 @@ func (t *Target) Attach(lun uint16, lu *LogicalUnit) error {
 		return errors.New("scsi: nil logical unit")
 	}
 	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return ErrTargetClosed
+	}
 	if _, ok := t.units[lun]; ok {
 		t.mu.Unlock()
 		return fmt.Errorf("%w: %d", ErrLUNInUse, lun)
 	}
 	t.units[lun] = lu
+	lu.attached.Add(1)
 	t.mu.Unlock()
 	t.lunsChanged(lu)
 	return nil
 }
 
-// Detach removes the unit at lun and returns it; the caller closes it once
-// its commands have ended.
+// Detach removes the unit at lun and returns it. Commands already in the
+// unit run to their end; later ones for lun get LOGICAL UNIT NOT
+// SUPPORTED. The unit stays open: the caller closes it (Close drains its
+// commands in flight) unless it attaches it elsewhere.
 func (t *Target) Detach(lun uint16) (*LogicalUnit, error) {
 	t.mu.Lock()
 	lu, ok := t.units[lun]
 	delete(t.units, lun)
+	if ok {
+		lu.attached.Add(-1)
+	}
 	t.mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("%w: %d", ErrNoLUN, lun)
 	}
 	t.lunsChanged(nil)
 	return lu, nil
+}
+
+// Close detaches every unit and refuses later Attach calls
+// (ErrTargetClosed); commands for the target then get LOGICAL UNIT NOT
+// SUPPORTED. A unit is counted in every Target it is attached to, and
+// Close closes (draining, see LogicalUnit.Close) each unit that it left
+// attached to no Target; units still attached elsewhere stay open. It
+// returns the errors of those Close calls, joined.
+func (t *Target) Close() error {
+	t.mu.Lock()
+	t.closed = true
+	units := t.units
+	t.units = make(map[uint16]*LogicalUnit)
+	var orphans []*LogicalUnit
+	for _, lu := range units {
+		if lu.attached.Add(-1) == 0 {
+			orphans = append(orphans, lu)
+		}
+	}
+	t.mu.Unlock()
+	var errs []error
+	for _, lu := range orphans {
+		if err := lu.Close(); err != nil && !errors.Is(err, ErrUnitClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // lunsChanged raises REPORTED LUNS DATA HAS CHANGED on every unit but
@@ -151,8 +192,12 @@ func (t *Target) Execute(ctx context.Context, cmd *Command) Result {
 	if len(cmd.CDB) > 0 && cmd.CDB[0] == 0xa0 {
 		return t.reportLUNs(cmd)
 	}
-	if lu := t.unitAt(cmd.LUN); lu != nil {
-		return lu.execute(ctx, cmd, key, t)
+	// A command that meets a unit closed before it could start is routed
+	// again: a unit replaced at its LUN serves it.
+	for lu, tried := t.unitAt(cmd.LUN), (*LogicalUnit)(nil); lu != nil && lu != tried; lu, tried = t.unitAt(cmd.LUN), lu {
+		if res, ok := lu.execute(ctx, cmd, key, t); ok {
+			return res
+		}
 	}
 	return t.noUnit(cmd)
 }

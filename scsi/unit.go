@@ -2,10 +2,12 @@ package scsi
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,12 +30,19 @@ type UnitConfig struct {
 	// Vendor (8 characters), Product (16) and Revision (4) are the INQUIRY
 	// identification strings; defaults "ISCSIKIT", "VIRTUAL-DISK", "0001".
 	Vendor, Product, Revision string
-	// Serial is the unit serial number (VPD page 0x80), at most 252
-	// printable ASCII characters. Empty means derived from DeviceID.
+	// Serial is the unit serial number (VPD page 0x80, and the T10
+	// vendor ID designator of page 0x83), at most 252 printable ASCII
+	// characters, reported as given. Empty means NewSerial: random, so
+	// every unit has its own. A unit keeps its identity only as long as
+	// it lives: a product that serves the same storage again (after a
+	// restart) saves Config().Serial and NAA and gives them back, as
+	// mgmt does in its configuration.
 	Serial string
-	// DeviceID is the 60-bit vendor-specific part of the NAA IEEE
-	// Registered designator (VPD page 0x83). Zero means derived from Serial.
-	DeviceID uint64
+	// NAA is the unit's NAA designator (VPD page 0x83), reported as
+	// given: 8 bytes of type 5 (IEEE Registered) or 16 of type 6 (IEEE
+	// Registered Extended); see CheckNAA. Nil means NewNAA: a random
+	// type 6 designator, so every unit has its own.
+	NAA []byte
 	// ReadOnly makes every write fail with DATA PROTECT, WRITE PROTECTED.
 	ReadOnly bool
 	// WriteCache is the initial state of the WCE bit of the caching mode
@@ -56,7 +65,7 @@ type UnitConfig struct {
 	// Reservations, when set, keeps persistent reservations across
 	// restarts for initiators that register with APTPL; without it APTPL
 	// is refused (PTPL_C 0).
-	Reservations ReservationStore
+	Reservations StateStore
 	// ThirdPartyCopy offers EXTENDED COPY (LID1) and RECEIVE COPY RESULTS
 	// between this unit and the other units of the target the command
 	// came through that offer it too (VMware's XCOPY offload), with the
@@ -106,13 +115,20 @@ const (
 // a backend.Device. It is safe for concurrent use: commands run in parallel,
 // and only COMPARE AND WRITE excludes other writers.
 type LogicalUnit struct {
-	dev        backend.Device
-	cfg        UnitConfig
-	blockSize  uint32
-	blockShift uint
-	nblocks    uint64
-	physExp    uint8
-	naa        [8]byte
+	// dev, cfg and geometry change only in Reopen, while the gate holds
+	// every command out and under mu.
+	dev backend.Device
+	cfg UnitConfig
+	geometry
+	// ctxDev is dev when it takes the command's context, else nil.
+	ctxDev backend.ContextDevice
+
+	// gate counts the commands in flight and holds new ones while the
+	// unit is drained (Reopen, Close).
+	gate gate
+	// attached counts the Targets the unit is attached to (Target.Close
+	// closes a unit it leaves attached to none).
+	attached atomic.Int32
 
 	// buffers holds scratch space for compares and read-modify-writes.
 	buffers bufpool.Pool
@@ -181,94 +197,46 @@ type modeState struct {
 	tas    bool // control page: task aborted status
 }
 
+// ErrInvalidConfig matches (errors.Is) every *ConfigError: a UnitConfig
+// that NewLogicalUnit refuses.
+var ErrInvalidConfig = errors.New("scsi: invalid unit configuration")
+
+// ConfigError is NewLogicalUnit's refusal of one UnitConfig field (or of
+// the device, Field "device").
+type ConfigError struct {
+	Field string // the UnitConfig field at fault, or "device"
+	Msg   string
+}
+
+func (e *ConfigError) Error() string { return "scsi: " + e.Field + ": " + e.Msg }
+
+// Is matches ErrInvalidConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+func configErr(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
 // NewLogicalUnit wraps dev in a logical unit. The device's size is rounded
 // down to whole blocks. The unit owns dev from here on: Close closes it.
+// A configuration it refuses is a *ConfigError (errors.Is
+// ErrInvalidConfig) naming the field.
 func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 	if dev == nil {
-		return nil, errors.New("scsi: nil device")
+		return nil, configErr("device", "nil device")
 	}
-	if cfg.BlockSize == 0 {
-		cfg.BlockSize = 512
-	}
-	switch cfg.BlockSize {
-	case 512, 1024, 2048, 4096:
-	default:
-		return nil, fmt.Errorf("scsi: block size %d is not 512, 1024, 2048 or 4096", cfg.BlockSize)
-	}
-	if cfg.PhysicalBlockSize == 0 {
-		cfg.PhysicalBlockSize = cfg.BlockSize
-	}
-	ratio := cfg.PhysicalBlockSize / cfg.BlockSize
-	if cfg.PhysicalBlockSize%cfg.BlockSize != 0 || ratio&(ratio-1) != 0 || ratio > 1<<15 {
-		return nil, fmt.Errorf("scsi: physical block size %d is not a power-of-two multiple of block size %d", cfg.PhysicalBlockSize, cfg.BlockSize)
-	}
-	cfg.Vendor = defaultString(cfg.Vendor, "ISCSIKIT")
-	cfg.Product = defaultString(cfg.Product, "VIRTUAL-DISK")
-	cfg.Revision = defaultString(cfg.Revision, "0001")
-	for _, f := range []struct {
-		name, v string
-		max     int
-	}{{"vendor", cfg.Vendor, 8}, {"product", cfg.Product, 16}, {"revision", cfg.Revision, 4}, {"serial", cfg.Serial, 252}} {
-		if len(f.v) > f.max {
-			return nil, fmt.Errorf("scsi: %s %q is longer than %d characters", f.name, f.v, f.max)
-		}
-		for i := 0; i < len(f.v); i++ {
-			if f.v[i] < 0x20 || f.v[i] > 0x7e {
-				return nil, fmt.Errorf("scsi: %s %q holds a character that is not printable ASCII", f.name, f.v)
-			}
-		}
-	}
-	if cfg.MaxTransferLength == 0 {
-		cfg.MaxTransferLength = DefaultMaxTransferLength
-	}
-	if cfg.MaxTransferLength < int(cfg.BlockSize) || cfg.MaxTransferLength%int(cfg.BlockSize) != 0 {
-		return nil, fmt.Errorf("scsi: maximum transfer length %d is not a positive multiple of block size %d", cfg.MaxTransferLength, cfg.BlockSize)
-	}
-	if cfg.ThinProvisioning {
-		if _, ok := dev.(backend.Unmapper); !ok {
-			return nil, errors.New("scsi: thin provisioning needs a device that can unmap")
-		}
-	}
-	if cfg.CryptoErase {
-		if _, ok := dev.(backend.CryptoEraser); !ok {
-			return nil, errors.New("scsi: cryptographic erase needs a device that can replace its data key")
-		}
-	}
-	if cfg.SanitizeRate < 0 {
-		return nil, fmt.Errorf("scsi: sanitize rate %d is negative", cfg.SanitizeRate)
-	}
-	if cfg.DeviceID == 0 {
-		h := fnv.New64a()
-		h.Write([]byte(cfg.Serial))
-		cfg.DeviceID = h.Sum64()
-	}
-	if cfg.Serial == "" {
-		cfg.Serial = fmt.Sprintf("%016x", cfg.DeviceID)
+	geo, err := newGeometry(dev, &cfg)
+	if err != nil {
+		return nil, err
 	}
 	lu := &LogicalUnit{
 		dev:        dev,
+		ctxDev:     contextDevice(dev),
 		cfg:        cfg,
-		blockSize:  cfg.BlockSize,
+		geometry:   geo,
+		gate:       newGate(),
 		nexuses:    make(map[string]*nexusState),
 		initiators: make(map[string]bool),
-	}
-	for lu.blockSize>>lu.blockShift > 1 {
-		lu.blockShift++
-	}
-	for r := ratio; r > 1; r >>= 1 {
-		lu.physExp++
-	}
-	lu.nblocks = uint64(dev.Size()) >> lu.blockShift
-	if lu.nblocks == 0 {
-		return nil, fmt.Errorf("scsi: device of %d bytes holds no %d-byte block", dev.Size(), cfg.BlockSize)
-	}
-	// NAA 5 (IEEE Registered): 4-bit NAA, 24-bit company ID, then the
-	// low 36 bits of DeviceID as the vendor specific identifier.
-	v, oui := cfg.DeviceID&(1<<36-1), uint32(localOUI)
-	lu.naa = [8]byte{
-		0x50 | byte(oui>>20)&0x0f, byte(oui >> 12), byte(oui >> 4),
-		byte(oui<<4) | byte(v>>32)&0x0f,
-		byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v),
 	}
 	lu.mode = modeState{wce: cfg.WriteCache, tas: true}
 	lu.saved = lu.mode
@@ -283,10 +251,152 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 	return lu, nil
 }
 
-// localOUI is the company identifier used in NAA designators: a locally
-// administered (bit 1 of the first octet set) CID, as SPC-4 permits for
-// designators that need no IEEE registration.
+// contextDevice returns dev as a backend.ContextDevice, or nil.
+func contextDevice(dev backend.Device) backend.ContextDevice {
+	cd, _ := dev.(backend.ContextDevice)
+	return cd
+}
+
+// geometry is the shape of a unit's medium.
+type geometry struct {
+	blockSize  uint32
+	blockShift uint
+	nblocks    uint64
+	physExp    uint8
+}
+
+// newGeometry checks cfg (filling in its defaults) against dev and
+// returns the medium's shape.
+func newGeometry(dev backend.Device, cfg *UnitConfig) (geometry, error) {
+	if err := cfg.fillDefaults(); err != nil {
+		return geometry{}, err
+	}
+	if err := cfg.checkDevice(dev); err != nil {
+		return geometry{}, err
+	}
+	g := geometry{blockSize: cfg.BlockSize}
+	for g.blockSize>>g.blockShift > 1 {
+		g.blockShift++
+	}
+	for r := cfg.PhysicalBlockSize / cfg.BlockSize; r > 1; r >>= 1 {
+		g.physExp++
+	}
+	g.nblocks = uint64(dev.Size()) >> g.blockShift
+	if g.nblocks == 0 {
+		return geometry{}, configErr("device", "%d bytes hold no %d-byte block", dev.Size(), cfg.BlockSize)
+	}
+	return g, nil
+}
+
+// fillDefaults checks the geometry and identity fields and fills in the
+// defaults of those left zero.
+func (cfg *UnitConfig) fillDefaults() error {
+	if cfg.BlockSize == 0 {
+		cfg.BlockSize = 512
+	}
+	switch cfg.BlockSize {
+	case 512, 1024, 2048, 4096:
+	default:
+		return configErr("BlockSize", "%d is not 512, 1024, 2048 or 4096", cfg.BlockSize)
+	}
+	if cfg.PhysicalBlockSize == 0 {
+		cfg.PhysicalBlockSize = cfg.BlockSize
+	}
+	ratio := cfg.PhysicalBlockSize / cfg.BlockSize
+	if cfg.PhysicalBlockSize%cfg.BlockSize != 0 || ratio&(ratio-1) != 0 || ratio > 1<<15 {
+		return configErr("PhysicalBlockSize", "%d is not a power-of-two multiple of block size %d", cfg.PhysicalBlockSize, cfg.BlockSize)
+	}
+	cfg.Vendor = defaultString(cfg.Vendor, "ISCSIKIT")
+	cfg.Product = defaultString(cfg.Product, "VIRTUAL-DISK")
+	cfg.Revision = defaultString(cfg.Revision, "0001")
+	if cfg.Serial == "" {
+		cfg.Serial = NewSerial()
+	}
+	for _, f := range []struct {
+		name, v string
+		max     int
+	}{{"Vendor", cfg.Vendor, 8}, {"Product", cfg.Product, 16}, {"Revision", cfg.Revision, 4}, {"Serial", cfg.Serial, 252}} {
+		if len(f.v) > f.max {
+			return configErr(f.name, "%q is longer than %d characters", f.v, f.max)
+		}
+		for i := 0; i < len(f.v); i++ {
+			if f.v[i] < 0x20 || f.v[i] > 0x7e {
+				return configErr(f.name, "%q holds a character that is not printable ASCII", f.v)
+			}
+		}
+	}
+	if cfg.NAA == nil {
+		cfg.NAA = NewNAA()
+	} else if err := CheckNAA(cfg.NAA); err != nil {
+		return configErr("NAA", "%v", err)
+	}
+	cfg.NAA = slices.Clone(cfg.NAA)
+	if cfg.MaxTransferLength == 0 {
+		cfg.MaxTransferLength = DefaultMaxTransferLength
+	}
+	if cfg.MaxTransferLength < int(cfg.BlockSize) || cfg.MaxTransferLength%int(cfg.BlockSize) != 0 {
+		return configErr("MaxTransferLength", "%d is not a positive multiple of block size %d", cfg.MaxTransferLength, cfg.BlockSize)
+	}
+	if cfg.SanitizeRate < 0 {
+		return configErr("SanitizeRate", "%d is negative", cfg.SanitizeRate)
+	}
+	return nil
+}
+
+// checkDevice checks that dev offers what the features cfg enables need.
+func (cfg *UnitConfig) checkDevice(dev backend.Device) error {
+	if cfg.ThinProvisioning {
+		if _, ok := dev.(backend.Unmapper); !ok {
+			return configErr("ThinProvisioning", "needs a device that can unmap (backend.Unmapper)")
+		}
+	}
+	if cfg.CryptoErase {
+		if _, ok := dev.(backend.CryptoEraser); !ok {
+			return configErr("CryptoErase", "needs a device that can replace its data key (backend.CryptoEraser)")
+		}
+	}
+	return nil
+}
+
+// localOUI is the company identifier of generated NAA designators: a
+// locally administered (bit 1 of the first octet set) CID, as SPC-4
+// permits for designators that need no IEEE registration.
 const localOUI = 0x0A6B1C
+
+// NewNAA returns a new random NAA IEEE Registered Extended designator
+// (type 6, 16 bytes): the locally administered company ID 0A-6B-1C, then
+// 100 random bits (the 36-bit vendor specific identifier and its 64-bit
+// extension). Two units get the same one with odds of 2^-50 among 2^25
+// units.
+func NewNAA() []byte {
+	b := make([]byte, 16)
+	rand.Read(b)
+	b[0] = 0x60 | byte(localOUI>>20)&0x0f
+	b[1], b[2] = byte(localOUI>>12&0xff), byte(localOUI>>4&0xff)
+	b[3] = byte(localOUI<<4&0xf0) | b[3]&0x0f
+	return b
+}
+
+// NewSerial returns a new random unit serial number: 16 hex digits (64
+// random bits).
+func NewSerial() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// CheckNAA reports whether naa is an NAA designator a unit can report:
+// 8 bytes of type 5 (IEEE Registered) or 16 bytes of type 6 (IEEE
+// Registered Extended).
+func CheckNAA(naa []byte) error {
+	switch {
+	case len(naa) == 8 && naa[0]>>4 == 5, len(naa) == 16 && naa[0]>>4 == 6:
+		return nil
+	case len(naa) != 8 && len(naa) != 16:
+		return fmt.Errorf("%d bytes: an NAA designator has 8 (type 5) or 16 (type 6)", len(naa))
+	}
+	return fmt.Errorf("NAA type %d in %d bytes: only type 5 (8 bytes) and type 6 (16 bytes) are accepted", naa[0]>>4, len(naa))
+}
 
 func defaultString(v, def string) string {
 	if v == "" {
@@ -295,19 +405,22 @@ func defaultString(v, def string) string {
 	return v
 }
 
-// Config returns the configuration the unit was created with, defaults
-// filled in.
-func (lu *LogicalUnit) Config() UnitConfig { return lu.cfg }
+// Config returns the unit's configuration (the one it was created or
+// last reopened with), defaults filled in (the generated Serial and NAA
+// among them).
+func (lu *LogicalUnit) Config() UnitConfig {
+	lu.mu.Lock()
+	defer lu.mu.Unlock()
+	c := lu.cfg
+	c.NAA = slices.Clone(c.NAA)
+	return c
+}
 
 // Blocks returns the capacity in logical blocks.
-func (lu *LogicalUnit) Blocks() uint64 { return lu.nblocks }
-
-// Close stops background work (a SANITIZE with IMMED ends failed) and
-// closes the backing device.
-func (lu *LogicalUnit) Close() error {
-	lu.endLife()
-	lu.background.Wait()
-	return lu.dev.Close()
+func (lu *LogicalUnit) Blocks() uint64 {
+	lu.mu.Lock()
+	defer lu.mu.Unlock()
+	return lu.nblocks
 }
 
 // nexusKey is the key unit attentions and reservations use for an I_T
@@ -389,14 +502,8 @@ func (lu *LogicalUnit) nexusLocked(key string) *nexusState {
 	return ns
 }
 
-// takeUA returns and, when consume is set, clears the oldest pending unit
-// attention of the nexus.
-func (lu *LogicalUnit) takeUA(key string, consume bool) *Sense {
-	lu.mu.Lock()
-	defer lu.mu.Unlock()
-	return lu.takeUALocked(key, consume)
-}
-
+// takeUALocked returns and, when consume is set, clears the oldest
+// pending unit attention of the nexus. Called with lu.mu held.
 func (lu *LogicalUnit) takeUALocked(key string, consume bool) *Sense {
 	ns := lu.nexusLocked(key)
 	if len(ns.ua) == 0 {
@@ -423,6 +530,8 @@ var (
 	uaRegsPreempted = newSense(SenseUnitAttention, 0x2a, 0x05)
 	uaLUNsChanged   = newSense(SenseUnitAttention, 0x3f, 0x0e)
 	uaCapacity      = newSense(SenseUnitAttention, 0x2a, 0x09)
+	// uaInquiryChanged: INQUIRY DATA HAS CHANGED.
+	uaInquiryChanged = newSense(SenseUnitAttention, 0x3f, 0x03)
 )
 
 // reset performs a reset of the unit on behalf of the nexus issuer: mode
@@ -495,8 +604,28 @@ func (lu *LogicalUnit) nexusLost(key string) {
 }
 
 // execute runs one command against the unit: the unit-level half of
-// Target.Execute, which routes by LUN and answers REPORT LUNS itself.
-func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string, t *Target) Result {
+// Target.Execute, which routes by LUN and answers REPORT LUNS itself. It
+// returns false, having done nothing, if the unit was closed before the
+// command could start.
+func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string, t *Target) (Result, bool) {
+	if err := lu.gate.enter(ctx); err != nil {
+		if errors.Is(err, ErrUnitClosed) {
+			return Result{}, false
+		}
+		return Result{Status: StatusTaskAborted}, true
+	}
+	res := lu.run(ctx, cmd, key, t)
+	lu.gate.leave()
+	if lu.gate.forced.Load() {
+		// The unit was closed under this command: whatever the closed
+		// device made of it, the initiator retries it.
+		return Result{Status: StatusBusy}, true
+	}
+	return res, true
+}
+
+// run is execute once the command is in.
+func (lu *LogicalUnit) run(ctx context.Context, cmd *Command, key string, t *Target) Result {
 	r := &request{ctx: ctx, lu: lu, cmd: cmd, cdb: cmd.CDB, nexus: key, tgt: t}
 	if len(r.cdb) == 0 {
 		return r.fail(errInvalidOpcode)

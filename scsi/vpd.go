@@ -79,7 +79,7 @@ func (lu *LogicalUnit) deviceIdentification(n Nexus) []byte {
 		b = append(b, h...)
 		b = append(b, id...)
 	}
-	add(0x01, 0x03, false, lu.naa[:]) // binary, LU, NAA
+	add(0x01, 0x03, false, lu.cfg.NAA) // binary, LU, NAA
 	t10 := make([]byte, 8, 8+len(lu.cfg.Serial))
 	putASCII(t10, lu.cfg.Vendor)
 	add(0x02, 0x01, false, append(t10, lu.cfg.Serial...)) // ASCII, LU, T10 vendor ID

@@ -170,29 +170,48 @@ func (r *request) extendedCopy() error {
 				return finish(t.err)
 			}
 		}
-		src, dst := s.src.lu, s.dst.lu
-		if src.blockSize != dst.blockSize {
-			return finish(copyAborted(0x26, 0x00, -1))
-		}
-		if src.checkRange(s.srcLBA, s.blocks) != nil || dst.checkRange(s.dstLBA, s.blocks) != nil {
-			// A range beyond either medium: the segment cannot be
-			// processed (COPY ABORTED, pointing at the segment).
-			return finish(copyAborted(0x00, 0x00, s.offset))
-		}
-		if err := r.copyAllowed(src, false); err != nil {
-			return finish(err)
-		}
-		if err := r.copyAllowed(dst, true); err != nil {
-			return finish(err)
-		}
-		n, err := r.copyBlocks(src, dst, s.srcLBA, s.dstLBA, s.blocks)
+		n, err := r.copySegment(s.src.lu, s.dst.lu, s.srcLBA, s.dstLBA, s.blocks, s.offset)
 		copied += n
 		if err != nil {
-			return finish(copyAborted(0x00, 0x00, -1))
+			return finish(err)
 		}
 		done++
 	}
 	return finish(nil)
+}
+
+// copySegment copies one segment (at offset off of the parameter list)
+// between two units of the target, each entered like a command of its
+// own so that neither is reopened or closed under the copy.
+func (r *request) copySegment(src, dst *LogicalUnit, srcLBA, dstLBA, blocks uint64, off int) (uint64, error) {
+	for _, u := range [2]*LogicalUnit{src, dst} {
+		if u == r.lu {
+			continue
+		}
+		if err := u.gate.enter(r.ctx); err != nil {
+			return 0, errCopyTargetUnreachable
+		}
+		defer u.gate.leave()
+	}
+	if src.blockSize != dst.blockSize {
+		return 0, copyAborted(0x26, 0x00, -1)
+	}
+	if src.checkRange(srcLBA, blocks) != nil || dst.checkRange(dstLBA, blocks) != nil {
+		// A range beyond either medium: the segment cannot be processed
+		// (COPY ABORTED, pointing at the segment).
+		return 0, copyAborted(0x00, 0x00, off)
+	}
+	if err := r.copyAllowed(src, false); err != nil {
+		return 0, err
+	}
+	if err := r.copyAllowed(dst, true); err != nil {
+		return 0, err
+	}
+	n, err := r.copyBlocks(src, dst, srcLBA, dstLBA, blocks)
+	if err != nil {
+		return n, copyAborted(0x00, 0x00, -1)
+	}
+	return n, nil
 }
 
 // copyTarget resolves one CSCD descriptor at offset off of the parameter
@@ -217,10 +236,16 @@ func (r *request) copyTarget(d []byte, off int) (copyTarget, error) {
 	}
 	want := desig[:4+n]
 	lu := r.tgt.findDesignator(want)
-	if lu == nil || !lu.cfg.ThirdPartyCopy {
+	if lu == nil {
 		return copyTarget{err: errCopyTargetUnreachable}, nil
 	}
-	if bl := be32(d[28:32]) & 0xffffff; bl != lu.blockSize {
+	lu.mu.Lock()
+	tpc, bs := lu.cfg.ThirdPartyCopy, lu.blockSize
+	lu.mu.Unlock()
+	if !tpc {
+		return copyTarget{err: errCopyTargetUnreachable}, nil
+	}
+	if bl := be32(d[28:32]) & 0xffffff; bl != bs {
 		return copyTarget{err: copyAborted(0x26, 0x00, off+29)}, nil
 	}
 	return copyTarget{lu: lu}, nil
@@ -245,7 +270,9 @@ func (t *Target) findDesignator(d []byte) *LogicalUnit {
 // hasDesignator reports whether d (a designation descriptor) is one of
 // the unit's logical unit designators.
 func (lu *LogicalUnit) hasDesignator(d []byte) bool {
+	lu.mu.Lock()
 	ids := lu.deviceIdentification(Nexus{})
+	lu.mu.Unlock()
 	for len(ids) >= 4 {
 		n := 4 + int(ids[3])
 		if n > len(ids) {

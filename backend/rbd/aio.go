@@ -53,6 +53,7 @@ static int iscsikit_diff(rbd_image_t img, uint64_t off, uint64_t len, uintptr_t 
 import "C"
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime/cgo"
@@ -164,7 +165,7 @@ func (o *op) complete(ret int64) {
 // until the device's deadline. On a nil error the op's result is in o.ret
 // and the caller owns the op again (and gives it back with putOp); on an
 // error the op is no longer the caller's.
-func (d *Device) submit(o *op, kind opKind, off int64, length, dataLen int) error {
+func (d *Device) submit(ctx context.Context, o *op, kind opKind, off int64, length, dataLen int) error {
 	o.state.Store(opPending)
 	r := C.iscsikit_submit(d.img, C.int(kind), C.uintptr_t(o.h), C.uint64_t(off), C.size_t(length),
 		(*C.char)(o.buf), C.size_t(dataLen), o.mismatch)
@@ -174,16 +175,23 @@ func (d *Device) submit(o *op, kind opKind, off int64, length, dataLen int) erro
 		return d.errno(kind, int64(r))
 	}
 	o.timer.Reset(d.timeout)
+	var cause error
 	select {
 	case <-o.done:
 		o.timer.Stop()
+		o.state.Store(opIdle)
+		return nil
 	case <-o.timer.C:
-		if o.state.CompareAndSwap(opPending, opAbandoned) {
-			return fmt.Errorf("rbd: %s: %s at %d: no answer from the cluster within %v: %w",
-				d.name, kind, off, d.timeout, backend.ErrUnavailable)
-		}
-		<-o.done
+		cause = fmt.Errorf("rbd: %s: %s at %d: no answer from the cluster within %v: %w",
+			d.name, kind, off, d.timeout, backend.ErrNotReady)
+	case <-ctx.Done():
+		o.timer.Stop()
+		cause = fmt.Errorf("rbd: %s: %s at %d: %w", d.name, kind, off, ctx.Err())
 	}
+	if o.state.CompareAndSwap(opPending, opAbandoned) {
+		return cause
+	}
+	<-o.done // the request ended as the wait did
 	o.state.Store(opIdle)
 	return nil
 }
@@ -204,7 +212,7 @@ func (d *Device) errno(kind opKind, ret int64) error {
 	}
 	for _, u := range errUnreachable {
 		if e == u {
-			return fmt.Errorf("rbd: %s: %s: %w: %w", d.name, kind, backend.ErrUnavailable, e)
+			return fmt.Errorf("rbd: %s: %s: %w: %w", d.name, kind, backend.ErrNotReady, e)
 		}
 	}
 	return fmt.Errorf("rbd: %s: %s: %w", d.name, kind, e)

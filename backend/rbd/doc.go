@@ -10,7 +10,7 @@
 // librbd as asynchronous requests (rbd_aio_*), one per call, so the SCSI
 // layer's concurrent commands are concurrent requests to the cluster. Each
 // request has a deadline (Options.Timeout): when the cluster does not answer
-// in time the call returns an error wrapping backend.ErrUnavailable, which
+// in time the call returns an error wrapping backend.ErrNotReady, which
 // the SCSI layer reports as NOT READY, and the request's buffers stay with
 // librbd until it finishes or gives up on its own.
 //

@@ -134,7 +134,7 @@ func connect(ctx context.Context, o Options) (*rados.Conn, *rados.IOContext, err
 		return nil, nil, fmt.Errorf("rbd: connect: %w", ctx.Err())
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("rbd: connect to the cluster: %w: %w", backend.ErrUnavailable, err)
+		return nil, nil, fmt.Errorf("rbd: connect to the cluster: %w: %w", backend.ErrNotReady, err)
 	}
 	ioctx, err := conn.OpenIOContext(o.Pool)
 	if err != nil {
@@ -183,7 +183,7 @@ func Remove(ctx context.Context, o Options) error {
 func errnoErr(r C.int) error { return syscallErrno(-int64(r)) }
 
 // Device is a backend.Device over an open RBD image. It implements
-// backend.Unmapper (discard), backend.AllocationReporter (from
+// backend.ContextDevice, backend.Unmapper (discard), backend.AllocationReporter (from
 // rbd_diff_iterate2), backend.SameWriter and backend.CompareWriter (in the
 // cluster: atomic for every client of the image).
 type Device struct {
@@ -287,6 +287,13 @@ func (d *Device) result(o *op, kind opKind) (int64, error) {
 
 // ReadAt reads len(p) bytes at off in one asynchronous request.
 func (d *Device) ReadAt(p []byte, off int64) (int, error) {
+	return d.ReadAtContext(context.Background(), p, off)
+}
+
+// ReadAtContext is ReadAt that stops waiting when ctx ends (the command
+// was aborted) and returns ctx's error; librbd keeps the request's own
+// buffer until the request ends.
+func (d *Device) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := d.check(off, int64(len(p)), false); err != nil {
 		return 0, err
 	}
@@ -294,7 +301,7 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 		return 0, nil
 	}
 	o := d.getOp(len(p))
-	if err := d.submit(o, opRead, off, len(p), 0); err != nil {
+	if err := d.submit(ctx, o, opRead, off, len(p), 0); err != nil {
 		return 0, err
 	}
 	defer d.putOp(o)
@@ -312,6 +319,13 @@ func (d *Device) ReadAt(p []byte, off int64) (int, error) {
 // WriteAt writes p at off in one asynchronous request. The write is
 // durable after the next Sync (librbd may hold it in its cache).
 func (d *Device) WriteAt(p []byte, off int64) (int, error) {
+	return d.WriteAtContext(context.Background(), p, off)
+}
+
+// WriteAtContext is WriteAt that stops waiting when ctx ends (the command
+// was aborted) and returns ctx's error. The write may still happen: the
+// request stays with librbd.
+func (d *Device) WriteAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := d.check(off, int64(len(p)), true); err != nil {
 		return 0, err
 	}
@@ -320,7 +334,7 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 	}
 	o := d.getOp(len(p))
 	copy(o.bytes(len(p)), p)
-	if err := d.submit(o, opWrite, off, len(p), 0); err != nil {
+	if err := d.submit(ctx, o, opWrite, off, len(p), 0); err != nil {
 		return 0, err
 	}
 	defer d.putOp(o)
@@ -333,11 +347,12 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 // Sync flushes librbd's cache to the cluster (rbd_aio_flush): every write
 // that completed before it is then durable.
 func (d *Device) Sync() error {
+	ctx := context.Background()
 	if d.closed.Load() {
 		return backend.ErrClosed
 	}
 	o := d.getOp(0)
-	if err := d.submit(o, opFlush, 0, 0, 0); err != nil {
+	if err := d.submit(ctx, o, opFlush, 0, 0, 0); err != nil {
 		return err
 	}
 	defer d.putOp(o)
@@ -348,11 +363,12 @@ func (d *Device) Sync() error {
 // Unmap discards [off, off+length): whole objects are removed, partial
 // ones zeroed, so the range reads back as zeroes.
 func (d *Device) Unmap(off, length int64) error {
+	ctx := context.Background()
 	if err := d.check(off, length, true); err != nil || length == 0 {
 		return err
 	}
 	o := d.getOp(0)
-	if err := d.submit(o, opDiscard, off, int(length), 0); err != nil {
+	if err := d.submit(ctx, o, opDiscard, off, int(length), 0); err != nil {
 		return err
 	}
 	defer d.putOp(o)
@@ -363,6 +379,7 @@ func (d *Device) Unmap(off, length int64) error {
 // WriteSame writes block over [off, off+length) in one request
 // (rbd_aio_writesame); length must be a multiple of len(block).
 func (d *Device) WriteSame(block []byte, off, length int64) error {
+	ctx := context.Background()
 	if err := d.check(off, length, true); err != nil || length == 0 {
 		return err
 	}
@@ -371,7 +388,7 @@ func (d *Device) WriteSame(block []byte, off, length int64) error {
 	}
 	o := d.getOp(len(block))
 	copy(o.bytes(len(block)), block)
-	if err := d.submit(o, opWriteSame, off, int(length), len(block)); err != nil {
+	if err := d.submit(ctx, o, opWriteSame, off, int(length), len(block)); err != nil {
 		return err
 	}
 	defer d.putOp(o)
@@ -392,6 +409,7 @@ const casSector = 512
 // the first byte that differs. A range beyond one 512-byte sector, which
 // librbd refuses, gets an error wrapping errors.ErrUnsupported.
 func (d *Device) CompareAndWrite(cmp, data []byte, off int64) error {
+	ctx := context.Background()
 	if len(cmp) != len(data) {
 		return fmt.Errorf("rbd: %s: compare and write of %d bytes against %d", d.name, len(data), len(cmp))
 	}
@@ -408,7 +426,7 @@ func (d *Device) CompareAndWrite(cmp, data []byte, off int64) error {
 	copy(buf, cmp)
 	copy(buf[n:], data)
 	*o.mismatch = 0
-	if err := d.submit(o, opCAW, off, n, 0); err != nil {
+	if err := d.submit(ctx, o, opCAW, off, n, 0); err != nil {
 		return err
 	}
 	defer d.putOp(o)
@@ -442,7 +460,7 @@ func (d *Device) Allocation(off int64) (bool, int64, error) {
 	case r = <-done:
 	case <-t.C:
 		return false, 0, fmt.Errorf("rbd: %s: allocation at %d: no answer from the cluster within %v: %w",
-			d.name, off, d.timeout, backend.ErrUnavailable)
+			d.name, off, d.timeout, backend.ErrNotReady)
 	}
 	if r < 0 && r != errStop {
 		return false, 0, d.errno(opRead, int64(r))

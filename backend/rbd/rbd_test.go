@@ -24,7 +24,7 @@ import (
 
 // The interfaces the SCSI layer looks for.
 var (
-	_ backend.Device             = (*Device)(nil)
+	_ backend.ContextDevice      = (*Device)(nil)
 	_ backend.Unmapper           = (*Device)(nil)
 	_ backend.AllocationReporter = (*Device)(nil)
 	_ backend.SameWriter         = (*Device)(nil)
@@ -295,7 +295,7 @@ func TestClosed(t *testing.T) {
 }
 
 // TestOSDLoss stops the cluster's only OSD: requests fail with
-// backend.ErrUnavailable within their deadline instead of hanging, and
+// backend.ErrNotReady within their deadline instead of hanging, and
 // succeed again once the OSD is back.
 func TestOSDLoss(t *testing.T) {
 	dir := os.Getenv("ISCSIKIT_CEPH_DIR")
@@ -320,16 +320,22 @@ func TestOSDLoss(t *testing.T) {
 	start := time.Now()
 	_, err = d.ReadAt(make([]byte, 4096), 0)
 	took := time.Since(start)
-	require.ErrorIs(t, err, backend.ErrUnavailable)
+	require.ErrorIs(t, err, backend.ErrNotReady)
 	t.Logf("read with the OSD down: %v after %v", err, took)
 	// The deadline is 5 s; allow for a loaded machine, never a hang.
 	require.Less(t, took, 30*time.Second)
+	// An aborted command stops waiting at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	_, err = d.ReadAtContext(ctx, make([]byte, 4096), 4096)
+	require.ErrorIs(t, err, context.Canceled)
+
 	// A write may land in librbd's write-back cache; then the flush that
 	// makes it durable fails.
 	if _, err = d.WriteAt(data, 1<<20); err == nil {
 		err = d.Sync()
 	}
-	require.ErrorIs(t, err, backend.ErrUnavailable)
+	require.ErrorIs(t, err, backend.ErrNotReady)
 
 	startOSD(t, dir)
 	restarted = true

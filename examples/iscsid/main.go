@@ -139,7 +139,7 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 		return err
 	}
 	store := mgmt.FileStore{Dir: state}
-	m, err := mgmt.New(ctx, mgmt.Options{Store: store, Server: srv, Initial: initial, AllowedDirs: dirs, ReservationDir: filepath.Join(state, "reservations"), KeyDir: filepath.Join(state, "keys"), Logger: log})
+	m, err := mgmt.New(ctx, mgmt.Options{Store: store, Server: srv, Initial: initial, Openers: extentOpeners(), AllowedDirs: dirs, ReservationDir: filepath.Join(state, "reservations"), KeyDir: filepath.Join(state, "keys"), Logger: log})
 	if err != nil {
 		return fmt.Errorf("%s refused:\n%w", store.Path(), err)
 	}
@@ -208,4 +208,19 @@ func defaultConfig(state, addr string) (*mgmt.Config, error) {
 	cfg.Extents = []mgmt.Extent{e}
 	cfg.TargetExtents = []mgmt.TargetExtent{{ID: 1, Target: 1, Extent: 1, LunID: 0}}
 	return cfg, nil
+}
+
+// openerBuilds are the extent types of backends compiled in only under a
+// build tag: a file built with that tag adds its type's Opener in an init
+// function (as an RBD backend under the tag rbd would), and iscsid hands
+// them to mgmt next to FILE and DISK.
+var openerBuilds = map[string]func() mgmt.Opener{}
+
+// extentOpeners makes the openers of the extent types compiled in.
+func extentOpeners() map[string]mgmt.Opener {
+	out := map[string]mgmt.Opener{}
+	for typ, mk := range openerBuilds {
+		out[typ] = mk()
+	}
+	return out
 }

@@ -24,7 +24,7 @@ func newClient(t *testing.T) (*client, *mgmt.Manager) {
 	t.Helper()
 	m, err := mgmt.New(context.Background(), mgmt.Options{Store: &mgmt.MemoryStore{}})
 	require.NoError(t, err)
-	t.Cleanup(m.Close)
+	t.Cleanup(func() { m.Close() })
 	limits := SessionLimits{FirstBurst: 65536, MaxBurst: 262144, MaxRecvData: 262144, MaxOutstandingR2T: 8,
 		DefaultTime2Wait: 2, NopInInterval: 20, IOTimeout: 30, QueueDepth: 128}
 	srv := httptest.NewServer(Handler(m, limits, nil))

@@ -29,7 +29,7 @@ func newClient(t *testing.T) (*client, *mgmt.Manager, string) {
 	cfg.Pools = []mgmt.Pool{{ID: 1, Name: "Volume_1", Type: mgmt.PoolFS, Path: dir}}
 	m, err := mgmt.New(context.Background(), mgmt.Options{Store: &mgmt.MemoryStore{}, Initial: cfg})
 	require.NoError(t, err)
-	t.Cleanup(m.Close)
+	t.Cleanup(func() { m.Close() })
 	srv := httptest.NewServer(Handler(m, nil))
 	t.Cleanup(srv.Close)
 	return &client{t: t, base: srv.URL}, m, dir

@@ -29,7 +29,7 @@ func newClient(t *testing.T) (*client, *mgmt.Manager) {
 	cfg.Portals = []mgmt.Portal{{ID: 1, Tag: 1, DiscoveryAuthMethod: mgmt.AuthNone, Listen: []mgmt.Listen{{IP: "127.0.0.1", Port: 3260}}}}
 	m, err := mgmt.New(context.Background(), mgmt.Options{Store: &mgmt.MemoryStore{}, Initial: cfg})
 	require.NoError(t, err)
-	t.Cleanup(m.Close)
+	t.Cleanup(func() { m.Close() })
 	srv := httptest.NewServer(Handler(m, nil))
 	t.Cleanup(srv.Close)
 	return &client{t: t, base: srv.URL}, m
@@ -111,7 +111,9 @@ func TestLUNs(t *testing.T) {
 	require.Equal(t, Prefix+"target_list/"+iqn+"/lun_list/1", resp.Header.Get("Location"))
 	var lun lunConf
 	c.get("target_list/"+iqn+"/lun_list/1", &lun)
-	require.Equal(t, lunConf{LUN: 1, Path: img, DeviceType: "disk", BSType: "rdwr", WriteCache: true, Online: true}, lun)
+	require.NotEmpty(t, lun.SCSIID, "an NAA is generated at create time")
+	require.NotEmpty(t, lun.SCSISN, "a serial is generated at create time")
+	require.Equal(t, lunConf{LUN: 1, Path: img, DeviceType: "disk", BSType: "rdwr", WriteCache: true, Online: true, SCSIID: lun.SCSIID, SCSISN: lun.SCSISN}, lun)
 
 	c.want(200, "PUT", "target_list/"+iqn+"/lun_list/1", `{"readonly": true, "online":true}`)
 	c.get("target_list/"+iqn+"/lun_list/1", &lun)

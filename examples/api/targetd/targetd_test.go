@@ -32,7 +32,7 @@ func newRPC(t *testing.T) (*rpc, *mgmt.Manager, string) {
 	cfg.Pools = []mgmt.Pool{{ID: 1, Name: "vg0", Type: mgmt.PoolFS, Path: dir}}
 	m, err := mgmt.New(context.Background(), mgmt.Options{Store: &mgmt.MemoryStore{}, Initial: cfg})
 	require.NoError(t, err)
-	t.Cleanup(m.Close)
+	t.Cleanup(func() { m.Close() })
 	srv := httptest.NewServer(Handler(m, Options{}))
 	t.Cleanup(srv.Close)
 	return &rpc{t: t, url: srv.URL}, m, dir

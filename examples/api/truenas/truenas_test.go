@@ -33,7 +33,7 @@ func newRPC(t *testing.T) (*rpc, *mgmt.Manager) {
 	t.Helper()
 	m, err := mgmt.New(context.Background(), mgmt.Options{Store: &mgmt.MemoryStore{}})
 	require.NoError(t, err)
-	t.Cleanup(m.Close)
+	t.Cleanup(func() { m.Close() })
 	srv := httptest.NewServer(Handler(m, nil))
 	t.Cleanup(srv.Close)
 	return &rpc{t: t, url: srv.URL}, m
