@@ -9,10 +9,10 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +21,7 @@ import (
 
 	"github.com/iscsikit/iscsikit/backend/rbd"
 	"github.com/iscsikit/iscsikit/internal/initiator"
-	"github.com/iscsikit/iscsikit/iscsi"
-	"github.com/iscsikit/iscsikit/scsi"
+	"github.com/iscsikit/iscsikit/mgmt"
 )
 
 // cephEnv returns the test cluster's config file, pool and directory
@@ -58,30 +57,24 @@ func newRBDImage(t *testing.T, size int64) rbd.Options {
 	return o
 }
 
-// serveRBD serves the image as LUN 0 of defaultTarget on a loopback port
-// through the SDK and returns the portal's address.
+// serveRBD runs iscsid with the image as LUN 0 of defaultTarget, an
+// extent of type RBD in its config.json, and returns the portal's address.
 func serveRBD(t *testing.T, o rbd.Options) string {
 	t.Helper()
-	dev, err := rbd.Open(context.Background(), o)
-	require.NoError(t, err)
-	lu, err := scsi.NewLogicalUnit(dev, scsi.UnitConfig{BlockSize: 512, Serial: "rbd0", ThinProvisioning: true, WriteCache: true})
-	require.NoError(t, err)
-	luns := scsi.NewTarget()
-	require.NoError(t, luns.Attach(0, lu))
-	srv, err := iscsi.NewServer(iscsi.Options{})
-	require.NoError(t, err)
-	require.NoError(t, srv.AddTarget(&iscsi.Target{Name: defaultTarget, Device: luns}))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go srv.Serve(l)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		lu.Close()
-		dev.Close()
-	})
-	return l.Addr().String()
+	dir := t.TempDir()
+	port := freePort(t)
+	cfg := fmt.Sprintf(`{
+  "version": 1,
+  "global": {"basename": "iqn.2026-11.io.iscsikit"},
+  "portals": [{"id": 1, "tag": 1, "listen": [{"ip": "127.0.0.1", "port": %d}]}],
+  "targets": [{"id": 1, "name": "default", "groups": [{"portal": 1}]}],
+  "extents": [{"id": 1, "name": "rbd0", "type": "RBD", "blocksize": 512, "thin": true,
+    "params": {"pool": %q, "image": %q, "conf": %q, "timeout": "%d"}}],
+  "targetextents": [{"id": 1, "target": 1, "extent": 1, "lunid": 0}]
+}`, port, o.Pool, o.Image, o.ConfigFile, int(o.Timeout/time.Second))
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	startDaemonWithConfig(t, dir, cfg, addr)
+	return addr
 }
 
 // rbdCLI runs the rbd tool against the test cluster.
@@ -292,4 +285,26 @@ func TestRBDOSDLossThroughTarget(t *testing.T) {
 		resp, err := c.Command(ctx, 0, read, nil, 8*512)
 		return err == nil && resp.Status == 0
 	}, 2*time.Minute, time.Second, "reads work again once the OSD is back")
+}
+
+func TestRBDExtentParamsChecked(t *testing.T) {
+	for _, tc := range []struct {
+		params map[string]string
+		want   string
+	}{
+		{map[string]string{"image": "i"}, "params.pool"},
+		{map[string]string{"pool": "p"}, "params.image"},
+		{map[string]string{"pool": "p/q", "image": "i"}, "not a valid RBD pool name"},
+		{map[string]string{"pool": "p", "image": "i@snap"}, "not a valid RBD image name"},
+		{map[string]string{"pool": "p", "image": "i", "conf": "ceph.conf"}, "not an absolute path"},
+		{map[string]string{"pool": "p", "image": "i", "user": "client.admin"}, "without \"client.\""},
+		{map[string]string{"pool": "p", "image": "i", "timeout": "0"}, "from 1 to 3600"},
+		{map[string]string{"pool": "p", "image": "i", "size": "1"}, "not a setting of an RBD extent"},
+	} {
+		err := rbdOpener{}.Check(mgmt.Extent{Type: extentRBD, Params: tc.params})
+		require.ErrorContains(t, err, tc.want, "%v", tc.params)
+	}
+	e := mgmt.Extent{Type: extentRBD, Params: map[string]string{"pool": "rbd", "image": "lun0", "user": "iscsi", "timeout": "10"}}
+	require.NoError(t, rbdOpener{}.Check(e))
+	require.Equal(t, "rbd:rbd/lun0", rbdOpener{}.Storage(e))
 }
