@@ -192,6 +192,7 @@ type Device struct {
 	img      C.rbd_image_t
 	name     string
 	size     atomic.Int64
+	window   int64 // the most Allocation scans at once: scanObjects objects
 	readOnly bool
 	timeout  time.Duration
 	closed   atomic.Bool
@@ -199,6 +200,10 @@ type Device struct {
 	mu   sync.Mutex
 	free []*op
 	all  []*op
+	// calls counts the synchronous librbd calls run in goroutines of
+	// their own (diff, resize), which Close waits for even when their
+	// caller stopped waiting.
+	calls sync.WaitGroup
 }
 
 // Open connects to the cluster and opens the image.
@@ -230,9 +235,21 @@ func Open(ctx context.Context, o Options) (*Device, error) {
 		d.Close()
 		return nil, fmt.Errorf("rbd: %s is empty", d.name)
 	}
+	var info C.rbd_image_info_t
+	if r := C.rbd_stat(d.img, &info, C.size_t(unsafe.Sizeof(info))); r < 0 {
+		d.Close()
+		return nil, fmt.Errorf("rbd: stat %s: %w", d.name, errnoErr(r))
+	}
+	d.window = scanObjects * max(int64(info.obj_size), 4096)
 	d.size.Store(int64(size))
 	return d, nil
 }
+
+// scanObjects is how many of the image's objects one Allocation call
+// looks at: rbd_diff_iterate2 asks the cluster about each, so a scan to
+// the end of a large image would make every GET LBA STATUS (which QEMU
+// sends before its reads) as slow as the image is large.
+const scanObjects = 8
 
 // Name returns "pool/image".
 func (d *Device) Name() string { return d.name }
@@ -444,15 +461,17 @@ func (d *Device) CompareAndWrite(cmp, data []byte, off int64) error {
 
 // Allocation reports whether off lies in data of the image or in a part
 // never written (or discarded), and how far that run extends, from
-// rbd_diff_iterate2 against the image's beginning.
+// rbd_diff_iterate2 against the image's beginning. It looks at no more
+// than scanObjects objects from off, so a run may go on beyond the length
+// it reports (a caller asks again from there).
 func (d *Device) Allocation(off int64) (bool, int64, error) {
 	if err := d.check(off, 1, false); err != nil {
 		return false, 0, err
 	}
-	size := d.size.Load()
+	end := min(d.size.Load(), off+d.window)
 	s := &diffScan{start: off}
 	done := make(chan int, 1)
-	go func() { done <- d.diff(s, off, size-off) }()
+	d.calls.Go(func() { done <- d.diff(s, off, end-off) })
 	t := time.NewTimer(d.timeout)
 	defer t.Stop()
 	var r int
@@ -466,9 +485,9 @@ func (d *Device) Allocation(off int64) (bool, int64, error) {
 		return false, 0, d.errno(opRead, int64(r))
 	}
 	if !s.found {
-		return false, size - off, nil
+		return false, end - off, nil
 	}
-	return s.allocated, min(s.end, size) - off, nil
+	return s.allocated, min(s.end, end) - off, nil
 }
 
 // Resize changes the image's size (rbd_resize); shrinking discards the
@@ -484,7 +503,7 @@ func (d *Device) Resize(ctx context.Context, size int64) error {
 		return fmt.Errorf("rbd: %s: size %d is not positive", d.name, size)
 	}
 	done := make(chan C.int, 1)
-	go func() { done <- C.rbd_resize(d.img, C.uint64_t(size)) }()
+	d.calls.Go(func() { done <- C.rbd_resize(d.img, C.uint64_t(size)) })
 	select {
 	case r := <-done:
 		if r < 0 {
@@ -497,12 +516,14 @@ func (d *Device) Resize(ctx context.Context, size int64) error {
 	return nil
 }
 
-// Close closes the image (librbd waits for the requests still in flight)
-// and the cluster connection. Later calls fail with backend.ErrClosed.
+// Close closes the image (librbd waits for the requests still in flight,
+// and Close for the allocation scans and resizes) and the cluster
+// connection. Later calls fail with backend.ErrClosed.
 func (d *Device) Close() error {
 	if d.closed.Swap(true) {
 		return backend.ErrClosed
 	}
+	d.calls.Wait()
 	r := C.rbd_close(d.img)
 	d.mu.Lock()
 	for _, o := range d.all {

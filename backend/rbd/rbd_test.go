@@ -367,3 +367,23 @@ func startOSD(t *testing.T, dir string) {
 	out, err := exec.Command("ceph-osd", "-c", filepath.Join(dir, "ceph.conf"), "-i", "0").CombinedOutput()
 	require.NoError(t, err, string(out))
 }
+
+// TestAllocationLooksAtAWindow: one Allocation call asks about at most
+// scanObjects objects, and reports the run clipped there.
+func TestAllocationLooksAtAWindow(t *testing.T) {
+	const obj = 4 << 20
+	d := openTest(t, testOptions(t, 2*scanObjects*obj))
+	_, err := d.WriteAt([]byte{1}, (scanObjects+2)*obj)
+	require.NoError(t, err)
+	alloc, n, err := d.Allocation(obj)
+	require.NoError(t, err)
+	require.False(t, alloc)
+	require.EqualValues(t, scanObjects*obj, n, "a hole reported up to the window's end")
+	alloc, n, err = d.Allocation(scanObjects * obj)
+	require.NoError(t, err)
+	require.False(t, alloc)
+	require.EqualValues(t, 2*obj, n, "the hole ends where the data begins")
+	alloc, _, err = d.Allocation((scanObjects + 2) * obj)
+	require.NoError(t, err)
+	require.True(t, alloc)
+}

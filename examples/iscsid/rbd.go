@@ -31,8 +31,11 @@ func init() { openerBuilds[extentRBD] = func() mgmt.Opener { return rbdOpener{} 
 var rbdParams = []string{"pool", "image", "conf", "mon_host", "user", "keyring", "timeout"}
 
 // rbdOpener opens RBD extents with backend/rbd. An image that does not
-// exist is created of the extent's Filesize when that is set.
+// exist is created of the extent's Filesize when that is set. It is also
+// a mgmt.VolumeMaker: a pool of type RBD makes its volumes as images.
 type rbdOpener struct{}
+
+var _ mgmt.VolumeMaker = rbdOpener{}
 
 // Check validates an RBD extent's Params.
 func (rbdOpener) Check(e mgmt.Extent) error {
@@ -116,4 +119,31 @@ func (rbdOpener) Open(e mgmt.Extent) (backend.Device, error) {
 		}
 	}
 	return d, nil
+}
+
+// MakeVolume makes the volume of an RBD pool: an image named after the
+// volume in the Ceph pool the pool's params name, of the volume's size.
+func (rbdOpener) MakeVolume(p mgmt.Pool, e *mgmt.Extent) error {
+	if e.Params == nil {
+		e.Params = map[string]string{}
+	}
+	if e.Params["pool"] == "" {
+		return fmt.Errorf("pool %s: its params name no Ceph pool (\"pool\")", p.Name)
+	}
+	e.Params["image"] = e.Name
+	if err := (rbdOpener{}).Check(*e); err != nil {
+		return err
+	}
+	o := rbdOptions(*e)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*max(o.Timeout, rbd.DefaultTimeout))
+	defer cancel()
+	return rbd.Create(ctx, o, e.Filesize)
+}
+
+// DeleteVolume removes a volume's image and its data.
+func (rbdOpener) DeleteVolume(e mgmt.Extent) error {
+	o := rbdOptions(e)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*max(o.Timeout, rbd.DefaultTimeout))
+	defer cancel()
+	return rbd.Remove(ctx, o)
 }

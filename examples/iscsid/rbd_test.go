@@ -308,3 +308,39 @@ func TestRBDExtentParamsChecked(t *testing.T) {
 	require.NoError(t, rbdOpener{}.Check(e))
 	require.Equal(t, "rbd:rbd/lun0", rbdOpener{}.Storage(e))
 }
+
+// TestRBDPoolVolumes makes volumes in Ceph through a pool of type RBD, as
+// targetd's vol_create and vol_destroy do through mgmt.
+func TestRBDPoolVolumes(t *testing.T) {
+	conf, pool, _ := cephEnv(t)
+	ctx := context.Background()
+	cfg := &mgmt.Config{Version: mgmt.ConfigVersion, Global: mgmt.Global{Basename: mgmt.DefaultBasename},
+		Pools: []mgmt.Pool{{ID: 1, Name: "ceph", Type: extentRBD, Params: map[string]string{"pool": pool, "conf": conf}}}}
+	m, err := mgmt.New(ctx, mgmt.Options{Initial: cfg, Openers: extentOpeners()})
+	require.NoError(t, err)
+	defer m.Close()
+	name := fmt.Sprintf("vol%d", time.Now().UnixNano())
+	v, err := m.CreateVolume(ctx, "ceph", name, 48<<20)
+	require.NoError(t, err)
+	require.EqualValues(t, 48<<20, v.Size)
+	var info struct {
+		Size int64 `json:"size"`
+	}
+	require.NoError(t, json.Unmarshal(rbdCLI(t, "info", "--format", "json", pool+"/"+name), &info))
+	require.EqualValues(t, 48<<20, info.Size, "the volume is an image in Ceph")
+	_, err = m.CreateVolume(ctx, "ceph", name, 48<<20)
+	require.Error(t, err, "a second volume of that name")
+	_, err = m.CopyVolume(ctx, "ceph", name, name+"copy")
+	require.ErrorContains(t, err, "not supported")
+
+	require.NoError(t, m.DestroyVolume(ctx, "ceph", name))
+	out, err := exec.Command("rbd", "-c", conf, "info", pool+"/"+name).CombinedOutput()
+	require.Error(t, err, "the image is gone: %s", out)
+	vols, err := m.Volumes("ceph")
+	require.NoError(t, err)
+	require.Empty(t, vols)
+
+	// A pool of a type that makes no volumes is refused.
+	bad := &mgmt.Config{Version: mgmt.ConfigVersion, Pools: []mgmt.Pool{{ID: 1, Name: "x", Type: "NOPE"}}}
+	require.ErrorContains(t, mgmt.Validate(bad, nil), "not fs, block or an extent type that makes volumes")
+}
