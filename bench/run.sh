@@ -104,7 +104,7 @@ if [ -n "${RBD:-}" ]; then
   "global": {"basename": "iqn.2026-11.io.iscsikit"},
   "portals": [{"id": 1, "tag": 1, "listen": [{"ip": "127.0.0.1", "port": $rport}]}],
   "targets": [{"id": 1, "name": "default", "groups": [{"portal": 1}]}],
-  "extents": [{"id": 1, "name": "rbd0", "type": "RBD", "blocksize": 512, "thin": true,
+  "extents": [{"id": 1, "name": "rbd0", "type": "RBD", "blocksize": 512, "thin": true, "write_cache": true,
     "params": {"pool": "$ISCSIKIT_CEPH_POOL", "image": "$ours_img", "conf": "$ISCSIKIT_CEPH_CONF"}}],
   "targetextents": [{"id": 1, "target": 1, "extent": 1, "lunid": 0}]
 }

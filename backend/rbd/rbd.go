@@ -246,10 +246,11 @@ func Open(ctx context.Context, o Options) (*Device, error) {
 }
 
 // scanObjects is how many of the image's objects one Allocation call
-// looks at: rbd_diff_iterate2 asks the cluster about each, so a scan to
-// the end of a large image would make every GET LBA STATUS (which QEMU
-// sends before its reads) as slow as the image is large.
-const scanObjects = 8
+// looks at: rbd_diff_iterate2 asks the cluster about each, and QEMU
+// (with cache.direct) sends a GET LBA STATUS before every read of 32 KiB
+// or more that it does not know to be allocated, so one call costs one
+// request to the cluster, as the read it saves would.
+const scanObjects = 1
 
 // Name returns "pool/image".
 func (d *Device) Name() string { return d.name }

@@ -372,7 +372,7 @@ func startOSD(t *testing.T, dir string) {
 // scanObjects objects, and reports the run clipped there.
 func TestAllocationLooksAtAWindow(t *testing.T) {
 	const obj = 4 << 20
-	d := openTest(t, testOptions(t, 2*scanObjects*obj))
+	d := openTest(t, testOptions(t, (scanObjects+4)*obj))
 	_, err := d.WriteAt([]byte{1}, (scanObjects+2)*obj)
 	require.NoError(t, err)
 	alloc, n, err := d.Allocation(obj)
