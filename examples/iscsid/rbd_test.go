@@ -185,8 +185,16 @@ func TestRBDQemuImgExportUnmap(t *testing.T) {
 	require.Zero(t, resp.Status, "GET LBA STATUS: sense %x", resp.Sense)
 	require.GreaterOrEqual(t, len(resp.Data), 24)
 	require.EqualValues(t, 0, binary.BigEndian.Uint64(resp.Data[8:]))
-	require.EqualValues(t, (size-4<<20)/512, binary.BigEndian.Uint32(resp.Data[16:]), "first descriptor: the unmapped range")
+	n := binary.BigEndian.Uint32(resp.Data[16:])
+	require.True(t, n > 0 && n <= (size-4<<20)/512, "first descriptor within the unmapped range: %d blocks", n)
 	require.EqualValues(t, 1, resp.Data[20]&0x0f, "deallocated")
+	// The last object still holds data.
+	binary.BigEndian.PutUint64(gls[2:], (size-4<<20)/512)
+	resp, err = c.Command(ctx, 0, gls, nil, 64)
+	require.NoError(t, err)
+	require.Zero(t, resp.Status, "GET LBA STATUS: sense %x", resp.Sense)
+	require.EqualValues(t, (size-4<<20)/512, binary.BigEndian.Uint64(resp.Data[8:]))
+	require.EqualValues(t, 0, resp.Data[20]&0x0f, "mapped")
 }
 
 // TestRBDCompareAndWriteSeesOtherClient changes a block through librbd
