@@ -50,6 +50,11 @@ type Options struct {
 	// ReadOnly opens the image read-only; writes fail with
 	// backend.ErrReadOnly.
 	ReadOnly bool
+	// NoCache turns librbd's cache off (rbd_cache=false): every write
+	// goes to the cluster before it completes and no read is served
+	// from this client's memory, which is what two gateways exporting
+	// one image need (each would otherwise read its own stale cache).
+	NoCache bool
 }
 
 // Validate checks the options Open needs, without contacting the cluster.
@@ -107,6 +112,7 @@ func connect(ctx context.Context, o Options) (*rados.Conn, *rados.IOContext, err
 		// SCSI unit reports LBPRZ), so partial objects are zeroed rather
 		// than skipped.
 		{"rbd_skip_partial_discard", "false"},
+		{"rbd_cache", map[bool]string{false: "", true: "false"}[o.NoCache]},
 		// No log file or admin socket of the embedding process's own.
 		{"log_file", ""},
 		{"admin_socket", ""},

@@ -26,9 +26,11 @@ func init() { openerBuilds[extentRBD] = func() mgmt.Opener { return rbdOpener{} 
 
 // rbdParams are the Params an RBD extent takes: pool and image are
 // required; conf (a ceph.conf, default /etc/ceph/ceph.conf unless
-// mon_host is given), mon_host, user (without "client."), keyring and
-// timeout (seconds per request, default 30) are optional.
-var rbdParams = []string{"pool", "image", "conf", "mon_host", "user", "keyring", "timeout"}
+// mon_host is given), mon_host, user (without "client."), keyring,
+// timeout (seconds per request, default 30) and cache ("true", the
+// default, or "false": librbd's cache off, for an image that two
+// gateways export) are optional.
+var rbdParams = []string{"pool", "image", "conf", "mon_host", "user", "keyring", "timeout", "cache"}
 
 // rbdOpener opens RBD extents with backend/rbd. An image that does not
 // exist is created of the extent's Filesize when that is set. It is also
@@ -68,6 +70,9 @@ func (rbdOpener) Check(e mgmt.Extent) error {
 	if u := e.Params["user"]; strings.HasPrefix(u, "client.") || strings.ContainsAny(u, " \t\n") {
 		bad("user", "%q: give the name without \"client.\" and without spaces", u)
 	}
+	if v := e.Params["cache"]; v != "" && v != "true" && v != "false" {
+		bad("cache", "%q is not true or false", v)
+	}
 	if v := e.Params["timeout"]; v != "" {
 		if n, err := strconv.Atoi(v); err != nil || n < 1 || n > 3600 {
 			bad("timeout", "%q is not a number of seconds from 1 to 3600", v)
@@ -86,6 +91,7 @@ func rbdOptions(e mgmt.Extent) rbd.Options {
 	o := rbd.Options{
 		ConfigFile: e.Params["conf"], Monitors: e.Params["mon_host"], User: e.Params["user"],
 		Keyring: e.Params["keyring"], Pool: e.Params["pool"], Image: e.Params["image"], ReadOnly: e.RO,
+		NoCache: e.Params["cache"] == "false",
 	}
 	if o.ConfigFile == "" && o.Monitors == "" {
 		o.ConfigFile = "/etc/ceph/ceph.conf"
