@@ -46,8 +46,8 @@ static int iscsikit_diff_cb(uint64_t off, size_t len, int exists, void *arg) {
 	return iscsikitRBDDiff((uintptr_t)arg, off, len, exists);
 }
 
-static int iscsikit_diff(rbd_image_t img, uint64_t off, uint64_t len, uintptr_t arg) {
-	return rbd_diff_iterate2(img, NULL, off, len, 1, 0, iscsikit_diff_cb, (void *)arg);
+static int iscsikit_diff(rbd_image_t img, uint64_t off, uint64_t len, int whole, uintptr_t arg) {
+	return rbd_diff_iterate2(img, NULL, off, len, 1, whole, iscsikit_diff_cb, (void *)arg);
 }
 */
 import "C"
@@ -250,11 +250,17 @@ func (s *diffScan) extent(off, length int64, exists bool) int {
 	return 0
 }
 
-// diff runs rbd_diff_iterate2 over [off, off+length) for s.
-func (d *Device) diff(s *diffScan, off, length int64) int {
+// diff runs rbd_diff_iterate2 over [off, off+length) for s; whole asks
+// for whole objects, which librbd answers from the object map when the
+// image has fast-diff.
+func (d *Device) diff(s *diffScan, off, length int64, whole bool) int {
 	h := cgo.NewHandle(s)
 	defer h.Delete()
-	return int(C.iscsikit_diff(d.img, C.uint64_t(off), C.uint64_t(length), C.uintptr_t(h)))
+	w := C.int(0)
+	if whole {
+		w = 1
+	}
+	return int(C.iscsikit_diff(d.img, C.uint64_t(off), C.uint64_t(length), w, C.uintptr_t(h)))
 }
 
 const syscallEILSEQ = syscall.EILSEQ

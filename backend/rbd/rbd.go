@@ -198,7 +198,8 @@ type Device struct {
 	img      C.rbd_image_t
 	name     string
 	size     atomic.Int64
-	window   int64 // the most Allocation scans at once: scanObjects objects
+	objSize  int64
+	fastDiff bool // the object map tells which objects exist
 	readOnly bool
 	timeout  time.Duration
 	closed   atomic.Bool
@@ -246,17 +247,18 @@ func Open(ctx context.Context, o Options) (*Device, error) {
 		d.Close()
 		return nil, fmt.Errorf("rbd: stat %s: %w", d.name, errnoErr(r))
 	}
-	d.window = scanObjects * max(int64(info.obj_size), 4096)
+	d.objSize = max(int64(info.obj_size), 4096)
+	var features, flags C.uint64_t
+	if C.rbd_get_features(d.img, &features) == 0 && C.rbd_get_flags(d.img, &flags) == 0 {
+		d.fastDiff = features&C.RBD_FEATURE_FAST_DIFF != 0 && flags&C.RBD_FLAG_FAST_DIFF_INVALID == 0
+	}
 	d.size.Store(int64(size))
 	return d, nil
 }
 
-// scanObjects is how many of the image's objects one Allocation call
-// looks at: rbd_diff_iterate2 asks the cluster about each, and QEMU
-// (with cache.direct) sends a GET LBA STATUS before every read of 32 KiB
-// or more that it does not know to be allocated, so one call costs one
-// request to the cluster, as the read it saves would.
-const scanObjects = 1
+// mapObjects is how many objects one Allocation call looks up in the
+// object map (one read of the map, whatever the count).
+const mapObjects = 4096
 
 // Name returns "pool/image".
 func (d *Device) Name() string { return d.name }
@@ -466,35 +468,56 @@ func (d *Device) CompareAndWrite(cmp, data []byte, off int64) error {
 	return err
 }
 
-// Allocation reports whether off lies in data of the image or in a part
-// never written (or discarded), and how far that run extends, from
-// rbd_diff_iterate2 against the image's beginning. It looks at no more
-// than scanObjects objects from off, so a run may go on beyond the length
-// it reports (a caller asks again from there).
+// Allocation reports whether off lies in an object of the image that
+// exists (data) or in one that does not (never written, or discarded
+// whole), and how far that run extends, from rbd_diff_iterate2 against
+// the image's beginning. It knows objects, not bytes: librbd reports an
+// object that exists as data throughout, even where a discard zeroed part
+// of it. Each call costs the cluster one request, never a walk of the
+// whole image, because QEMU (with cache.direct) asks GET LBA STATUS before
+// every read of 32 KiB or more it does not know to be allocated: with
+// fast-diff the object map tells up to mapObjects objects at once;
+// without it only the object holding off is looked at, and the run
+// reported ends with that object at the latest.
 func (d *Device) Allocation(off int64) (bool, int64, error) {
 	if err := d.check(off, 1, false); err != nil {
 		return false, 0, err
 	}
-	end := min(d.size.Load(), off+d.window)
+	size := d.size.Load()
+	end := min(size, (off/d.objSize+1)*d.objSize)
+	if d.fastDiff {
+		end = min(size, off+mapObjects*d.objSize)
+	}
+	s, err := d.scan(off, end, d.fastDiff)
+	if err != nil {
+		return false, 0, err
+	}
+	return s.allocated, s.end - off, nil
+}
+
+// scan runs rbd_diff_iterate2 from off to end, within the device's
+// deadline, and returns the run off lies in, clipped to end.
+func (d *Device) scan(off, end int64, whole bool) (*diffScan, error) {
 	s := &diffScan{start: off}
 	done := make(chan int, 1)
-	d.calls.Go(func() { done <- d.diff(s, off, end-off) })
+	d.calls.Go(func() { done <- d.diff(s, off, end-off, whole) })
 	t := time.NewTimer(d.timeout)
 	defer t.Stop()
 	var r int
 	select {
 	case r = <-done:
 	case <-t.C:
-		return false, 0, fmt.Errorf("rbd: %s: allocation at %d: no answer from the cluster within %v: %w",
+		return nil, fmt.Errorf("rbd: %s: allocation at %d: no answer from the cluster within %v: %w",
 			d.name, off, d.timeout, backend.ErrNotReady)
 	}
 	if r < 0 && r != errStop {
-		return false, 0, d.errno(opRead, int64(r))
+		return nil, d.errno(opRead, int64(r))
 	}
 	if !s.found {
-		return false, end - off, nil
+		s.allocated, s.end = false, end
 	}
-	return s.allocated, min(s.end, end) - off, nil
+	s.end = min(s.end, end)
+	return s, nil
 }
 
 // Resize changes the image's size (rbd_resize); shrinking discards the

@@ -181,7 +181,7 @@ func TestUnmapAndAllocation(t *testing.T) {
 	alloc, n, err := d.Allocation(0)
 	require.NoError(t, err)
 	require.False(t, alloc)
-	require.EqualValues(t, min(4, scanObjects)*obj, n, "a new image is a hole, reported to the scan's end")
+	require.EqualValues(t, 4*obj, n, "a new image is one hole")
 
 	// Data in objects 1 and 2.
 	_, err = d.WriteAt(random(t, 2*obj), obj)
@@ -194,7 +194,7 @@ func TestUnmapAndAllocation(t *testing.T) {
 	alloc, n, err = d.Allocation(obj + 4096)
 	require.NoError(t, err)
 	require.True(t, alloc)
-	require.EqualValues(t, min(3*obj, obj+4096+scanObjects*obj)-(obj+4096), n)
+	require.EqualValues(t, 2*obj-4096, n)
 
 	// A partial discard reads back as zeroes.
 	require.NoError(t, d.Unmap(obj+4096, 8192))
@@ -209,7 +209,7 @@ func TestUnmapAndAllocation(t *testing.T) {
 	alloc, n, err = d.Allocation(2 * obj)
 	require.NoError(t, err)
 	require.False(t, alloc)
-	require.EqualValues(t, min(2, scanObjects)*obj, n)
+	require.EqualValues(t, 2*obj, n)
 	alloc, _, err = d.Allocation(obj)
 	require.NoError(t, err)
 	require.True(t, alloc)
@@ -368,22 +368,31 @@ func startOSD(t *testing.T, dir string) {
 	require.NoError(t, err, string(out))
 }
 
-// TestAllocationLooksAtAWindow: one Allocation call asks about at most
-// scanObjects objects, and reports the run clipped there.
-func TestAllocationLooksAtAWindow(t *testing.T) {
+// TestAllocationRuns: runs of objects that exist or not are told at their
+// full length across objects, from the object map.
+func TestAllocationRuns(t *testing.T) {
 	const obj = 4 << 20
-	d := openTest(t, testOptions(t, (scanObjects+4)*obj))
-	_, err := d.WriteAt([]byte{1}, (scanObjects+2)*obj)
+	d := openTest(t, testOptions(t, 16*obj))
+	require.True(t, d.fastDiff, "the cluster's default features include fast-diff")
+	_, err := d.WriteAt(random(t, 3*obj), 5*obj)
 	require.NoError(t, err)
-	alloc, n, err := d.Allocation(obj)
-	require.NoError(t, err)
-	require.False(t, alloc)
-	require.EqualValues(t, scanObjects*obj, n, "a hole reported up to the window's end")
-	alloc, n, err = d.Allocation(scanObjects * obj)
-	require.NoError(t, err)
-	require.False(t, alloc)
-	require.EqualValues(t, min(2, scanObjects)*obj, n, "the hole ends where the data or the scan does")
-	alloc, _, err = d.Allocation((scanObjects + 2) * obj)
-	require.NoError(t, err)
-	require.True(t, alloc)
+	require.NoError(t, d.Unmap(6*obj, obj))
+	require.NoError(t, d.Sync())
+	for _, tc := range []struct {
+		off   int64
+		alloc bool
+		n     int64
+	}{
+		{0, false, 5 * obj},
+		{obj + 512, false, 4*obj - 512},
+		{5*obj + 4096, true, obj - 4096},
+		{6 * obj, false, obj},
+		{7 * obj, true, obj},
+		{8 * obj, false, 8 * obj},
+	} {
+		alloc, n, err := d.Allocation(tc.off)
+		require.NoError(t, err)
+		require.Equal(t, tc.alloc, alloc, "at %d", tc.off)
+		require.EqualValues(t, tc.n, n, "at %d", tc.off)
+	}
 }

@@ -57,7 +57,7 @@ if [ -n "$extra" ]; then
   echo "failing on RBD only:"
   for t in $extra; do
     echo "  $t"
-    grep -A12 "Test: $t\b\|$t\.\.\." "$work/rbd.log" | grep -iE 'fail|expected|got|sense|status' | head -4 | sed 's/^/    /'
+    grep -A12 "Test: $t\b\|$t\.\.\." "$work/rbd.log" | grep -iE 'fail|expected|got|sense|status' | head -4 | sed 's/^/    /' || true
   done
   [ -n "${KEEP:-}" ] && cp "$work/rbd.log" "$work/file.log" "$KEEP"/
   exit 1
