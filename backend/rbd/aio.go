@@ -262,7 +262,3 @@ func (d *Device) diff(s *diffScan, off, length int64, whole bool) int {
 	}
 	return int(C.iscsikit_diff(d.img, C.uint64_t(off), C.uint64_t(length), w, C.uintptr_t(h)))
 }
-
-const syscallEILSEQ = syscall.EILSEQ
-
-func syscallErrno(v int64) error { return syscall.Errno(v) }

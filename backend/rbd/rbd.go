@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -186,7 +187,8 @@ func Remove(ctx context.Context, o Options) error {
 	return nil
 }
 
-func errnoErr(r C.int) error { return syscallErrno(-int64(r)) }
+// errnoErr is librbd's negative errno r as an error.
+func errnoErr(r C.int) error { return syscall.Errno(-r) }
 
 // Device is a backend.Device over an open RBD image. It implements
 // backend.ContextDevice, backend.Unmapper (discard), backend.AllocationReporter (from
@@ -456,7 +458,7 @@ func (d *Device) CompareAndWrite(cmp, data []byte, off int64) error {
 		return err
 	}
 	defer d.putOp(o)
-	if o.ret == -int64(syscallEILSEQ) {
+	if o.ret == -int64(syscall.EILSEQ) {
 		// librbd reports the image offset of the first differing byte.
 		at := int64(*o.mismatch)
 		if at >= off {
