@@ -9,6 +9,9 @@
 //	scsi     SAM/SPC/SBC command set over a block device; knows nothing of iSCSI
 //	backend  the block device interface and its file, block-device and memory
 //	         implementations; knows nothing of SCSI
+//	chap     CHAP (RFC 1994, RFC 7143 §12.1.3) as pure functions, used by iscsi
+//	mgmt     the management facade: portals, initiator groups, CHAP users,
+//	         targets, extents and LUN maps, validated, persisted and applied live
 //
 // A product hands the SDK block devices and gets a target that initiators
 // (Linux open-iscsi, VMware ESXi, Windows, QEMU/libiscsi) log in to:
@@ -38,5 +41,9 @@
 //	defer cancel()
 //	return srv.Shutdown(ctx)
 //
-// The example daemon in examples/iscsid is a complete program built this way.
+// examples/embed is that program, complete and tested; examples/iscsid is the
+// full daemon, with mgmt and the management APIs of five storage products on
+// top. The packages' Example functions show the first things an embedder
+// does: serve a memory LUN (package iscsi), plug in a custom backend (scsi),
+// require CHAP, shut down gracefully, and drive mgmt programmatically.
 package iscsikit

@@ -1,7 +1,6 @@
 package iscsi
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 	"github.com/iscsikit/iscsikit/iscsi/pdu"
 )
 
@@ -50,11 +50,35 @@ type conn struct {
 	// counts the tasks workers are running.
 	work   chan *task
 	active atomic.Int32
+	// rmu is held by whoever handles this connection's PDUs: its reader
+	// goroutine while it handles one, or the goroutine running control
+	// PDUs handed over by another connection's reader (see handOff).
+	// "Reader goroutine only" state below is guarded by it.
+	rmu sync.Mutex
 	// cmd is the SCSI Command being decoded; reader goroutine only.
 	cmd pdu.SCSICommand
-	// runnable collects the tasks the PDU being handled made runnable;
-	// reader goroutine only (see startReady).
+	// runnable collects the tasks the PDU being handled made runnable,
+	// whatever their connection; reader goroutine only (see startReady).
 	runnable []*task
+	// deferred holds control PDUs whose CmdSN turn came while another PDU
+	// was handled, in CmdSN order, whatever connection they arrived on;
+	// reader goroutine only (see runDeferred).
+	deferred []*deferredPDU
+	// handed holds control PDUs of this connection whose CmdSN turn came
+	// in another connection's reader, in CmdSN order; handing is set while
+	// a goroutine runs them. Guarded by hmu.
+	hmu     sync.Mutex
+	handed  []*deferredPDU
+	handing bool
+
+	// params are the parameters in force on this connection: the
+	// session's, with this connection's digests and data segment limits.
+	params negotiate.Params
+	// loggedOut is set once a logout closing this connection succeeded.
+	loggedOut atomic.Bool
+	// keep holds what SNACK may ask for again, at ErrorRecoveryLevel 1
+	// or more (see erl.go).
+	keep retention
 
 	sessp atomic.Pointer[session] // set once login completes
 	cid   uint16
@@ -67,19 +91,23 @@ type conn struct {
 
 	closeOnce sync.Once
 	done      chan struct{}
-	closeErr  error
+	// readerGone is closed when the reader goroutine has stopped handling
+	// PDUs (TASK REASSIGN waits for it before touching a task's state).
+	readerGone chan struct{}
+	closeErr   error
 }
 
 func newConn(s *Server, nc net.Conn, tpgt uint16) *conn {
 	c := &conn{
-		srv:  s,
-		nc:   nc,
-		tpgt: tpgt,
-		log:  s.log.With("remote", nc.RemoteAddr().String()),
-		r:    pdu.NewReader(nc, 8192),
-		w:    pdu.NewWriter(nc),
-		done: make(chan struct{}),
-		work: make(chan *task),
+		srv:        s,
+		nc:         nc,
+		tpgt:       tpgt,
+		log:        s.log.With("remote", nc.RemoteAddr().String()),
+		r:          pdu.NewReader(nc, 8192),
+		w:          pdu.NewWriter(nc),
+		done:       make(chan struct{}),
+		readerGone: make(chan struct{}),
+		work:       make(chan *task),
 	}
 	c.outq.wake = make(chan struct{}, 1)
 	c.lastRecv.Store(time.Now().UnixNano())
@@ -94,6 +122,8 @@ func (c *conn) serve() {
 	defer c.containPanic("connection handler")
 	defer func() {
 		c.close(nil)
+		close(c.readerGone)
+		c.dropRetained()
 		if sess := c.sess(); sess != nil {
 			sess.connClosed(c)
 		}
@@ -117,8 +147,10 @@ func (c *conn) serve() {
 	if c.srv.opt.NopInterval > 0 {
 		go c.keepAlive()
 	}
+	// fullFeature returns only when the connection ends, always with
+	// the reason.
 	err = c.fullFeature()
-	if err != nil && !errors.Is(err, io.EOF) && !isClosedErr(err) && !errors.Is(err, errLoggedOut) {
+	if !errors.Is(err, io.EOF) && !isClosedErr(err) && !errors.Is(err, errLoggedOut) && !errors.Is(err, errRemovedForRecovery) {
 		c.log.Info("connection ended", "err", err)
 	}
 }
@@ -171,17 +203,9 @@ func (c *conn) sendLocked(p *pdu.PDU, kind statKind) error {
 	if c.closed() {
 		return net.ErrClosed
 	}
-	switch kind {
-	case statCurrent:
-		binary.BigEndian.PutUint32(p.Header[24:28], c.statSN)
-	case statAdvance:
-		binary.BigEndian.PutUint32(p.Header[24:28], c.statSN)
-		c.statSN++
-	}
+	c.stampStatSN(p, kind)
 	if sess := c.sess(); sess != nil {
-		exp, max := sess.window()
-		binary.BigEndian.PutUint32(p.Header[28:32], exp)
-		binary.BigEndian.PutUint32(p.Header[32:36], max)
+		p.SetCommandWindow(sess.window())
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if err := c.w.WritePDU(p); err != nil {
@@ -191,13 +215,29 @@ func (c *conn) sendLocked(p *pdu.PDU, kind statKind) error {
 	return nil
 }
 
+// stampStatSN fills p's StatSN as kind says, advancing the connection's
+// StatSN for a response. Called with wmu held.
+func (c *conn) stampStatSN(p *pdu.PDU, kind statKind) {
+	switch kind {
+	case statCurrent:
+		p.SetStatSN(c.statSN)
+	case statAdvance:
+		p.SetStatSN(c.statSN)
+		c.statSN++
+	}
+}
+
+// sendMessage encodes m and sends it like send.
+func (c *conn) sendMessage(m pdu.Message, kind statKind) error {
+	var p pdu.PDU
+	m.Encode(&p)
+	return c.send(&p, kind)
+}
+
 // sendReject answers a PDU whose header is hdr with a Reject.
 func (c *conn) sendReject(hdr *[pdu.BHSLen]byte, reason pdu.RejectReason) error {
 	saved := *hdr
-	m := pdu.Reject{Reason: reason, DataSN: 0, Header: saved[:]}
-	var p pdu.PDU
-	m.Encode(&p)
-	return c.send(&p, statAdvance)
+	return c.sendMessage(&pdu.Reject{Reason: reason, DataSN: 0, Header: saved[:]}, statAdvance)
 }
 
 // keepAlive pings an idle connection with NOP-In and drops it when the
@@ -229,11 +269,9 @@ func (c *conn) keepAlive() {
 			if ttt == pdu.ReservedTag {
 				ttt = c.nopTTT.Add(1)
 			}
-			var p pdu.PDU
-			(&pdu.NOPIn{ITT: pdu.ReservedTag, TTT: ttt}).Encode(&p)
 			c.nopPending.Store(ttt)
 			sentAt = now
-			if err := c.send(&p, statCurrent); err != nil {
+			if err := c.sendMessage(&pdu.NOPIn{ITT: pdu.ReservedTag, TTT: ttt}, statCurrent); err != nil {
 				return
 			}
 		}
@@ -242,14 +280,16 @@ func (c *conn) keepAlive() {
 
 // requestLogout asks the initiator to log out (Async Message, event 1) so
 // that Shutdown ends sessions cleanly; connections still in login are closed.
+// logoutRequestTime is the time a logout request (Async Message event 1)
+// gives the initiator to log out: its Parameter3, in seconds.
+const logoutRequestTime = 2 * time.Second
+
 func (c *conn) requestLogout() {
 	if sess := c.sess(); sess == nil || sess.discovery {
 		c.close(ErrServerClosed)
 		return
 	}
-	var p pdu.PDU
-	(&pdu.AsyncMessage{AsyncEvent: pdu.AsyncLogoutRequest, Parameter3: 2}).Encode(&p)
-	if err := c.send(&p, statAdvance); err != nil {
+	if err := c.sendMessage(&pdu.AsyncMessage{AsyncEvent: pdu.AsyncLogoutRequest, Parameter3: uint16(logoutRequestTime / time.Second)}, statAdvance); err != nil {
 		c.close(ErrServerClosed)
 	}
 }

@@ -7,10 +7,17 @@
 // any number of listeners, and shuts down gracefully with Shutdown. Targets
 // and logical units may be added and removed while the server runs.
 //
-// Sessions run at ErrorRecoveryLevel 0 with one connection each. Within a
-// session, commands are admitted in CmdSN order inside a window whose size
-// is the queue depth, and then execute concurrently: the queue depth is real
-// concurrency against the backend.
+// Sessions have up to the negotiated MaxConnections connections and run
+// at up to ErrorRecoveryLevel 2 (recovery R2T and SNACK at 1, connection
+// recovery with TASK REASSIGN at 2), as Options.Negotiation offers; the
+// defaults are one connection and level 0. Within a session, every non-immediate PDU that carries a CmdSN (SCSI commands,
+// NOP-Out, Text, task management and Logout requests) goes through one
+// ordered admission queue inside a window whose size is the queue depth; a
+// PDU that arrives ahead of a gap waits for it to be filled, and an ABORT
+// TASK for a command never received consumes that command's CmdSN.
+// Admitted commands execute concurrently: the queue depth is real
+// concurrency against the backend. At ErrorRecoveryLevel 0 write data that
+// fails its digest cannot be asked for again, so the connection is dropped.
 //
 // Security: Target.Allow admits or refuses logins by initiator name,
 // address and portal group (refused ones get "authorization failure" and
@@ -24,10 +31,13 @@
 // The data path of a connection: one reader goroutine decodes PDUs into
 // reused buffers and reads immediate, unsolicited and solicited write data
 // straight into the task's buffer; a task runs once it is admitted and its
-// data is complete, on a worker goroutine reused across commands (or, when
-// it is the only command in flight and nothing else has arrived, in the
-// reader itself, which saves two hand-offs at queue depth 1); SCSI reads
-// and writes go straight between that buffer and the backend. Responses
+// data is complete, always on a worker goroutine reused across commands,
+// never in the reader (a command hung in a slow device must not stop the
+// connection from reading task management and NOP-Outs); SCSI reads and
+// writes go straight between that buffer and the backend. A command that
+// ends early (task set full, a CDB beyond MaxIOSize, bad write data) still
+// takes the rest of the Data-Out the initiator is sending, in silence,
+// before its status goes out (RFC 7143 §11.4). Responses
 // go through one ordered outbound queue: a sender that finds the socket
 // idle writes at once, and what queues up meanwhile leaves in one vectored
 // write (writev) per batch, header and data never copied together. Data

@@ -3,8 +3,10 @@ package iscsi_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,4 +256,39 @@ func TestPanicEndsOnlyItsConnection(t *testing.T) {
 	// And a new session logs in.
 	again := h.login(t, initiator.Options{ISID: [6]byte{0x80, 0, 0, 0, 0, 4}})
 	require.NoError(t, again.TestUnitReady(ctxT(t), 0))
+}
+
+// TestShutdownWaitsForCommandsInDevices ends a session while one of its
+// commands is held in its device: Shutdown returns only once that command
+// has finished and the nexus loss is reported, so an embedder may close
+// its logical units right after it.
+func TestShutdownWaitsForCommandsInDevices(t *testing.T) {
+	hold := make(chan struct{})
+	var releasedAt atomic.Bool
+	slow := backend.NewFaulty(backend.NewMemory(lunBlocks * blockSize))
+	h := startUnits(t, iscsi.Options{}, slow)
+	c := h.loginLUNs(t, initiator.Options{}, 0)
+	slow.Add(backend.Fault{Op: backend.FaultRead, Hold: hold})
+	go c.ReadBlocks(ctxT(t), 0, 0, 8, blockSize)
+	require.Eventually(t, func() bool { return slow.Hits() > 0 }, 5*time.Second, time.Millisecond)
+
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		err := h.srv.Shutdown(ctx)
+		if !releasedAt.Load() {
+			err = errors.New("Shutdown returned while a command was still in its device")
+		}
+		shut <- err
+	}()
+	c.Close() // the Go initiator does not answer the logout request
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned before the held command finished: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	releasedAt.Store(true)
+	close(hold)
+	require.NoError(t, <-shut)
 }

@@ -54,7 +54,6 @@ type loginState struct {
 	authMethod     string
 	authDone       bool
 	neg            *negotiate.Negotiator
-	sentTPGT       bool
 	statSN         uint32
 	text           []byte            // continued (C bit) text being accumulated
 	keys           int               // key=value pairs received so far
@@ -86,6 +85,7 @@ func (c *conn) login() (*session, error) {
 		if n == 0 {
 			st.first = req
 			st.first.Data = nil
+			c.cid = req.CID
 			st.stage = req.CSG
 			st.statSN = req.ExpStatSN
 			if req.VersionMin > 0 {
@@ -172,51 +172,13 @@ func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool,
 			return nil, false, err
 		}
 	}
-	var resp []negotiate.Pair
-	var secKeys, opKeys []negotiate.Pair
-	for _, kv := range pairs {
-		switch kv.Key {
-		case "InitiatorName", "TargetName", "SessionType", "InitiatorAlias":
-			// libiscsi repeats them when it enters the operational stage;
-			// the same value again is harmless, a different one is not.
-			if !first && kv.Value != st.declared[kv.Key] {
-				return nil, false, loginFail(loginInitiatorError, "%s changed after the first login request", kv.Key)
-			}
-		default:
-			if negotiate.IsSecurityKey(kv.Key) {
-				secKeys = append(secKeys, kv)
-			} else {
-				opKeys = append(opKeys, kv)
-			}
-		}
+	secKeys, opKeys, err := splitLoginKeys(pairs, st, first)
+	if err != nil {
+		return nil, false, err
 	}
-
-	switch req.CSG {
-	case pdu.StageSecurity:
-		out, err := c.securityStep(secKeys, st)
-		if err != nil {
-			return nil, false, err
-		}
-		resp = append(resp, out...)
-	case pdu.StageOperational:
-		if !st.authDone {
-			if st.auth.Required() {
-				return nil, false, loginFail(loginAuthFailure, "authentication required")
-			}
-			st.authDone = true
-		}
-		if len(secKeys) > 0 {
-			return nil, false, loginFail(loginInitiatorError, "security key %s in the operational stage", secKeys[0].Key)
-		}
-	default:
-		return nil, false, loginFail(loginInitiatorError, "invalid current stage %d", req.CSG)
-	}
-	if len(opKeys) > 0 {
-		out, err := st.neg.Negotiate(opKeys, st.sessionType)
-		if err != nil {
-			return nil, false, loginFail(loginInitiatorError, "%v", err)
-		}
-		resp = append(resp, out...)
+	resp, err := c.stageKeys(req.CSG, secKeys, opKeys, st)
+	if err != nil {
+		return nil, false, err
 	}
 	if first && st.sessionType == "Normal" {
 		resp = append(resp, negotiate.Pair{Key: "TargetPortalGroupTag", Value: strconv.Itoa(int(c.tpgt))})
@@ -237,38 +199,111 @@ func (c *conn) loginStep(req *pdu.LoginRequest, st *loginState) (*session, bool,
 		st.stage = req.NSG
 		return nil, false, c.loginRespond(req, st, true, req.NSG, resp, loginSuccess)
 	}
-	// Transition to full feature phase: declare what we must and create
-	// (or reinstate) the session.
+	sess, err := c.enterFullFeature(req, st, resp)
+	return sess, err == nil, err
+}
+
+// splitLoginKeys sorts a login request's keys into security and
+// operational ones. The declarations of the first request (InitiatorName,
+// TargetName, SessionType, InitiatorAlias) may come again, unchanged.
+func splitLoginKeys(pairs []negotiate.Pair, st *loginState, first bool) (sec, op []negotiate.Pair, err error) {
+	for _, kv := range pairs {
+		switch kv.Key {
+		case "InitiatorName", "TargetName", "SessionType", "InitiatorAlias":
+			// libiscsi repeats them when it enters the operational stage;
+			// the same value again is harmless, a different one is not.
+			if !first && kv.Value != st.declared[kv.Key] {
+				return nil, nil, loginFail(loginInitiatorError, "%s changed after the first login request", kv.Key)
+			}
+		default:
+			if negotiate.IsSecurityKey(kv.Key) {
+				sec = append(sec, kv)
+			} else {
+				op = append(op, kv)
+			}
+		}
+	}
+	return sec, op, nil
+}
+
+// stageKeys runs the keys of a request in stage csg (security exchange,
+// operational negotiation) and returns the keys to answer with.
+func (c *conn) stageKeys(csg uint8, secKeys, opKeys []negotiate.Pair, st *loginState) ([]negotiate.Pair, error) {
+	var resp []negotiate.Pair
+	switch csg {
+	case pdu.StageSecurity:
+		out, err := c.securityStep(secKeys, st)
+		if err != nil {
+			return nil, err
+		}
+		resp = append(resp, out...)
+	case pdu.StageOperational:
+		if !st.authDone {
+			if st.auth.Required() {
+				return nil, loginFail(loginAuthFailure, "authentication required")
+			}
+			st.authDone = true
+		}
+		if len(secKeys) > 0 {
+			return nil, loginFail(loginInitiatorError, "security key %s in the operational stage", secKeys[0].Key)
+		}
+	default:
+		return nil, loginFail(loginInitiatorError, "invalid current stage %d", csg)
+	}
+	if len(opKeys) > 0 {
+		out, err := st.neg.Negotiate(opKeys, st.sessionType)
+		if err != nil {
+			return nil, loginFail(loginInitiatorError, "%v", err)
+		}
+		resp = append(resp, out...)
+	}
+	return resp, nil
+}
+
+// enterFullFeature ends a login that moves to the full feature phase: it
+// declares what the target must, creates (or reinstates) the session,
+// answers with resp, and turns on the negotiated digests and limits.
+func (c *conn) enterFullFeature(req *pdu.LoginRequest, st *loginState, resp []negotiate.Pair) (*session, error) {
 	if err := st.neg.Complete(); err != nil {
-		return nil, false, loginFail(loginInitiatorError, "%v", err)
+		return nil, loginFail(loginInitiatorError, "%v", err)
 	}
 	resp = append(resp, st.neg.Final()...)
 	if st.target != nil {
 		if lim := c.srv.opt.Limits.MaxSessionsPerTarget; exceeds(c.srv.targetSessions(st.target.Name, st.initiatorName, st.first.ISID), lim) {
-			return nil, false, loginFail(loginOutOfResources, "target %s has its maximum of %d sessions", st.target.Name, lim)
+			return nil, loginFail(loginOutOfResources, "target %s has its maximum of %d sessions", st.target.Name, lim)
 		}
 	}
 	if !c.srv.loginDone(c) {
-		return nil, false, errDisplaced
+		return nil, errDisplaced
 	}
 	sess, err := c.srv.createSession(c, st)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if st.target != nil {
 		c.srv.recordLogin(sess, LoginInfo{InitiatorName: st.initiatorName, RemoteAddr: c.nc.RemoteAddr().String(), PortalGroupTag: c.tpgt, TargetName: st.targetName})
 	}
-	c.sessp.Store(sess)
 	params := sess.params
+	if st.first.TSIH != 0 {
+		// A secondary connection: the session's parameters, with the
+		// digests and data segment limits negotiated on this one.
+		own := st.neg.Params()
+		params.HeaderDigest, params.DataDigest = own.HeaderDigest, own.DataDigest
+		params.InitiatorMaxRecvDataSegmentLength = own.InitiatorMaxRecvDataSegmentLength
+		params.TargetMaxRecvDataSegmentLength = own.TargetMaxRecvDataSegmentLength
+	}
+	c.params = params
+	c.keep.on = params.ErrorRecoveryLevel >= 1
+	c.sessp.Store(sess)
 	if err := c.loginRespond(req, st, true, pdu.StageFullFeature, resp, loginSuccess); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	c.r.SetDigests(params.HeaderDigest, params.DataDigest)
 	c.r.SetMaxDataSegmentLength(int(params.TargetMaxRecvDataSegmentLength))
 	c.wmu.Lock()
 	c.w.SetDigests(params.HeaderDigest, params.DataDigest)
 	c.wmu.Unlock()
-	return sess, true, nil
+	return sess, nil
 }
 
 // loginBegin reads the first request's declarations and finds the target.
@@ -317,6 +352,11 @@ func (c *conn) loginBegin(pairs []negotiate.Pair, st *loginState) error {
 	default:
 		return loginFail(loginSessionTypeBad, "session type %q", st.sessionType)
 	}
+	if tsih := st.first.TSIH; tsih != 0 && c.srv.sessionFor(tsih, st) == nil {
+		// Checked before any key is answered: a secondary connection's
+		// keys mean nothing without its session.
+		return loginFail(loginNoSession, "no session with TSIH %d for this initiator port and target", tsih)
+	}
 	ex, err := c.srv.authenticator().Begin(info)
 	if err != nil {
 		if errors.Is(err, ErrNotAuthorized) {
@@ -329,7 +369,9 @@ func (c *conn) loginBegin(pairs []negotiate.Pair, st *loginState) error {
 	if st.target != nil {
 		ncfg = st.target.negotiation(ncfg)
 	}
-	st.neg = negotiate.New(ncfg, true)
+	// A login with a TSIH adds a connection to a session: only the
+	// connection's own keys are negotiated (RFC 7143 §6.2).
+	st.neg = negotiate.New(ncfg, st.first.TSIH == 0)
 	if st.first.CSG == pdu.StageOperational && ex.Required() {
 		return loginFail(loginAuthFailure, "authentication required but login skipped the security stage")
 	}

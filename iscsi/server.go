@@ -15,11 +15,24 @@ import (
 
 	"github.com/iscsikit/iscsikit/internal/bufpool"
 	"github.com/iscsikit/iscsikit/iscsi/negotiate"
-	"github.com/iscsikit/iscsikit/scsi"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("iscsi: server closed")
+
+// Errors of the Server's target and portal calls, for errors.Is.
+var (
+	// ErrTargetExists: AddTarget was given a name the server already has.
+	ErrTargetExists = errors.New("iscsi: target already exists")
+	// ErrTargetNotFound: RemoveTarget was given a name the server does
+	// not have.
+	ErrTargetNotFound = errors.New("iscsi: no such target")
+	// ErrNoDevice: AddTarget was given a target without a Device.
+	ErrNoDevice = errors.New("iscsi: target has no device")
+	// ErrReservedTag: ServePortal was given portal group tag 0, which
+	// RFC 7143 does not allow (tags are 1-65535).
+	ErrReservedTag = errors.New("iscsi: portal group tag 0 is reserved")
+)
 
 // Options configure a Server. The zero value is usable.
 type Options struct {
@@ -42,9 +55,12 @@ type Options struct {
 	// connection is dropped. Defaults 20s and 20s; a negative NopInterval
 	// turns pings off.
 	NopInterval, NopTimeout time.Duration
-	// MaxIOSize bounds the buffer the target allocates for one command's
-	// data. Default 32 MiB; keep it at least the MaxTransferLength of
-	// every logical unit served (scsi.DefaultMaxTransferLength).
+	// MaxIOSize, when positive, caps the buffer the target allocates for
+	// one command's data below what the addressed unit allows. By
+	// default (0) a command may carry the MaxTransferLength of its
+	// logical unit (scsi.Target.MaxTransferLength), the limit the unit
+	// advertises to initiators, so the two cannot disagree. A command
+	// beyond the limit fails with INVALID FIELD IN CDB.
 	MaxIOSize int
 	// Authenticator runs the security stage of login. Nil means
 	// AuthMethod=None for every target and discovery session.
@@ -129,8 +145,8 @@ func (o *Options) setDefaults() {
 	if o.NopTimeout <= 0 {
 		o.NopTimeout = 20 * time.Second
 	}
-	if o.MaxIOSize <= 0 {
-		o.MaxIOSize = scsi.DefaultMaxTransferLength
+	if o.MaxIOSize < 0 {
+		o.MaxIOSize = 0
 	}
 	o.Limits.setDefaults()
 }
@@ -148,6 +164,11 @@ type Server struct {
 	nextTSIH  uint16
 	closed    bool
 	connWG    sync.WaitGroup
+	// ending counts sessions that have ended but whose commands have not
+	// all finished, or whose nexus loss the SCSI layer has not been told
+	// yet; endingIdle is closed when it drops to zero. Guarded by mu.
+	ending     int
+	endingIdle chan struct{}
 
 	// pending holds the connections still in the login phase, with when
 	// each last showed activity; guarded by mu.
@@ -222,12 +243,12 @@ func (s *Server) AddTarget(t *Target) error {
 		return err
 	}
 	if t.Device == nil {
-		return fmt.Errorf("iscsi: target %s has no device", t.Name)
+		return fmt.Errorf("%w: %s", ErrNoDevice, t.Name)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.targets[t.Name]; ok {
-		return fmt.Errorf("iscsi: target %s already exists", t.Name)
+		return fmt.Errorf("%w: %s", ErrTargetExists, t.Name)
 	}
 	s.targets[t.Name] = t
 	return nil
@@ -239,7 +260,7 @@ func (s *Server) RemoveTarget(name string) error {
 	s.mu.Lock()
 	if _, ok := s.targets[name]; !ok {
 		s.mu.Unlock()
-		return fmt.Errorf("iscsi: no target %s", name)
+		return fmt.Errorf("%w: %s", ErrTargetNotFound, name)
 	}
 	delete(s.targets, name)
 	var victims []*session
@@ -294,7 +315,7 @@ func (s *Server) Serve(l net.Listener) error { return s.ServePortal(l, s.opt.Por
 // already logged in through it.
 func (s *Server) ServePortal(l net.Listener, tag uint16) error {
 	if tag == 0 {
-		return fmt.Errorf("iscsi: portal group tag 0 is reserved")
+		return ErrReservedTag
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -356,8 +377,22 @@ func (s *Server) ServePortal(l net.Listener, tag uint16) error {
 }
 
 // Shutdown stops accepting connections, ends every session with a logout
-// request (Async Message) and waits, until ctx is done, for the connections
-// to finish. Connections still open when ctx ends are closed.
+// request (Async Message, RFC 7143 §11.9.1) and waits for the connections to
+// finish. An initiator has logoutRequestTime to log out, as the request tells
+// it (Parameter3); the connections of those that do not are then dropped, as
+// the RFC lets the target do. Connections still open when ctx ends are
+// closed, and Shutdown returns ctx's error.
+//
+// When Shutdown returns nil, the server has let go of the logical units:
+// every command of every session has finished (a command the initiator
+// left behind is cancelled through its context) and each session's I_T
+// nexus loss has been reported to its scsi.Target. Only then may the
+// embedder close the scsi.Targets and logical units it added (or, with a
+// mgmt.Manager, call its Close, which removes the targets and closes the
+// units it opened): Shutdown itself never closes a logical unit, since the
+// same unit may be served by other servers. When ctx ends first, Shutdown
+// closes what is still open and returns ctx.Err(); a command hung in its
+// device may then still be running, so units must drain it themselves.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
@@ -374,13 +409,75 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { s.connWG.Wait(); close(done) }()
+	// The initiator's time to log out, plus a second for its logout to
+	// travel and the session's commands to finish.
+	overdue := time.NewTimer(logoutRequestTime + time.Second)
+	defer overdue.Stop()
+	for gone := false; !gone; {
+		select {
+		case <-done:
+			gone = true
+		case <-overdue.C:
+			s.dropConns(errLogoutOverdue)
+		case <-ctx.Done():
+			s.Close()
+			<-done
+			return ctx.Err()
+		}
+	}
+	// The connections are gone; sessions waiting for a connection to
+	// come back (ErrorRecoveryLevel 2) end now, and their commands may
+	// still be finishing in their devices.
+	s.closeSessions(ErrServerClosed)
+	s.mu.Lock()
+	idle := s.endingIdle
+	s.mu.Unlock()
+	if idle == nil {
+		return nil
+	}
 	select {
-	case <-done:
+	case <-idle:
 		return nil
 	case <-ctx.Done():
-		s.Close()
-		<-done
 		return ctx.Err()
+	}
+}
+
+// errLogoutOverdue ends a connection whose initiator did not log out within
+// the time a logout request gave it.
+var errLogoutOverdue = errors.New("iscsi: server shutting down; the initiator did not log out in time")
+
+// dropConns closes every connection still open with err.
+func (s *Server) dropConns(err error) {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close(err)
+	}
+}
+
+// sessionEnding records a session that ended and has yet to report its
+// nexus loss; sessionEnded is called once that is done.
+func (s *Server) sessionEnding() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ending == 0 {
+		s.endingIdle = make(chan struct{})
+	}
+	s.ending++
+}
+
+func (s *Server) sessionEnded() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ending--
+	if s.ending == 0 {
+		close(s.endingIdle)
+		s.endingIdle = nil
 	}
 }
 
@@ -392,16 +489,25 @@ func (s *Server) Close() error {
 	for l := range s.listeners {
 		l.Close()
 	}
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
+	s.mu.Unlock()
+	s.dropConns(ErrServerClosed)
+	s.connWG.Wait()
+	s.closeSessions(ErrServerClosed)
+	return nil
+}
+
+// closeSessions ends the sessions still open: after the connections have
+// gone, those are sessions whose tasks wait for TASK REASSIGN.
+func (s *Server) closeSessions(err error) {
+	s.mu.Lock()
+	list := make([]*session, 0, len(s.sessions))
+	for _, sess := range s.sessions {
+		list = append(list, sess)
 	}
 	s.mu.Unlock()
-	for _, c := range conns {
-		c.close(ErrServerClosed)
+	for _, sess := range list {
+		sess.close(err)
 	}
-	s.connWG.Wait()
-	return nil
 }
 
 func (s *Server) removeConn(c *conn) {

@@ -488,3 +488,30 @@ func TestPortalGroups(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, c.Logout(ctxT(t)))
 }
+
+// TestServerErrorsAreInspectable checks that the Server's target and
+// portal calls fail with errors a caller can branch on.
+func TestServerErrorsAreInspectable(t *testing.T) {
+	h := startServer(t, iscsi.Options{})
+	tests := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"duplicate target", h.srv.AddTarget(&iscsi.Target{Name: testTarget, Device: h.dev}), iscsi.ErrTargetExists},
+		{"target without a device", h.srv.AddTarget(&iscsi.Target{Name: testTarget + "x"}), iscsi.ErrNoDevice},
+		{"bad target name", h.srv.AddTarget(&iscsi.Target{Name: "iqn.bad", Device: h.dev}), iscsi.ErrInvalidName},
+		{"unknown target", h.srv.RemoveTarget(testTarget + "-unknown"), iscsi.ErrTargetNotFound},
+	}
+	for _, tt := range tests {
+		require.ErrorIs(t, tt.err, tt.want, tt.name)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	require.ErrorIs(t, h.srv.ServePortal(l, 0), iscsi.ErrReservedTag)
+	// The target that was there is untouched by the failed calls.
+	require.NotNil(t, h.srv.Target(testTarget))
+	require.NoError(t, h.srv.RemoveTarget(testTarget))
+	require.ErrorIs(t, h.srv.RemoveTarget(testTarget), iscsi.ErrTargetNotFound)
+}

@@ -1,18 +1,23 @@
 package iscsi
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 	"github.com/iscsikit/iscsikit/scsi"
 )
 
 // session is an iSCSI session: one I_T nexus with its CmdSN window, its
-// negotiated parameters and its tasks. Sessions here have one connection.
+// negotiated parameters, its tasks and its connections (up to the
+// negotiated MaxConnections, RFC 7143 §4.3.2). The session owns CmdSN;
+// each connection owns its StatSN; each task has an allegiance to the
+// connection its command arrived on, which carries its data and status.
 type session struct {
 	srv            *Server
 	tsih           uint16
@@ -32,15 +37,18 @@ type session struct {
 	bufBudget int64
 	bufUsed   atomic.Int64
 
-	mu       sync.Mutex
-	conn     *conn
-	expCmdSN uint32
-	maxCmdSN uint32
+	mu sync.Mutex
+	// conns are the session's connections in the full feature phase, by
+	// CID.
+	conns    map[uint16]*conn
+	adm      admission // the CmdSN window and its ordered queue
 	inflight uint32
-	// early holds commands that arrived ahead of ExpCmdSN inside the
-	// window, keyed by CmdSN, until the gap is filled.
-	early map[uint32]*task
-	tasks map[uint32]*task // by ITT
+	tasks    map[uint32]*task // by ITT
+	// unacked holds, at ErrorRecoveryLevel 2, the tasks that answered
+	// and whose status is not acknowledged yet, by ITT (see recovery.go);
+	// timers the Time2Retain timers of failed connections.
+	unacked map[uint32]*task
+	timers  map[*conn]*time.Timer
 	// barrier is closed when the most recent ORDERED task completes.
 	barrier chan struct{}
 	closed  bool
@@ -63,16 +71,17 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 		discovery:      st.sessionType == "Discovery",
 		params:         st.neg.Params(),
 		depth:          uint32(st.target.queueDepth(s.opt.QueueDepth)),
-		conn:           c,
-		expCmdSN:       req.CmdSN,
-		early:          make(map[uint32]*task),
+		conns:          map[uint16]*conn{c.cid: c},
+		adm:            admission{exp: req.CmdSN, early: make(map[uint32]admittee)},
 		tasks:          make(map[uint32]*task),
+		unacked:        make(map[uint32]*task),
+		timers:         make(map[*conn]*time.Timer),
 	}
-	sess.maxCmdSN = req.CmdSN + sess.depth - 1
+	sess.adm.max = req.CmdSN + sess.depth - 1
 	sess.bufBudget = int64(sess.depth) * int64(max(sess.params.MaxBurstLength, sess.params.FirstBurstLength))
 	if sess.discovery {
 		sess.depth = 1
-		sess.maxCmdSN = req.CmdSN
+		sess.adm.max = req.CmdSN
 	}
 	if st.target != nil {
 		sess.device = st.target.deviceFor(st.initiatorName)
@@ -91,12 +100,12 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 		return nil, loginFail(loginUnavailable, "server shutting down")
 	}
 	if req.TSIH != 0 {
-		old := s.sessions[req.TSIH]
 		s.mu.Unlock()
+		old := s.sessionFor(req.TSIH, st)
 		if old == nil {
-			return nil, loginFail(loginNoSession, "no session with TSIH %d", req.TSIH)
+			return nil, loginFail(loginNoSession, "no session with TSIH %d for this initiator port and target", req.TSIH)
 		}
-		return nil, loginFail(loginTooManyConnections, "session %d allows one connection", req.TSIH)
+		return old, old.join(c)
 	}
 	var stale []*session
 	for _, o := range s.sessions {
@@ -137,6 +146,19 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 	return sess, nil
 }
 
+// sessionFor returns the session with handle tsih when it belongs to the
+// initiator port and target of the login st, or nil.
+func (s *Server) sessionFor(tsih uint16, st *loginState) *session {
+	s.mu.Lock()
+	sess := s.sessions[tsih]
+	s.mu.Unlock()
+	if sess == nil || sess.isid != st.first.ISID || sess.initiatorName != st.initiatorName ||
+		sess.targetName() != st.targetName || sess.discovery != (st.sessionType == "Discovery") {
+		return nil
+	}
+	return sess
+}
+
 func (sess *session) targetName() string {
 	if sess.target == nil {
 		return ""
@@ -163,38 +185,107 @@ func (sess *session) reserveBuffer(n int64) (int64, bool) {
 // releaseBuffer gives back bytes reserveBuffer took.
 func (sess *session) releaseBuffer(n int64) { sess.bufUsed.Add(-n) }
 
-// window returns ExpCmdSN and MaxCmdSN for a PDU about to be sent.
-func (sess *session) window() (uint32, uint32) {
+// join adds c to the session (a login with the session's TSIH, RFC 7143
+// §4.3.2): a connection with the same CID is replaced (connection
+// reinstatement, §6.3.4), whose tasks end without a response at
+// ErrorRecoveryLevel 0; otherwise the session must have room under its
+// negotiated MaxConnections.
+func (sess *session) join(c *conn) error {
+	sess.mu.Lock()
+	if sess.closed {
+		sess.mu.Unlock()
+		return loginFail(loginNoSession, "session %d is ending", sess.tsih)
+	}
+	old := sess.conns[c.cid]
+	if old == nil && uint32(len(sess.conns)) >= sess.params.MaxConnections {
+		sess.mu.Unlock()
+		return loginFail(loginTooManyConnections, "session %d has its maximum of %d connections", sess.tsih, sess.params.MaxConnections)
+	}
+	sess.conns[c.cid] = c
+	sess.mu.Unlock()
+	if old != nil {
+		old.close(errReinstated)
+		if sess.recovers() {
+			sess.connFailed(old)
+		} else {
+			sess.endConnTasks(old)
+		}
+	}
+	return nil
+}
+
+// errReinstated ends a connection replaced by a login with its CID.
+var errReinstated = errors.New("connection reinstated by a new login with its CID")
+
+// connClosed is called when one of the session's connections ends. A
+// connection that logged out (reason "close the connection") or was
+// replaced leaves the session, which ends with its last connection. A
+// connection that failed ends the session: at ErrorRecoveryLevel 0 a
+// connection failure is recovered by session recovery only (RFC 7143
+// §7.1.5); at level 2 with a DefaultTime2Retain its tasks wait for TASK
+// REASSIGN instead (see connFailed), and without one they end while the
+// session goes on on its other connections.
+func (sess *session) connClosed(c *conn) {
+	sess.mu.Lock()
+	mine := sess.conns[c.cid] == c
+	if mine {
+		delete(sess.conns, c.cid)
+	}
+	left := len(sess.conns)
+	sess.mu.Unlock()
+	if !mine {
+		return // replaced: join took care of its tasks
+	}
+	switch {
+	case c.loggedOut.Load():
+		sess.endConnTasks(c)
+		if left == 0 {
+			sess.close(c.closeErr)
+		}
+	case sess.recovers():
+		// Failed, or removed for recovery: its tasks wait for TASK
+		// REASSIGN, and the session for a connection, until Time2Retain.
+		sess.connFailed(c)
+	case sess.params.ErrorRecoveryLevel >= 2 && left > 0:
+		// Connection recovery with DefaultTime2Retain 0: nothing is
+		// kept, and the session goes on on its other connections.
+		sess.endConnTasks(c)
+		sess.dropUnacked(c)
+	default:
+		sess.close(c.closeErr)
+	}
+}
+
+// endConnTasks ends the tasks with allegiance to c, a connection that left
+// the session: they cannot send their data or status any more.
+func (sess *session) endConnTasks(c *conn) {
+	sess.mu.Lock()
+	var tasks []*task
+	for _, t := range sess.tasks {
+		if t.conn() == c {
+			tasks = append(tasks, t)
+		}
+	}
+	for _, t := range sess.queuedTasksLocked() {
+		if t.conn() == c {
+			tasks = append(tasks, t)
+		}
+	}
+	sess.mu.Unlock()
+	for _, t := range tasks {
+		t.abort(true)
+	}
+}
+
+// connList returns the session's connections.
+func (sess *session) connList() []*conn {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
-	return sess.expCmdSN, sess.maxCmdSN
-}
-
-// growWindow raises MaxCmdSN as far as the free queue slots allow; it never
-// lowers it. Called with mu held.
-func (sess *session) growWindow() {
-	free := int64(sess.depth) - int64(sess.inflight)
-	if free < 1 {
-		return
+	out := make([]*conn, 0, len(sess.conns))
+	for _, c := range sess.conns {
+		out = append(out, c)
 	}
-	want := sess.expCmdSN + uint32(free) - 1
-	if snGreater(want, sess.maxCmdSN) {
-		sess.maxCmdSN = want
-	}
-}
-
-// snGreater compares serial numbers per RFC 1982 (32-bit).
-func snGreater(a, b uint32) bool { return a != b && int32(a-b) > 0 }
-
-// snInWindow reports whether exp <= sn <= max in serial arithmetic.
-func snInWindow(sn, exp, max uint32) bool {
-	return !snGreater(exp, sn) && !snGreater(sn, max)
-}
-
-// connClosed is called when the session's connection ends: at
-// ErrorRecoveryLevel 0 that ends the session.
-func (sess *session) connClosed(c *conn) {
-	sess.close(c.closeErr)
+	return out
 }
 
 // close ends the session: its connection is closed, its tasks aborted, the
@@ -206,16 +297,19 @@ func (sess *session) close(reason error) {
 		return
 	}
 	sess.closed = true
-	c := sess.conn
+	conns := make([]*conn, 0, len(sess.conns))
+	for _, c := range sess.conns {
+		conns = append(conns, c)
+	}
 	tasks := make([]*task, 0, len(sess.tasks))
 	for _, t := range sess.tasks {
 		tasks = append(tasks, t)
 	}
-	for _, t := range sess.early {
-		tasks = append(tasks, t)
-	}
+	tasks = append(tasks, sess.queuedTasksLocked()...)
 	sess.mu.Unlock()
-	if c != nil {
+	sess.stopTimers()
+	sess.dropUnacked(nil)
+	for _, c := range conns {
 		c.close(reason)
 	}
 	for _, t := range tasks {
@@ -226,11 +320,15 @@ func (sess *session) close(reason error) {
 		delete(sess.srv.sessions, sess.tsih)
 	}
 	sess.srv.mu.Unlock()
+	sess.srv.sessionEnding()
 	if len(tasks) == 0 {
 		sess.loseNexus()
-	} else {
-		sess.loseNexusAsync(nil)
+		sess.srv.sessionEnded()
+		return
 	}
+	done := make(chan struct{})
+	sess.loseNexusAsync(done)
+	go func() { <-done; sess.srv.sessionEnded() }()
 }
 
 // loseNexusAsync runs loseNexus on its own goroutine; a panic in the SCSI
@@ -263,11 +361,17 @@ func (sess *session) loseNexus() {
 }
 
 // waitTasks waits until every task of the session has finished.
-func (sess *session) waitTasks() {
+func (sess *session) waitTasks() { sess.waitTasksOf(nil) }
+
+// waitTasksOf waits until every task with allegiance to c (to any
+// connection when nil) has finished.
+func (sess *session) waitTasksOf(c *conn) {
 	sess.mu.Lock()
 	tasks := make([]*task, 0, len(sess.tasks))
 	for _, t := range sess.tasks {
-		tasks = append(tasks, t)
+		if c == nil || t.conn() == c {
+			tasks = append(tasks, t)
+		}
 	}
 	sess.mu.Unlock()
 	for _, t := range tasks {
@@ -286,9 +390,16 @@ func (sess *session) info() SessionInfo {
 		Discovery:     sess.discovery,
 		Params:        sess.params,
 	}
-	if sess.conn != nil && !sess.conn.closed() {
-		info.Connections = 1
-		info.InitiatorAddr = sess.conn.nc.RemoteAddr().String()
+	first := -1
+	for cid, c := range sess.conns {
+		if c.closed() {
+			continue
+		}
+		info.Connections++
+		if first < 0 || int(cid) < first {
+			first = int(cid)
+			info.InitiatorAddr = c.nc.RemoteAddr().String()
+		}
 	}
 	return info
 }

@@ -1,6 +1,7 @@
 package iscsi
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -40,6 +41,10 @@ type Target struct {
 	// of this target: the commands each may have outstanding (its CmdSN
 	// window) and so the data buffers it may hold.
 	QueueDepth int
+	// MaxConnections, when positive, replaces
+	// Options.Negotiation.MaxConnections for sessions of this target: the
+	// most connections one session may have (negotiated, minimum rule).
+	MaxConnections int
 }
 
 // queueDepth returns the CmdSN window of this target's sessions.
@@ -57,6 +62,9 @@ func (t *Target) negotiation(base negotiate.Config) negotiate.Config {
 	}
 	if t.DataDigest != negotiate.DigestOptional {
 		base.DataDigest = t.DataDigest
+	}
+	if t.MaxConnections > 0 {
+		base.MaxConnections = uint32(min(t.MaxConnections, 65535))
 	}
 	return base
 }
@@ -86,38 +94,46 @@ func (t *Target) servedBy(tag uint16) bool {
 // stringprep (lower-case letters, digits, '-', '.', ':').
 func ValidateName(name string) error {
 	if name == "" {
-		return fmt.Errorf("iscsi name is empty")
+		return nameError("empty")
 	}
 	if len(name) > 223 {
-		return fmt.Errorf("iscsi name %q is longer than 223 bytes", name)
+		return nameError("%q is longer than 223 bytes", name)
 	}
 	switch {
 	case strings.HasPrefix(name, "iqn."):
 		// iqn.yyyy-mm.reversed.domain[:identifier]
 		rest := name[4:]
 		if len(rest) < 8 || rest[4] != '-' || !digits(rest[:4]) || !digits(rest[5:7]) {
-			return fmt.Errorf("iscsi name %q: iqn names start with iqn.yyyy-mm.", name)
+			return nameError("%q: iqn names start with iqn.yyyy-mm and a dot", name)
 		}
 		if len(rest) > 7 && rest[7] != '.' {
-			return fmt.Errorf("iscsi name %q: the date must be followed by '.' and a naming authority", name)
+			return nameError("%q: the date must be followed by '.' and a naming authority", name)
 		}
 		for _, r := range rest {
 			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == ':') {
-				return fmt.Errorf("iscsi name %q: character %q is not allowed (lower-case letters, digits, '-', '.', ':')", name, r)
+				return nameError("%q: character %q is not allowed (lower-case letters, digits, '-', '.', ':')", name, r)
 			}
 		}
 	case strings.HasPrefix(name, "eui."):
 		if len(name) != 20 || !hexDigits(name[4:]) {
-			return fmt.Errorf("iscsi name %q: eui names are eui. followed by 16 hex digits", name)
+			return nameError("%q: eui names are eui. followed by 16 hex digits", name)
 		}
 	case strings.HasPrefix(name, "naa."):
 		if n := len(name) - 4; (n != 16 && n != 32) || !hexDigits(name[4:]) {
-			return fmt.Errorf("iscsi name %q: naa names are naa. followed by 16 or 32 hex digits", name)
+			return nameError("%q: naa names are naa. followed by 16 or 32 hex digits", name)
 		}
 	default:
-		return fmt.Errorf("iscsi name %q must start with iqn., eui. or naa.", name)
+		return nameError("%q must start with iqn, eui or naa and a dot", name)
 	}
 	return nil
+}
+
+// ErrInvalidName is wrapped by the errors of ValidateName (and so of
+// AddTarget given a bad name), for errors.Is.
+var ErrInvalidName = errors.New("iscsi: invalid iSCSI name")
+
+func nameError(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidName}, args...)...)
 }
 
 func digits(s string) bool {

@@ -52,17 +52,17 @@ func TestSerialNumberArithmetic(t *testing.T) {
 }
 
 func TestGrowWindowNeverShrinks(t *testing.T) {
-	s := &session{depth: 4, expCmdSN: 100, maxCmdSN: 103}
+	s := &session{depth: 4, adm: admission{exp: 100, max: 103}}
 	s.inflight = 4
 	s.growWindow()
-	require.Equal(t, uint32(103), s.maxCmdSN, "no free slot: unchanged")
-	s.expCmdSN = 104 // four commands arrived
-	s.inflight = 1   // three completed
+	require.Equal(t, uint32(103), s.adm.max, "no free slot: unchanged")
+	s.adm.exp = 104 // four commands arrived
+	s.inflight = 1  // three completed
 	s.growWindow()
-	require.Equal(t, uint32(106), s.maxCmdSN, "three free slots beyond ExpCmdSN")
+	require.Equal(t, uint32(106), s.adm.max, "three free slots beyond ExpCmdSN")
 	s.inflight = 4
 	s.growWindow()
-	require.Equal(t, uint32(106), s.maxCmdSN, "never lowered")
+	require.Equal(t, uint32(106), s.adm.max, "never lowered")
 }
 
 func TestSplitList(t *testing.T) {

@@ -15,6 +15,8 @@ import (
 // r2t is one outstanding Ready To Transfer of a write task.
 type r2t struct {
 	ttt      uint32
+	sn       uint32 // R2TSN
+	start    uint32 // first buffer offset asked for
 	offset   uint32 // next expected buffer offset
 	end      uint32
 	dataSN   uint32
@@ -24,7 +26,18 @@ type r2t struct {
 // task is one SCSI command of a session, from arrival to response.
 type task struct {
 	sess *session
-	c    *conn
+	// cp is the connection the task is allegiant to: the one its command
+	// came on, until TASK REASSIGN moves it (ErrorRecoveryLevel 2).
+	cp atomic.Pointer[conn]
+	// sendMu orders respond against a reassignment: the response goes on
+	// the connection in force when it is queued, and responded tells a
+	// reassignment that it must be sent again.
+	sendMu    sync.Mutex
+	responded bool
+	// status is the task's SCSI Response as first queued, kept at
+	// ErrorRecoveryLevel 2 to send again after TASK REASSIGN (nil below).
+	// Guarded by sendMu.
+	status *pdu.PDU
 
 	itt       uint32
 	cmdSN     uint32
@@ -49,12 +62,24 @@ type task struct {
 	// is complete).
 	unsolicited uint32 // bytes the initiator may send without R2T
 	unsolNext   uint32 // next expected unsolicited offset
+	unsolOpen   bool   // unsolicited Data-Out expected, its F bit not seen yet
 	unsolDataSN uint32
 	received    uint32
 	nextR2T     uint32 // first offset not yet solicited
 	r2tSN       uint32
 	r2ts        []*r2t
-	dataDone    bool // all write data arrived, or the data phase failed
+	// holes are write data lost to digest errors at ErrorRecoveryLevel 1,
+	// to ask for again with recovery R2Ts (see recoverDataOut).
+	holes []span
+	// dataInLen is the read data sent; ackTTT the target transfer tag of
+	// its last Data-In at ErrorRecoveryLevel 1 (A bit). Set by respond.
+	dataInLen uint32
+	ackTTT    uint32
+	// dataInSeg is the segment length its Data-In were cut to.
+	dataInSeg uint32
+	// dataDone: all write data arrived, or the task failed and its open
+	// Data-Out sequences have ended.
+	dataDone bool
 	// failSense, when set, fails the task with CHECK CONDITION instead of
 	// executing it: its write data broke the protocol (wrong offset, DataSN
 	// or TTT; set before dataDone) or it asked for more than MaxIOSize (set
@@ -93,6 +118,9 @@ type task struct {
 }
 
 func (t *task) buf() []byte { return *t.bufp }
+
+// conn returns the connection the task is allegiant to.
+func (t *task) conn() *conn { return t.cp.Load() }
 
 // A task is a context.Context that costs no allocation unless something
 // waits on Done: commands run with one per task, and the SCSI layer only
@@ -152,7 +180,7 @@ func (t *task) cancel() {
 // release drops a reference to the data buffer; the last one returns it.
 func (t *task) release() {
 	if t.refs.Add(-1) == 0 && t.bufp != nil {
-		t.c.srv.buffers.Put(t.bufp)
+		t.sess.srv.buffers.Put(t.bufp)
 		t.bufp = nil
 		t.sess.releaseBuffer(t.reserved.Swap(0))
 	}
@@ -174,23 +202,25 @@ func (t *task) abort(silent bool) {
 }
 
 // ready drops one of the conditions the task waits for; the last one makes
-// it runnable. Only the connection's reader goroutine calls it (admission
-// and write data both happen there); it starts the tasks after the PDU at
-// hand is handled (startReady), outside the session lock.
-func (t *task) ready() {
+// it runnable. Only a reader calls it, rc's (admission happens in the
+// reader of whichever connection fills the CmdSN gap, write data in the
+// reader of the task's own connection); rc starts the tasks after the PDU
+// at hand is handled (startReady), outside the session lock.
+func (t *task) ready(rc *conn) {
 	if t.pending.Add(-1) == 0 && t.claimed.CompareAndSwap(false, true) {
-		t.c.runnable = append(t.c.runnable, t)
+		rc.runnable = append(rc.runnable, t)
 	}
 }
 
 // startReady hands the tasks that became runnable to workers. They never
 // run in the reader goroutine itself: a command stuck in a slow or hung
 // device must not stop the connection from reading NOP-Outs, task
-// management and commands for other LUNs. Reader goroutine only.
+// management and commands for other LUNs. Each task runs on a worker of
+// its own connection. Reader goroutine only.
 func (c *conn) startReady() {
 	for i, t := range c.runnable {
 		c.runnable[i] = nil
-		c.dispatch(t)
+		t.conn().dispatch(t)
 	}
 	c.runnable = c.runnable[:0]
 }
@@ -223,14 +253,118 @@ func (c *conn) worker(t *task) {
 // dataComplete reports whether every byte of write data has arrived.
 func (t *task) dataComplete() bool { return t.received >= t.edtl }
 
+// failed reports whether the task ends without executing its command:
+// bad write data, more than MaxIOSize, or no room in the buffer budget.
+// Reader goroutine only (until the task runs).
+func (t *task) failed() bool { return t.failSense != nil || t.full }
+
+// sequenceOpen reports whether a Data-Out sequence of the task has not
+// seen its last PDU: the unsolicited burst, or an outstanding R2T.
+func (t *task) sequenceOpen() bool {
+	if t.unsolOpen {
+		return true
+	}
+	for _, r := range t.r2ts {
+		if !r.finished {
+			return true
+		}
+	}
+	return false
+}
+
+// endSequence closes the sequence m belongs to when m carries the F bit.
+func (t *task) endSequence(m *pdu.DataOut) {
+	if !m.Final {
+		return
+	}
+	if m.TTT == pdu.ReservedTag {
+		t.unsolOpen = false
+		return
+	}
+	if r := t.findR2T(m.TTT); r != nil {
+		r.finished = true
+	}
+}
+
+// settleFailed makes a failed write task runnable (to send its status)
+// once none of its Data-Out sequences is open: RFC 7143 §11.4 has the
+// status wait for the data the initiator is still sending.
+func (t *task) settleFailed(rc *conn) {
+	if !t.dataDone && !t.sequenceOpen() {
+		t.dataDone = true
+		t.ready(rc)
+	}
+}
+
+func (t *task) findR2T(ttt uint32) *r2t {
+	for _, r := range t.r2ts {
+		if r.ttt == ttt && !r.finished {
+			return r
+		}
+	}
+	return nil
+}
+
+// checkDataOut checks a Data-Out of n bytes against what the task expects:
+// the next piece of the unsolicited burst, or of an outstanding R2T (which
+// it returns).
+func (t *task) checkDataOut(m *pdu.DataOut, n uint32) (*r2t, *pdu.ProtocolError) {
+	bad := func(format string, args ...any) *pdu.ProtocolError {
+		return &pdu.ProtocolError{Op: pdu.OpDataOut, Reason: pdu.RejectProtocolError, Msg: fmt.Sprintf(format, args...)}
+	}
+	if !t.write || t.bufp == nil || len(t.buf()) < int(t.edtl) {
+		return nil, bad("task 0x%x takes no write data", m.ITT)
+	}
+	end := m.BufferOffset + n
+	if m.TTT == pdu.ReservedTag {
+		switch {
+		case m.BufferOffset != t.unsolNext || end > t.unsolicited || end < m.BufferOffset:
+			return nil, bad("unsolicited data at offset %d+%d outside the first burst of %d", m.BufferOffset, n, t.unsolicited)
+		case m.DataSN != t.unsolDataSN:
+			return nil, bad("DataSN %d, expected %d", m.DataSN, t.unsolDataSN)
+		}
+		return nil, nil
+	}
+	r := t.findR2T(m.TTT)
+	switch {
+	case r == nil:
+		return nil, bad("no outstanding R2T with TTT 0x%x", m.TTT)
+	case m.BufferOffset != r.offset || end > r.end || end < m.BufferOffset:
+		return nil, bad("data at offset %d+%d does not continue the R2T at %d..%d", m.BufferOffset, n, r.offset, r.end)
+	case m.DataSN != r.dataSN:
+		return nil, bad("DataSN %d, expected %d", m.DataSN, r.dataSN)
+	}
+	return r, nil
+}
+
+// accept records n bytes of m, checked by checkDataOut (r is its R2T, or
+// nil for unsolicited data), as received.
+func (t *task) accept(m *pdu.DataOut, r *r2t, n uint32) {
+	t.received += n
+	if r == nil {
+		t.unsolDataSN++
+		t.unsolNext += n
+		if m.Final || t.unsolNext == t.unsolicited {
+			t.unsolOpen = false
+		}
+		return
+	}
+	r.dataSN++
+	r.offset += n
+	if r.offset == r.end {
+		r.finished = true
+	}
+}
+
 // run executes the task once its data has arrived and any ORDERED task
 // before it has completed, then sends Data-In and status.
 func (t *task) run() {
 	defer t.finish()
 	defer func() {
 		if v := recover(); v != nil {
-			t.c.log.Error("panic executing a command; connection closed", "panic", v, "cdb", fmt.Sprintf("% x", t.cdb), "stack", string(debug.Stack()))
-			t.c.close(fmt.Errorf("internal error: %v", v))
+			c := t.conn()
+			c.log.Error("panic executing a command; connection closed", "panic", v, "cdb", fmt.Sprintf("% x", t.cdb), "stack", string(debug.Stack()))
+			c.close(fmt.Errorf("internal error: %v", v))
 		}
 	}()
 	if t.barrier != nil {
@@ -317,7 +451,10 @@ func (t *task) freeSlotLocked() {
 // respond queues the task's Data-In PDUs and its status for the
 // connection's writer. The data buffer stays referenced until written.
 func (t *task) respond(res *scsi.Result) {
-	p := t.sess.params
+	t.sendMu.Lock()
+	defer t.sendMu.Unlock()
+	c := t.conn()
+	p := &c.params
 	var resp pdu.SCSIResponse
 	resp.ITT = t.itt
 	resp.Status = uint8(res.Status)
@@ -336,15 +473,20 @@ func (t *task) respond(res *scsi.Result) {
 		data := t.buf()[:n]
 		seg := p.InitiatorMaxRecvDataSegmentLength
 		burst := p.MaxBurstLength
-		collapse := res.Status == scsi.StatusGood && len(res.Sense) == 0
+		// At ErrorRecoveryLevel 1 the status goes apart, so that SNACK
+		// can ask for either, and the last Data-In asks for a DataACK.
+		recovery := p.ErrorRecoveryLevel >= 1
+		collapse := res.Status == scsi.StatusGood && len(res.Sense) == 0 && !recovery
+		t.dataInLen, t.dataInSeg = n, seg
+		if recovery {
+			t.ackTTT = c.nextTTT()
+		}
 		for off := uint32(0); off < n; {
-			l := min(seg, n-off)
 			// Data-In sequences are bounded by MaxBurstLength.
-			inBurst := off % burst
-			l = min(l, burst-inBurst)
+			l, final := dataInSegment(off, n, seg, burst)
 			last := off+l == n
 			din := pdu.DataIn{
-				Final:        last || (off+l)%burst == 0,
+				Final:        final,
 				LUN:          t.lun,
 				ITT:          t.itt,
 				TTT:          pdu.ReservedTag,
@@ -354,6 +496,9 @@ func (t *task) respond(res *scsi.Result) {
 			}
 			out = append(out, outPDU{kind: statNone})
 			e := &out[len(out)-1]
+			if last && recovery {
+				din.Acknowledge, din.TTT = true, t.ackTTT
+			}
 			if last && collapse {
 				din.HasStatus = true
 				din.Status = resp.Status
@@ -365,7 +510,7 @@ func (t *task) respond(res *scsi.Result) {
 			off += l
 		}
 		if collapse {
-			t.send(out)
+			t.send(c, out)
 			return
 		}
 	} else if t.write {
@@ -377,7 +522,11 @@ func (t *task) respond(res *scsi.Result) {
 	}
 	out = append(out, outPDU{kind: statAdvance})
 	resp.Encode(&out[len(out)-1].p)
-	t.send(out)
+	if p.ErrorRecoveryLevel >= 2 {
+		last := &out[len(out)-1].p
+		t.status = &pdu.PDU{Header: last.Header, Data: last.Data}
+	}
+	t.send(c, out)
 }
 
 // send queues the task's last PDUs, holding a reference to its buffer
@@ -386,11 +535,19 @@ func (t *task) respond(res *scsi.Result) {
 // the session's buffer budget, so that a command the initiator sends as
 // soon as it sees the status finds the budget free (the buffer itself
 // stays until the writer is done with it).
-func (t *task) send(out []outPDU) {
+//
+// At ErrorRecoveryLevel 2 the task stays findable until its status is
+// acknowledged, with its data buffer, so that TASK REASSIGN can send them
+// again on another connection. Called with sendMu held.
+func (t *task) send(c *conn, out []outPDU) {
 	t.refs.Add(1)
 	out[len(out)-1].owner = t
 	t.freeSlot()
 	t.sess.releaseBuffer(t.reserved.Swap(0))
-	t.c.queue(false, true, out...)
+	t.responded = true
+	if c.params.ErrorRecoveryLevel >= 2 {
+		t.sess.keepUnacked(t)
+	}
+	c.queue(false, true, out...)
 	clear(out)
 }

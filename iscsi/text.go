@@ -24,13 +24,12 @@ type textState struct {
 // handleText answers a Text Request: SendTargets, a continuation of a long
 // response, or key negotiation (which full feature phase does not allow
 // here: the keys are answered with Reject).
-func (c *conn) handleText(p *pdu.PDU) error {
+func (c *conn) handleText(p *pdu.PDU, admitted bool) error {
 	var m pdu.TextRequest
 	if err := m.Decode(p); err != nil {
 		return c.reject(p, err)
 	}
-	sess := c.sess()
-	if !m.Immediate && !sess.admitCmdSN(m.CmdSN) {
+	if !m.Immediate && !admitted && !c.admitControl(p, m.CmdSN) {
 		return nil
 	}
 	ts := &c.text
@@ -52,10 +51,7 @@ func (c *conn) handleText(p *pdu.PDU) error {
 	ts.request = append(ts.request, m.Data...)
 	if m.Continue {
 		ts.ttt = c.nextTTT()
-		resp := pdu.TextResponse{LUN: m.LUN, ITT: m.ITT, TTT: ts.ttt}
-		var out pdu.PDU
-		resp.Encode(&out)
-		return c.send(&out, statAdvance)
+		return c.sendMessage(&pdu.TextResponse{LUN: m.LUN, ITT: m.ITT, TTT: ts.ttt}, statAdvance)
 	}
 	pairs, err := negotiate.Parse(ts.request)
 	ts.request = ts.request[:0]
@@ -78,7 +74,7 @@ func (c *conn) handleText(p *pdu.PDU) error {
 // initiator's MaxRecvDataSegmentLength allows, with C=1 if more remains.
 func (c *conn) sendTextPiece(m *pdu.TextRequest) error {
 	ts := &c.text
-	limit := int(c.sess().params.InitiatorMaxRecvDataSegmentLength)
+	limit := int(c.params.InitiatorMaxRecvDataSegmentLength)
 	data := ts.pending
 	more := len(data) > limit
 	if more {
@@ -92,9 +88,7 @@ func (c *conn) sendTextPiece(m *pdu.TextRequest) error {
 	} else {
 		ts.pending = nil
 	}
-	var out pdu.PDU
-	resp.Encode(&out)
-	return c.send(&out, statAdvance)
+	return c.sendMessage(&resp, statAdvance)
 }
 
 // sendTargets appends the SendTargets answer for value (RFC 7143 §12.3 and

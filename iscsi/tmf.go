@@ -14,23 +14,47 @@ const abortWait = 10 * time.Second
 
 // handleTaskMgmt runs a task management function (RFC 7143 §11.5) in its
 // own goroutine, so the reader keeps draining the connection meanwhile.
-func (c *conn) handleTaskMgmt(p *pdu.PDU) error {
+func (c *conn) handleTaskMgmt(p *pdu.PDU, admitted bool) error {
 	var m pdu.TaskMgmtRequest
 	if err := m.Decode(p); err != nil {
 		return c.reject(p, err)
 	}
 	sess := c.sess()
-	if !m.Immediate && !sess.admitCmdSN(m.CmdSN) {
+	if !m.Immediate && !admitted && !c.admitControl(p, m.CmdSN) {
 		return nil
+	}
+	// ABORT TASK finds its task here, in the reader, because a task never
+	// received consumes its CmdSN in the session's queue, which only the
+	// reader feeds.
+	if m.Function == pdu.TMFTaskReassign {
+		// In the reader: the task's data phase resumes on this
+		// connection after the response.
+		t, answer := c.reassign(&m)
+		if err := c.sendMessage(&pdu.TaskMgmtResponse{ITT: m.ITT, Response: answer}, statAdvance); err != nil {
+			return err
+		}
+		if t == nil {
+			return nil
+		}
+		return c.resume(t, m.ExpDataSN)
+	}
+	var target *task
+	var answer uint8
+	if m.Function == pdu.TMFAbortTask {
+		target, answer = c.abortTarget(&m)
 	}
 	go func() {
 		// Like the connection and task goroutines, a panic here (in the
 		// SCSI layer's reset or abort handling) ends this connection only.
 		defer c.containPanic(fmt.Sprintf("task management function %d", m.Function))
-		resp := pdu.TaskMgmtResponse{ITT: m.ITT, Response: c.taskMgmt(&m)}
-		var out pdu.PDU
-		resp.Encode(&out)
-		c.send(&out, statAdvance)
+		resp := pdu.TaskMgmtResponse{ITT: m.ITT, Response: answer}
+		switch {
+		case target != nil:
+			abortAndWait([]*task{target})
+		case m.Function != pdu.TMFAbortTask:
+			resp.Response = c.taskMgmt(&m)
+		}
+		c.sendMessage(&resp, statAdvance)
 		if m.Function == pdu.TMFTargetColdReset && resp.Response == pdu.TMFResponseComplete {
 			// A cold reset ends every session of the target, this one included.
 			for _, s := range c.srv.sessionsOf(sess.target) {
@@ -63,22 +87,6 @@ func (c *conn) taskMgmt(m *pdu.TaskMgmtRequest) uint8 {
 		return false
 	}
 	switch m.Function {
-	case pdu.TMFAbortTask:
-		sess.mu.Lock()
-		t := sess.tasks[m.RTT]
-		exp, max := sess.expCmdSN, sess.maxCmdSN
-		sess.mu.Unlock()
-		if t == nil || t.lun != m.LUN {
-			// §11.5.1 b/c: a task not received yet whose CmdSN lies in the
-			// window, before this request, counts as received and aborted;
-			// one outside the window (completed, or never sent) does not exist.
-			if snInWindow(m.RefCmdSN, exp, max) && snGreater(m.CmdSN, m.RefCmdSN) {
-				return pdu.TMFResponseComplete
-			}
-			return pdu.TMFResponseNoTask
-		}
-		abortAndWait([]*task{t})
-		return pdu.TMFResponseComplete
 	case pdu.TMFAbortTaskSet, pdu.TMFClearTaskSet:
 		if !lunExists() {
 			return pdu.TMFResponseNoLUN
@@ -106,12 +114,30 @@ func (c *conn) taskMgmt(m *pdu.TaskMgmtRequest) uint8 {
 		abortAndWait(all)
 		dev.ResetTarget(sess.nexus, m.Function == pdu.TMFTargetColdReset)
 		return pdu.TMFResponseComplete
-	case pdu.TMFTaskReassign:
-		return pdu.TMFResponseNoReassignSupport
 	default:
 		// CLEAR ACA: ACA is never established (NACA=1 is refused).
 		return pdu.TMFResponseNotSupported
 	}
+}
+
+// abortTarget finds the task an ABORT TASK request names. It returns the
+// task and TMFResponseComplete, or no task and the answer to give at once:
+// a task not received yet whose CmdSN lies in the window, before this
+// request, counts as received and aborted (RFC 7143 §11.5.1 b), so its
+// CmdSN is consumed and it will not run if it comes later; one outside the
+// window (completed, or never sent) does not exist. Reader goroutine only.
+func (c *conn) abortTarget(m *pdu.TaskMgmtRequest) (*task, uint8) {
+	sess := c.sess()
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if t := sess.tasks[m.RTT]; t != nil && t.lun == m.LUN {
+		return t, pdu.TMFResponseComplete
+	}
+	if snInWindow(m.RefCmdSN, sess.adm.exp, sess.adm.max) && snGreater(m.CmdSN, m.RefCmdSN) {
+		sess.consumeLocked(c, m.RefCmdSN)
+		return nil, pdu.TMFResponseComplete
+	}
+	return nil, pdu.TMFResponseNoTask
 }
 
 // sessionsOf lists the live sessions logged in to t.

@@ -1,7 +1,6 @@
 package iscsi
 
 import (
-	"encoding/binary"
 	"net"
 	"sync"
 	"time"
@@ -174,17 +173,12 @@ func (c *conn) writeBatch(es []outPDU) error {
 	var err error
 	for i := range es {
 		e := &es[i]
-		h := e.p.Header[:]
-		switch e.kind {
-		case statCurrent:
-			binary.BigEndian.PutUint32(h[24:28], c.statSN)
-		case statAdvance:
-			binary.BigEndian.PutUint32(h[24:28], c.statSN)
-			c.statSN++
-		}
+		c.stampStatSN(&e.p, e.kind)
 		if sess != nil {
-			binary.BigEndian.PutUint32(h[28:32], exp)
-			binary.BigEndian.PutUint32(h[32:36], max)
+			e.p.SetCommandWindow(exp, max)
+		}
+		if e.kind == statAdvance && c.keep.on {
+			c.retain(e)
 		}
 		if vec, err = c.w.AppendBuffers(vec, &e.p, &e.f); err != nil {
 			break

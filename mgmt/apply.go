@@ -37,6 +37,8 @@ type applier struct {
 	units     map[int]*liveUnit   // by extent id
 	targets   map[int]*liveTarget // by target id
 	auth      atomic.Pointer[authTable]
+	// portalsOff closes every portal listener (ServePortals(false)).
+	portalsOff bool
 }
 
 type liveListener struct {
@@ -55,6 +57,7 @@ type liveTarget struct {
 	groups  []uint16
 	digests [2]string // header, data
 	depth   int       // queue depth, 0 for the server's
+	maxConn int       // connections per session (Global.MaxConnections, at least 1)
 	policy  *atomic.Pointer[accessPolicy]
 
 	// mu guards the LUN maps and views: logins pick views concurrently
@@ -358,7 +361,7 @@ func (a *applier) prepare(ctx context.Context, cfg *Config) (_ *plan, err error)
 	if err := a.checkTargetNames(cfg); err != nil {
 		return nil, err
 	}
-	for addr, tag := range wantListeners(cfg) {
+	for addr, tag := range a.wantListeners(cfg) {
 		if cur := a.listeners[addr]; cur != nil {
 			continue // the same, or a new tag: swapped in commit
 		}
@@ -527,13 +530,13 @@ func (a *applier) commitUnits(cfg *Config, p *plan) {
 }
 
 // removeChangedTargets ends the targets that go away, or whose name,
-// alias, portals, digests or queue depth change (they come back in
+// alias, portals, digests, queue depth or connection limit change (they come back in
 // commit); LUN maps and access lists change in place.
 func (a *applier) removeChangedTargets(cfg *Config, want map[int]Target) {
 	for id, lt := range a.targets {
 		t, keep := want[id]
 		if keep && cfg.Global.FullName(t.Name) == lt.name && t.Alias == lt.alias && slices.Equal(portalTags(cfg, t), lt.groups) &&
-			lt.digests == [2]string{t.HeaderDigest, t.DataDigest} && lt.depth == t.QueueDepth {
+			lt.digests == [2]string{t.HeaderDigest, t.DataDigest} && lt.depth == t.QueueDepth && lt.maxConn == max(cfg.Global.MaxConnections, 1) {
 			continue
 		}
 		a.removeTarget(id, lt)
@@ -561,7 +564,7 @@ func (a *applier) dropUnits(cfg *Config) {
 func (a *applier) addTarget(cfg *Config, t Target) *liveTarget {
 	lt := &liveTarget{
 		name: cfg.Global.FullName(t.Name), alias: t.Alias, groups: portalTags(cfg, t), digests: [2]string{t.HeaderDigest, t.DataDigest},
-		depth:  t.QueueDepth,
+		depth: t.QueueDepth, maxConn: max(cfg.Global.MaxConnections, 1),
 		policy: new(atomic.Pointer[accessPolicy]), views: map[string]*lunView{"": newView()},
 	}
 	lt.policy.Store(policyFor(cfg, t))
@@ -569,7 +572,7 @@ func (a *applier) addTarget(cfg *Config, t Target) *liveTarget {
 		Allow:        func(info iscsi.LoginInfo) bool { return lt.policy.Load().allows(info) },
 		DeviceFor:    func(name string) *scsi.Target { return lt.deviceFor(name, a.log) },
 		HeaderDigest: digestPolicies[t.HeaderDigest], DataDigest: digestPolicies[t.DataDigest],
-		QueueDepth: t.QueueDepth,
+		QueueDepth: t.QueueDepth, MaxConnections: lt.maxConn,
 	}
 	if a.srv != nil {
 		if err := a.srv.AddTarget(it); err != nil {
@@ -580,10 +583,11 @@ func (a *applier) addTarget(cfg *Config, t Target) *liveTarget {
 	return lt
 }
 
-// commitListeners opens new portals and closes removed ones; sessions
-// already logged in through a closed portal carry on.
+// commitListeners opens new portals and closes removed ones (all of them
+// while the portals are switched off); sessions already logged in
+// through a closed portal carry on.
 func (a *applier) commitListeners(cfg *Config, p *plan) {
-	wantL := wantListeners(cfg)
+	wantL := a.wantListeners(cfg)
 	for addr, cur := range a.listeners {
 		if tag, ok := wantL[addr]; ok && tag == cur.tag {
 			continue
@@ -840,6 +844,15 @@ func unitConfig(e Extent) (scsi.UnitConfig, error) {
 		uc.PhysicalBlockSize = 4096
 	}
 	return uc, nil
+}
+
+// wantListeners lists the addresses cfg's portals listen on, with tags;
+// none while the portals are switched off.
+func (a *applier) wantListeners(cfg *Config) map[netip.AddrPort]uint16 {
+	if a.portalsOff {
+		return nil
+	}
+	return wantListeners(cfg)
 }
 
 // wantListeners lists the addresses cfg's portals listen on, with tags.

@@ -46,24 +46,14 @@ func (o failingOpener) Open(e Extent) (backend.Device, error) {
 // save or opening storage or adding a target, leaves the served state and
 // the store as they were; no session ends, no LUN goes.
 func TestFailedApplyChangesNothing(t *testing.T) {
-	srv, addr, port := liveServer(t)
 	store := &failingStore{}
 	var openFails atomic.Bool
-	m, err := New(ctx, Options{Store: store, Server: srv, Openers: map[string]Opener{ExtentFile: failingOpener{&openFails}}})
-	require.NoError(t, err)
-	t.Cleanup(func() { m.Close() })
-	p, err := m.CreatePortal(ctx, Portal{DiscoveryAuthMethod: AuthNone, Listen: []Listen{{IP: "127.0.0.1", Port: port}}})
-	require.NoError(t, err)
-	tg := NewTarget()
-	tg.Name, tg.Groups = "t", []TargetGroup{{Portal: p.ID, AuthMethod: AuthNone}}
-	tg, err = m.CreateTarget(ctx, tg)
-	require.NoError(t, err)
 	e := NewExtent()
 	e.Name, e.Path, e.Filesize = "lun0", "/srv/lun0.img", 1<<20
-	e, err = m.CreateExtent(ctx, e)
-	require.NoError(t, err)
-	_, err = m.CreateTargetExtent(ctx, TargetExtent{Target: tg.ID, Extent: e.ID})
-	require.NoError(t, err)
+	m, addr, id := serveLUN(t, Options{Store: store, Openers: map[string]Opener{ExtentFile: failingOpener{&openFails}}}, e)
+	srv := m.opt.Server
+	tg, _ := find(m.Config(false).Targets, 1)
+	e, _ = find(m.Config(false).Extents, id)
 
 	c, err := initiator.Dial(ctx, addr, initiator.Options{TargetName: DefaultBasename + ":t"})
 	require.NoError(t, err)

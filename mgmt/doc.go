@@ -44,7 +44,10 @@
 // authmethod CHAP or MUTUAL_CHAP and auth set to a group's tag makes
 // logins through that portal authenticate as one of the group's users;
 // MUTUAL_CHAP needs a peeruser and peersecret on every entry of the
-// group, and NONE takes no group (it would be ignored). A portal's
+// group, and NONE takes no group (it would be ignored) unless the group
+// holds only outgoing-only entries (Auth.OutgoingOnly: a peer user and
+// no user, tgt's outgoing user kept while there is no incoming one),
+// which never serve a CHAP login. A portal's
 // discovery_authmethod and discovery_authgroup do the same for discovery
 // sessions. Secrets have 12 to 16 characters (MinSecretLen,
 // MaxSecretLen): RFC 7143 §9.2.1 asks for at least 96 bits without IPsec,
@@ -85,6 +88,13 @@
 // Manager applies each accepted change to its iscsi.Server touching only
 // what differs: new portals start listening, new targets and LUNs appear
 // (initiators get REPORTED LUNS DATA HAS CHANGED), removed or offline
-// targets end their own sessions only. If a change cannot be applied (a
-// file cannot be created, an address is taken), nothing is changed.
+// targets end their own sessions only, and a changed extent's unit is
+// reopened in place: its commands in flight finish, new ones wait for
+// the swap, and none fails. A change is applied in three steps: what can
+// fail (opening storage, draining the units to reopen, listening on new
+// addresses, checking target names against the Server), then the save,
+// then the live changes, which cannot fail. So if a change cannot be
+// applied or saved (a file cannot be created, an address is taken, the
+// disk is full), the Server and the Store are as they were: no session
+// ended, no LUN dropped.
 package mgmt

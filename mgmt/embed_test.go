@@ -59,3 +59,15 @@ func TestEmbedderSharesTheServer(t *testing.T) {
 	require.NotNil(t, srv.Target("iqn.2026-11.test:own"))
 	require.Equal(t, addrs, m.PortalAddrs(p.ID), "the free port stays bound across applies")
 }
+
+// TestZeroInitialConfigMeansDefaults: an embedder's Initial configuration
+// with no version and no basename takes the current version and
+// DefaultBasename instead of being refused.
+func TestZeroInitialConfigMeansDefaults(t *testing.T) {
+	m, err := New(ctx, Options{Initial: &Config{}})
+	require.NoError(t, err)
+	defer m.Close()
+	cfg := m.Config(false)
+	require.Equal(t, ConfigVersion, cfg.Version)
+	require.Equal(t, DefaultBasename, cfg.Global.Basename)
+}

@@ -21,8 +21,19 @@ import (
 // extent's id.
 func liveLUN(t *testing.T, size int64) (*Manager, string, int) {
 	t.Helper()
+	e := NewExtent()
+	e.Name, e.Path, e.Filesize = "lun0", filepath.Join(t.TempDir(), "lun0.img"), size
+	return serveLUN(t, Options{}, e)
+}
+
+// serveLUN serves extent e as LUN 0 of target "t" through a Manager with
+// opt on a fresh server, and returns the Manager, the portal address and
+// the extent's id.
+func serveLUN(t *testing.T, opt Options, e Extent) (*Manager, string, int) {
+	t.Helper()
 	srv, addr, port := liveServer(t)
-	m, err := New(ctx, Options{Store: &MemoryStore{}, Server: srv})
+	opt.Server = srv
+	m, err := New(ctx, opt)
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
 	p, err := m.CreatePortal(ctx, Portal{DiscoveryAuthMethod: AuthNone, Listen: []Listen{{IP: "127.0.0.1", Port: port}}})
@@ -31,8 +42,6 @@ func liveLUN(t *testing.T, size int64) (*Manager, string, int) {
 	tg.Name, tg.Groups = "t", []TargetGroup{{Portal: p.ID, AuthMethod: AuthNone}}
 	tg, err = m.CreateTarget(ctx, tg)
 	require.NoError(t, err)
-	e := NewExtent()
-	e.Name, e.Path, e.Filesize = "lun0", filepath.Join(t.TempDir(), "lun0.img"), size
 	e, err = m.CreateExtent(ctx, e)
 	require.NoError(t, err)
 	_, err = m.CreateTargetExtent(ctx, TargetExtent{Target: tg.ID, Extent: e.ID, LunID: 0})

@@ -32,7 +32,9 @@ type Options struct {
 	// authenticator the embedder sets later replaces the Manager's.
 	Server *iscsi.Server
 	// Initial is saved and applied when the store holds nothing yet.
-	// Nil starts from an empty configuration with DefaultBasename.
+	// Nil starts from an empty configuration with DefaultBasename; a
+	// Version of 0 means ConfigVersion, and an empty Basename
+	// DefaultBasename.
 	Initial *Config
 	// AllowedDirs confines FILE extents (and DISK extents outside /dev)
 	// to these directories; empty allows any absolute path.
@@ -97,6 +99,12 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 	switch {
 	case fresh && opt.Initial != nil:
 		cfg = opt.Initial.clone()
+		if cfg.Version == 0 {
+			cfg.Version = ConfigVersion
+		}
+		if cfg.Global.Basename == "" {
+			cfg.Global.Basename = DefaultBasename
+		}
 	case fresh:
 		cfg = EmptyConfig()
 	case err != nil:
@@ -246,11 +254,38 @@ func (m *Manager) change(ctx context.Context, fn func(c *Config) error) error {
 	if err := validate(next, m.opt.AllowedDirs, m.open); err != nil {
 		return err
 	}
+	if err := checkNewDisks(m.cfg, next); err != nil {
+		return err
+	}
 	if err := m.applyAndSave(ctx, next, m.opt.Store); err != nil {
 		return err
 	}
 	m.cfg = next
 	return nil
+}
+
+// ServePortals switches the portals' listeners on or off without
+// changing the configuration (an iSCSI service start or stop): off
+// closes every listener, so no new connection is accepted, and leaves
+// logged-in sessions to finish; on listens again. Configuration changes
+// while off are applied but listen only once switched back on.
+func (m *Manager) ServePortals(ctx context.Context, on bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	was := m.app.portalsOff
+	m.app.portalsOff = !on
+	if err := m.applyAndSave(ctx, m.cfg, nil); err != nil {
+		m.app.portalsOff = was
+		return err
+	}
+	return nil
+}
+
+// PortalsServed reports whether the portals are switched on.
+func (m *Manager) PortalsServed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.app.portalsOff
 }
 
 // Global returns the global settings.
@@ -525,7 +560,7 @@ func (m *Manager) DeleteTarget(ctx context.Context, id int, force bool) error {
 // ValidateName checks the name a target called name would be served
 // under, against the current basename.
 func (m *Manager) ValidateName(name string) error {
-	if err := ValidateTargetName(m.Global(), name); err != nil {
+	if err := checkTargetName(m.Global(), name); err != nil {
 		return &Error{Kind: KindInvalid, Object: "target", Name: name, Field: "name", Msg: err.Error()}
 	}
 	return nil

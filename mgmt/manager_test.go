@@ -19,6 +19,7 @@ import (
 	"github.com/iscsikit/iscsikit/backend"
 	"github.com/iscsikit/iscsikit/internal/initiator"
 	"github.com/iscsikit/iscsikit/iscsi"
+	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 	"github.com/iscsikit/iscsikit/scsi"
 )
 
@@ -746,4 +747,29 @@ func TestUpdateIsAtomic(t *testing.T) {
 		return nil
 	}), ErrInvalid)
 	require.Equal(t, before, m.Config(true))
+}
+
+// TestMaxConnectionsTakesEffect: Global.MaxConnections is what a target
+// negotiates, and a session takes that many connections.
+func TestMaxConnectionsTakesEffect(t *testing.T) {
+	srv, addr, port := liveServer(t)
+	m, _ := newManager(t, srv)
+	_, err := m.UpdateGlobal(ctx, func(g *Global) error { g.MaxConnections = 2; return nil })
+	require.NoError(t, err)
+	p, err := m.CreatePortal(ctx, Portal{DiscoveryAuthMethod: AuthNone, Listen: []Listen{{IP: "127.0.0.1", Port: port}}})
+	require.NoError(t, err)
+	tg := NewTarget()
+	tg.Name, tg.Groups = "mc", []TargetGroup{{Portal: p.ID, AuthMethod: AuthNone}}
+	_, err = m.CreateTarget(ctx, tg)
+	require.NoError(t, err)
+	s, err := initiator.DialSession(ctx, addr, initiator.Options{TargetName: DefaultBasename + ":mc", Keys: []negotiate.Pair{{Key: "MaxConnections", Value: "16"}}})
+	require.NoError(t, err)
+	defer s.Close()
+	require.Equal(t, "2", s.Lead().Params()["MaxConnections"])
+	_, err = s.Join(ctx, addr, 1)
+	require.NoError(t, err)
+	_, err = s.Join(ctx, addr, 2)
+	var le *initiator.LoginError
+	require.ErrorAs(t, err, &le, "a third connection is over the limit")
+	require.Equal(t, 2, srv.Sessions()[0].Connections)
 }

@@ -65,7 +65,18 @@ type Global struct {
 	PoolAvailThreshold *int `json:"pool_avail_threshold"`
 	// ALUA enables asymmetric logical unit access reporting.
 	ALUA bool `json:"alua"`
+	// MaxConnections (extension, seed 001's iscsi_maxconnect) is the
+	// connections per session a product allows, 1 to MaxConnectionsLimit;
+	// 0 means 1. Each target negotiates MaxConnections up to it
+	// (iscsi.Target.MaxConnections); a change ends the targets' sessions,
+	// like a change of their digests, and initiators log in again under
+	// the new limit.
+	MaxConnections int `json:"max_connections,omitempty"`
 }
+
+// MaxConnectionsLimit is the largest Global.MaxConnections (RFC 7143's
+// MaxConnections range).
+const MaxConnectionsLimit = 65535
 
 // DefaultBasename is the basename of a new configuration.
 const DefaultBasename = "iqn.2026-11.io.iscsikit"
@@ -127,6 +138,16 @@ type Auth struct {
 	// Initiator (extension, seed 003) restricts the credential to the
 	// initiator of this iSCSI name; empty accepts it from any initiator.
 	Initiator string `json:"initiator,omitempty"`
+}
+
+// OutgoingOnly reports whether a is an outgoing-only credential: a peer
+// user and secret (what the target answers an initiator's challenge
+// with) and no user or secret, as tgt keeps a target's outgoing user
+// while it has no incoming one. It authenticates no initiator, so its
+// auth group serves no CHAP login until users are added to it; a target
+// group may name that group with NONE meanwhile.
+func (a Auth) OutgoingOnly() bool {
+	return a.User == "" && a.Secret == "" && a.PeerUser != "" && a.PeerSecret != ""
 }
 
 // Auth methods of portals and target groups.
@@ -215,7 +236,9 @@ type Extent struct {
 	// or a type the Manager's Options.Openers add.
 	Type string `json:"type"`
 	// Disk is a block device: an absolute path or one relative to /dev
-	// (seed 000's "zvol/tank/lun0").
+	// (seed 000's "zvol/tank/lun0"). A change that sets it requires the
+	// device to exist and be a block device (a stored configuration is
+	// not checked for this when it is loaded).
 	Disk string `json:"disk,omitempty"`
 	// Path is the file of a FILE extent, created sparse of Filesize if
 	// missing. Filesize may grow while the extent is served: the file
@@ -411,7 +434,9 @@ func strictUnmarshal(b []byte, v any) error {
 }
 
 // IsISCSIName reports whether name already has an iSCSI name prefix and
-// so is used as given rather than appended to the basename.
+// so is used as given rather than appended to the basename. It does not
+// check the rest of the name: Manager.ValidateName (a target's name) and
+// iscsi.ValidateName (any iSCSI name) do.
 func IsISCSIName(name string) bool {
 	return strings.HasPrefix(name, "iqn.") || strings.HasPrefix(name, "eui.") || strings.HasPrefix(name, "naa.")
 }

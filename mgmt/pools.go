@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -92,7 +93,32 @@ func (m *Manager) Volumes(pool string) ([]Volume, error) {
 }
 
 func volumeOf(e Extent) Volume {
-	return Volume{Name: e.Name, Size: e.Filesize, UUID: e.UUID, Pool: e.Pool}
+	return Volume{Name: VolumeName(e), Size: e.Filesize, UUID: e.UUID, Pool: e.Pool}
+}
+
+// ZvolPrefix starts a DISK extent's disk that names a pool volume the way
+// FreeNAS and TrueNAS name a zvol: "zvol/POOL/NAME".
+const ZvolPrefix = "zvol/"
+
+// ParseZvol splits "zvol/POOL/NAME"; ok is false for anything else.
+func ParseZvol(disk string) (pool, name string, ok bool) {
+	rest, ok := strings.CutPrefix(disk, ZvolPrefix)
+	if !ok {
+		return "", "", false
+	}
+	pool, name, ok = strings.Cut(rest, "/")
+	return pool, name, ok && pool != "" && name != "" && !strings.Contains(name, "/")
+}
+
+// VolumeName is the name of the pool volume that extent e is: in a
+// directory pool the name of its file (NAME.img), which stays when the
+// extent is renamed (a FreeNAS extent made over zvol/POOL/NAME takes the
+// extent name the client gives); otherwise the extent's name.
+func VolumeName(e Extent) string {
+	if e.Pool != "" && e.Type == ExtentFile && e.Path != "" {
+		return strings.TrimSuffix(filepath.Base(e.Path), ".img")
+	}
+	return e.Name
 }
 
 // newUUID returns a random (version 4) UUID.
@@ -172,10 +198,10 @@ func (m *Manager) CreateVolume(ctx context.Context, pool, name string, size int6
 	return volumeOf(e), nil
 }
 
-// volumeExtent finds the extent of a volume.
-func (c *Config) volumeExtent(pool, name string) (Extent, error) {
+// VolumeExtent finds the extent that is volume name of pool.
+func (c *Config) VolumeExtent(pool, name string) (Extent, error) {
 	for _, e := range c.Extents {
-		if e.Pool == pool && e.Name == name {
+		if e.Pool == pool && VolumeName(e) == name {
 			return e, nil
 		}
 	}
@@ -186,7 +212,7 @@ func (c *Config) volumeExtent(pool, name string) (Extent, error) {
 // the storage of a VolumeMaker's volume);
 // an exported volume must be unexported first.
 func (m *Manager) DestroyVolume(ctx context.Context, pool, name string) error {
-	e, err := m.Config(false).volumeExtent(pool, name)
+	e, err := m.Config(false).VolumeExtent(pool, name)
 	if err != nil {
 		return err
 	}
@@ -204,18 +230,32 @@ func (m *Manager) DestroyVolume(ctx context.Context, pool, name string) error {
 // CopyVolume creates volume dst in pool with the size and contents of
 // volume src (holes stay holes in a directory pool).
 func (m *Manager) CopyVolume(ctx context.Context, pool, src, dst string) (Volume, error) {
-	e, err := m.Config(false).volumeExtent(pool, src)
+	return m.CopyVolumeSize(ctx, pool, src, dst, 0)
+}
+
+// CopyVolumeSize is CopyVolume making dst size bytes (0 means src's
+// size): a larger copy holds src's contents followed by zeroes; a
+// smaller one, which could not hold them, is refused.
+func (m *Manager) CopyVolumeSize(ctx context.Context, pool, src, dst string, size int64) (Volume, error) {
+	e, err := m.Config(false).VolumeExtent(pool, src)
 	if err != nil {
 		return Volume{}, err
 	}
 	if e.Type != ExtentFile && e.Type != ExtentDisk {
 		return Volume{}, &Error{Kind: KindInvalid, Object: "volume", Name: pool + "/" + src, Msg: "copying a volume of type " + e.Type + " is not supported"}
 	}
-	v, err := m.CreateVolume(ctx, pool, dst, e.Filesize)
+	if size == 0 {
+		size = e.Filesize
+	}
+	if size < e.Filesize {
+		return Volume{}, &Error{Kind: KindInvalid, Object: "volume", Name: dst, Field: "size",
+			Msg: fmt.Sprintf("%d is smaller than volume %s (%d bytes), whose contents the copy holds", size, src, e.Filesize)}
+	}
+	v, err := m.CreateVolume(ctx, pool, dst, size)
 	if err != nil {
 		return Volume{}, err
 	}
-	ne, err := m.Config(false).volumeExtent(pool, dst)
+	ne, err := m.Config(false).VolumeExtent(pool, dst)
 	if err == nil {
 		err = copyData(ctx, e.devicePath(), ne.devicePath(), e.Filesize)
 	}

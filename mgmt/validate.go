@@ -4,7 +4,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -91,6 +93,64 @@ func (v *validator) global() {
 	if t := g.PoolAvailThreshold; t != nil && (*t < 1 || *t > 99) {
 		v.add(KindInvalid, "global", 0, "", "pool_avail_threshold", "%d is not a percentage from 1 to 99", *t)
 	}
+	if g.MaxConnections < 0 || g.MaxConnections > MaxConnectionsLimit {
+		v.add(KindInvalid, "global", 0, "", "max_connections", "%d is not from 1 to %d (0 keeps the default)", g.MaxConnections, MaxConnectionsLimit)
+	}
+}
+
+// checkNewDisks requires the device of every DISK extent that next adds
+// or points elsewhere to exist and be a block device. It runs on changes
+// only, not in Validate: a stored configuration whose disk is missing at
+// boot still loads (that unit fails to open and says why), and an edit of
+// anything else does not trip over it.
+func checkNewDisks(prev, next *Config) error {
+	old := map[int]string{}
+	for _, e := range prev.Extents {
+		if e.Type == ExtentDisk {
+			old[e.ID] = DiskPath(e.Disk)
+		}
+	}
+	var errs []error
+	for _, e := range next.Extents {
+		if e.Type != ExtentDisk || e.Disk == "" {
+			continue
+		}
+		path := DiskPath(e.Disk)
+		if was, ok := old[e.ID]; ok && was == path {
+			continue
+		}
+		if err := blockDevice(path); err != nil {
+			errs = append(errs, &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "disk", Msg: err.Error()})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// blockDevice says why path is not an existing block device, or nil.
+func blockDevice(path string) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s does not exist", path)
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeDevice == 0 || fi.Mode()&fs.ModeCharDevice != 0 {
+		return fmt.Errorf("%s is not a block device (a %s); use a FILE extent for a file", path, kindOfFile(fi.Mode()))
+	}
+	return nil
+}
+
+func kindOfFile(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m.IsRegular():
+		return "regular file"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	}
+	return m.Type().String()
 }
 
 func authMethodValid(m string) bool {
@@ -197,11 +257,14 @@ const (
 )
 
 // authUse checks how a portal (discovery) or target group uses an auth
-// group: CHAP and MUTUAL_CHAP need one, MUTUAL_CHAP needs a peer user on
-// every credential of it, and NONE takes none (it would be ignored).
+// group: CHAP and MUTUAL_CHAP need one, with no outgoing-only credential
+// in it, MUTUAL_CHAP needs a peer user on every credential of it, and
+// NONE takes none (it would be ignored) unless all of its credentials
+// are outgoing-only: tgt keeps a target's outgoing user without incoming
+// ones, for when they come.
 func (v *validator) authUse(method string, group *int, field string, add func(Kind, string, string, ...any)) {
 	if method == AuthNone {
-		if group != nil {
+		if group != nil && !v.outgoingOnlyGroup(*group) {
 			add(KindInvalid, field, "an auth group is only used with CHAP or MUTUAL_CHAP; set it to null or choose a method")
 		}
 		return
@@ -213,6 +276,12 @@ func (v *validator) authUse(method string, group *int, field string, add func(Ki
 	if !v.authGroupExists(*group) {
 		add(KindNotFound, field, "no auth group with tag %d", *group)
 		return
+	}
+	for _, a := range v.cfg.Auths {
+		if a.Tag == *group && a.OutgoingOnly() {
+			add(KindInvalid, field, "%s needs users to authenticate initiators; auth %d of group %d has only an outgoing user (%s)", method, a.ID, *group, a.PeerUser)
+			return
+		}
 	}
 	if method == AuthMutualCHAP {
 		for _, a := range v.cfg.Auths {
@@ -232,8 +301,8 @@ func (v *validator) auths() {
 		if a.Tag < 1 {
 			add("tag", "%d is not a positive group tag", a.Tag)
 		}
-		if a.User == "" {
-			add("user", "a CHAP user name is required")
+		if a.User == "" && !a.OutgoingOnly() {
+			add("user", "a CHAP user name is required (or only peeruser and peersecret, for an outgoing-only credential)")
 		}
 		key := [3]string{strconv.Itoa(a.Tag), a.User, a.Initiator}
 		if other, dup := users[key]; dup {
@@ -245,7 +314,7 @@ func (v *validator) auths() {
 				add("initiator", "%v", err)
 			}
 		}
-		if n := len(a.Secret); n < MinSecretLen || n > MaxSecretLen {
+		if n := len(a.Secret); !a.OutgoingOnly() && (n < MinSecretLen || n > MaxSecretLen) {
 			add("secret", "must be %d to %d characters, not %d", MinSecretLen, MaxSecretLen, n)
 		}
 		if (a.PeerUser == "") != (a.PeerSecret == "") {
@@ -260,6 +329,21 @@ func (v *validator) auths() {
 			}
 		}
 	}
+}
+
+// outgoingOnlyGroup reports whether auth group tag exists and holds only
+// outgoing-only credentials.
+func (v *validator) outgoingOnlyGroup(tag int) bool {
+	found := false
+	for _, a := range v.cfg.Auths {
+		if a.Tag == tag {
+			if !a.OutgoingOnly() {
+				return false
+			}
+			found = true
+		}
+	}
+	return found
 }
 
 func (v *validator) authGroupExists(tag int) bool {
@@ -281,7 +365,7 @@ func (v *validator) targets() {
 			add(KindInvalid, "name", "a target name is required")
 		} else {
 			full := v.cfg.Global.FullName(t.Name)
-			if err := ValidateTargetName(v.cfg.Global, t.Name); err != nil {
+			if err := checkTargetName(v.cfg.Global, t.Name); err != nil {
 				add(KindInvalid, "name", "%v", err)
 			} else if other, dup := names[full]; dup {
 				add(KindExists, "name", "%s is also the name of target %d", full, other)
@@ -336,9 +420,11 @@ func (v *validator) targets() {
 	}
 }
 
-// ValidateTargetName checks the iSCSI name a target called name would be
-// served under (seed 000's iscsi.target.validate_name).
-func ValidateTargetName(g Global, name string) error {
+// checkTargetName checks the iSCSI name a target called name would be
+// served under: its own characters, then the whole name by
+// iscsi.ValidateName. Manager.ValidateName (seed 000's
+// iscsi.target.validate_name) is its exported spelling.
+func checkTargetName(g Global, name string) error {
 	if name == "" {
 		return errors.New("a target name is required")
 	}

@@ -186,6 +186,6 @@ func TestFullName(t *testing.T) {
 	require.Equal(t, "iqn.2005-10.org.freenas.ctl:target0", g.FullName("target0"))
 	require.Equal(t, "iqn.2026-11.com.example:x", g.FullName("iqn.2026-11.com.example:x"))
 	require.Equal(t, "eui.02004567A425678D", g.FullName("eui.02004567A425678D"))
-	require.NoError(t, ValidateTargetName(g, "target0"))
-	require.Error(t, ValidateTargetName(g, ""))
+	require.NoError(t, checkTargetName(g, "target0"))
+	require.Error(t, checkTargetName(g, ""))
 }

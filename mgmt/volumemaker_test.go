@@ -58,7 +58,7 @@ func TestPoolOfAVolumeMaker(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, Volume{Name: "v1", Size: 1 << 20, UUID: v.UUID, Pool: "svc"}, v)
 	require.Contains(t, sm.vols, "z1/v1", "the volume is made in the storage")
-	e, err := m.Config(false).volumeExtent("svc", "v1")
+	e, err := m.Config(false).VolumeExtent("svc", "v1")
 	require.NoError(t, err)
 	require.Equal(t, "STORE", e.Type)
 	require.Equal(t, map[string]string{"zone": "z1", "volume": "z1/v1"}, e.Params)

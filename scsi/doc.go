@@ -18,7 +18,8 @@
 // flags, handler), from which dispatch, CDB validation and REPORT
 // SUPPORTED OPERATION CODES all come. Commands run concurrently, on the
 // transport's goroutines; READ and WRITE move data between the device
-// and the transport's buffers directly, without a copy.
+// and the transport's buffers directly, without a copy, and a command
+// allocates nothing (BenchmarkReadWrite).
 //
 // # Lifecycle
 //

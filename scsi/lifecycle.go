@@ -147,6 +147,8 @@ func (g *gate) close() {
 // Target: to the unit attached at their LUN in its place, if any. A
 // second Close returns ErrUnitClosed.
 func (lu *LogicalUnit) Close() error {
+	lu.lifeMu.Lock()
+	defer lu.lifeMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), DrainTimeout)
 	defer cancel()
 	if err := lu.gate.hold(ctx); errors.Is(err, ErrUnitClosed) {
@@ -202,11 +204,19 @@ type Reopening struct {
 }
 
 // PrepareReopen checks cfg against dev and drains the unit (see Reopen).
-// On error the unit is as it was and serving.
-func (lu *LogicalUnit) PrepareReopen(ctx context.Context, dev backend.Device, cfg UnitConfig) (*Reopening, error) {
+// On error the unit is as it was and serving. Until the Reopening is
+// committed or aborted, another PrepareReopen or a Close of the unit
+// waits.
+func (lu *LogicalUnit) PrepareReopen(ctx context.Context, dev backend.Device, cfg UnitConfig) (_ *Reopening, err error) {
 	if dev == nil {
 		return nil, configErr("device", "nil device")
 	}
+	lu.lifeMu.Lock()
+	defer func() {
+		if err != nil {
+			lu.lifeMu.Unlock()
+		}
+	}()
 	lu.mu.Lock()
 	if cfg.Serial == "" {
 		cfg.Serial = lu.cfg.Serial
@@ -231,7 +241,10 @@ func (lu *LogicalUnit) PrepareReopen(ctx context.Context, dev backend.Device, cf
 
 // Abort gives up the reopen: the unit serves on as it was, and the
 // caller keeps the new device.
-func (r *Reopening) Abort() { r.lu.gate.release() }
+func (r *Reopening) Abort() {
+	r.lu.gate.release()
+	r.lu.lifeMu.Unlock()
+}
 
 // Commit swaps the device and configuration, lets the held commands in
 // and closes the old device. It fails only if the reopened unit cannot
@@ -265,6 +278,7 @@ func (r *Reopening) Commit() error {
 	err := lu.resumeSanitize()
 	lu.mu.Unlock()
 	lu.gate.release()
+	lu.lifeMu.Unlock()
 	if cerr := old.Close(); cerr != nil && cfg.Logger != nil {
 		cfg.Logger.Error("closing the device a reopened unit replaced", "err", cerr)
 	}

@@ -41,6 +41,19 @@ func (d *stallingDevice) Close() error {
 	return d.Device.Close()
 }
 
+// readInFlight starts a READ of LUN 0 and returns, where its result
+// will go, once the read is held in dev.
+func readInFlight(t *testing.T, f *fixture, dev *stallingDevice) <-chan scsi.Result {
+	t.Helper()
+	done := make(chan scsi.Result, 1)
+	go func() {
+		cmd := &scsi.Command{Nexus: nexusA, LUN: scsi.EncodeLUN(0), CDB: read10(0, 1), DataIn: make([]byte, bs)}
+		done <- f.tgt.Execute(context.Background(), cmd)
+	}()
+	waitFor(t, dev.armed, "the READ to reach the device")
+	return done
+}
+
 // heldCommand sends TEST UNIT READY through n until one is held (does
 // not answer within a moment), and returns where its result will go.
 // Those answered before are GOOD.
@@ -79,12 +92,7 @@ func TestReopenDrainsAndNeverFailsIO(t *testing.T) {
 	serial := f.lu.Config().Serial
 
 	// A READ in flight, held in the device.
-	readDone := make(chan scsi.Result, 1)
-	go func() {
-		cmd := &scsi.Command{Nexus: nexusA, LUN: scsi.EncodeLUN(0), CDB: read10(0, 1), DataIn: make([]byte, bs)}
-		readDone <- f.tgt.Execute(context.Background(), cmd)
-	}()
-	waitFor(t, dev.armed, "the READ to reach the device")
+	readDone := readInFlight(t, f, dev)
 
 	// Reopen on new storage holding other data, with the write cache off.
 	next := backend.NewMemory(2 * blocks * bs)
@@ -130,12 +138,7 @@ func TestReopenDrainsAndNeverFailsIO(t *testing.T) {
 func TestReopenThatCannotDrainChangesNothing(t *testing.T) {
 	dev := newStalling(blocks * bs)
 	f := newFixtureOn(t, dev, scsi.UnitConfig{})
-	readDone := make(chan scsi.Result, 1)
-	go func() {
-		cmd := &scsi.Command{Nexus: nexusA, LUN: scsi.EncodeLUN(0), CDB: read10(0, 1), DataIn: make([]byte, bs)}
-		readDone <- f.tgt.Execute(context.Background(), cmd)
-	}()
-	waitFor(t, dev.armed, "the READ to reach the device")
+	readDone := readInFlight(t, f, dev)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	next := backend.NewMemory(blocks * bs)
@@ -153,12 +156,7 @@ func TestReopenThatCannotDrainChangesNothing(t *testing.T) {
 func TestCloseDrainsAndReroutesHeldCommands(t *testing.T) {
 	dev := newStalling(blocks * bs)
 	f := newFixtureOn(t, dev, scsi.UnitConfig{})
-	readDone := make(chan scsi.Result, 1)
-	go func() {
-		cmd := &scsi.Command{Nexus: nexusA, LUN: scsi.EncodeLUN(0), CDB: read10(0, 1), DataIn: make([]byte, bs)}
-		readDone <- f.tgt.Execute(context.Background(), cmd)
-	}()
-	waitFor(t, dev.armed, "the READ to reach the device")
+	readDone := readInFlight(t, f, dev)
 	closed := make(chan error, 1)
 	go func() { closed <- f.lu.Close() }()
 	held := heldCommand(t, f.tgt, nexusA)

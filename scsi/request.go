@@ -88,6 +88,9 @@ func ioError(err error, write bool) error {
 // failed in its INFORMATION field (SBC-4 §4.18.1), the one a
 // backend.MediumError names or else the first one not moved.
 func (r *request) ioErrorAt(err error, write bool, off int64, n int) error {
+	if err == nil {
+		return nil
+	}
 	var me *backend.MediumError
 	if errors.As(err, &me) {
 		off, n = me.Off, 0

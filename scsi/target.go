@@ -29,30 +29,41 @@ type Target struct {
 	seenMu   sync.RWMutex
 	seen     map[string]bool
 	overflow bool
+	// keys holds the nexus key of every nexus in seen, so that a command
+	// finds its key without building it.
+	keys map[Nexus]string
 }
 
 // NewTarget returns a target without logical units.
 func NewTarget() *Target {
-	return &Target{units: make(map[uint16]*LogicalUnit), seen: make(map[string]bool)}
+	return &Target{units: make(map[uint16]*LogicalUnit), seen: make(map[string]bool), keys: make(map[Nexus]string)}
 }
 
-// saw records that the nexus key sent a command through the target.
-func (t *Target) saw(key string) {
+// saw records that nexus n sent a command through the target, and
+// returns its key.
+func (t *Target) saw(n Nexus) string {
 	t.seenMu.RLock()
-	known := t.seen[key] || t.overflow
+	key, known := t.keys[n]
+	overflow := t.overflow
 	t.seenMu.RUnlock()
 	if known {
-		return
+		return key
+	}
+	key = nexusKey(n)
+	if overflow {
+		return key
 	}
 	t.seenMu.Lock()
 	if !t.seen[key] {
 		if len(t.seen) < maxRememberedNexuses {
 			t.seen[key] = true
+			t.keys[n] = key
 		} else {
 			t.overflow = true
 		}
 	}
 	t.seenMu.Unlock()
+	return key
 }
 
 // ErrLUNInUse is returned by Attach for a LUN that already has a unit.
@@ -173,6 +184,18 @@ func (t *Target) Unit(lun uint16) *LogicalUnit {
 	return t.units[lun]
 }
 
+// MaxTransferLength is the most data one command addressed to wire LUN raw
+// may carry: the MaxTransferLength of the unit attached there, or
+// DefaultMaxTransferLength when there is none. A transport sizes its
+// per-command buffers by it, so the limit it enforces is the one the
+// unit advertises in its block limits VPD page.
+func (t *Target) MaxTransferLength(raw uint64) int {
+	if lu := t.unitAt(raw); lu != nil {
+		return lu.maxTransferLength()
+	}
+	return DefaultMaxTransferLength
+}
+
 // unitAt returns the unit a wire LUN addresses, or nil.
 func (t *Target) unitAt(raw uint64) *LogicalUnit {
 	lun, ok := DecodeLUN(raw)
@@ -187,8 +210,7 @@ func (t *Target) unitAt(raw uint64) *LogicalUnit {
 // which field is wrong. Commands for different or the same units may run
 // concurrently; ordering by task attribute is the transport's job.
 func (t *Target) Execute(ctx context.Context, cmd *Command) Result {
-	key := nexusKey(cmd.Nexus)
-	t.saw(key)
+	key := t.saw(cmd.Nexus)
 	if len(cmd.CDB) > 0 && cmd.CDB[0] == 0xa0 {
 		return t.reportLUNs(cmd)
 	}

@@ -94,8 +94,8 @@ type UnitConfig struct {
 	Logger *slog.Logger
 	// MaxTransferLength is the most bytes one READ or WRITE may move,
 	// advertised in the block limits VPD page so initiators split larger
-	// I/O; 0 means DefaultMaxTransferLength. A transport must accept
-	// commands of this size (iscsi.Options.MaxIOSize).
+	// I/O; 0 means DefaultMaxTransferLength. A transport learns it per
+	// command from Target.MaxTransferLength and sizes its buffers by it.
 	MaxTransferLength int
 }
 
@@ -126,12 +126,17 @@ type LogicalUnit struct {
 	// gate counts the commands in flight and holds new ones while the
 	// unit is drained (Reopen, Close).
 	gate gate
+	// lifeMu serializes Close and reopens (held from PrepareReopen to
+	// Commit or Abort).
+	lifeMu sync.Mutex
 	// attached counts the Targets the unit is attached to (Target.Close
 	// closes a unit it leaves attached to none).
 	attached atomic.Int32
 
 	// buffers holds scratch space for compares and read-modify-writes.
 	buffers bufpool.Pool
+	// requests recycles the per-command request structs.
+	requests sync.Pool
 
 	// writeGate is held shared by every writer and exclusively by
 	// COMPARE AND WRITE, which must be atomic against other writers, and
@@ -416,6 +421,14 @@ func (lu *LogicalUnit) Config() UnitConfig {
 	return c
 }
 
+// maxTransferLength is the unit's MaxTransferLength, read under its lock
+// since a reopen may change it.
+func (lu *LogicalUnit) maxTransferLength() int {
+	lu.mu.Lock()
+	defer lu.mu.Unlock()
+	return lu.cfg.MaxTransferLength
+}
+
 // Blocks returns the capacity in logical blocks.
 func (lu *LogicalUnit) Blocks() uint64 {
 	lu.mu.Lock()
@@ -624,9 +637,23 @@ func (lu *LogicalUnit) execute(ctx context.Context, cmd *Command, key string, t 
 	return res, true
 }
 
-// run is execute once the command is in.
+// run is execute once the command is in. Its request comes from the
+// unit's pool and goes back there: nothing keeps a request after its
+// command.
 func (lu *LogicalUnit) run(ctx context.Context, cmd *Command, key string, t *Target) Result {
-	r := &request{ctx: ctx, lu: lu, cmd: cmd, cdb: cmd.CDB, nexus: key, tgt: t}
+	r, _ := lu.requests.Get().(*request)
+	if r == nil {
+		r = new(request)
+	}
+	*r = request{ctx: ctx, lu: lu, cmd: cmd, cdb: cmd.CDB, nexus: key, tgt: t}
+	res := lu.handle(r)
+	*r = request{}
+	lu.requests.Put(r)
+	return res
+}
+
+// handle runs a command's checks and its handler.
+func (lu *LogicalUnit) handle(r *request) Result {
 	if len(r.cdb) == 0 {
 		return r.fail(errInvalidOpcode)
 	}

@@ -5,7 +5,10 @@
 //
 // URL is the daemon's API base address (default $ISCSICTL_URL, else
 // http://127.0.0.1:8080); the call is POSTed as JSON-RPC 2.0 to
-// URL/api/current. Each argument after METHOD is one positional parameter,
+// URL/api/current with HTTP Basic auth. With a ws:// or wss:// URL it goes
+// over a WebSocket to URL/api/current instead, logging in inside the
+// connection (--user with --password, or with --api-key), as midclt -u
+// does. Each argument after METHOD is one positional parameter,
 // parsed as JSON; an argument that is not valid JSON is sent as a string,
 // so `call iscsi.target.validate_name target0` works as with midclt. The
 // result is printed as indented JSON; an error is printed as one line on
@@ -49,9 +52,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	url := fs.String("url", defURL, "iscsid's management API base address")
 	user := fs.String("user", os.Getenv("ISCSICTL_USER"), "HTTP Basic user")
 	password := fs.String("password", os.Getenv("ISCSICTL_PASSWORD"), "HTTP Basic password")
+	apiKey := fs.String("api-key", os.Getenv("ISCSICTL_API_KEY"), "API key (ID-SECRET) to log in with over ws:// instead of --password")
 	timeout := fs.Duration("timeout", 60*time.Second, "how long to wait for the answer")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: iscsictl [--url URL] [--user U --password P] call METHOD [JSON...]")
+		fmt.Fprintln(stderr, "usage: iscsictl [--url URL] [--user U --password P | --api-key K] call METHOD [JSON...]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -64,7 +68,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	result, err := call(ctx, client{url: strings.TrimSuffix(*url, "/"), user: *user, password: *password}, rest[1], rest[2:])
+	c := client{url: strings.TrimSuffix(*url, "/"), user: *user, password: *password, apiKey: *apiKey}
+	do := call
+	if strings.HasPrefix(c.url, "ws://") || strings.HasPrefix(c.url, "wss://") {
+		do = wsCall
+	}
+	result, err := do(ctx, c, rest[1], rest[2:])
 	if err != nil {
 		fmt.Fprintln(stderr, "iscsictl:", err)
 		var ue *usageError
@@ -83,7 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // client is where and as whom calls are made.
 type client struct {
-	url, user, password string
+	url, user, password, apiKey string
 }
 
 // rpcError is the error member of a JSON-RPC response.
@@ -93,7 +102,19 @@ type rpcError struct {
 	Data    json.RawMessage `json:"data"`
 }
 
-func (e *rpcError) Error() string { return fmt.Sprintf("%s (code %d)", e.Message, e.Code) }
+// Error prints the message, or the middleware's reason when the message
+// is only its generic "Method call error".
+func (e *rpcError) Error() string {
+	msg := e.Message
+	var data struct {
+		Errname string `json:"errname"`
+		Reason  string `json:"reason"`
+	}
+	if json.Unmarshal(e.Data, &data) == nil && data.Reason != "" && !strings.Contains(msg, data.Reason) {
+		msg = "[" + data.Errname + "] " + data.Reason
+	}
+	return fmt.Sprintf("%s (code %d)", msg, e.Code)
+}
 
 // params turns command-line arguments into positional JSON parameters.
 func params(args []string) []json.RawMessage {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/iscsikit/iscsikit/examples/api/freenas"
 	"github.com/iscsikit/iscsikit/examples/api/nasshares"
+	"github.com/iscsikit/iscsikit/examples/api/rest"
 	"github.com/iscsikit/iscsikit/examples/api/storlever"
 	"github.com/iscsikit/iscsikit/examples/api/targetd"
 	"github.com/iscsikit/iscsikit/examples/api/truenas"
@@ -28,6 +29,7 @@ type apiConfig struct {
 	password string
 	tlsCert  string
 	tlsKey   string
+	keysFile string // where API keys of the TrueNAS WebSocket APIs are kept
 }
 
 // check refuses an API configuration that would expose the management
@@ -61,16 +63,21 @@ func isLoopback(host string) bool {
 }
 
 // apiHandler routes every API dialect served on the one listener.
-func apiHandler(m *mgmt.Manager, srv *iscsi.Server, log *slog.Logger) http.Handler {
+func apiHandler(m *mgmt.Manager, srv *iscsi.Server, tn *truenas.Server, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(truenas.Path, truenas.Handler(m, log))
-	mux.Handle(freenas.Prefix, freenas.Handler(m, sessionLimits(srv.Options()), log))
+	tn.Register(mux)
+	// Seed 001 also serves FreeNAS v1.0's volumes and zvols, and answers
+	// the rest of /api/v1.0/ with what it does not serve.
+	mux.Handle("/api/v1.0/", freenas.Handler(m, sessionLimits(srv.Options()), log))
 	mux.Handle(targetd.Path, targetd.Handler(m, targetd.Options{Logger: log}))
 	mux.Handle(storlever.Prefix, storlever.Handler(m, log))
 	shares := nasshares.Handler(m, log)
 	mux.Handle(nasshares.SharesPath, shares)
 	mux.Handle(nasshares.ServicePath, shares)
-	return mux
+	// Repeated slashes are read as one before routing, rather than
+	// answered with ServeMux's redirect (the Cinder driver POSTs to
+	// "targetgroup//").
+	return rest.CollapseSlashes(mux)
 }
 
 // sessionLimits reports the server's session parameters in seed 001's
@@ -85,10 +92,15 @@ func sessionLimits(o iscsi.Options) freenas.SessionLimits {
 }
 
 // basicAuth admits requests carrying user and password, comparing in
-// constant time; others get 401 with a Basic challenge.
+// constant time; others get 401 with a Basic challenge. TrueNAS
+// WebSocket upgrades pass: their clients log in inside the connection.
 func basicAuth(user, password string, next http.Handler) http.Handler {
 	want := sha256.Sum256([]byte(user + "\x00" + password))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if truenas.IsWebSocket(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		u, p, ok := r.BasicAuth()
 		got := sha256.Sum256([]byte(u + "\x00" + p))
 		if !ok || subtle.ConstantTimeCompare(want[:], got[:]) != 1 {
@@ -104,9 +116,9 @@ func basicAuth(user, password string, next http.Handler) http.Handler {
 // returned stop function is called. The listener is bound before it
 // returns, so a taken port is reported at start.
 func startAPI(c apiConfig, m *mgmt.Manager, srv *iscsi.Server, log *slog.Logger) (addr net.Addr, stop func(context.Context) error, err error) {
-	h := apiHandler(m, srv, log)
-	if c.user != "" {
-		h = basicAuth(c.user, c.password, h)
+	accounts, err := truenas.OpenAccounts(c.keysFile, c.user, c.password)
+	if err != nil {
+		return nil, nil, err
 	}
 	var tlsConf *tls.Config
 	if c.tlsCert != "" {
@@ -115,6 +127,15 @@ func startAPI(c apiConfig, m *mgmt.Manager, srv *iscsi.Server, log *slog.Logger)
 			return nil, nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
 		}
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	var certDER []byte
+	if tlsConf != nil {
+		certDER = tlsConf.Certificates[0].Certificate[0]
+	}
+	tn := truenas.New(m, truenas.Options{Accounts: accounts, TLSCert: certDER, FailedLoginDelay: time.Second, Logger: log})
+	h := apiHandler(m, srv, tn, log)
+	if c.user != "" {
+		h = basicAuth(c.user, c.password, h)
 	}
 	l, err := net.Listen("tcp", c.addr)
 	if err != nil {
@@ -139,5 +160,10 @@ func startAPI(c apiConfig, m *mgmt.Manager, srv *iscsi.Server, log *slog.Logger)
 		}
 	}()
 	log.Info("management API listening", "url", scheme+"://"+l.Addr().String(), "auth", c.user != "")
-	return l.Addr(), hs.Shutdown, nil
+	stop = func(ctx context.Context) error {
+		err := hs.Shutdown(ctx)
+		tn.Close()
+		return err
+	}
+	return l.Addr(), stop, nil
 }

@@ -20,9 +20,12 @@
 // listener (TrueNAS-style JSON-RPC at /api/current, FreeNAS v1.0 REST,
 // the NAS shares API, targetd's JSON-RPC at /targetrpc and StorLever's
 // REST API), behind HTTP Basic auth (--api-user, --api-password; required
-// beyond loopback) and optionally TLS (--tls-cert, --tls-key). Everything
-// they change goes through package mgmt: validated, saved in config.json
-// and applied live. --pool NAME=DIR declares directory pools for volumes.
+// beyond loopback) and optionally TLS (--tls-cert, --tls-key). The TrueNAS
+// WebSocket endpoints (ws://ADDR/api/current, ws://ADDR/websocket) log in
+// inside the connection instead, with that account or its API keys (kept
+// in DIR/api-keys.json). Everything they change goes through package
+// mgmt: validated, saved in config.json and applied live. --pool NAME=DIR
+// declares directory pools for volumes.
 package main
 
 import (
@@ -40,6 +43,7 @@ import (
 	"time"
 
 	"github.com/iscsikit/iscsikit/iscsi"
+	"github.com/iscsikit/iscsikit/iscsi/negotiate"
 	"github.com/iscsikit/iscsikit/mgmt"
 )
 
@@ -62,6 +66,9 @@ type config struct {
 	loginTimeout time.Duration
 	limits       iscsi.Limits
 	pprof        string // address of the net/http/pprof listener, "" for none
+	// erl and time2Retain are the highest ErrorRecoveryLevel and the
+	// DefaultTime2Retain the target offers (connection recovery).
+	erl, time2Retain uint
 }
 
 func main() {
@@ -81,6 +88,8 @@ func main() {
 	flag.IntVar(&c.limits.MaxPendingLogins, "max-pending-logins", 256, "connections in login at once; beyond, the longest-idle one is dropped (-1: no limit)")
 	flag.IntVar(&c.limits.MaxPendingLoginsPerSource, "max-pending-logins-per-source", 64, "connections in login at once from one IP address (-1: no limit)")
 	flag.IntVar(&c.limits.MaxSessionsPerTarget, "max-sessions-per-target", 1024, "sessions of one target (-1: no limit)")
+	flag.UintVar(&c.erl, "error-recovery-level", 0, "highest ErrorRecoveryLevel offered to initiators that ask (0-2; 1: digest recovery and SNACK, 2: also connection recovery)")
+	flag.UintVar(&c.time2Retain, "time2retain", 0, "DefaultTime2Retain offered, in seconds: how long a failed connection's tasks wait for TASK REASSIGN at level 2 (0-3600)")
 	flag.StringVar(&c.pprof, "pprof", "", "serve net/http/pprof on this address (host:port; keep it on loopback, e.g. 127.0.0.1:6060); off when empty")
 	verbose := flag.Bool("v", false, "log debug messages")
 	flag.Parse()
@@ -134,7 +143,8 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 	if err != nil {
 		return err
 	}
-	srv, err := iscsi.NewServer(iscsi.Options{Logger: log, LoginTimeout: c.loginTimeout, Limits: c.limits})
+	srv, err := iscsi.NewServer(iscsi.Options{Logger: log, LoginTimeout: c.loginTimeout, Limits: c.limits,
+		Negotiation: negotiate.Config{ErrorRecoveryLevel: uint32(min(c.erl, 1<<31)), DefaultTime2Retain: uint32(min(c.time2Retain, 1<<31))}})
 	if err != nil {
 		return err
 	}
@@ -143,11 +153,16 @@ func run(ctx context.Context, c config, hup <-chan os.Signal, log *slog.Logger) 
 	if err != nil {
 		return fmt.Errorf("%s refused:\n%w", store.Path(), err)
 	}
-	defer m.Close()
+	defer func() {
+		if err := m.Close(); err != nil {
+			log.Error("closing the configuration's units", "err", err)
+		}
+	}()
 	if err := ensurePools(ctx, m, c.pools); err != nil {
 		return err
 	}
 	if c.api.addr != "" {
+		c.api.keysFile = filepath.Join(state, "api-keys.json")
 		_, stopAPI, err := startAPI(c.api, m, srv, log)
 		if err != nil {
 			return err

@@ -64,7 +64,14 @@ type Response struct {
 	// ExpDataSN is the value in its SCSI Response (0 with phase-collapsed
 	// status).
 	DataInPDUs, R2Ts int
-	ExpDataSN        uint32
+	// DataDigestRejects counts Data-Out PDUs the target rejected for
+	// their data digest and asked for again (ErrorRecoveryLevel 1).
+	DataDigestRejects int
+	// DataInRecovered counts Data-In PDUs whose data failed its digest
+	// (or Options.CorruptDataIn said so) and that came back after a Data
+	// SNACK (ErrorRecoveryLevel 1).
+	DataInRecovered int
+	ExpDataSN       uint32
 	// StatusInDataIn reports that the status came in the last Data-In
 	// (phase collapse) rather than in a SCSI Response.
 	StatusInDataIn bool
@@ -147,16 +154,36 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 		}
 	}
 
-	resp := &Response{ITT: itt, CmdSN: cmdSN}
+	return c.dataPhase(ctx, t, req, st, &Response{ITT: itt, CmdSN: cmdSN}, &completed, false)
+}
+
+// dataPhase answers the R2Ts of command t, collects its Data-In and
+// returns its status. resumed is set after TASK REASSIGN: the R2TSNs then
+// go on from where the old connection left them.
+func (c *Conn) dataPhase(ctx context.Context, t *task, req *Request, st Settings, resp *Response, completed *bool, resumed bool) (*Response, error) {
+	itt := resp.ITT
+	write, read := len(req.DataOut) > 0, req.DataInLen > 0
 	var buf []byte
 	if read {
 		buf = make([]byte, req.DataInLen)
 	}
 	received, extent := 0, 0
 	nextR2TSN := uint32(0)
+	ackTTT, wantACK := uint32(0), false
+	// lost are the Data-In whose data failed its digest (ErrorRecoveryLevel
+	// 1): asked for again with a Data SNACK once the status has come, which
+	// is then held in done until they are all in.
+	var lost map[uint32]int // DataSN -> SNACKs sent
+	var done *Response
 	for {
 		p, err := await(ctx, t)
 		if err != nil {
+			if write && st.ErrorRecoveryLevel >= 1 && dataDigestRejected(err) {
+				// A Data-Out failed its digest: the target asks for
+				// it again with a recovery R2T (RFC 7143 §7.8).
+				resp.DataDigestRejects++
+				continue
+			}
 			return nil, err
 		}
 		switch p.Opcode() {
@@ -167,6 +194,39 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 			}
 			if !read {
 				return nil, protoErr("Data-In for a command that reads nothing (ITT 0x%08x)", itt)
+			}
+			bad := len(di.Data) != p.DataSegmentLength()
+			if done != nil {
+				// Recovery: the Data-In asked for again.
+				if _, want := lost[di.DataSN]; !want || int(di.BufferOffset)+len(di.Data) > len(buf) {
+					return nil, protoErr("unexpected Data-In DataSN %d after the status", di.DataSN)
+				}
+				if bad {
+					if err := c.snackData(ctx, req.LUN, itt, di.DataSN, lost); err != nil {
+						return nil, err
+					}
+					continue
+				}
+				copy(buf[di.BufferOffset:], di.Data)
+				delete(lost, di.DataSN)
+				if len(lost) == 0 {
+					return c.finishRead(ctx, req, done, ackTTT, wantACK)
+				}
+				continue
+			}
+			if bad {
+				if st.ErrorRecoveryLevel < 1 {
+					return nil, protoErr("Data-In DataSN %d lost at ErrorRecoveryLevel 0", di.DataSN)
+				}
+				resp.DataInPDUs++
+				resp.DataInRecovered++
+				if lost == nil {
+					lost = make(map[uint32]int)
+				}
+				lost[di.DataSN] = 0
+				received += p.DataSegmentLength()
+				extent = max(extent, int(di.BufferOffset)+p.DataSegmentLength())
+				continue
 			}
 			if di.DataSN != uint32(resp.DataInPDUs) {
 				return nil, protoErr("Data-In DataSN %d, expected %d", di.DataSN, resp.DataInPDUs)
@@ -182,6 +242,9 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 			if n > st.MaxRecvDataSegmentLength {
 				return nil, protoErr("Data-In of %d bytes exceeds MaxRecvDataSegmentLength %d", n, st.MaxRecvDataSegmentLength)
 			}
+			if di.Acknowledge {
+				ackTTT, wantACK = di.TTT, true
+			}
 			copy(buf[off:], di.Data)
 			received += n
 			extent = max(extent, off+n)
@@ -190,7 +253,7 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 				resp.Overflow, resp.Underflow, resp.Residual = di.Overflow, di.Underflow, di.ResidualCount
 				resp.StatusInDataIn = true
 				resp.Data = buf[:extent]
-				completed = true
+				*completed = true
 				return resp, nil
 			}
 		case pdu.OpR2T:
@@ -200,6 +263,9 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 			}
 			if !write {
 				return nil, protoErr("R2T for a command that writes nothing (ITT 0x%08x)", itt)
+			}
+			if resumed && resp.R2Ts == 0 {
+				nextR2TSN = r2t.R2TSN
 			}
 			if r2t.R2TSN != nextR2TSN {
 				return nil, protoErr("R2TSN %d, expected %d", r2t.R2TSN, nextR2TSN)
@@ -233,8 +299,19 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 			if read {
 				resp.Data = buf[:extent]
 			}
-			completed = true
-			return resp, nil
+			*completed = true
+			if len(lost) > 0 {
+				done = resp
+				for sn := range lost {
+					if err := c.snackData(ctx, req.LUN, itt, sn, lost); err != nil {
+						return nil, err
+					}
+				}
+				continue
+			}
+			// The target may have asked for a DataACK (A bit): all its
+			// Data-In arrived.
+			return c.finishRead(ctx, req, resp, ackTTT, wantACK)
 		default:
 			return nil, protoErr("unexpected %v for SCSI command ITT 0x%08x", p.Opcode(), itt)
 		}
@@ -259,10 +336,15 @@ func (c *Conn) sendDataOut(ctx context.Context, lun uint64, itt, ttt uint32, dat
 			BufferOffset: uint32(off + done),
 			Data:         data[off+done : off+done+chunk],
 		}
-		err := c.send(ctx, func(p *pdu.PDU, expStatSN uint32) {
-			m.ExpStatSN = expStatSN
-			m.Encode(p)
-		})
+		var err error
+		if c.opt.CorruptDataOut != nil && c.opt.CorruptDataOut(itt, off+done) {
+			err = c.sendCorrupt(ctx, &m)
+		} else {
+			err = c.send(ctx, func(p *pdu.PDU, expStatSN uint32) {
+				m.ExpStatSN = expStatSN
+				m.Encode(p)
+			})
+		}
 		if err != nil {
 			return err
 		}
@@ -270,4 +352,91 @@ func (c *Conn) sendDataOut(ctx context.Context, lun uint64, itt, ttt uint32, dat
 		done += chunk
 	}
 	return nil
+}
+
+// sendCorrupt sends m with its data digest inverted.
+func (c *Conn) sendCorrupt(ctx context.Context, m *pdu.DataOut) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	m.ExpStatSN = c.expStatSN
+	c.mu.Unlock()
+	var p pdu.PDU
+	m.Encode(&p)
+	b := c.Encode(&p)
+	for i := len(b) - 4; i < len(b); i++ {
+		b[i] ^= 0xff
+	}
+	if err := c.Err(); err != nil {
+		return err
+	}
+	return c.withDeadline(ctx, true, func() error {
+		_, err := c.nc.Write(b)
+		return err
+	})
+}
+
+// Reassign moves the command req, sent with ITT itt on a connection of
+// the session that failed or was logged out for recovery, to c with TASK
+// REASSIGN (ErrorRecoveryLevel 2, RFC 7143 §11.5.1), and finishes it
+// here: a write answers the R2Ts for the data the target still misses, a
+// read collects its Data-In (all of it: ExpDataSN 0), and the status
+// comes back here. Wait DefaultTime2Wait after the failure first.
+func (c *Conn) Reassign(ctx context.Context, req *Request, itt uint32) (*Response, error) {
+	ctx, cancel := c.opCtx(ctx)
+	defer cancel()
+	c.mu.Lock()
+	if _, busy := c.tasks[itt]; busy || !c.full {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("initiator: ITT 0x%08x busy or not logged in", itt)
+	}
+	t := &task{kind: kindCommand, q: newQueue(), lun: req.LUN}
+	c.tasks[itt] = t
+	c.mu.Unlock()
+	completed := false
+	defer func() { c.endTask(itt, t, completed) }()
+	code, err := c.TaskManagement(ctx, pdu.TMFTaskReassign, req.LUN, itt)
+	if err != nil {
+		return nil, err
+	}
+	if code != pdu.TMFResponseComplete {
+		return nil, fmt.Errorf("initiator: TASK REASSIGN of ITT 0x%08x answered %d", itt, code)
+	}
+	return c.dataPhase(ctx, t, req, c.Settings(), &Response{ITT: itt}, &completed, true)
+}
+
+// dataDigestRejected reports a Reject for a data digest error.
+func dataDigestRejected(err error) bool {
+	var rj *RejectError
+	return errors.As(err, &rj) && rj.Reason == pdu.RejectDataDigest
+}
+
+// maxSNACKs bounds how often one lost Data-In is asked for.
+const maxSNACKs = 3
+
+// snackData asks for Data-In sn of task itt again (Data SNACK, RFC 7143
+// §11.16), counting the attempts in lost.
+func (c *Conn) snackData(ctx context.Context, lun uint64, itt, sn uint32, lost map[uint32]int) error {
+	if lost[sn] >= maxSNACKs {
+		return protoErr("Data-In DataSN %d of ITT 0x%08x lost %d times", sn, itt, lost[sn])
+	}
+	lost[sn]++
+	return c.send(ctx, func(p *pdu.PDU, expStatSN uint32) {
+		(&pdu.SNACKRequest{Type: pdu.SNACKDataR2T, LUN: lun, ITT: itt, TTT: pdu.ReservedTag, ExpStatSN: expStatSN, BegRun: sn, RunLength: 1}).Encode(p)
+	})
+}
+
+// finishRead completes a read whose lost Data-In have all come back:
+// it acknowledges the data when the target asked for it.
+func (c *Conn) finishRead(ctx context.Context, req *Request, resp *Response, ackTTT uint32, wantACK bool) (*Response, error) {
+	if !wantACK {
+		return resp, nil
+	}
+	err := c.send(ctx, func(p *pdu.PDU, expStatSN uint32) {
+		(&pdu.SNACKRequest{Type: pdu.SNACKDataACK, LUN: req.LUN, ITT: pdu.ReservedTag, TTT: ackTTT, ExpStatSN: expStatSN, BegRun: uint32(resp.DataInPDUs)}).Encode(p)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
 }

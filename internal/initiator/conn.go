@@ -65,6 +65,17 @@ type Options struct {
 	// ManualNOPIn delivers every NOP-In with the reserved ITT to
 	// [Conn.ReadPDU] instead of answering target pings automatically.
 	ManualNOPIn bool
+	// CorruptDataOut, when set, is asked about every Data-Out [Conn.Do]
+	// sends (by ITT and buffer offset); for true the PDU goes out with a
+	// wrong data digest (fault injection; needs DataDigest). At
+	// ErrorRecoveryLevel 1 Do then takes the target's Reject and answers
+	// its recovery R2T.
+	CorruptDataOut func(itt uint32, offset int) bool
+	// CorruptDataIn, when set, is asked about every Data-In received (by
+	// ITT and DataSN); for true its data is treated as if it had failed
+	// its digest (fault injection). At ErrorRecoveryLevel 1 [Conn.Do]
+	// then asks for it again with a Data SNACK; at 0 the command fails.
+	CorruptDataIn func(itt, dataSN uint32) bool
 	// Timeout bounds every operation (DefaultTimeout when zero); a
 	// context with an earlier deadline wins.
 	Timeout time.Duration
@@ -158,14 +169,16 @@ type Conn struct {
 	wgen uint64
 	rgen uint64
 
+	// seq is the session's command numbering, shared by the connections
+	// of a Session; lock it after mu.
+	seq *sequence
+	// lead is the session's leading connection when this one joined it
+	// (see Session.Join): its settings are the session's.
+	lead *Conn
+
 	mu         sync.Mutex
-	cmdSN      uint32
-	expCmdSN   uint32
-	maxCmdSN   uint32
 	expStatSN  uint32
-	lastITT    uint32
 	tasks      map[uint32]*task
-	window     chan struct{} // closed and replaced whenever the window opens
 	violations []error
 	params     map[string]string // keys as the target sent them
 	result     map[string]string // negotiated outcome per key
@@ -173,12 +186,14 @@ type Conn struct {
 	full       bool          // in the full feature phase, reader running
 	readerDone chan struct{} // closed when the reader goroutine exits
 
-	raw    *queue
-	pings  atomic.Int64
-	bg     sync.WaitGroup
-	done   chan struct{}
-	once   sync.Once
-	closed error // set before done is closed
+	raw   *queue
+	pings atomic.Int64
+	// rejects counts the Reject PDUs the target sent.
+	rejects atomic.Int64
+	bg      sync.WaitGroup
+	done    chan struct{}
+	once    sync.Once
+	closed  error // set before done is closed
 }
 
 // NewConn wraps an established transport connection. The returned Conn is
@@ -195,20 +210,16 @@ func NewConn(nc net.Conn, opt Options) *Conn {
 		opt.Timeout = DefaultTimeout
 	}
 	c := &Conn{
-		opt:      opt,
-		nc:       nc,
-		r:        pdu.NewReader(nc, 8192),
-		w:        pdu.NewWriter(nc),
-		cmdSN:    opt.InitialCmdSN,
-		expCmdSN: opt.InitialCmdSN,
-		maxCmdSN: opt.InitialCmdSN - 1,
-		tasks:    make(map[uint32]*task),
-		window:   make(chan struct{}),
-		params:   make(map[string]string),
-		result:   make(map[string]string),
-		raw:      newQueue(),
-		done:     make(chan struct{}),
-		lastITT:  0x1000,
+		opt:    opt,
+		nc:     nc,
+		r:      pdu.NewReader(nc, 8192),
+		w:      pdu.NewWriter(nc),
+		seq:    newSequence(opt.InitialCmdSN),
+		tasks:  make(map[uint32]*task),
+		params: make(map[string]string),
+		result: make(map[string]string),
+		raw:    newQueue(),
+		done:   make(chan struct{}),
 	}
 	return c
 }
@@ -325,21 +336,26 @@ func (c *Conn) Violations() []error {
 // automatically.
 func (c *Conn) PingsAnswered() int64 { return c.pings.Load() }
 
+// Rejects returns how many Reject PDUs the target has sent on this
+// connection in the full feature phase, whether or not a call was waiting
+// for them.
+func (c *Conn) Rejects() int64 { return c.rejects.Load() }
+
 // CmdSN returns the CmdSN the next non-immediate command will carry (and
 // that immediate PDUs carry) without consuming it.
 func (c *Conn) CmdSN() uint32 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cmdSN
+	c.seq.mu.Lock()
+	defer c.seq.mu.Unlock()
+	return c.seq.cmdSN
 }
 
 // NextCmdSN consumes and returns a CmdSN for a raw non-immediate PDU, so
 // that later commands stay in sequence. It does not wait for the window.
 func (c *Conn) NextCmdSN() uint32 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	sn := c.cmdSN
-	c.cmdSN++
+	c.seq.mu.Lock()
+	defer c.seq.mu.Unlock()
+	sn := c.seq.cmdSN
+	c.seq.cmdSN++
 	return sn
 }
 
@@ -352,9 +368,9 @@ func (c *Conn) ExpStatSN() uint32 {
 
 // Window returns the target's current ExpCmdSN and MaxCmdSN.
 func (c *Conn) Window() (expCmdSN, maxCmdSN uint32) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.expCmdSN, c.maxCmdSN
+	c.seq.mu.Lock()
+	defer c.seq.mu.Unlock()
+	return c.seq.expCmdSN, c.seq.maxCmdSN
 }
 
 // NextITT returns an initiator task tag that is not in use and not the
@@ -367,12 +383,12 @@ func (c *Conn) NextITT() uint32 {
 
 func (c *Conn) allocITTLocked() uint32 {
 	for {
-		c.lastITT++
-		if c.lastITT == pdu.ReservedTag {
+		itt := c.seq.lastITT.Add(1)
+		if itt == pdu.ReservedTag {
 			continue
 		}
-		if _, busy := c.tasks[c.lastITT]; !busy {
-			return c.lastITT
+		if _, busy := c.tasks[itt]; !busy {
+			return itt
 		}
 	}
 }
@@ -549,11 +565,26 @@ func (c *Conn) readLoop() {
 	for {
 		p := new(pdu.PDU)
 		if err := c.r.ReadPDU(p); err != nil {
-			c.shutdown(fmt.Errorf("read: %w", err))
-			return
+			if !errors.Is(err, pdu.ErrDataDigest) || p.Opcode() != pdu.OpDataIn || !c.recovers() {
+				c.shutdown(fmt.Errorf("read: %w", err))
+				return
+			}
+			// A Data-In whose data failed its digest, at
+			// ErrorRecoveryLevel 1: its command asks for it again.
+			p.Data = nil
+		} else if p.Opcode() == pdu.OpDataIn && c.opt.CorruptDataIn != nil && c.opt.CorruptDataIn(p.ITT(), u32(p, 36)) {
+			p.Data = nil
 		}
 		c.dispatch(p)
 	}
+}
+
+// recovers reports whether the session runs at ErrorRecoveryLevel 1 or
+// more.
+func (c *Conn) recovers() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.settings.ErrorRecoveryLevel >= 1
 }
 
 func u32(p *pdu.PDU, off int) uint32 { return binary.BigEndian.Uint32(p.Header[off : off+4]) }
@@ -580,6 +611,7 @@ func (c *Conn) dispatch(p *pdu.PDU) {
 			return
 		}
 	case pdu.OpReject:
+		c.rejects.Add(1)
 		itt = pdu.ReservedTag
 		if len(p.Data) >= pdu.BHSLen {
 			itt = binary.BigEndian.Uint32(p.Data[16:20])
@@ -683,18 +715,21 @@ func (c *Conn) updateWindowLocked(op pdu.Opcode, exp, max uint32) {
 		c.violation("%v carries MaxCmdSN %d < ExpCmdSN-1 (%d)", op, max, exp)
 		return
 	}
+	q := c.seq
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	changed := false
-	if snAfter(exp, c.expCmdSN) {
-		c.expCmdSN = exp
+	if snAfter(exp, q.expCmdSN) {
+		q.expCmdSN = exp
 		changed = true
 	}
-	if snAfter(max, c.maxCmdSN) {
-		c.maxCmdSN = max
+	if snAfter(max, q.maxCmdSN) {
+		q.maxCmdSN = max
 		changed = true
 	}
 	if changed {
-		close(c.window)
-		c.window = make(chan struct{})
+		close(q.window)
+		q.window = make(chan struct{})
 	}
 }
 
@@ -711,7 +746,7 @@ func (c *Conn) answerPing(in *pdu.PDU) {
 		data = data[:max]
 	}
 	m := pdu.NOPOut{Immediate: true, LUN: in.LUN(), ITT: pdu.ReservedTag, TTT: u32(in, 20),
-		CmdSN: c.cmdSN, ExpStatSN: c.expStatSN, Data: data}
+		CmdSN: c.CmdSN(), ExpStatSN: c.expStatSN, Data: data}
 	c.mu.Unlock()
 	var p pdu.PDU
 	m.Encode(&p)
@@ -777,11 +812,14 @@ func (c *Conn) issue(ctx context.Context, immediate bool, build func(p *pdu.PDU,
 			c.wmu.Unlock()
 			return 0, err
 		}
-		if immediate || !snAfter(c.cmdSN, c.maxCmdSN) {
-			sn := c.cmdSN
+		q := c.seq
+		q.mu.Lock()
+		if immediate || !snAfter(q.cmdSN, q.maxCmdSN) {
+			sn := q.cmdSN
 			if !immediate {
-				c.cmdSN++
+				q.cmdSN++
 			}
+			q.mu.Unlock()
 			exp := c.expStatSN
 			c.mu.Unlock()
 			var p pdu.PDU
@@ -790,7 +828,8 @@ func (c *Conn) issue(ctx context.Context, immediate bool, build func(p *pdu.PDU,
 			c.wmu.Unlock()
 			return sn, err
 		}
-		ch := c.window
+		ch := q.window
+		q.mu.Unlock()
 		c.mu.Unlock()
 		c.wmu.Unlock()
 		select {

@@ -29,7 +29,7 @@ func (c *Conn) TaskManagement(ctx context.Context, function uint8, lun uint64, r
 	defer func() { c.endTask(itt, t, completed) }()
 	c.mu.Lock()
 	t.tmfFn, t.tmfRef = function, refITT
-	refCmdSN := c.cmdSN
+	refCmdSN := c.CmdSN()
 	if ref := c.tasks[refITT]; ref != nil && ref.kind == kindCommand {
 		refCmdSN = ref.cmdSN
 	}
@@ -111,6 +111,13 @@ func (c *Conn) Logout(ctx context.Context) error {
 // code and returns the target's response code. After a successful close
 // of the session or connection the Conn is closed.
 func (c *Conn) LogoutReason(ctx context.Context, reason uint8) (uint8, error) {
+	return c.LogoutCID(ctx, reason, c.opt.CID)
+}
+
+// LogoutCID is LogoutReason naming the connection cid, which for reasons 1
+// and 2 may be another connection of the session (RFC 7143 §11.14.3).
+// This connection ends on success only when the logout concerns it.
+func (c *Conn) LogoutCID(ctx context.Context, reason uint8, cid uint16) (uint8, error) {
 	ctx, cancel := c.opCtx(ctx)
 	defer cancel()
 	itt, t, err := c.newTask(kindLogout, 0)
@@ -119,7 +126,7 @@ func (c *Conn) LogoutReason(ctx context.Context, reason uint8) (uint8, error) {
 	}
 	completed := false
 	defer func() { c.endTask(itt, t, completed) }()
-	m := pdu.LogoutRequest{Immediate: true, ReasonCode: reason, ITT: itt, CID: c.opt.CID}
+	m := pdu.LogoutRequest{Immediate: true, ReasonCode: reason, ITT: itt, CID: cid}
 	if _, err := c.issue(ctx, true, func(p *pdu.PDU, cmdSN, expStatSN uint32) {
 		m.CmdSN, m.ExpStatSN = cmdSN, expStatSN
 		m.Encode(p)
@@ -135,7 +142,7 @@ func (c *Conn) LogoutReason(ctx context.Context, reason uint8) (uint8, error) {
 		return 0, protoErr("answer to a logout request: %v", err)
 	}
 	completed = true
-	if r.Response == pdu.LogoutResponseSuccess && reason != pdu.LogoutRemoveRecovery {
+	if r.Response == pdu.LogoutResponseSuccess && reason != pdu.LogoutRemoveRecovery && (reason == pdu.LogoutCloseSession || cid == c.opt.CID) {
 		c.shutdown(errors.New("logged out"))
 	}
 	return r.Response, nil

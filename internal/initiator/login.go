@@ -66,9 +66,13 @@ func (c *Conn) leadingPairs() []negotiate.Pair {
 }
 
 func (c *Conn) operationalPairs() []negotiate.Pair {
-	return mergeKeys(DefaultOperationalKeys(c.opt), c.opt.Keys, func(k string) bool {
+	pairs := mergeKeys(DefaultOperationalKeys(c.opt), c.opt.Keys, func(k string) bool {
 		return !leadingKey(k) && (k != "AuthMethod" || c.opt.SkipSecurity)
 	})
+	if c.lead != nil {
+		pairs = joinKeys(pairs)
+	}
+	return pairs
 }
 
 // Login performs the login phase on a connection made with [NewConn] or
@@ -188,7 +192,7 @@ func (c *Conn) Login(ctx context.Context) error {
 func (c *Conn) loginExchange(ctx context.Context, req *pdu.LoginRequest) (*pdu.LoginResponse, []negotiate.Pair, error) {
 	send := func(req *pdu.LoginRequest) error {
 		c.mu.Lock()
-		req.CmdSN, req.ExpStatSN = c.cmdSN, c.expStatSN
+		req.CmdSN, req.ExpStatSN = c.CmdSN(), c.expStatSN
 		c.mu.Unlock()
 		var p pdu.PDU
 		req.Encode(&p)
@@ -349,6 +353,17 @@ func (c *Conn) finishLogin(tsih uint16, declared int) {
 	}
 	if c.settings.MaxXmitDataSegmentLength <= 0 {
 		c.settings.MaxXmitDataSegmentLength = 8192
+	}
+	if c.lead != nil {
+		// A connection that joined a session: the session's settings,
+		// with this connection's digests and segment limits.
+		own := c.settings
+		c.settings = c.lead.Settings()
+		c.settings.HeaderDigest, c.settings.DataDigest = own.HeaderDigest, own.DataDigest
+		c.settings.MaxRecvDataSegmentLength, c.settings.MaxXmitDataSegmentLength = own.MaxRecvDataSegmentLength, own.MaxXmitDataSegmentLength
+		if own.TSIH != c.settings.TSIH {
+			c.violation("login response of a joining connection carries TSIH %d, the session's is %d", own.TSIH, c.settings.TSIH)
+		}
 	}
 	if c.opt.TargetName != "" && tsih == 0 {
 		c.violation("final login response of a normal session carries TSIH 0")

@@ -90,7 +90,7 @@ var keys = map[string]keyDef{
 		ours:  func(c *Config) string { return digestOffer(c.DataDigest) }},
 	"MaxConnections": {rule: ruleMin, lo: 1, hi: 65535, leadingOnly: true, normalOnly: true,
 		apply: setU32(func(p *Params) *uint32 { return &p.MaxConnections }),
-		ours:  func(*Config) string { return "1" }},
+		ours:  func(c *Config) string { return num(c.MaxConnections) }},
 	"InitialR2T": {rule: ruleOr, leadingOnly: true, normalOnly: true,
 		apply: setBool(func(p *Params) *bool { return &p.InitialR2T }),
 		ours:  func(c *Config) string { return yesNo(c.RequireInitialR2T) }},
@@ -124,7 +124,7 @@ var keys = map[string]keyDef{
 		ours:  func(*Config) string { return "Yes" }},
 	"ErrorRecoveryLevel": {rule: ruleMin, lo: 0, hi: 2, leadingOnly: true,
 		apply: setU32(func(p *Params) *uint32 { return &p.ErrorRecoveryLevel }),
-		ours:  func(*Config) string { return "0" }},
+		ours:  func(c *Config) string { return num(c.ErrorRecoveryLevel) }},
 	// Markers were dropped by RFC 7143; answering No keeps them off.
 	"IFMarker": {rule: ruleAnd, ours: func(*Config) string { return "No" }},
 	"OFMarker": {rule: ruleAnd, ours: func(*Config) string { return "No" }},

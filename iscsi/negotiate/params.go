@@ -95,6 +95,13 @@ type Config struct {
 	// rule) in seconds. Zero values answer 2 and 0: with error recovery
 	// level 0 the target keeps no state for a reconnecting initiator.
 	DefaultTime2Wait, DefaultTime2Retain uint32
+	// MaxConnections is the most connections a session may have
+	// (minimum rule, RFC 7143 §13.2). 0 means 1.
+	MaxConnections uint32
+	// ErrorRecoveryLevel is the highest error recovery level the target
+	// accepts (minimum rule, RFC 7143 §13.20); 0 to 2. The server refuses
+	// a level it does not implement.
+	ErrorRecoveryLevel uint32
 	// RequireInitialR2T refuses unsolicited data beyond immediate data.
 	RequireInitialR2T bool
 	// DisableImmediateData refuses data in SCSI Command PDUs.
@@ -141,6 +148,12 @@ func (c Config) Validate() error {
 	if c.MaxOutstandingR2T > 65535 {
 		return fmt.Errorf("%w: MaxOutstandingR2T %d outside 1..65535", ErrConfig, c.MaxOutstandingR2T)
 	}
+	if c.MaxConnections > 65535 {
+		return fmt.Errorf("%w: MaxConnections %d outside 1..65535", ErrConfig, c.MaxConnections)
+	}
+	if c.ErrorRecoveryLevel > 2 {
+		return fmt.Errorf("%w: ErrorRecoveryLevel %d outside 0..2", ErrConfig, c.ErrorRecoveryLevel)
+	}
 	if c.DefaultTime2Wait > maxTime2 || c.DefaultTime2Retain > maxTime2 {
 		return fmt.Errorf("%w: DefaultTime2Wait and DefaultTime2Retain must be at most %d", ErrConfig, maxTime2)
 	}
@@ -166,6 +179,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DefaultTime2Wait == 0 {
 		c.DefaultTime2Wait = 2
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = 1
 	}
 	return c
 }

@@ -7,7 +7,14 @@
 //
 // The seed has no resource that maps an extent into a target, so this
 // package adds FreeNAS v1.0's targettoextent resource (iscsi_target,
-// iscsi_extent, iscsi_lunid) beside them.
+// iscsi_extent, iscsi_lunid) beside them, and what the OpenStack Cinder
+// driver iXsystems wrote for this API uses: targetgroup (a target's portal
+// group, initiator group and auth), portal, Disk and ZVOL extents
+// (iscsi_target_extent_disk, "zvol/POOL/NAME" naming a pool volume) and,
+// under StoragePrefix, the --pool pools as volumes and their volumes as
+// zvols. Deleting a target or an extent deletes its LUN maps, as
+// FreeNAS's database cascades them. Repeated slashes in a path are read as
+// one (the driver POSTs to "targetgroup//").
 //
 // The projection onto mgmt's model: an authorized initiator is an
 // initiator group ("ALL" is the empty list, several names or networks are
@@ -15,10 +22,11 @@
 // a target has one portal group, one initiator group and one auth group;
 // the global discovery auth method applies to every portal. CHAP secrets
 // are accepted and never returned. Settings this SDK does not have (istgt's
-// logical unit controller, more than one connection per session) are
-// refused with 400 rather than stored and ignored; istgt's fixed session
-// parameters are reported as the daemon negotiates them and cannot be
-// changed here.
+// logical unit controller) are refused with 400 rather than stored and
+// ignored; istgt's fixed session parameters are reported as the daemon
+// negotiates them and cannot be changed here. iscsi_maxconnect is mgmt's
+// Global.MaxConnections: each target negotiates MaxConnections up to it;
+// iscsi_maxconnect_in_effect (read-only) reports the limit in force.
 //
 // Errors are JSON objects mapping the field at fault to a list of messages
 // ({"iscsi_target_extent_filesize": ["..."]}), or {"__all__": [...]} when
@@ -70,7 +78,8 @@ func Handler(m *mgmt.Manager, limits SessionLimits, log *slog.Logger) http.Handl
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+Prefix+"globalconfiguration/", a.getGlobal)
 	mux.HandleFunc("PUT "+Prefix+"globalconfiguration/", a.putGlobal)
-	resources := []resource{extentResource(a), initiatorResource(a), authResource(a), targetResource(a), targetToExtentResource(a)}
+	resources := []resource{extentResource(a), initiatorResource(a), authResource(a), targetResource(a), targetToExtentResource(a),
+		targetGroupResource(a), portalResource(a)}
 	for _, r := range resources {
 		r := r
 		mux.HandleFunc("GET "+Prefix+r.name+"/", func(w http.ResponseWriter, req *http.Request) { a.list(w, req, r) })
@@ -82,7 +91,8 @@ func Handler(m *mgmt.Manager, limits SessionLimits, log *slog.Logger) http.Handl
 	mux.HandleFunc(Prefix, func(w http.ResponseWriter, req *http.Request) {
 		a.fail(w, rest.NotFound("no resource %s", req.URL.Path), nil)
 	})
-	return mux
+	a.storageRoutes(mux)
+	return rest.CollapseSlashes(mux)
 }
 
 type api struct {
@@ -204,11 +214,7 @@ func splitList(s string) []string {
 	if strings.EqualFold(strings.TrimSpace(s), "ALL") {
 		return []string{}
 	}
-	out := []string{}
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' || r == '\r' }) {
-		out = append(out, f)
-	}
-	return out
+	return append([]string{}, strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' || r == '\r' })...)
 }
 
 // joinList writes a list the way splitList reads it.
@@ -322,3 +328,6 @@ func jsonFields(v any) map[string]string {
 	}
 	return out
 }
+
+// asMgmt is errors.As for *mgmt.Error.
+func asMgmt(err error, target **mgmt.Error) bool { return errors.As(err, target) }

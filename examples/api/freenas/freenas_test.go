@@ -89,9 +89,16 @@ func TestGlobalConfiguration(t *testing.T) {
 	require.Equal(t, "iqn.2011-03.org.example.istgt", g["iscsi_basename"])
 	require.Equal(t, "iqn.2011-03.org.example.istgt", m.Global().Basename)
 
-	// The documented example: istgt's connections per session. Sessions
-	// here have one connection, so 16 is refused, saying why.
-	errorOn(t, c.want(400, "PUT", "globalconfiguration/", `{"iscsi_maxconnect": 16}`), "iscsi_maxconnect", "one connection")
+	// The documented example: istgt's connections per session, stored
+	// and in effect (each target negotiates MaxConnections up to it).
+	require.Equal(t, float64(1), g["iscsi_maxconnect"])
+	g = c.want(202, "PUT", "globalconfiguration/", `{"iscsi_maxconnect": 16}`)
+	require.Equal(t, float64(16), g["iscsi_maxconnect"])
+	require.Equal(t, float64(16), g["iscsi_maxconnect_in_effect"])
+	require.Equal(t, 16, m.Global().MaxConnections)
+	require.Equal(t, float64(16), c.want(200, "GET", "globalconfiguration/", "")["iscsi_maxconnect"])
+	errorOn(t, c.want(400, "PUT", "globalconfiguration/", `{"iscsi_maxconnect": 0}`), "iscsi_maxconnect", "not from 1 to 65535")
+	errorOn(t, c.want(400, "PUT", "globalconfiguration/", `{"iscsi_maxconnect_in_effect": 4}`), "iscsi_maxconnect_in_effect", "follows iscsi_maxconnect")
 	errorOn(t, c.want(400, "PUT", "globalconfiguration/", `{"iscsi_toggleluc": true}`), "iscsi_toggleluc", "logical unit controller")
 	errorOn(t, c.want(400, "PUT", "globalconfiguration/", `{"iscsi_basename": "bad name"}`), "iscsi_basename", "")
 	errorOn(t, c.want(400, "PUT", "globalconfiguration/", `{"iscsi_discoveryauthmethod": "Kerberos"}`), "iscsi_discoveryauthmethod", "is not")
@@ -225,10 +232,14 @@ func TestTargetsAndLUNs(t *testing.T) {
 	c.want(202, "PUT", "targettoextent/1/", `{"iscsi_lunid": 2}`)
 	require.Equal(t, 2, m.Config(false).TargetExtents[0].LunID)
 
-	c.want(409, "DELETE", "target/1/", "")
 	got, _ := c.do("DELETE", "targettoextent/1/", "")
 	require.Equal(t, 204, got)
+	c.want(201, "POST", "targettoextent/", `{"iscsi_target": 1, "iscsi_extent": 1}`)
+	// Deleting the target deletes its LUN maps, as FreeNAS's database
+	// cascades them; the extent stays.
 	got, _ = c.do("DELETE", "target/1/", "")
 	require.Equal(t, 204, got)
+	require.Empty(t, m.Config(false).TargetExtents)
+	require.Len(t, m.Config(false).Extents, 1)
 	c.want(404, "GET", "nonsense/", "")
 }

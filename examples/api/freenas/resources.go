@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/iscsikit/iscsikit/examples/api/merge"
@@ -22,40 +23,43 @@ type globalView struct {
 	NopInInterval       int    `json:"iscsi_nopinint"`
 	MaxSessions         int    `json:"iscsi_maxsesh"`
 	MaxConnections      int    `json:"iscsi_maxconnect"`
-	R2T                 int    `json:"iscsi_r2t"`
-	MaxOutstandingR2T   int    `json:"iscsi_maxoutstandingr2t"`
-	FirstBurst          int    `json:"iscsi_firstburst"`
-	MaxBurst            int    `json:"iscsi_maxburst"`
-	MaxRecvData         int    `json:"iscsi_maxrecdata"`
-	DefaultTime2Wait    int    `json:"iscsi_defaultt2w"`
-	DefaultTime2Retain  int    `json:"iscsi_defaultt2r"`
-	ToggleLUC           bool   `json:"iscsi_toggleluc"`
-	LUCIP               string `json:"iscsi_lucip"`
-	LUCPort             int    `json:"iscsi_lucport"`
-	LUCAuthNetwork      string `json:"iscsi_luc_authnetwork"`
-	LUCAuthMethod       string `json:"iscsi_luc_authmethod"`
-	LUCAuthGroup        *int   `json:"iscsi_luc_authgroup"`
+	// MaxConnectionsInEffect is the MaxConnections each target offers
+	// sessions now: iscsi_maxconnect (not a FreeNAS field).
+	MaxConnectionsInEffect int    `json:"iscsi_maxconnect_in_effect"`
+	R2T                    int    `json:"iscsi_r2t"`
+	MaxOutstandingR2T      int    `json:"iscsi_maxoutstandingr2t"`
+	FirstBurst             int    `json:"iscsi_firstburst"`
+	MaxBurst               int    `json:"iscsi_maxburst"`
+	MaxRecvData            int    `json:"iscsi_maxrecdata"`
+	DefaultTime2Wait       int    `json:"iscsi_defaultt2w"`
+	DefaultTime2Retain     int    `json:"iscsi_defaultt2r"`
+	ToggleLUC              bool   `json:"iscsi_toggleluc"`
+	LUCIP                  string `json:"iscsi_lucip"`
+	LUCPort                int    `json:"iscsi_lucport"`
+	LUCAuthNetwork         string `json:"iscsi_luc_authnetwork"`
+	LUCAuthMethod          string `json:"iscsi_luc_authmethod"`
+	LUCAuthGroup           *int   `json:"iscsi_luc_authgroup"`
 }
 
 // fixedGlobal says why each read-only global field cannot change.
 var fixedGlobal = map[string]string{
-	"iscsi_maxconnect":        "sessions have one connection (MaxConnections=1)",
-	"iscsi_toggleluc":         "istgt's logical unit controller is not part of this target; manage it through this API instead",
-	"iscsi_lucip":             "istgt's logical unit controller is not part of this target",
-	"iscsi_lucport":           "istgt's logical unit controller is not part of this target",
-	"iscsi_luc_authnetwork":   "istgt's logical unit controller is not part of this target",
-	"iscsi_luc_authmethod":    "istgt's logical unit controller is not part of this target",
-	"iscsi_luc_authgroup":     "istgt's logical unit controller is not part of this target",
-	"iscsi_iotimeout":         "set in the daemon's session options; not changeable through this API",
-	"iscsi_nopinint":          "set in the daemon's session options; not changeable through this API",
-	"iscsi_maxsesh":           "set in the daemon's session options; not changeable through this API",
-	"iscsi_r2t":               "set in the daemon's session options; not changeable through this API",
-	"iscsi_maxoutstandingr2t": "set in the daemon's session options; not changeable through this API",
-	"iscsi_firstburst":        "set in the daemon's session options; not changeable through this API",
-	"iscsi_maxburst":          "set in the daemon's session options; not changeable through this API",
-	"iscsi_maxrecdata":        "set in the daemon's session options; not changeable through this API",
-	"iscsi_defaultt2w":        "set in the daemon's session options; not changeable through this API",
-	"iscsi_defaultt2r":        "set in the daemon's session options; not changeable through this API",
+	"iscsi_maxconnect_in_effect": "it follows iscsi_maxconnect; set that one",
+	"iscsi_toggleluc":            "istgt's logical unit controller is not part of this target; manage it through this API instead",
+	"iscsi_lucip":                "istgt's logical unit controller is not part of this target",
+	"iscsi_lucport":              "istgt's logical unit controller is not part of this target",
+	"iscsi_luc_authnetwork":      "istgt's logical unit controller is not part of this target",
+	"iscsi_luc_authmethod":       "istgt's logical unit controller is not part of this target",
+	"iscsi_luc_authgroup":        "istgt's logical unit controller is not part of this target",
+	"iscsi_iotimeout":            "set in the daemon's session options; not changeable through this API",
+	"iscsi_nopinint":             "set in the daemon's session options; not changeable through this API",
+	"iscsi_maxsesh":              "set in the daemon's session options; not changeable through this API",
+	"iscsi_r2t":                  "set in the daemon's session options; not changeable through this API",
+	"iscsi_maxoutstandingr2t":    "set in the daemon's session options; not changeable through this API",
+	"iscsi_firstburst":           "set in the daemon's session options; not changeable through this API",
+	"iscsi_maxburst":             "set in the daemon's session options; not changeable through this API",
+	"iscsi_maxrecdata":           "set in the daemon's session options; not changeable through this API",
+	"iscsi_defaultt2w":           "set in the daemon's session options; not changeable through this API",
+	"iscsi_defaultt2r":           "set in the daemon's session options; not changeable through this API",
 }
 
 func (a *api) globalView() globalView {
@@ -63,7 +67,7 @@ func (a *api) globalView() globalView {
 	v := globalView{
 		ID: 1, Basename: cfg.Global.Basename, DiscoveryAuthMethod: "None",
 		IOTimeout: a.limits.IOTimeout, NopInInterval: a.limits.NopInInterval, MaxSessions: a.limits.MaxSessions,
-		MaxConnections: 1, R2T: a.limits.MaxOutstandingR2T, MaxOutstandingR2T: a.limits.MaxOutstandingR2T,
+		MaxConnections: cmp.Or(cfg.Global.MaxConnections, 1), MaxConnectionsInEffect: cmp.Or(cfg.Global.MaxConnections, 1), R2T: a.limits.MaxOutstandingR2T, MaxOutstandingR2T: a.limits.MaxOutstandingR2T,
 		FirstBurst: a.limits.FirstBurst, MaxBurst: a.limits.MaxBurst, MaxRecvData: a.limits.MaxRecvData,
 		DefaultTime2Wait: a.limits.DefaultTime2Wait, DefaultTime2Retain: a.limits.DefaultTime2Keep,
 	}
@@ -96,6 +100,10 @@ func (a *api) putGlobal(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, rest.BadRequest(f, "%s", why), nil)
 		return
 	}
+	if next.MaxConnections < 1 || next.MaxConnections > mgmt.MaxConnectionsLimit {
+		a.fail(w, rest.BadRequest("iscsi_maxconnect", "%d is not from 1 to %d", next.MaxConnections, mgmt.MaxConnectionsLimit), nil)
+		return
+	}
 	method, err := authMethodIn("iscsi_discoveryauthmethod", next.DiscoveryAuthMethod, next.DiscoveryAuthGroup)
 	if err != nil {
 		a.fail(w, err, nil)
@@ -103,6 +111,7 @@ func (a *api) putGlobal(w http.ResponseWriter, r *http.Request) {
 	}
 	err = a.m.Update(r.Context(), func(cfg *mgmt.Config) error {
 		cfg.Global.Basename = next.Basename
+		cfg.Global.MaxConnections = next.MaxConnections
 		for i := range cfg.Portals {
 			cfg.Portals[i].DiscoveryAuthMethod = method
 			cfg.Portals[i].DiscoveryAuthGroup = next.DiscoveryAuthGroup
@@ -110,7 +119,7 @@ func (a *api) putGlobal(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	if err != nil {
-		a.fail(w, err, map[string]string{"basename": "iscsi_basename", "discovery_authmethod": "iscsi_discoveryauthmethod", "discovery_authgroup": "iscsi_discoveryauthgroup"})
+		a.fail(w, err, map[string]string{"basename": "iscsi_basename", "max_connections": "iscsi_maxconnect", "discovery_authmethod": "iscsi_discoveryauthmethod", "discovery_authgroup": "iscsi_discoveryauthgroup"})
 		return
 	}
 	rest.WriteJSON(w, http.StatusAccepted, a.globalView())
@@ -134,40 +143,115 @@ type extentView struct {
 	Name     string `json:"iscsi_target_extent_name"`
 	Type     string `json:"iscsi_target_extent_type"`
 	Path     string `json:"iscsi_target_extent_path"`
+	Disk     string `json:"iscsi_target_extent_disk"`
 	Filesize string `json:"iscsi_target_extent_filesize"`
 	Comment  string `json:"iscsi_target_extent_comment"`
 }
 
 var extentFields = map[string]string{"name": "iscsi_target_extent_name", "type": "iscsi_target_extent_type",
-	"path": "iscsi_target_extent_path", "disk": "iscsi_target_extent_path", "filesize": "iscsi_target_extent_filesize",
+	"path": "iscsi_target_extent_path", "disk": "iscsi_target_extent_disk", "filesize": "iscsi_target_extent_filesize",
 	"comment": "iscsi_target_extent_comment"}
+
+// zvolPrefix starts a Disk extent's disk that names a volume of a --pool
+// ("zvol/POOL/NAME"), as FreeNAS names its zvols.
+const zvolPrefix = mgmt.ZvolPrefix
+
+// zvolOf returns "zvol/POOL/NAME" for an extent that is a pool volume.
+func zvolOf(e mgmt.Extent) string {
+	if e.Pool == "" {
+		return ""
+	}
+	return zvolPrefix + e.Pool + "/" + mgmt.VolumeName(e)
+}
 
 func extentOut(e mgmt.Extent) extentView {
 	v := extentView{ID: e.ID, Name: e.Name, Type: "File", Path: e.Path, Filesize: rest.FormatSize(e.Filesize), Comment: e.Comment}
-	if e.Type == mgmt.ExtentDisk {
-		v.Type, v.Path = "Device", e.Disk
-		if strings.HasPrefix(e.Disk, "zvol/") {
-			v.Type = "ZFS Volume"
+	switch {
+	case e.Pool != "":
+		// A pool volume: FreeNAS's zvol, shown with the file it is.
+		v.Type, v.Disk, v.Path = "ZVOL", zvolOf(e), e.Path
+		if e.Type == mgmt.ExtentDisk {
+			v.Path = mgmt.DiskPath(e.Disk)
 		}
+	case e.Type == mgmt.ExtentDisk:
+		v.Type, v.Disk, v.Path = "Disk", e.Disk, mgmt.DiskPath(e.Disk)
 	}
 	return v
 }
 
-// extentIn sets the fields of e that the view carries.
+// diskTypes are the extent types over a device or a zvol: the Cinder
+// driver's and FreeNAS 9's names, and the seed's.
+var diskTypes = map[string]bool{"Disk": true, "ZVOL": true, "Device": true, "ZFS Volume": true}
+
+// extentIn sets the fields of e that the view carries, for an extent
+// that is not a pool volume.
 func extentIn(v extentView, e *mgmt.Extent) error {
 	size, err := rest.ParseSize(v.Filesize)
 	if err != nil {
 		return rest.BadRequest("iscsi_target_extent_filesize", "%v", err)
 	}
 	e.Name, e.Comment, e.Filesize = v.Name, v.Comment, size
-	switch v.Type {
-	case "File":
+	switch {
+	case v.Type == "File":
+		if v.Disk != "" {
+			return rest.BadRequest("iscsi_target_extent_disk", "a File extent has a path, not a disk")
+		}
 		e.Type, e.Path, e.Disk = mgmt.ExtentFile, v.Path, ""
-	case "Device", "ZFS Volume":
-		e.Type, e.Disk, e.Path = mgmt.ExtentDisk, v.Path, ""
+	case diskTypes[v.Type]:
+		disk := cmp.Or(v.Disk, v.Path)
+		if disk == "" {
+			return rest.BadRequest("iscsi_target_extent_disk", "a %s extent needs its device (e.g. \"da1\", \"/dev/sdb\") or zvol (\"zvol/POOL/NAME\")", v.Type)
+		}
+		if strings.HasPrefix(disk, zvolPrefix) {
+			return rest.BadRequest("iscsi_target_extent_disk", "%s: an extent's storage cannot be changed to a zvol; delete it and make a new extent", disk)
+		}
+		if v.Type == "ZVOL" || v.Type == "ZFS Volume" {
+			return rest.BadRequest("iscsi_target_extent_disk", "%q is not a zvol: want \"zvol/POOL/NAME\"", disk)
+		}
+		e.Type, e.Disk, e.Path = mgmt.ExtentDisk, disk, ""
 	default:
-		return rest.BadRequest("iscsi_target_extent_type", `%q is not "File", "Device" or "ZFS Volume"`, v.Type)
+		return rest.BadRequest("iscsi_target_extent_type", `%q is not "File", "Disk", "ZVOL", "Device" or "ZFS Volume"`, v.Type)
 	}
+	return nil
+}
+
+// exportZvol makes the extent v over a pool volume (disk
+// "zvol/POOL/NAME"): the volume is already an extent of the model, which
+// takes v's name and comment. A volume serves one extent at a time.
+func (a *api) exportZvol(ctx context.Context, v extentView, disk string) (mgmt.Extent, error) {
+	pool, name, ok := mgmt.ParseZvol(disk)
+	if !ok {
+		return mgmt.Extent{}, rest.BadRequest("iscsi_target_extent_disk", "%q is not \"zvol/POOL/NAME\"", disk)
+	}
+	if v.Filesize != "0" && v.Filesize != "" {
+		return mgmt.Extent{}, rest.BadRequest("iscsi_target_extent_filesize", "a zvol extent has its zvol's size; change it with PUT /api/v1.0/storage/volume/%s/zvols/%s/", pool, name)
+	}
+	e, err := a.m.Config(false).VolumeExtent(pool, name)
+	if err != nil {
+		return mgmt.Extent{}, rest.BadRequest("iscsi_target_extent_disk", "%s: volume %s has no zvol %s; make it with POST %s%s/zvols/", disk, pool, name, StoragePrefix, pool)
+	}
+	if e.Type == mgmt.ExtentDisk && v.Name != name {
+		return mgmt.Extent{}, rest.BadRequest("iscsi_target_extent_name", "the volume of block pool %s keeps its name: name the extent %q", pool, name)
+	}
+	if e.Name != name {
+		return mgmt.Extent{}, rest.Conflict("iscsi_target_extent_disk", "%s is the storage of extent %d (%s) already", disk, e.ID, e.Name)
+	}
+	return a.m.UpdateExtent(ctx, e.ID, func(e *mgmt.Extent) error {
+		e.Name, e.Comment = v.Name, v.Comment
+		return nil
+	})
+}
+
+// zvolExtentIn applies an update to an extent over a pool volume: only
+// its name and comment can change.
+func zvolExtentIn(cur, v extentView, e *mgmt.Extent) error {
+	c, n := jsonFields(cur), jsonFields(v)
+	for _, f := range []string{"iscsi_target_extent_type", "iscsi_target_extent_path", "iscsi_target_extent_disk", "iscsi_target_extent_filesize"} {
+		if c[f] != n[f] {
+			return rest.BadRequest(f, "extent %d is zvol %s: delete the extent to use other storage, or resize the zvol under %s", e.ID, cur.Disk, StoragePrefix)
+		}
+	}
+	e.Name, e.Comment = v.Name, v.Comment
 	return nil
 }
 
@@ -184,6 +268,13 @@ func extentResource(a *api) resource {
 			if err := decodeNew(body, &v); err != nil {
 				return nil, err
 			}
+			if disk := cmp.Or(v.Disk, v.Path); diskTypes[v.Type] && strings.HasPrefix(disk, zvolPrefix) {
+				e, err := a.exportZvol(ctx, v, disk)
+				if err != nil {
+					return nil, err
+				}
+				return extentOut(e), nil
+			}
 			e := mgmt.NewExtent()
 			if err := extentIn(v, &e); err != nil {
 				return nil, err
@@ -196,9 +287,13 @@ func extentResource(a *api) resource {
 		},
 		update: func(ctx context.Context, id int, body []byte) (any, error) {
 			e, err := a.m.UpdateExtent(ctx, id, func(e *mgmt.Extent) error {
-				v := extentOut(*e)
+				cur := extentOut(*e)
+				v := cur
 				if err := merge.Patch(&v, body, "id"); err != nil {
 					return err
+				}
+				if e.Pool != "" {
+					return zvolExtentIn(cur, v, e)
 				}
 				return extentIn(v, e)
 			})
@@ -207,8 +302,39 @@ func extentResource(a *api) resource {
 			}
 			return extentOut(e), nil
 		},
-		delete: func(ctx context.Context, id int) error { return a.m.DeleteExtent(ctx, id, false, false) },
+		delete: a.deleteExtent,
 	}
+}
+
+// deleteExtent deletes an extent and its LUN maps, as FreeNAS's database
+// cascades them. An extent over a pool volume is not deleted, since it
+// is the zvol: it gives up its LUNs and takes the zvol's name again, and
+// DELETE under /api/v1.0/storage/volume/ then destroys the zvol.
+func (a *api) deleteExtent(ctx context.Context, id int) error {
+	e, ok := findByID(a.m.Config(false).Extents, id, func(e mgmt.Extent) int { return e.ID })
+	if !ok || e.Pool == "" {
+		return a.m.DeleteExtent(ctx, id, false, true)
+	}
+	return a.m.Update(ctx, func(cfg *mgmt.Config) error {
+		for i := range cfg.Extents {
+			if cfg.Extents[i].ID == id {
+				cfg.Extents[i].Name, cfg.Extents[i].Comment = mgmt.VolumeName(cfg.Extents[i]), ""
+			}
+		}
+		cfg.TargetExtents = slices.DeleteFunc(cfg.TargetExtents, func(te mgmt.TargetExtent) bool { return te.Extent == id })
+		return nil
+	})
+}
+
+// findByID finds the object of list with id.
+func findByID[T any](list []T, id int, idOf func(T) int) (T, bool) {
+	for _, x := range list {
+		if idOf(x) == id {
+			return x, true
+		}
+	}
+	var zero T
+	return zero, false
 }
 
 // Authorized initiators (initiator groups).
@@ -338,7 +464,7 @@ type targetView struct {
 	Alias            *string `json:"iscsi_target_alias"`
 	Serial           string  `json:"iscsi_target_serial"`
 	Flags            string  `json:"iscsi_target_flags"`
-	PortalGroup      int     `json:"iscsi_target_portalgroup"`
+	PortalGroup      *int    `json:"iscsi_target_portalgroup"`
 	InitiatorGroup   *int    `json:"iscsi_target_initiatorgroup"`
 	AuthType         string  `json:"iscsi_target_authtype"`
 	AuthGroup        *int    `json:"iscsi_target_authgroup"`
@@ -372,7 +498,8 @@ func (a *api) targetOut(cfg *mgmt.Config, t mgmt.Target) targetView {
 	}
 	if len(t.Groups) > 0 {
 		g := t.Groups[0]
-		v.PortalGroup, v.InitiatorGroup, v.AuthGroup, v.AuthType = g.Portal, g.Initiator, g.Auth, authMethodOut(g.AuthMethod)
+		portal := g.Portal
+		v.PortalGroup, v.InitiatorGroup, v.AuthGroup, v.AuthType = &portal, g.Initiator, g.Auth, authMethodOut(g.AuthMethod)
 	}
 	for _, te := range cfg.TargetExtents {
 		if te.Target != t.ID || te.LunID != 0 || te.Initiator != "" {
@@ -415,7 +542,19 @@ func targetIn(cur, v targetView, t *mgmt.Target) error {
 	if v.Alias != nil {
 		t.Alias = *v.Alias
 	}
-	g := mgmt.TargetGroup{Portal: v.PortalGroup, Initiator: v.InitiatorGroup, Auth: v.AuthGroup, AuthMethod: method}
+	if v.PortalGroup == nil {
+		// FreeNAS 9.3 and later give a target its groups through
+		// targetgroup, as the Cinder driver does: no portal group here
+		// means none (or no more) on the target itself.
+		if v.InitiatorGroup != nil || v.AuthGroup != nil {
+			return rest.BadRequest("iscsi_target_portalgroup", "an initiator or auth group needs a portal group (or use targetgroup)")
+		}
+		if len(t.Groups) > 0 {
+			t.Groups = t.Groups[1:]
+		}
+		return nil
+	}
+	g := mgmt.TargetGroup{Portal: *v.PortalGroup, Initiator: v.InitiatorGroup, Auth: v.AuthGroup, AuthMethod: method}
 	if len(t.Groups) == 0 {
 		t.Groups = []mgmt.TargetGroup{g}
 	} else {
@@ -467,7 +606,10 @@ func targetResource(a *api) resource {
 			}
 			return a.targetOut(a.m.Config(false), t), nil
 		},
-		delete: func(ctx context.Context, id int) error { return a.m.DeleteTarget(ctx, id, false) },
+		// Deleting a target deletes its LUN maps and target groups, as
+		// FreeNAS's database cascades them (the Cinder driver relies on
+		// it); its extents stay.
+		delete: func(ctx context.Context, id int) error { return a.m.DeleteTarget(ctx, id, true) },
 	}
 }
 

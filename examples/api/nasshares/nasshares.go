@@ -25,6 +25,7 @@
 package nasshares
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -241,7 +242,11 @@ func orKeep(given, old string, sameUser bool) string {
 
 func (a *api) create(r *http.Request) (int, any, error) {
 	var s share
-	if err := rest.DecodeBody(r, &s); err != nil {
+	body, err := readOne(r, "share")
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := rest.DecodeJSON(body, &s); err != nil {
 		return 0, nil, err
 	}
 	if s.ID != 0 {
@@ -342,7 +347,7 @@ func findTarget(cfg *mgmt.Config, id int) (int, error) {
 }
 
 func (a *api) edit(r *http.Request) (int, any, error) {
-	body, err := rest.ReadObject(r)
+	body, err := readOne(r, "share")
 	if err != nil {
 		return 0, nil, err
 	}
@@ -392,7 +397,7 @@ func (a *api) edit(r *http.Request) (int, any, error) {
 }
 
 func (a *api) delete(r *http.Request) (int, any, error) {
-	body, err := rest.ReadObject(r)
+	body, err := readOne(r, "share")
 	if err != nil {
 		return 0, nil, err
 	}
@@ -458,7 +463,7 @@ func (a *api) getService(*http.Request) (int, any, error) {
 }
 
 func (a *api) putService(r *http.Request) (int, any, error) {
-	body, err := rest.ReadObject(r)
+	body, err := readOne(r, "service")
 	if err != nil {
 		return 0, nil, err
 	}
@@ -503,4 +508,21 @@ func (a *api) putService(r *http.Request) (int, any, error) {
 		return 0, nil, err
 	}
 	return http.StatusOK, []service{serviceOf(a.m.Config(false))}, nil
+}
+
+// readOne reads a body that must be one JSON object. The seed writes its
+// objects inside a list ("[ { ... } ]", as GET answers them); a list sent
+// back is refused saying so.
+func readOne(r *http.Request, what string) ([]byte, error) {
+	body, err := rest.ReadBody(r)
+	if err != nil {
+		return nil, err
+	}
+	if t := bytes.TrimSpace(body); len(t) > 0 && t[0] == '[' {
+		return nil, rest.BadRequest("", "the body is a list; send one %s object, not a list of them", what)
+	}
+	if err := rest.DecodeJSON(body, new(map[string]json.RawMessage)); err != nil {
+		return nil, err
+	}
+	return body, nil
 }

@@ -12,7 +12,10 @@
 // address is bound; "ALL" is accepted for compatibility and means the
 // same as an empty list). Its incoming users are one CHAP auth group of
 // its own; tgt's single outgoing user is the peer credential of every
-// incoming user, so it needs at least one incoming user. Each LUN is an
+// incoming user, and is kept on its own (an outgoing-only credential of
+// that group, which the target names with no authentication) while the
+// target has no incoming user, as tgt allows. The discovery users work
+// the same way. Each LUN is an
 // extent of its own (named sl-TARGETID-lunN) over the path given; the
 // file must exist and keeps its size. tgt's controller LUN 0 is not
 // listed. Discovery users apply to every portal. Passwords are never
@@ -180,21 +183,23 @@ func (a *api) putConf(r *http.Request) (int, any, error) {
 			}
 			cur.PeerUser, cur.PeerSecret = u, p
 		}
-		if cur.User == "" && cur.PeerUser != "" {
-			return rest.BadRequest("outgoingdiscoveryuser", "an outgoing discovery user needs an incoming one")
-		}
 		cfg.Auths = slices.DeleteFunc(cfg.Auths, func(x mgmt.Auth) bool { return tag != 0 && x.Tag == tag })
 		method := mgmt.AuthNone
 		var group *int
-		if cur.User != "" {
+		if cur.User != "" || cur.PeerUser != "" {
 			if tag == 0 {
 				tag = cfg.FreeAuthTag()
 			}
 			cur.ID, cur.Tag = mgmt.NextID(cfg.Auths), tag
 			cfg.Auths = append(cfg.Auths, cur)
-			method, group = mgmt.AuthCHAP, &tag
-			if cur.PeerUser != "" {
-				method = mgmt.AuthMutualCHAP
+			// An outgoing user alone is kept, as tgt keeps it, in a
+			// group discovery names without authenticating (NONE).
+			// With an incoming user, CHAP: the initiator proves itself
+			// and may ask the target to answer with the outgoing user,
+			// as tgt does; it is not required to.
+			group = &tag
+			if cur.User != "" {
+				method = mgmt.AuthCHAP
 			}
 		}
 		for i := range cfg.Portals {
@@ -447,8 +452,10 @@ func (a *api) listUsers(r *http.Request, outgoing bool) (int, any, error) {
 }
 
 // users edits a target's auth group with fn and sets its method from
-// what is left: no users NONE, incoming users CHAP, and an outgoing user
-// too MUTUAL_CHAP.
+// what is left: no incoming user NONE (an outgoing user alone stays in
+// the group), incoming users CHAP, where an initiator may ask the target
+// to prove itself with the outgoing user, as tgt lets it (tgt does not
+// require mutual CHAP when it has an outgoing user).
 func (a *api) users(ctx context.Context, iqn string, fn func(cfg *mgmt.Config, tag int, mine []*mgmt.Auth) error) error {
 	return a.m.Update(ctx, func(cfg *mgmt.Config) error {
 		i, err := findTarget(cfg, iqn)
@@ -474,17 +481,20 @@ func (a *api) users(ctx context.Context, iqn string, fn func(cfg *mgmt.Config, t
 		if err := fn(cfg, tag, mine); err != nil {
 			return err
 		}
-		mutual, any := false, false
+		any, incoming := false, false
 		for _, x := range cfg.Auths {
 			if x.Tag == tag {
-				any, mutual = true, x.PeerUser != ""
+				any, incoming = true, incoming || x.User != ""
 			}
 		}
 		switch {
 		case !any:
 			g.Auth, g.AuthMethod = nil, mgmt.AuthNone
-		case mutual:
-			g.Auth, g.AuthMethod = &tag, mgmt.AuthMutualCHAP
+		case !incoming:
+			// An outgoing user alone (tgt allows it): kept in the
+			// target's group, which authenticates nobody until an
+			// incoming user comes.
+			g.Auth, g.AuthMethod = &tag, mgmt.AuthNone
 		default:
 			g.Auth, g.AuthMethod = &tag, mgmt.AuthCHAP
 		}
@@ -509,7 +519,8 @@ func (a *api) addUser(r *http.Request, outgoing bool) (int, any, error) {
 	err := a.users(r.Context(), iqn, func(cfg *mgmt.Config, tag int, mine []*mgmt.Auth) error {
 		if outgoing {
 			if len(mine) == 0 {
-				return rest.Conflict("username", "an outgoing user needs an incoming user first")
+				cfg.Auths = append(cfg.Auths, mgmt.Auth{ID: mgmt.NextID(cfg.Auths), Tag: tag, PeerUser: req.Username, PeerSecret: req.Password})
+				return nil
 			}
 			if mine[0].PeerUser != "" {
 				return rest.Conflict("username", "the target has an outgoing user already (%s); tgt allows one", mine[0].PeerUser)
@@ -523,6 +534,11 @@ func (a *api) addUser(r *http.Request, outgoing bool) (int, any, error) {
 			if x.User == req.Username {
 				return rest.Conflict("username", "incoming user %s exists", req.Username)
 			}
+		}
+		if len(mine) == 1 && mine[0].OutgoingOnly() {
+			// The first incoming user joins the outgoing one.
+			mine[0].User, mine[0].Secret = req.Username, req.Password
+			return nil
 		}
 		x := mgmt.Auth{ID: mgmt.NextID(cfg.Auths), Tag: tag, User: req.Username, Secret: req.Password}
 		if len(mine) > 0 {
@@ -585,12 +601,17 @@ func (a *api) deleteUser(r *http.Request, outgoing bool) (int, any, error) {
 		if !found {
 			return rest.NotFound("user %s does not exist", user)
 		}
-		if !outgoing {
-			if len(mine) == 1 && mine[0].PeerUser != "" {
-				return rest.Conflict("", "the outgoing user needs an incoming one; delete the outgoing user %s first", mine[0].PeerUser)
-			}
-			cfg.Auths = slices.DeleteFunc(cfg.Auths, func(x mgmt.Auth) bool { return x.Tag == tag && x.User == user })
+		if outgoing {
+			// An outgoing-only credential has nothing left.
+			cfg.Auths = slices.DeleteFunc(cfg.Auths, func(x mgmt.Auth) bool { return x.Tag == tag && x.User == "" && x.PeerUser == "" })
+			return nil
 		}
+		if len(mine) == 1 && mine[0].PeerUser != "" {
+			// The last incoming user goes; the outgoing user stays.
+			mine[0].User, mine[0].Secret = "", ""
+			return nil
+		}
+		cfg.Auths = slices.DeleteFunc(cfg.Auths, func(x mgmt.Auth) bool { return x.Tag == tag && x.User == user })
 		return nil
 	})
 	return http.StatusOK, nil, err

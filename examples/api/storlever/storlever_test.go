@@ -154,12 +154,22 @@ func TestCHAPUsers(t *testing.T) {
 	c, m := newClient(t)
 	c.want(201, "POST", "target_list", `{"iqn":"`+iqn+`"}`)
 	base := "target_list/" + iqn + "/"
-	require.Contains(t, c.want(409, "POST", base+"outgoinguser_list", `{"username":"out", "password":"outsecret1234"}`), "incoming user first")
+	// An outgoing user alone, as tgt allows: kept, shown, and no
+	// authentication asked of initiators until an incoming user comes.
+	c.want(201, "POST", base+"outgoinguser_list", `{"username":"out", "password":"outsecret1234"}`)
+	var names []string
+	c.get(base+"outgoinguser_list", &names)
+	require.Equal(t, []string{"out"}, names)
+	c.get(base+"incominguser_list", &names)
+	require.Empty(t, names)
+	require.Equal(t, mgmt.AuthNone, m.Config(false).Targets[0].Groups[0].AuthMethod)
+	require.Contains(t, c.want(409, "POST", base+"outgoinguser_list", `{"username":"out2", "password":"outsecret1234"}`), "allows one")
+	c.want(200, "DELETE", base+"outgoinguser_list/out", "")
+	require.Empty(t, m.Config(true).Auths)
 
 	resp, body := c.do("POST", base+"incominguser_list", `{"username":"test", "password":"123456789012"}`)
 	require.Equal(t, 201, resp.StatusCode, body)
 	require.Equal(t, Prefix+base+"incominguser_list/test", resp.Header.Get("Location"))
-	var names []string
 	c.get(base+"incominguser_list", &names)
 	require.Equal(t, []string{"test"}, names)
 	require.Equal(t, mgmt.AuthCHAP, m.Config(false).Targets[0].Groups[0].AuthMethod)
@@ -167,7 +177,7 @@ func TestCHAPUsers(t *testing.T) {
 	c.want(201, "POST", base+"outgoinguser_list", `{"username":"out", "password":"outsecret1234"}`)
 	c.get(base+"outgoinguser_list", &names)
 	require.Equal(t, []string{"out"}, names)
-	require.Equal(t, mgmt.AuthMutualCHAP, m.Config(false).Targets[0].Groups[0].AuthMethod)
+	require.Equal(t, mgmt.AuthCHAP, m.Config(false).Targets[0].Groups[0].AuthMethod, "tgt answers mutual CHAP when asked and does not require it")
 	require.Contains(t, c.want(409, "POST", base+"outgoinguser_list", `{"username":"out2", "password":"outsecret1234"}`), "allows one")
 
 	// The seed's six-character password is below the 12-character minimum.
@@ -175,10 +185,20 @@ func TestCHAPUsers(t *testing.T) {
 	c.want(200, "PUT", base+"incominguser_list/test", `{"password": "abcdefabcdef"}`)
 	c.want(200, "PUT", base+"outgoinguser_list/out", `{"password": "abcdefabcdefg"}`)
 	c.want(404, "PUT", base+"incominguser_list/ghost", `{"password": "abcdefabcdef"}`)
-	require.Contains(t, c.want(409, "DELETE", base+"incominguser_list/test", ""), "delete the outgoing user")
 
 	_, body = c.do("GET", "target_list/"+iqn, "")
 	require.NotContains(t, body, "abcdef", "passwords are never returned")
+
+	// The last incoming user goes and the outgoing one stays; a new
+	// incoming user joins it again.
+	c.want(200, "DELETE", base+"incominguser_list/test", "")
+	c.get(base+"outgoinguser_list", &names)
+	require.Equal(t, []string{"out"}, names)
+	require.Equal(t, mgmt.AuthNone, m.Config(false).Targets[0].Groups[0].AuthMethod)
+	c.want(201, "POST", base+"incominguser_list", `{"username":"test", "password":"123456789012"}`)
+	require.Equal(t, mgmt.AuthCHAP, m.Config(false).Targets[0].Groups[0].AuthMethod)
+	require.Equal(t, "out", m.Config(false).Auths[0].PeerUser)
+	require.Len(t, m.Config(true).Auths, 1)
 
 	c.want(200, "DELETE", base+"outgoinguser_list/out", "")
 	c.want(200, "DELETE", base+"incominguser_list/test", "")
@@ -198,9 +218,16 @@ func TestDiscoveryUsers(t *testing.T) {
 	require.Equal(t, "test", conf["incomingdiscoveryuser"], "the password is not shown")
 	require.Equal(t, mgmt.AuthCHAP, m.Config(false).Portals[0].DiscoveryAuthMethod)
 	c.want(200, "PUT", "conf", `{"outgoingdiscoveryuser":"back:210987654321"}`)
-	require.Equal(t, mgmt.AuthMutualCHAP, m.Config(false).Portals[0].DiscoveryAuthMethod)
+	require.Equal(t, mgmt.AuthCHAP, m.Config(false).Portals[0].DiscoveryAuthMethod)
+	require.Equal(t, "back", m.Config(false).Auths[0].PeerUser)
 
 	require.Contains(t, c.want(400, "PUT", "conf", `{"incomingdiscoveryuser":"nopassword"}`), "username:passwd")
+	// The outgoing discovery user without the incoming one, as tgt
+	// allows: kept and shown, discovery asks for nothing.
+	c.want(200, "PUT", "conf", `{"incomingdiscoveryuser":""}`)
+	c.get("conf", &conf)
+	require.Equal(t, map[string]string{"incomingdiscoveryuser": "", "outgoingdiscoveryuser": "back"}, conf)
+	require.Equal(t, mgmt.AuthNone, m.Config(false).Portals[0].DiscoveryAuthMethod)
 	c.want(200, "PUT", "conf", `{"incomingdiscoveryuser":"", "outgoingdiscoveryuser":""}`)
 	require.Equal(t, mgmt.AuthNone, m.Config(false).Portals[0].DiscoveryAuthMethod)
 	require.Empty(t, m.Config(true).Auths)

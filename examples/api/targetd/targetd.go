@@ -9,7 +9,8 @@
 // its initiator (export_create) or to a named initiator group
 // (access_group_*), so each initiator sees only what was exported to it.
 // targetd's file-system and NFS calls are outside an iSCSI SDK and answer
-// "method not found".
+// "method not found" (-32601) saying so. vol_copy takes the client's
+// optional size, larger than the original's.
 package targetd
 
 import (
@@ -68,7 +69,7 @@ func Methods(m *mgmt.Manager, opt Options) map[string]jsonrpc.Method {
 		opt.Target = "targetd"
 	}
 	a := &adapter{m: m, target: opt.Target}
-	return map[string]jsonrpc.Method{
+	methods := map[string]jsonrpc.Method{
 		"pool_list":                a.poolList,
 		"vol_list":                 a.volList,
 		"vol_create":               a.volCreate,
@@ -87,6 +88,24 @@ func Methods(m *mgmt.Manager, opt Options) map[string]jsonrpc.Method {
 		"access_group_map_list":    a.accessGroupMapList,
 		"access_group_map_create":  a.accessGroupMapCreate,
 		"access_group_map_destroy": a.accessGroupMapDestroy,
+	}
+	for _, name := range fileMethods {
+		methods[name] = notServed(name)
+	}
+	return methods
+}
+
+// fileMethods are targetd's btrfs file-system and NFS calls (seed 003's
+// second half), which an iSCSI target does not serve.
+var fileMethods = []string{"fs_list", "fs_destroy", "fs_create", "fs_clone", "ss_list", "fs_snapshot", "fs_snapshot_delete",
+	"nfs_export_auth_list", "nfs_export_list", "nfs_export_add", "nfs_export_remove"}
+
+// notServed answers a file-system or NFS call with "method not found"
+// (-32601, what targetd answers for a method it does not have), saying
+// why.
+func notServed(name string) jsonrpc.Method {
+	return func(context.Context, json.RawMessage) (any, error) {
+		return nil, fail(jsonrpc.CodeMethodNotFound, "%s: targetd's file-system and NFS calls are not served; this daemon is an iSCSI target (block calls only)", name)
 	}
 }
 
@@ -235,6 +254,9 @@ func (a *adapter) volCopy(ctx context.Context, params json.RawMessage) (any, err
 		Pool    string `json:"pool"`
 		VolOrig string `json:"vol_orig"`
 		VolNew  string `json:"vol_new"`
+		// Size (optional, as the targetd client sends it) makes the copy
+		// larger than the original.
+		Size    *int64 `json:"size"`
 		Timeout int    `json:"timeout"`
 	}
 	if err := args(params, &p); err != nil {
@@ -243,7 +265,23 @@ func (a *adapter) volCopy(ctx context.Context, params json.RawMessage) (any, err
 	if err := errors.Join(required("pool", p.Pool), required("vol_orig", p.VolOrig), checkName("vol_new", p.VolNew)); err != nil {
 		return nil, firstError(err)
 	}
-	if _, err := a.m.CopyVolume(ctx, p.Pool, p.VolOrig, p.VolNew); err != nil {
+	var size int64
+	if p.Size != nil {
+		vols, err := a.m.Volumes(p.Pool)
+		if err != nil {
+			return nil, err
+		}
+		i := slices.IndexFunc(vols, func(v mgmt.Volume) bool { return v.Name == p.VolOrig })
+		if i < 0 {
+			return nil, fail(CodeNotFoundVolume, "volume %s not found in pool %s", p.VolOrig, p.Pool)
+		}
+		// targetd's block.copy: the size must exceed the original's.
+		if *p.Size <= vols[i].Size {
+			return nil, jsonrpc.InvalidParams("size %d must be larger than the %d bytes of volume %s in pool %s", *p.Size, vols[i].Size, p.VolOrig, p.Pool)
+		}
+		size = *p.Size
+	}
+	if _, err := a.m.CopyVolumeSize(ctx, p.Pool, p.VolOrig, p.VolNew, size); err != nil {
 		return nil, err
 	}
 	return nil, nil
@@ -306,7 +344,7 @@ func (a *adapter) exportList(ctx context.Context, params json.RawMessage) (any, 
 			continue
 		}
 		e := extentOf(cfg, te.Extent)
-		out = append(out, export{InitiatorWWN: te.Initiator, LUN: te.LunID, VolName: e.Name, VolSize: e.Filesize, VolUUID: e.UUID, Pool: e.Pool})
+		out = append(out, export{InitiatorWWN: te.Initiator, LUN: te.LunID, VolName: mgmt.VolumeName(e), VolSize: e.Filesize, VolUUID: e.UUID, Pool: e.Pool})
 	}
 	return out, nil
 }
@@ -330,7 +368,7 @@ func volumeID(cfg *mgmt.Config, pool, vol string) (int, error) {
 		return 0, fail(CodeInvalidPool, "pool %q does not exist", pool)
 	}
 	for _, e := range cfg.Extents {
-		if e.Pool == pool && e.Name == vol {
+		if e.Pool == pool && mgmt.VolumeName(e) == vol {
 			return e.ID, nil
 		}
 	}
@@ -648,7 +686,7 @@ func (a *adapter) accessGroupMapList(ctx context.Context, params json.RawMessage
 			continue
 		}
 		e := extentOf(cfg, te.Extent)
-		out = append(out, groupMap{AgName: names[*te.InitiatorGroup], HLunID: te.LunID, PoolName: e.Pool, VolName: e.Name})
+		out = append(out, groupMap{AgName: names[*te.InitiatorGroup], HLunID: te.LunID, PoolName: e.Pool, VolName: mgmt.VolumeName(e)})
 	}
 	return out, nil
 }

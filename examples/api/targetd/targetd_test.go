@@ -220,3 +220,33 @@ func TestOutsideTheBlockAPI(t *testing.T) {
 		c.fails(-32601, m, `{}`)
 	}
 }
+
+// TestVolCopySize sends the targetd client's resizing copy (its
+// vol_copy with size=8 MiB of a 4 MiB "test2"): the copy is the larger
+// size, holds the original's data and zeroes after it. A size not above
+// the original's is refused with -32602, as targetd's block.copy does.
+func TestVolCopySize(t *testing.T) {
+	c, _, dir := newRPC(t)
+	c.ok(nil, "vol_create", `{"pool": "vg0", "name": "test2", "size": 4194304}`)
+	data := bytes.Repeat([]byte("targetd!"), 4194304/8)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "test2.img"), data, 0o600))
+
+	c.ok(nil, "vol_copy", `{"pool": "vg0", "vol_orig": "test2", "vol_new": "test2-copy-resize", "size": 8388608}`)
+	var vols []volume
+	c.ok(&vols, "vol_list", `{"pool": "vg0"}`)
+	require.Len(t, vols, 2)
+	require.Equal(t, "test2-copy-resize", vols[1].Name)
+	require.Equal(t, int64(8388608), vols[1].Size)
+	got, err := os.ReadFile(filepath.Join(dir, "test2-copy-resize.img"))
+	require.NoError(t, err)
+	require.Len(t, got, 8388608)
+	require.Equal(t, data, got[:len(data)])
+	require.Equal(t, make([]byte, 8388608-len(data)), got[len(data):])
+
+	require.Contains(t, c.fails(-32602, "vol_copy", `{"pool": "vg0", "vol_orig": "test2", "vol_new": "small", "size": 4194304}`), "must be larger")
+	c.fails(-32602, "vol_copy", `{"pool": "vg0", "vol_orig": "test2", "vol_new": "small", "size": 1048576}`)
+	c.fails(-32602, "vol_copy", `{"pool": "vg0", "vol_orig": "test2", "vol_new": "odd", "size": 8388609}`)
+	c.fails(-103, "vol_copy", `{"pool": "vg0", "vol_orig": "ghost", "vol_new": "g2", "size": 8388608}`)
+	c.ok(&vols, "vol_list", `{"pool": "vg0"}`)
+	require.Len(t, vols, 2, "refused copies leave nothing behind")
+}

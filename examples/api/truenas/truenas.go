@@ -1,8 +1,13 @@
 // Package truenas serves the TrueNAS-style iscsi.* middleware methods of
-// seed 000 (`midclt call iscsi.portal.create '{...}'`) as JSON-RPC 2.0 over
-// HTTP, on top of a mgmt.Manager. It is a thin adapter: every object, field
-// name and rule is mgmt's; this package only maps calls, query filters and
-// errors.
+// seed 000 (`midclt call iscsi.portal.create '{...}'`) on top of a
+// mgmt.Manager. Handler serves them as JSON-RPC 2.0 over HTTP POST; a
+// Server (New) serves them with the rest of what TrueNAS clients call
+// (core.*, auth.*, api_key.*, pool.dataset.*, service.*) over every
+// transport they use: JSON-RPC 2.0 over HTTP POST and over a WebSocket at
+// /api/current, the legacy message protocol at /websocket, and the REST
+// twin under /api/v2.0/iscsi. It is a thin adapter: every object, field
+// name and rule is mgmt's; this package only maps calls, query filters,
+// sessions, jobs and errors.
 //
 // Calls take positional parameters exactly as midclt passes them:
 //
@@ -107,6 +112,9 @@ func Methods(m *mgmt.Manager) map[string]jsonrpc.Method {
 		"iscsi.targetextent.create": a.targetExtentCreate,
 		"iscsi.targetextent.update": a.targetExtentUpdate,
 		"iscsi.targetextent.delete": a.targetExtentDelete,
+	}
+	for name, fn := range a.datasetMethods() {
+		methods[name] = fn
 	}
 	for name, fn := range methods {
 		methods[name] = withErrors(name, fn)
@@ -448,8 +456,16 @@ func (a *adapter) validateName(_ context.Context, params json.RawMessage) (any, 
 
 // Extents.
 
+// extentQuery lists the extents; volumes no extent was made on are
+// zvols, not extents, and a volume's extent shows as DISK on its zvol.
 func (a *adapter) extentQuery(_ context.Context, params json.RawMessage) (any, error) {
-	return query(params, a.m.Config(false).Extents, "extent")
+	var list []mgmt.Extent
+	for _, e := range a.m.Config(false).Extents {
+		if !bareVolume(e) {
+			list = append(list, zvolView(e))
+		}
+	}
+	return query(params, list, "extent")
 }
 
 func (a *adapter) extentCreate(ctx context.Context, params json.RawMessage) (any, error) {
@@ -457,11 +473,36 @@ func (a *adapter) extentCreate(ctx context.Context, params json.RawMessage) (any
 	if err := createArg(params, &e); err != nil {
 		return nil, err
 	}
+	if out, ok, err := a.adoptZvol(ctx, e); ok {
+		return zvolView(out), err
+	}
 	return a.m.CreateExtent(ctx, e)
 }
 
+// extentUpdate patches an extent; a volume's extent keeps its zvol.
 func (a *adapter) extentUpdate(ctx context.Context, params json.RawMessage) (any, error) {
-	return update(ctx, params, a.m.UpdateExtent)
+	out, err := update(ctx, params, func(ctx context.Context, id int, fn func(*mgmt.Extent) error) (mgmt.Extent, error) {
+		return a.m.UpdateExtent(ctx, id, func(cur *mgmt.Extent) error {
+			d := datasetOf(*cur)
+			if d == "" {
+				return fn(cur)
+			}
+			view := zvolView(*cur)
+			if err := fn(&view); err != nil {
+				return err
+			}
+			if view.Type != mgmt.ExtentDisk || view.Disk != zvolPrefix+d || view.Path != "" {
+				return fieldError("iscsi_extent_update.disk", "the extent of zvol "+d+" stays on it", errEINVAL)
+			}
+			view.Type, view.Disk, view.Path = cur.Type, cur.Disk, cur.Path
+			*cur = view
+			return nil
+		})
+	})
+	if e, ok := out.(mgmt.Extent); ok {
+		return zvolView(e), err
+	}
+	return out, err
 }
 
 // extentDelete takes the id and optionally {"remove": bool, "force":
@@ -478,6 +519,11 @@ func (a *adapter) extentDelete(ctx context.Context, params json.RawMessage) (any
 	if len(rest) == 1 {
 		if err := jsonrpc.Decode(rest[0], "options", &opts); err != nil {
 			return nil, err
+		}
+	}
+	if !opts.Remove {
+		if ok, err := a.releaseZvol(ctx, id, opts.Force); ok {
+			return err == nil, err
 		}
 	}
 	if err := a.m.DeleteExtent(ctx, id, opts.Remove, opts.Force); err != nil {

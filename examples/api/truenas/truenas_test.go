@@ -296,9 +296,9 @@ func TestProtocolErrors(t *testing.T) {
 	require.Equal(t, -32600, post(`{"jsonrpc": "2.0", "id": 1, "method": "x", "extra": 1}`).Error.Code)
 	require.Equal(t, -32600, post(`{"jsonrpc": "2.0", "id": {}, "method": "iscsi.global.config"}`).Error.Code)
 	require.Equal(t, -32600, post(`{"jsonrpc": "2.0", "id": 1, "method": "iscsi.global.config", "params": 5}`).Error.Code)
-	nf := post(`{"jsonrpc": "2.0", "id": 1, "method": "pool.dataset.create", "params": []}`)
+	nf := post(`{"jsonrpc": "2.0", "id": 1, "method": "system.info", "params": []}`)
 	require.Equal(t, -32601, nf.Error.Code)
-	require.Contains(t, nf.Error.Message, "pool.dataset.create")
+	require.Contains(t, nf.Error.Message, "system.info")
 	require.Equal(t, -32602, post(`{"jsonrpc": "2.0", "id": 1, "method": "iscsi.portal.create", "params": {"listen": []}}`).Error.Code)
 
 	// A batch answers each request in order; a notification gets nothing.
