@@ -22,6 +22,8 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
+require github.com/ceph/go-ceph v0.38.0
+
 require github.com/coder/websocket v1.8.15
 
 require (

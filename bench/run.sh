@@ -10,6 +10,12 @@
 #        DIGEST_ROUNDS=5  rounds of the digest comparison (0 skips it)
 #        PPROF=ADDR     start iscsid with --pprof ADDR (e.g. 127.0.0.1:6060)
 #        SHARED=DIR     the shared tools directory (default ../shared, else ../../shared)
+#        RBD=1          also the RBD rows: iscsid built with -tags ceph on an RBD
+#                       extent against tgt's bs_rbd (Debian tgt-rbd), each on a
+#                       1 GiB image of the same Ceph cluster, named by
+#                       ISCSIKIT_CEPH_CONF and ISCSIKIT_CEPH_POOL (source the env
+#                       of backend/rbd/testcluster/start.sh); RBD_PORT=PORT+2 and
+#                       RBD_TGT_PORT=TGT_PORT+2 are their portals
 # Prints qbench's table (speedup = tgt/ours, above 1 means iscsid is faster),
 # then 64 KiB reads at queue depth 32 with and without a CRC32C header digest
 # (libiscsi, hence qemu, negotiates HeaderDigest only: it never offers
@@ -28,14 +34,18 @@ shared=$(cd "$shared" && pwd)
 own=0
 work=${WORKDIR:-}
 if [ -z "$work" ]; then work=$(mktemp -d); own=1; fi
-pid=; tpid=
+pid=; tpid=; rpid=; rtpid=; rimages=()
+stop_tgt() { # tgtd may ignore SIGTERM while it has targets
+  kill "$1" 2>/dev/null
+  for _ in $(seq 20); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null
+}
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  if [ -n "$tpid" ]; then # tgtd may ignore SIGTERM while it has targets
-    kill "$tpid" 2>/dev/null
-    for _ in $(seq 20); do kill -0 "$tpid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$tpid" 2>/dev/null
-  fi
+  [ -n "$tpid" ] && stop_tgt "$tpid"
+  [ -n "$rpid" ] && kill "$rpid" 2>/dev/null && wait "$rpid" 2>/dev/null
+  [ -n "$rtpid" ] && stop_tgt "$rtpid"
+  for i in "${rimages[@]}"; do rbd -c "$ISCSIKIT_CEPH_CONF" rm -p "$ISCSIKIT_CEPH_POOL" "$i" >/dev/null 2>&1; done
   [ "$own" = 1 ] && rm -rf "$work"
   return 0
 }
@@ -71,3 +81,48 @@ if [ "$drounds" -gt 0 ]; then
   printf '%-14s %9s %9s %8.2f   (plain_s digest_s plain/digest)\n' read64k-hdig "$mp" "$md" "$(awk -v a="$md" -v b="$mp" 'BEGIN{print b/a}')"
 fi
 echo "# iscsid $(grep VmHWM /proc/$pid/status | tr -s ' \t' ' '), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# RBD rows: the same workloads on Ceph. iscsid serves an RBD extent (librbd
+# asynchronous I/O through backend/rbd), tgt serves its own image through
+# bs_rbd; both images are 1 GiB in the same pool of the same cluster, and
+# the two run in turn as above, so the cluster's speed cancels out.
+if [ -n "${RBD:-}" ]; then
+  : "${ISCSIKIT_CEPH_CONF:?RBD=1 needs ISCSIKIT_CEPH_CONF (backend/rbd/testcluster/start.sh)}" "${ISCSIKIT_CEPH_POOL:?}"
+  [ -e /usr/lib/tgt/backing-store/bs_rbd.so ] || { echo "bench: tgt's bs_rbd is missing (apt-get install tgt-rbd)" >&2; exit 2; }
+  rport=${RBD_PORT:-$((port + 2))}
+  rtport=${RBD_TGT_PORT:-$((tport + 2))}
+  ours_img=bench-iscsid-$$ tgt_img=bench-tgt-$$
+  for i in "$ours_img" "$tgt_img"; do
+    rbd -c "$ISCSIKIT_CEPH_CONF" create -p "$ISCSIKIT_CEPH_POOL" -s 1G "$i"
+    rimages+=("$i")
+  done
+  go build -tags ceph -o "$work/iscsid-rbd" ./examples/iscsid
+  mkdir -p "$work/rbdstate"
+  cat >"$work/rbdstate/config.json" <<CONFIG
+{
+  "version": 1,
+  "global": {"basename": "iqn.2026-11.io.iscsikit"},
+  "portals": [{"id": 1, "tag": 1, "listen": [{"ip": "127.0.0.1", "port": $rport}]}],
+  "targets": [{"id": 1, "name": "default", "groups": [{"portal": 1}]}],
+  "extents": [{"id": 1, "name": "rbd0", "type": "RBD", "blocksize": 512, "thin": true, "write_cache": true,
+    "params": {"pool": "$ISCSIKIT_CEPH_POOL", "image": "$ours_img", "conf": "$ISCSIKIT_CEPH_CONF"}}],
+  "targetextents": [{"id": 1, "target": 1, "extent": 1, "lunid": 0}]
+}
+CONFIG
+  "$work/iscsid-rbd" --state "$work/rbdstate" 2>"$work/iscsid-rbd.log" &
+  rpid=$!
+  rours="iscsi://127.0.0.1:$rport/iqn.2026-11.io.iscsikit:default/0"
+  for _ in $(seq 100); do iscsi-ls "iscsi://127.0.0.1:$rport" >/dev/null 2>&1 && break; sleep 0.1; done
+  ctl=$((rtport % 32000 + 500))
+  tgtd -f -C "$ctl" --iscsi portal=127.0.0.1:"$rtport" >"$work/tgt-rbd.log" 2>&1 &
+  rtpid=$!
+  for _ in $(seq 50); do tgtadm -C "$ctl" --lld iscsi --mode target --op show >/dev/null 2>&1 && break; sleep 0.1; done
+  tgtadm -C "$ctl" --lld iscsi --mode target --op new --tid 1 -T iqn.2026-11.peer.tgt:rbd
+  tgtadm -C "$ctl" --lld iscsi --mode logicalunit --op new --tid 1 --lun 1 --bstype rbd \
+    --backing-store "$ISCSIKIT_CEPH_POOL/$tgt_img" --bsopts "conf=$ISCSIKIT_CEPH_CONF;id=admin"
+  tgtadm -C "$ctl" --lld iscsi --mode target --op bind --tid 1 -I ALL
+  rpeer="iscsi://127.0.0.1:$rtport/iqn.2026-11.peer.tgt:rbd/1"
+  echo "# RBD: iscsid+RBD (ours) against tgt bs_rbd (peer), one Ceph cluster; load $(cut -d' ' -f1-3 /proc/loadavg)"
+  bash "$shared/tools/qbench.sh" "$rours" "$rpeer" "${RBD_ROUNDS:-$rounds}" | sed '2,$s/^/rbd-/'
+  echo "# iscsid+RBD $(grep VmHWM /proc/$rpid/status | tr -s ' \t' ' ')"
+fi

@@ -38,11 +38,19 @@ const (
 
 // Pool is storage configured on the host for volumes (seed 003). Pools
 // are set in the configuration file, not created through the API.
+//
+// Type is fs, block, or the extent type of an Opener that makes volumes
+// (a VolumeMaker, such as iscsid's RBD under the tag ceph): its volumes
+// are extents of that type, made in its storage, with Params as their
+// starting settings.
 type Pool struct {
 	ID   int    `json:"id"`
 	Name string `json:"name"`
 	Type string `json:"type"`
-	Path string `json:"path"`
+	Path string `json:"path,omitempty"`
+	// Params (extension) are the settings every volume of a pool of an
+	// Opener's type starts with (for RBD: the Ceph pool, conf, user).
+	Params map[string]string `json:"params,omitempty"`
 }
 
 // Global holds the settings shared by every target.

@@ -43,6 +43,27 @@ type Opener interface {
 	Open(e Extent) (backend.Device, error)
 }
 
+// VolumeMaker is implemented by an Opener whose extents can be the
+// volumes of a pool (a Pool whose Type is the Opener's extent type):
+// CreateVolume has it make each volume in its storage, DestroyVolume has
+// it delete it, so a volume call (targetd's vol_create) makes a volume in
+// that storage rather than a file.
+type VolumeMaker interface {
+	// MakeVolume completes e, the new volume's extent (its Type, Name,
+	// Filesize and Params copied from the pool already set), with what
+	// the storage needs (an RBD image's name in Params), and creates
+	// the storage of e.Filesize bytes. It fails if that storage exists.
+	MakeVolume(p Pool, e *Extent) error
+	// DeleteVolume deletes the storage of a volume's extent and its data.
+	DeleteVolume(e Extent) error
+}
+
+// maker returns the VolumeMaker of the pool type typ, or nil.
+func (t openers) maker(typ string) VolumeMaker {
+	vm, _ := t[typ].(VolumeMaker)
+	return vm
+}
+
 // DefaultOpeners returns the openers a Manager uses when
 // Options.Openers leaves a type out: FILE (a regular file, created sparse
 // of Filesize when missing) and DISK (a block device).

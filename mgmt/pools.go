@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -146,13 +147,16 @@ func (m *Manager) CreateVolume(ctx context.Context, pool, name string, size int6
 	}
 	e := NewExtent()
 	e.Name, e.Pool, e.UUID, e.Filesize = name, pool, newUUID(), size
+	maker := m.open.maker(p.Type)
 	switch p.Type {
 	case PoolFS:
 		e.Type, e.Path = ExtentFile, filepath.Join(p.Path, name+".img")
 	case PoolBlock:
 		e.Type, e.Disk = ExtentDisk, p.Path
+	default:
+		e.Type, e.Params = p.Type, maps.Clone(p.Params)
 	}
-	created := false
+	created, made := false, false
 	err = m.change(ctx, func(c *Config) error {
 		for _, x := range c.Extents {
 			if x.Pool == pool && p.Type == PoolBlock {
@@ -173,12 +177,21 @@ func (m *Manager) CreateVolume(ctx context.Context, pool, name string, size int6
 			f.Close()
 			created = true
 		}
+		if maker != nil && !made {
+			if err := maker.MakeVolume(p, &e); err != nil {
+				return &Error{Kind: KindInvalid, Object: "volume", Name: name, Msg: err.Error()}
+			}
+			made = true
+		}
 		c.Extents = append(c.Extents, e)
 		return nil
 	})
 	if err != nil {
 		if created {
 			os.Remove(e.Path) // allocated for a change that was then refused
+		}
+		if made {
+			maker.DeleteVolume(e)
 		}
 		return Volume{}, err
 	}
@@ -195,14 +208,23 @@ func (c *Config) VolumeExtent(pool, name string) (Extent, error) {
 	return Extent{}, &Error{Kind: KindNotFound, Object: "volume", Name: pool + "/" + name, Msg: "does not exist"}
 }
 
-// DestroyVolume deletes a volume and its data (a directory pool's file);
+// DestroyVolume deletes a volume and its data (a directory pool's file,
+// the storage of a VolumeMaker's volume);
 // an exported volume must be unexported first.
 func (m *Manager) DestroyVolume(ctx context.Context, pool, name string) error {
 	e, err := m.Config(false).VolumeExtent(pool, name)
 	if err != nil {
 		return err
 	}
-	return m.DeleteExtent(ctx, e.ID, e.Type == ExtentFile, false)
+	if err := m.DeleteExtent(ctx, e.ID, e.Type == ExtentFile, false); err != nil {
+		return err
+	}
+	if maker := m.open.maker(e.Type); maker != nil {
+		if err := maker.DeleteVolume(e); err != nil {
+			return fmt.Errorf("mgmt: volume %s/%s deleted, but its storage stays: %w", pool, name, err)
+		}
+	}
+	return nil
 }
 
 // CopyVolume creates volume dst in pool with the size and contents of
@@ -218,6 +240,9 @@ func (m *Manager) CopyVolumeSize(ctx context.Context, pool, src, dst string, siz
 	e, err := m.Config(false).VolumeExtent(pool, src)
 	if err != nil {
 		return Volume{}, err
+	}
+	if e.Type != ExtentFile && e.Type != ExtentDisk {
+		return Volume{}, &Error{Kind: KindInvalid, Object: "volume", Name: pool + "/" + src, Msg: "copying a volume of type " + e.Type + " is not supported"}
 	}
 	if size == 0 {
 		size = e.Filesize

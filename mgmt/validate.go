@@ -708,11 +708,17 @@ func (v *validator) pools() {
 			add(KindExists, "name", "pool %d has the same name", other)
 		}
 		names[p.Name] = p.ID
-		if p.Type != PoolFS && p.Type != PoolBlock {
-			add(KindInvalid, "type", "%q is not fs or block", p.Type)
-		}
-		if !filepath.IsAbs(p.Path) {
-			add(KindInvalid, "path", "%q is not an absolute path", p.Path)
+		switch {
+		case p.Type == PoolFS || p.Type == PoolBlock:
+			if !filepath.IsAbs(p.Path) {
+				add(KindInvalid, "path", "%q is not an absolute path", p.Path)
+			}
+			if len(p.Params) > 0 {
+				add(KindInvalid, "params", "a pool of type %s takes none", p.Type)
+			}
+		case v.open.maker(p.Type) != nil:
+		default:
+			add(KindInvalid, "type", "%q is not fs, block or an extent type that makes volumes", p.Type)
 		}
 	}
 	for _, e := range v.cfg.Extents {

@@ -398,6 +398,15 @@ func (r *request) writeSame() error {
 		}
 		return r.lu.syncIf(false)
 	}
+	if sw, ok := r.lu.dev.(backend.SameWriter); ok {
+		r.lu.writeGate.RLock()
+		err := sw.WriteSame(block, off, length)
+		r.lu.writeGate.RUnlock()
+		if err != nil {
+			return ioError(err, true)
+		}
+		return r.lu.syncIf(false)
+	}
 	return r.lu.fill(r.ctx, off, length, block)
 }
 
@@ -533,13 +542,30 @@ func (r *request) compareAndWrite() error {
 	if err != nil || length == 0 {
 		return err
 	}
-	r.lu.writeGate.Lock()
-	err = r.compare(data[:length], off, length)
-	if err == nil {
-		_, err = r.lu.dev.WriteAt(data[length:], off)
+	cw, ok := r.lu.dev.(backend.CompareWriter)
+	if ok {
+		// The device compares and writes atomically for all its clients,
+		// so this unit's other writers need not stop.
+		r.lu.writeGate.RLock()
+		err = cw.CompareAndWrite(data[:length], data[length:], off)
+		r.lu.writeGate.RUnlock()
+		var mis *backend.MiscompareError
+		if errors.As(err, &mis) {
+			return &Sense{Key: SenseMiscompare, ASC: 0x1d, Info: uint64(mis.Offset), InfoValid: true}
+		}
+		// A range the device cannot take is compared and written here.
+		ok = !errors.Is(err, errors.ErrUnsupported)
 		err = ioError(err, true)
 	}
-	r.lu.writeGate.Unlock()
+	if !ok {
+		r.lu.writeGate.Lock()
+		err = r.compare(data[:length], off, length)
+		if err == nil {
+			_, err = r.lu.dev.WriteAt(data[length:], off)
+			err = ioError(err, true)
+		}
+		r.lu.writeGate.Unlock()
+	}
 	if err != nil {
 		return err
 	}

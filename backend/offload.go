@@ -1,0 +1,35 @@
+package backend
+
+import "fmt"
+
+// SameWriter is implemented by devices that write one block over a byte
+// range in a single operation of their own (WRITE SAME), instead of taking
+// the range as a stream of writes.
+type SameWriter interface {
+	// WriteSame writes block over and over from off for length bytes;
+	// length is a multiple of len(block).
+	WriteSame(block []byte, off, length int64) error
+}
+
+// CompareWriter is implemented by devices that compare and write a range as
+// one atomic operation of their own (COMPARE AND WRITE), so the atomicity
+// holds for every client of the device, not only this process.
+type CompareWriter interface {
+	// CompareAndWrite writes data at off if the range holds cmp, which is
+	// as long as data. When it does not, nothing is written and the error
+	// is a *MiscompareError. A range the device cannot compare and write
+	// atomically gets an error wrapping errors.ErrUnsupported, and nothing
+	// done: the caller then compares and writes its own way.
+	CompareAndWrite(cmp, data []byte, off int64) error
+}
+
+// MiscompareError is returned by CompareAndWrite when the range does not
+// hold the expected bytes.
+type MiscompareError struct {
+	// Offset is the offset in cmp of the first byte that differs.
+	Offset int64
+}
+
+func (e *MiscompareError) Error() string {
+	return fmt.Sprintf("backend: miscompare at byte %d of the range", e.Offset)
+}
