@@ -353,7 +353,7 @@ func (c *conn) loginBegin(pairs []negotiate.Pair, st *loginState) error {
 	default:
 		return loginFail(loginSessionTypeBad, "session type %q", st.sessionType)
 	}
-	if tsih := st.first.TSIH; tsih != 0 && c.srv.sessionFor(tsih, st) == nil {
+	if tsih := st.first.TSIH; tsih != 0 && c.srv.sessionFor(tsih, st, c.tpgt) == nil {
 		// Checked before any key is answered: a secondary connection's
 		// keys mean nothing without its session.
 		return loginFail(loginNoSession, "no session with TSIH %d for this initiator port and target", tsih)

@@ -403,6 +403,35 @@ func TestSessionReinstatement(t *testing.T) {
 	require.Len(t, h.srv.Sessions(), 1)
 }
 
+// TestSameISIDThroughTwoPortalGroups: a multipath initiator that uses
+// one ISID through two portal groups has two I_T nexuses, so a login
+// through the second group reinstates nothing (RFC 7143 §4.4.3); a
+// second login through the same group still reinstates.
+func TestSameISIDThroughTwoPortalGroups(t *testing.T) {
+	h := startServer(t, iscsi.Options{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go h.srv.ServePortal(l, 2)
+	viaOne := h.login(t, initiator.Options{})
+	c, err := initiator.Dial(ctxT(t), l.Addr().String(), initiator.Options{TargetName: testTarget})
+	require.NoError(t, err)
+	defer c.Close()
+	_ = c.TestUnitReady(ctxT(t), 0)
+	require.NoError(t, viaOne.TestUnitReady(ctxT(t), 0))
+	require.Len(t, h.srv.Sessions(), 2)
+
+	again, err := initiator.Dial(ctxT(t), l.Addr().String(), initiator.Options{TargetName: testTarget})
+	require.NoError(t, err)
+	defer again.Close()
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session through portal group 2 survived its reinstatement")
+	}
+	require.NoError(t, viaOne.TestUnitReady(ctxT(t), 0))
+	require.Len(t, h.srv.Sessions(), 2)
+}
+
 func TestNopTimeoutDropsDeadConnection(t *testing.T) {
 	h := startServer(t, iscsi.Options{NopInterval: 50 * time.Millisecond, NopTimeout: 200 * time.Millisecond})
 	live := h.login(t, initiator.Options{})

@@ -22,6 +22,7 @@ type session struct {
 	srv            *Server
 	tsih           uint16
 	isid           [6]byte
+	tpgt           uint16 // the portal group its connections came through
 	initiatorName  string
 	initiatorAlias string
 	target         *Target      // nil for discovery
@@ -69,6 +70,7 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 	sess := &session{
 		srv:            s,
 		isid:           req.ISID,
+		tpgt:           c.tpgt,
 		initiatorName:  st.initiatorName,
 		initiatorAlias: st.initiatorAlias,
 		target:         st.target,
@@ -105,7 +107,7 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 	}
 	if req.TSIH != 0 {
 		s.mu.Unlock()
-		old := s.sessionFor(req.TSIH, st)
+		old := s.sessionFor(req.TSIH, st, c.tpgt)
 		if old == nil {
 			return nil, loginFail(loginNoSession, "no session with TSIH %d for this initiator port and target", req.TSIH)
 		}
@@ -113,7 +115,11 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 	}
 	var stale []*session
 	for _, o := range s.sessions {
-		if o.isid == sess.isid && o.initiatorName == sess.initiatorName && o.targetName() == sess.targetName() && !o.discovery && !sess.discovery {
+		// Reinstatement is of the same I_T nexus: initiator port
+		// (name and ISID) and target port (name and portal group), RFC
+		// 7143 §4.4.3. A multipath initiator may use one ISID through
+		// several portal groups; those sessions stand side by side.
+		if o.isid == sess.isid && o.initiatorName == sess.initiatorName && o.targetName() == sess.targetName() && o.tpgt == sess.tpgt && !o.discovery && !sess.discovery {
 			stale = append(stale, o)
 		}
 	}
@@ -151,12 +157,13 @@ func (s *Server) createSession(c *conn, st *loginState) (*session, error) {
 }
 
 // sessionFor returns the session with handle tsih when it belongs to the
-// initiator port and target of the login st, or nil.
-func (s *Server) sessionFor(tsih uint16, st *loginState) *session {
+// initiator port and target of the login st and to portal group tpgt (the
+// connections of a session share one), or nil.
+func (s *Server) sessionFor(tsih uint16, st *loginState, tpgt uint16) *session {
 	s.mu.Lock()
 	sess := s.sessions[tsih]
 	s.mu.Unlock()
-	if sess == nil || sess.isid != st.first.ISID || sess.initiatorName != st.initiatorName ||
+	if sess == nil || sess.isid != st.first.ISID || sess.initiatorName != st.initiatorName || sess.tpgt != tpgt ||
 		sess.targetName() != st.targetName || sess.discovery != (st.sessionType == "Discovery") {
 		return nil
 	}
