@@ -317,7 +317,7 @@ func (c *conn) handleDataOut(p *pdu.PDU) error {
 			// At ErrorRecoveryLevel 0 the data cannot be asked for
 			// again: the command fails (once its open sequences end)
 			// instead of waiting for data that will never come.
-			t.failSense = scsi.DataPhaseErrorSense()
+			t.failSense = t.sess.device.Transport().DataPhaseErrorSense()
 			t.endSequence(&m)
 			t.settleFailed(c)
 		}
@@ -370,7 +370,7 @@ func (sess *session) taskRef(itt uint32) *task {
 // maxIOSize is the most data one command to wire LUN lun may carry: its
 // unit's MaxTransferLength, capped by Options.MaxIOSize when that is set.
 func (c *conn) maxIOSize(sess *session, lun uint64) int {
-	limit := sess.device.MaxTransferLength(lun)
+	limit := sess.device.Transport().MaxTransferLength(lun)
 	if cap := c.srv.opt.MaxIOSize; cap > 0 && cap < limit {
 		return cap
 	}

@@ -369,7 +369,7 @@ func (sess *session) loseNexus() {
 			return
 		}
 		sess.waitTasks()
-		sess.device.NexusLost(sess.nexus)
+		sess.device.Transport().NexusLost(sess.nexus)
 	})
 }
 

@@ -103,7 +103,7 @@ func (c *conn) taskMgmt(m *pdu.TaskMgmtRequest) uint8 {
 			return pdu.TMFResponseNoLUN
 		}
 		abortAndWait(tasksOn(c.srv.sessionsOf(sess.target), m.LUN, m.ITT))
-		if err := dev.ResetLogicalUnit(sess.nexus, m.LUN); err != nil {
+		if err := dev.Transport().ResetLogicalUnit(sess.nexus, m.LUN); err != nil {
 			return pdu.TMFResponseRejected
 		}
 		return pdu.TMFResponseComplete
@@ -113,7 +113,7 @@ func (c *conn) taskMgmt(m *pdu.TaskMgmtRequest) uint8 {
 			all = append(all, s.allTasks(m.ITT)...)
 		}
 		abortAndWait(all)
-		dev.ResetTarget(sess.nexus, m.Function == pdu.TMFTargetColdReset)
+		dev.Transport().ResetTarget(sess.nexus, m.Function == pdu.TMFTargetColdReset)
 		return pdu.TMFResponseComplete
 	default:
 		// CLEAR ACA: ACA is never established (NACA=1 is refused).

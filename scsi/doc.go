@@ -43,8 +43,11 @@
 //
 // # The transport's side
 //
-// Target.Execute runs a command; ResetLogicalUnit, ResetTarget and
-// NexusLost are the task management and nexus events the transport
-// reports; DataPhaseErrorSense and IllegalRequestSense build the sense
-// data of errors the transport finds before a command reaches a unit.
+// Target.Execute runs a command. What only a transport does goes through
+// Target.Transport, so that it stays out of an embedder's way: the task
+// management and nexus events it reports (ResetLogicalUnit, ResetTarget,
+// NexusLost), the data limit of a command (MaxTransferLength) and the
+// sense data of a failed data phase (DataPhaseErrorSense).
+// IllegalRequestSense builds the sense data of any command refused before
+// it reaches a unit.
 package scsi

@@ -33,7 +33,7 @@ func TestRemovableMedium(t *testing.T) {
 	f.fails(eject, nil, 0, scsi.SenseIllegalRequest, 0x53, 0x02)
 	f.good(allow, nil, 0)
 	f.requireSense(f.run(nexusB, 0, eject, nil, 0), scsi.SenseIllegalRequest, 0x53, 0x02)
-	f.tgt.NexusLost(nexusB) // ends B's prevention
+	f.tgt.Transport().NexusLost(nexusB) // ends B's prevention
 	f.good(eject, nil, 0)
 
 	// Without the medium every media access fails; INQUIRY does not.
@@ -48,7 +48,7 @@ func TestRemovableMedium(t *testing.T) {
 	f.good(prevent, nil, 0)
 	f.fails(load, nil, 0, scsi.SenseIllegalRequest, 0x53, 0x02)
 	// A LU reset clears every prevention.
-	require.NoError(t, f.tgt.ResetLogicalUnit(nexusA, scsi.EncodeLUN(0)))
+	require.NoError(t, f.tgt.Transport().ResetLogicalUnit(nexusA, scsi.EncodeLUN(0)))
 	f.clearUAs(nexusA)
 	f.good(load, nil, 0)
 	f.good(read10(0, 1), nil, bs)

@@ -247,8 +247,8 @@ func TestPersistentReservationPreemptClearUnregister(t *testing.T) {
 	// Persistent reservations survive a LU reset and the loss of the nexus.
 	require.Equal(t, scsi.StatusGood, f.pr(nexusA, saRegister, 0, 0, 0xa))
 	require.Equal(t, scsi.StatusGood, f.pr(nexusA, saReserve, typeEA, 0xa, 0))
-	require.NoError(t, f.tgt.ResetLogicalUnit(nexusB, scsi.EncodeLUN(0)))
-	f.tgt.NexusLost(nexusA)
+	require.NoError(t, f.tgt.Transport().ResetLogicalUnit(nexusB, scsi.EncodeLUN(0)))
+	f.tgt.Transport().NexusLost(nexusA)
 	f.clearUAs(nexusB)
 	require.Equal(t, scsi.StatusReservationConflict, f.run(nexusB, 0, read10(0, 1), nil, bs).Status)
 }

@@ -344,17 +344,17 @@ func TestModePagesAndUnitAttentions(t *testing.T) {
 
 	// A LU reset restores the defaults and raises a unit attention for
 	// every live nexus, the issuer's included since there are others.
-	require.NoError(t, f.tgt.ResetLogicalUnit(nexusB, scsi.EncodeLUN(0)))
+	require.NoError(t, f.tgt.Transport().ResetLogicalUnit(nexusB, scsi.EncodeLUN(0)))
 	f.requireSense(f.run(nexusB, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0), scsi.SenseUnitAttention, 0x29, 0x03)
 	require.Equal(t, scsi.StatusGood, f.run(nexusB, 0, []byte{0, 0, 0, 0, 0, 0}, nil, 0).Status)
 	f.fails([]byte{0, 0, 0, 0, 0, 0}, nil, 0, scsi.SenseUnitAttention, 0x29, 0x03)
 	res = f.run(nexusA, 0, []byte{0xff, 0, 0, 0, 0, 0}, nil, 0)
 	require.Equal(t, byte(0x70), res.Sense[0])
-	require.ErrorIs(t, f.tgt.ResetLogicalUnit(nexusA, scsi.EncodeLUN(3)), scsi.ErrNoLUN)
+	require.ErrorIs(t, f.tgt.Transport().ResetLogicalUnit(nexusA, scsi.EncodeLUN(3)), scsi.ErrNoLUN)
 
 	// REQUEST SENSE reports a pending unit attention and clears it. A
 	// target reset reaches the other nexuses of the issuing initiator.
-	f.tgt.ResetTarget(nexusA2, false)
+	f.tgt.Transport().ResetTarget(nexusA2, false)
 	rs := f.good([]byte{0x03, 0, 0, 0, 18, 0}, nil, 18)
 	require.Equal(t, []byte{0x29, 0x02}, rs[12:14])
 	f.good([]byte{0, 0, 0, 0, 0, 0}, nil, 0)
@@ -368,7 +368,7 @@ func TestReservations(t *testing.T) {
 	require.Equal(t, scsi.StatusGood, f.run(nexusB, 0, []byte{0x12, 0, 0, 0, 36, 0}, nil, 36).Status)
 	require.Equal(t, scsi.StatusGood, f.run(nexusB, 0, []byte{0x17, 0, 0, 0, 0, 0}, nil, 0).Status, "release by a non-holder is a no-op")
 	require.Equal(t, scsi.StatusReservationConflict, f.run(nexusB, 0, read10(0, 1), nil, bs).Status)
-	f.tgt.NexusLost(nexusA)
+	f.tgt.Transport().NexusLost(nexusA)
 	require.Equal(t, scsi.StatusGood, f.run(nexusB, 0, read10(0, 1), nil, bs).Status)
 }
 
@@ -386,7 +386,7 @@ func TestReportLUNsAndAttach(t *testing.T) {
 	f.fails([]byte{0, 0, 0, 0, 0, 0}, nil, 0, scsi.SenseUnitAttention, 0x3f, 0x0e)
 
 	// REPORT LUNS clears the pending REPORTED LUNS DATA HAS CHANGED.
-	require.NoError(t, f.tgt.ResetLogicalUnit(nexusA, scsi.EncodeLUN(300)))
+	require.NoError(t, f.tgt.Transport().ResetLogicalUnit(nexusA, scsi.EncodeLUN(300)))
 	lu2, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{Serial: "unit2"})
 	require.NoError(t, err)
 	require.NoError(t, f.tgt.Attach(2, lu2))

@@ -181,9 +181,3 @@ var (
 	// errInvalidRelease: INVALID RELEASE OF PERSISTENT RESERVATION.
 	errInvalidRelease = newSense(SenseIllegalRequest, 0x26, 0x04)
 )
-
-// DataPhaseErrorSense returns fixed format sense data for ABORTED COMMAND,
-// DATA PHASE ERROR, for transports whose data delivery for a command failed.
-func DataPhaseErrorSense() []byte {
-	return newSense(SenseAbortedCommand, 0x4b, 0x00).Fixed()
-}

@@ -220,7 +220,7 @@ func TestUnitObserver(t *testing.T) {
 	require.Equal(t, "PERSISTENT RESERVE OUT RESERVE", ev[1].Action)
 
 	// A LOGICAL UNIT RESET raises a unit attention for the other nexus.
-	require.NoError(t, f.tgt.ResetLogicalUnit(nexusA, scsi.EncodeLUN(0)))
+	require.NoError(t, f.tgt.Transport().ResetLogicalUnit(nexusA, scsi.EncodeLUN(0)))
 	ev = rec.take()
 	require.NotEmpty(t, ev)
 	seen := map[string]bool{}

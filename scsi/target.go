@@ -184,18 +184,6 @@ func (t *Target) Unit(lun uint16) *LogicalUnit {
 	return t.units[lun]
 }
 
-// MaxTransferLength is the most data one command addressed to wire LUN raw
-// may carry: the MaxTransferLength of the unit attached there, or
-// DefaultMaxTransferLength when there is none. A transport sizes its
-// per-command buffers by it, so the limit it enforces is the one the
-// unit advertises in its block limits VPD page.
-func (t *Target) MaxTransferLength(raw uint64) int {
-	if lu := t.unitAt(raw); lu != nil {
-		return lu.maxTransferLength()
-	}
-	return DefaultMaxTransferLength
-}
-
 // unitAt returns the unit a wire LUN addresses, or nil.
 func (t *Target) unitAt(raw uint64) *LogicalUnit {
 	lun, ok := DecodeLUN(raw)
@@ -280,49 +268,4 @@ func (t *Target) reportLUNs(cmd *Command) Result {
 	}
 	t.mu.RUnlock()
 	return r.res
-}
-
-// ResetLogicalUnit performs a LOGICAL UNIT RESET of the unit at the wire
-// LUN raw, on behalf of nexus n: mode parameters return to their saved
-// values, the SPC-2 reservation and medium removal preventions are
-// released and the other live nexuses get LOGICAL UNIT RESET OCCURRED,
-// and n with them when there are any (see LogicalUnit.reset).
-// Persistent reservations survive. The transport aborts the unit's
-// tasks.
-func (t *Target) ResetLogicalUnit(n Nexus, raw uint64) error {
-	lu := t.unitAt(raw)
-	if lu == nil {
-		return ErrNoLUN
-	}
-	lu.reset(uaLUReset, nexusKey(n), false)
-	return nil
-}
-
-// ResetTarget performs a TARGET WARM RESET (cold false) or TARGET COLD
-// RESET (cold true) of every unit, on behalf of nexus n. The unit
-// attention goes to the other live nexuses of n's initiator; other
-// initiators learn of the reset from their aborted tasks (see
-// LogicalUnit.reset).
-func (t *Target) ResetTarget(n Nexus, cold bool) {
-	ua := uaWarmReset
-	if cold {
-		ua = uaColdReset
-	}
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	for _, lu := range t.units {
-		lu.reset(ua, nexusKey(n), true)
-	}
-}
-
-// NexusLost tells every unit that the I_T nexus n ended (its session was
-// closed or reinstated): its SPC-2 reservation is released and its unit
-// attentions are forgotten.
-func (t *Target) NexusLost(n Nexus) {
-	key := nexusKey(n)
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	for _, lu := range t.units {
-		lu.nexusLost(key)
-	}
 }
