@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -10,8 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/iscsikit/iscsikit/internal/initiator"
+	"github.com/iscsikit/iscsikit/scsi"
 )
 
 // inquiry runs iscsi-inq for a VPD page of a LUN and returns its output.
@@ -23,26 +30,58 @@ func inquiry(t *testing.T, url string, page int) string {
 	return string(out)
 }
 
-// identity is what iscsi-inq reports of a LUN: its serial (VPD 0x80) and
-// its NAA designator (VPD 0x83).
+// identity is what a LUN reports: its serial (VPD 0x80) as iscsi-inq
+// shows it, and its NAA designator (VPD 0x83) as the Go initiator reads it.
+// iscsi-inq prints a binary designator's bytes as a C string between
+// brackets, so it stops at the first zero byte, which a random NAA has
+// in one LUN in twenty: what it shows must be the NAA's bytes up to there.
 func identity(t *testing.T, url string) (serial, naa string) {
 	t.Helper()
 	m := regexp.MustCompile(`Unit Serial Number:\s*\[?([^\]\n]*)`).FindStringSubmatch(inquiry(t, url, 0x80))
 	require.NotNil(t, m, "no serial")
-	// iscsi-inq prints a binary designator's bytes as they are, between
-	// brackets: an NAA designator has 16 (type 6) or 8 (type 5).
+	raw := naaDesignator(t, url)
 	out := inquiry(t, url, 0x83)
 	const mark = "Designator Type:(3) NAA\nDesignator:["
 	i := strings.Index(out, mark)
 	require.GreaterOrEqual(t, i, 0, "no NAA designator in\n%s", out)
-	rest := out[i+len(mark):]
-	for _, n := range []int{16, 8} {
-		if len(rest) > n && rest[n] == ']' {
-			return strings.TrimSpace(m[1]), hex.EncodeToString([]byte(rest[:n]))
-		}
+	shown := raw
+	if z := bytes.IndexByte(raw, 0); z >= 0 {
+		shown = raw[:z]
 	}
-	t.Fatalf("NAA designator of neither 8 nor 16 bytes in\n%s", out)
-	return "", ""
+	require.True(t, strings.HasPrefix(out[i+len(mark):], string(shown)+"]"), "iscsi-inq shows another NAA than %x:\n%s", raw, out)
+	return strings.TrimSpace(m[1]), hex.EncodeToString(raw)
+}
+
+// naaDesignator reads the NAA designator of the LUN at url (iscsi://HOST:PORT/IQN/LUN)
+// from its VPD page 0x83 with the Go initiator.
+func naaDesignator(t *testing.T, url string) []byte {
+	t.Helper()
+	parts := strings.Split(strings.TrimPrefix(url, "iscsi://"), "/")
+	require.Len(t, parts, 3, url)
+	lun, err := strconv.Atoi(parts[2])
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := initiator.Dial(ctx, parts[0], initiator.Options{TargetName: parts[1], InitiatorName: "iqn.2026-11.io.iscsikit:identity-reader"})
+	require.NoError(t, err)
+	defer c.Close()
+	page, err := c.Inquiry(ctx, scsi.EncodeLUN(uint16(lun)), true, 0x83, 1024)
+	if err != nil { // the power-on unit attention of a new nexus
+		page, err = c.Inquiry(ctx, scsi.EncodeLUN(uint16(lun)), true, 0x83, 1024)
+	}
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(page), 4)
+	end := min(len(page), 4+int(binary.BigEndian.Uint16(page[2:4])))
+	for d := page[4:end]; len(d) >= 4; {
+		n := 4 + int(d[3])
+		require.LessOrEqual(t, n, len(d), "designator overruns page 0x83: % x", page)
+		if d[1]&0x0f == 3 && d[1]>>4&3 == 0 { // NAA, associated with the LU
+			return d[4:n]
+		}
+		d = d[n:]
+	}
+	t.Fatalf("no NAA designator of the logical unit in % x", page)
+	return nil
 }
 
 // TestIdentitiesAreUniqueGivenAndKept: extents without serial or NAA
