@@ -144,12 +144,23 @@ func Eventually(t *testing.T, within time.Duration, what string, cond func() boo
 }
 
 // Dump returns the objects of isnsd's database (isnsd --dump-db), each
-// with its "type"; repeated attributes are joined with commas.
+// with its "type"; repeated attributes are joined with commas. The
+// running isnsd rewrites its database files as registrations change, so
+// a dump that meets a file being written ("Unable to load ...") is tried
+// again.
 func (d *Server) Dump() []Object {
 	d.t.Helper()
-	out, err := exec.Command("isnsd", "-c", filepath.Join(d.dir, "isnsd.conf"), "--dump-db").CombinedOutput()
+	var out []byte
+	var err error
+	for range 20 {
+		out, err = exec.Command("isnsd", "-c", filepath.Join(d.dir, "isnsd.conf"), "--dump-db").CombinedOutput()
+		if err == nil {
+			return parseObjects(string(out))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	require.NoError(d.t, err, "isnsd --dump-db: %s", out)
-	return parseObjects(string(out))
+	return nil
 }
 
 // Object is one object isnsadm or isnsd printed: its attributes by label
