@@ -70,6 +70,15 @@ type PortGroup struct {
 	Ports []uint16
 	// State is the group's access state for the unit.
 	State AccessState
+	// Remote marks a group whose ports belong to another device server
+	// exporting the same logical unit (a second gateway over shared
+	// storage). The unit reports the group and the state it is given
+	// here, and no command reaches it through those ports. A state set by
+	// SET TARGET PORT GROUPS through this unit would not reach the other
+	// device server, so while any group is remote the unit offers
+	// implicit ALUA only: INQUIRY reports TPGS 01b and SET TARGET PORT
+	// GROUPS fails as an unsupported command.
+	Remote bool
 }
 
 // ErrNoPortGroup is returned for a target port group the unit does not
@@ -108,13 +117,15 @@ var (
 
 // SetPortGroups turns asymmetric logical unit access on for the unit with
 // the given target port groups, or off with none. INQUIRY then reports
-// implicit and explicit ALUA (TPGS 11b), VPD page 0x83 names the port
+// implicit and explicit ALUA (TPGS 11b; implicit only, 01b, while a group
+// is Remote), VPD page 0x83 names the port
 // group of the nexus, REPORT and SET TARGET PORT GROUPS are served, and
 // commands through a port of a group that is not active are refused as
 // SPC-4 §5.15.2.4 requires. A nexus on a port in no group is served as
 // active/optimized. Every live nexus of the unit is told ASYMMETRIC
 // ACCESS STATE CHANGED when a group that existed before changes state,
-// and INQUIRY DATA HAS CHANGED when ALUA turns on or off.
+// and INQUIRY DATA HAS CHANGED when ALUA turns on or off or explicit
+// ALUA comes or goes.
 // Group identifiers and ports must each appear once.
 func (lu *LogicalUnit) SetPortGroups(groups []PortGroup) error {
 	ids := map[uint16]bool{}
@@ -134,7 +145,7 @@ func (lu *LogicalUnit) SetPortGroups(groups []PortGroup) error {
 			}
 			ports[p] = true
 		}
-		next = append(next, portGroupState{PortGroup: PortGroup{ID: g.ID, Ports: slices.Clone(g.Ports), State: g.State}})
+		next = append(next, portGroupState{PortGroup: PortGroup{ID: g.ID, Ports: slices.Clone(g.Ports), State: g.State, Remote: g.Remote}})
 	}
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
@@ -159,8 +170,11 @@ func (lu *LogicalUnit) SetPortGroups(groups []PortGroup) error {
 		}
 	}
 	lu.groupOfPort.Store(&byPort)
-	if on := len(next) > 0; on != lu.aluaOn.Load() {
+	on := len(next) > 0
+	explicit := on && !slices.ContainsFunc(next, func(g portGroupState) bool { return g.Remote })
+	if on != lu.aluaOn.Load() || explicit != lu.explicitALUA.Load() {
 		lu.aluaOn.Store(on)
+		lu.explicitALUA.Store(explicit)
 		lu.addUALocked(uaALUAToggled, "")
 	}
 	if changed {
@@ -199,7 +213,7 @@ func (lu *LogicalUnit) PortGroups() []PortGroup {
 	defer lu.mu.Unlock()
 	out := make([]PortGroup, len(lu.portGroups))
 	for i, g := range lu.portGroups {
-		out[i] = PortGroup{ID: g.ID, Ports: slices.Clone(g.Ports), State: g.State}
+		out[i] = PortGroup{ID: g.ID, Ports: slices.Clone(g.Ports), State: g.State, Remote: g.Remote}
 	}
 	return out
 }
@@ -309,7 +323,8 @@ func (r *request) reportTargetPortGroups() error {
 
 // setTargetPortGroups answers SET TARGET PORT GROUPS (SPC-4 §6.44): each
 // descriptor moves a group to active/optimized, active/non-optimized,
-// standby or unavailable. Nothing changes unless every descriptor is
+// standby or unavailable. It is offered only while no group is Remote
+// (explicit ALUA). Nothing changes unless every descriptor is
 // valid. Every live nexus but the one the command came on is told
 // ASYMMETRIC ACCESS STATE CHANGED (SPC-4 §5.15.2.6).
 func (r *request) setTargetPortGroups() error {

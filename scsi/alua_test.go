@@ -163,6 +163,53 @@ func TestALUAInReportSupportedOpcodes(t *testing.T) {
 	require.Equal(t, byte(3), one(0xa4, 0x0a))
 }
 
+// TestALUARemoteGroup: a group served by another gateway is reported with
+// the state it is given; while one exists the unit offers implicit ALUA
+// only, since a SET TARGET PORT GROUPS here would not reach the other
+// gateway.
+func TestALUARemoteGroup(t *testing.T) {
+	f := newFixture(t, scsi.UnitConfig{})
+	supported := func(op byte, sa uint16) byte {
+		cdb := []byte{0xa3, 0x0c, 0x02, op, byte(sa >> 8), byte(sa), 0, 0, 1, 0, 0, 0}
+		return f.good(cdb, nil, 256)[1] & 0x07
+	}
+	require.NoError(t, f.lu.SetPortGroups([]scsi.PortGroup{{ID: 1, Ports: []uint16{1}}}))
+	f.clearUAs(nexusA)
+	f.clearUAs(nexusB)
+	require.Equal(t, byte(0x30), f.good([]byte{0x12, 0, 0, 0, 96, 0}, nil, 96)[5]&0x30, "TPGS 11b")
+
+	// A remote group turns explicit ALUA off: INQUIRY DATA HAS CHANGED.
+	require.NoError(t, f.lu.SetPortGroups([]scsi.PortGroup{
+		{ID: 1, Ports: []uint16{1}},
+		{ID: 2, Ports: []uint16{2}, State: scsi.AccessActiveNonOptimized, Remote: true},
+	}))
+	f.requireSense(f.run(nexusB, 0, rtpg(false), nil, 1024), scsi.SenseUnitAttention, 0x3f, 0x03)
+	f.clearUAs(nexusA)
+	require.Equal(t, byte(0x10), f.good([]byte{0x12, 0, 0, 0, 96, 0}, nil, 96)[5]&0x30, "TPGS 01b")
+	require.Equal(t, map[uint16][2]byte{1: {0, 0}, 2: {1, 0}}, f.rtpgOn(nexusA))
+	require.Equal(t, map[uint16][2]byte{1: {0, 0}, 2: {1, 0}}, f.rtpgOn(nexusB))
+	require.Equal(t, byte(3), supported(0xa3, 0x0a), "RTPG offered")
+	require.Equal(t, byte(1), supported(0xa4, 0x0a), "STPG not offered")
+	param := []byte{0, 0, 0, 0, byte(scsi.AccessActiveOptimized), 0, 0, 2}
+	f.requireSense(f.run(nexusA, 0, stpg(len(param)), param, 0), scsi.SenseIllegalRequest, 0x20, 0)
+	require.Equal(t, map[uint16][2]byte{1: {0, 0}, 2: {1, 0}}, f.rtpgOn(nexusA), "nothing moved")
+	require.True(t, f.lu.PortGroups()[1].Remote)
+
+	// The remote group's state is moved by the product (both gateways
+	// are told the same): every nexus hears of it.
+	require.NoError(t, f.lu.SetAccessState(2, scsi.AccessStandby))
+	for _, n := range []scsi.Nexus{nexusA, nexusB} {
+		f.requireSense(f.run(n, 0, read10(0, 1), nil, bs), scsi.SenseUnitAttention, 0x2a, 0x06)
+		require.Equal(t, map[uint16][2]byte{1: {0, 0}, 2: {2, 2}}, f.rtpgOn(n))
+	}
+
+	// No remote group left: explicit ALUA again.
+	require.NoError(t, f.lu.SetPortGroups([]scsi.PortGroup{{ID: 1, Ports: []uint16{1}}, {ID: 2, Ports: []uint16{2}}}))
+	f.clearUAs(nexusA)
+	require.Equal(t, byte(0x30), f.good([]byte{0x12, 0, 0, 0, 96, 0}, nil, 96)[5]&0x30, "TPGS 11b")
+	require.Equal(t, byte(3), supported(0xa4, 0x0a))
+}
+
 // rtpgOn returns the groups REPORT TARGET PORT GROUPS reports through n.
 func (f *fixture) rtpgOn(n scsi.Nexus) map[uint16][2]byte {
 	f.t.Helper()

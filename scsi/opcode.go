@@ -38,6 +38,9 @@ const (
 	flagCrypto
 	// flagALUA commands exist only on units with target port groups.
 	flagALUA
+	// flagExplicitALUA commands exist only on units with target port
+	// groups, none of them remote (PortGroup.Remote).
+	flagExplicitALUA
 	// flagInStandby, flagInUnavailable and flagInTransition commands are
 	// served through a port whose target port group is in the standby,
 	// unavailable or transitioning access state (SPC-4 §5.15.2.4); the
@@ -183,7 +186,7 @@ func commandTable() []*opcode {
 		{name: "REPORT TARGET PORT GROUPS", usage: cdb(0xa3, 0xea, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagALUA | flagAnyAccess, handler: (*request).reportTargetPortGroups},
 		{name: "REPORT SUPPORTED OPERATION CODES", usage: cdb(0xa3, 0x0c, 0x87, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagInStandby | flagInUnavailable, handler: (*request).reportOpcodes},
 		{name: "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", usage: cdb(0xa3, 0x0d, 0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagInStandby | flagInUnavailable, handler: (*request).reportTMFs},
-		{name: "SET TARGET PORT GROUPS", usage: cdb(0xa4, 0x0a, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagALUA | flagInStandby | flagInUnavailable, handler: (*request).setTargetPortGroups},
+		{name: "SET TARGET PORT GROUPS", usage: cdb(0xa4, 0x0a, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagExplicitALUA | flagInStandby | flagInUnavailable, handler: (*request).setTargetPortGroups},
 		{name: "READ(12)", usage: cdb(0xa8, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium, handler: (*request).read},
 		{name: "WRITE(12)", usage: cdb(0xaa, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).write},
 		{name: "READ DEFECT DATA(12)", usage: cdb(0xb7, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), flags: flagConflicts | flagMedium, handler: (*request).readDefectData},
@@ -219,7 +222,8 @@ func (lu *LogicalUnit) supported(o *opcode) bool {
 		(o.flags&flagRemovable == 0 || lu.cfg.Removable) &&
 		(o.flags&flagCopy == 0 || lu.cfg.ThirdPartyCopy) &&
 		(o.flags&flagCrypto == 0 || lu.cfg.CryptoErase) &&
-		(o.flags&flagALUA == 0 || lu.aluaOn.Load())
+		(o.flags&flagALUA == 0 || lu.aluaOn.Load()) &&
+		(o.flags&flagExplicitALUA == 0 || lu.explicitALUA.Load())
 }
 
 // unsupported is the sense for a command the unit does not offer: INVALID

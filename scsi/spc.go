@@ -27,8 +27,11 @@ func (r *request) inquiry() error {
 		if r.lu.cfg.Removable {
 			b[1] |= 0x80 // RMB
 		}
-		if r.lu.aluaOn.Load() {
+		switch {
+		case r.lu.explicitALUA.Load():
 			b[5] |= 0x30 // TPGS 11b: implicit and explicit ALUA
+		case r.lu.aluaOn.Load():
+			b[5] |= 0x10 // TPGS 01b: implicit ALUA only (a group is remote)
 		}
 		r.sendData(b, alloc)
 		return nil

@@ -168,9 +168,11 @@ type LogicalUnit struct {
 	sanitizeAUSE bool
 
 	// portGroups are the unit's target port groups with their access
-	// states, guarded by mu; aluaOn is set while there are any.
-	portGroups []portGroupState
-	aluaOn     atomic.Bool
+	// states, guarded by mu; aluaOn is set while there are any, and
+	// explicitALUA while there are some and none is Remote.
+	portGroups   []portGroupState
+	aluaOn       atomic.Bool
+	explicitALUA atomic.Bool
 	// groupOfPort maps relative target ports to their group's ID, for
 	// readers that take no lock; replaced whole by SetPortGroups.
 	groupOfPort atomic.Pointer[map[uint16]uint16]
