@@ -39,6 +39,20 @@ func (v *validator) portalALUA(p Portal, add func(kind Kind, field, format strin
 	}
 }
 
+// remotePortal checks a portal another gateway serves: ALUA on, and
+// nothing this daemon would have to listen or authenticate for.
+func (v *validator) remotePortal(p Portal, add func(kind Kind, field, format string, args ...any)) {
+	if !v.cfg.Global.ALUA {
+		add(KindInvalid, "remote", "a remote portal is a target port group of another gateway and needs ALUA on (global alua)")
+	}
+	if len(p.Listen) > 0 {
+		add(KindInvalid, "listen", "a remote portal is not listened on here: its addresses belong in the configuration of the gateway that serves it")
+	}
+	if p.DiscoveryAuthMethod != AuthNone || p.DiscoveryAuthGroup != nil {
+		add(KindInvalid, "discovery_authmethod", "a remote portal serves no discovery here: NONE, without discovery_authgroup")
+	}
+}
+
 // aluaApplied is what the applier last gave the units: the port groups
 // (nil while ALUA is off) and the units that have them.
 type aluaApplied struct {
@@ -48,22 +62,23 @@ type aluaApplied struct {
 
 // portGroups are cfg's target port groups: one per portal, numbered by
 // its tag, holding the one relative target port iscsi numbers by the
-// same tag (scsi.Nexus.RelativePortID); nil while ALUA is off.
+// same tag (scsi.Nexus.RelativePortID), remote for a Remote portal; nil
+// while ALUA is off.
 func portGroups(cfg *Config) []scsi.PortGroup {
 	if !cfg.Global.ALUA {
 		return nil
 	}
 	var out []scsi.PortGroup
 	for _, p := range cfg.Portals {
-		out = append(out, scsi.PortGroup{ID: uint16(p.Tag), Ports: []uint16{uint16(p.Tag)}, State: aluaStates[p.ALUAState]})
+		out = append(out, scsi.PortGroup{ID: uint16(p.Tag), Ports: []uint16{uint16(p.Tag)}, State: aluaStates[p.ALUAState], Remote: p.Remote})
 	}
 	slices.SortFunc(out, func(a, b scsi.PortGroup) int { return int(a.ID) - int(b.ID) })
 	return out
 }
 
 // applyALUA brings every open unit's target port groups to cfg. A unit
-// that is new, or meets portals that came or went or ALUA turned on or
-// off, gets the groups whole; the others only see the groups whose
+// that is new, or meets portals that came, went or became remote or
+// local, or ALUA turned on or off, gets the groups whole; the others only see the groups whose
 // configured state changed move (an implicit transition, with its unit
 // attention), so a state an initiator set with SET TARGET PORT GROUPS
 // stands until the portal's configured state changes.
@@ -71,7 +86,7 @@ func (a *applier) applyALUA(cfg *Config) {
 	want := portGroups(cfg)
 	prev := a.alua.groups
 	sameLayout := len(prev) == len(want) && slices.EqualFunc(prev, want, func(x, y scsi.PortGroup) bool {
-		return x.ID == y.ID && slices.Equal(x.Ports, y.Ports)
+		return x.ID == y.ID && x.Remote == y.Remote && slices.Equal(x.Ports, y.Ports)
 	})
 	units := map[*scsi.LogicalUnit]bool{}
 	for _, u := range a.units {

@@ -277,6 +277,9 @@ func (a *applier) buildAuthTable(cfg *Config) *authTable {
 		groups:    map[int][]iscsi.CHAPCredential{},
 	}
 	for _, p := range cfg.Portals {
+		if p.Remote {
+			continue // another gateway's discovery
+		}
 		r := accessRule{tag: uint16(p.Tag), method: authMethodOf(p.DiscoveryAuthMethod)}
 		if p.DiscoveryAuthGroup != nil {
 			r.authTag = *p.DiscoveryAuthGroup

@@ -67,8 +67,9 @@ type Global struct {
 	// PoolAvailThreshold is the percentage of pool space in use above
 	// which the product warns; nil disables it.
 	PoolAvailThreshold *int `json:"pool_avail_threshold"`
-	// ALUA turns on asymmetric logical unit access: every portal is a
-	// target port group, in the state its ALUAState gives it.
+	// ALUA turns on asymmetric logical unit access: every portal (a
+	// Remote one included) is a target port group, in the state its
+	// ALUAState gives it.
 	ALUA bool `json:"alua"`
 	// MaxConnections (extension, seed 001's iscsi_maxconnect) is the
 	// connections per session a product allows, 1 to MaxConnectionsLimit;
@@ -111,6 +112,18 @@ type Portal struct {
 	// Global.ALUA is on: ACTIVE_OPTIMIZED (also "", the default),
 	// ACTIVE_NON_OPTIMIZED, STANDBY, UNAVAILABLE or TRANSITIONING.
 	ALUAState string `json:"alua_state,omitempty"`
+	// Remote (extension) makes the portal a target port group that
+	// another gateway serves: a second daemon exporting the same extents
+	// (same serial and NAA, same storage) under the same target names,
+	// where the portal is local. This daemon does not listen on it (it
+	// has no addresses and no discovery authentication here) and reports
+	// it, in its ALUAState, to REPORT TARGET PORT GROUPS for every
+	// logical unit. It needs Global.ALUA; while any portal is remote the
+	// units offer implicit ALUA only (no SET TARGET PORT GROUPS), since a
+	// state set on one gateway would not reach the other. The tag is the
+	// group's number and its relative target port on both gateways, so
+	// tags must be unique across the gateways.
+	Remote bool `json:"remote,omitempty"`
 }
 
 // Initiator is an initiator group: who may log in. Empty lists mean

@@ -183,7 +183,10 @@ func (v *validator) portals() {
 		} else {
 			v.authUse(p.DiscoveryAuthMethod, p.DiscoveryAuthGroup, "discovery_authgroup", add)
 		}
-		if len(p.Listen) == 0 {
+		switch {
+		case p.Remote:
+			v.remotePortal(p, add)
+		case len(p.Listen) == 0:
 			add(KindInvalid, "listen", "a portal needs at least one address")
 		}
 		for i, l := range p.Listen {

@@ -50,6 +50,22 @@ func TestValidationRules(t *testing.T) {
 		{"alua on", func(c *Config) { c.Global.ALUA = true; c.Portals[0].ALUAState = ALUAStandby }, nil, ""},
 		{"alua state without alua", func(c *Config) { c.Portals[0].ALUAState = ALUAStandby }, ErrInvalid, "portal 1: alua_state: STANDBY needs ALUA on"},
 		{"alua state unknown", func(c *Config) { c.Global.ALUA = true; c.Portals[0].ALUAState = "passive" }, ErrInvalid, `portal 1: alua_state: "passive" is not`},
+		{"remote portal", func(c *Config) {
+			c.Global.ALUA = true
+			c.Portals[1] = Portal{ID: 2, Tag: 2, Remote: true, DiscoveryAuthMethod: AuthNone, ALUAState: ALUAActiveNonOptimized}
+		}, nil, ""},
+		{"remote portal without alua", func(c *Config) {
+			c.Portals[1] = Portal{ID: 2, Tag: 2, Remote: true, DiscoveryAuthMethod: AuthNone}
+		}, ErrInvalid, "portal 2: remote: a remote portal is a target port group of another gateway and needs ALUA on"},
+		{"remote portal listening", func(c *Config) { c.Global.ALUA = true; c.Portals[1].Remote = true }, ErrInvalid, "portal 2: listen: a remote portal is not listened on here"},
+		{"remote portal with discovery auth", func(c *Config) {
+			c.Global.ALUA = true
+			c.Portals[1] = Portal{ID: 2, Tag: 2, Remote: true, DiscoveryAuthMethod: AuthCHAP, DiscoveryAuthGroup: intp(1)}
+		}, ErrInvalid, "portal 2: discovery_authmethod: a remote portal serves no discovery here"},
+		{"remote portal with a local tag", func(c *Config) {
+			c.Global.ALUA = true
+			c.Portals[1] = Portal{ID: 2, Tag: 1, Remote: true, DiscoveryAuthMethod: AuthNone}
+		}, ErrExists, "portal 2: tag: 1 is also the tag of portal 1"},
 		{"pool threshold", func(c *Config) { c.Global.PoolAvailThreshold = intp(100) }, ErrInvalid, "global: pool_avail_threshold: 100 is not a percentage"},
 		{"duplicate id", func(c *Config) { c.Portals[1].ID = 1 }, ErrExists, "portal 1: id: is used by another portal"},
 		{"zero id", func(c *Config) { c.Extents[0].ID = 0 }, ErrInvalid, "extent: id: must be a positive number"},
