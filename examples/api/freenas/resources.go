@@ -113,6 +113,9 @@ func (a *api) putGlobal(w http.ResponseWriter, r *http.Request) {
 		cfg.Global.Basename = next.Basename
 		cfg.Global.MaxConnections = next.MaxConnections
 		for i := range cfg.Portals {
+			if cfg.Portals[i].Remote {
+				continue // another gateway's discovery
+			}
 			cfg.Portals[i].DiscoveryAuthMethod = method
 			cfg.Portals[i].DiscoveryAuthGroup = next.DiscoveryAuthGroup
 		}

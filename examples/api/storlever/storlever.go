@@ -203,6 +203,9 @@ func (a *api) putConf(r *http.Request) (int, any, error) {
 			}
 		}
 		for i := range cfg.Portals {
+			if cfg.Portals[i].Remote {
+				continue // another gateway's discovery
+			}
 			cfg.Portals[i].DiscoveryAuthMethod, cfg.Portals[i].DiscoveryAuthGroup = method, group
 		}
 		return nil

@@ -166,6 +166,25 @@ func TestPortals(t *testing.T) {
 	c.fails(-32001, "ENOENT", "iscsi.portal.delete", `1`)
 }
 
+// TestRemotePortal: a portal another gateway serves is an extension field
+// of the portal objects, created, queried and refused like the rest.
+func TestRemotePortal(t *testing.T) {
+	c, _ := newRPC(t)
+	c.fails(-32602, "iscsi_portal_create.remote: portal 1: remote: a remote portal is a target port group of another gateway and needs ALUA on", "iscsi.portal.create", `{"tag": 2, "remote": true, "listen": []}`)
+	var g mgmt.Global
+	c.ok(&g, "iscsi.global.update", `{"alua": true}`)
+	var p mgmt.Portal
+	c.ok(&p, "iscsi.portal.create", `{"tag": 2, "remote": true, "alua_state": "ACTIVE_NON_OPTIMIZED", "comment": "gateway B", "listen": []}`)
+	require.True(t, p.Remote)
+	var list []map[string]any
+	c.ok(&list, "iscsi.portal.query", `[["remote", "=", true]]`)
+	require.Len(t, list, 1)
+	require.Equal(t, "ACTIVE_NON_OPTIMIZED", list[0]["alua_state"])
+	c.fails(-32602, "iscsi_portal_update.listen: portal 1: listen: a remote portal is not listened on here", "iscsi.portal.update", `1`, `{"listen": [{"ip": "127.0.0.1", "port": 3260}]}`)
+	c.ok(&p, "iscsi.portal.update", `1`, `{"remote": false, "listen": [{"ip": "127.0.0.1", "port": 0}]}`)
+	require.False(t, p.Remote)
+}
+
 func TestInitiatorsAndAuth(t *testing.T) {
 	c, _ := newRPC(t)
 	var ig mgmt.Initiator
