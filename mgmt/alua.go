@@ -78,9 +78,9 @@ func portGroups(cfg *Config) []scsi.PortGroup {
 
 // applyALUA brings every open unit's target port groups to cfg. A unit
 // that is new, or meets portals that came, went or became remote or
-// local, or ALUA turned on or off, gets the groups whole; the others only see the groups whose
-// configured state changed move (an implicit transition, with its unit
-// attention), so a state an initiator set with SET TARGET PORT GROUPS
+// local, or ALUA turned on or off, gets the groups whole; the others
+// only see the groups whose configured state changed move (an implicit
+// transition, with its unit attention), so a state an initiator set with SET TARGET PORT GROUPS
 // stands until the portal's configured state changes.
 func (a *applier) applyALUA(cfg *Config) {
 	want := portGroups(cfg)

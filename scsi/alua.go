@@ -118,8 +118,8 @@ var (
 // SetPortGroups turns asymmetric logical unit access on for the unit with
 // the given target port groups, or off with none. INQUIRY then reports
 // implicit and explicit ALUA (TPGS 11b; implicit only, 01b, while a group
-// is Remote), VPD page 0x83 names the port
-// group of the nexus, REPORT and SET TARGET PORT GROUPS are served, and
+// is Remote), VPD page 0x83 names the port group of the nexus, REPORT and
+// SET TARGET PORT GROUPS are served (SET only while no group is Remote), and
 // commands through a port of a group that is not active are refused as
 // SPC-4 §5.15.2.4 requires. A nexus on a port in no group is served as
 // active/optimized. Every live nexus of the unit is told ASYMMETRIC
