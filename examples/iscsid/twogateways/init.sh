@@ -5,9 +5,12 @@
 # 10.0.2.2:PORTB, group 2) with open-iscsi, reports what the kernel's
 # scsi_dh_alua makes of each path (KINIT before/after lines: tpgt, wwid,
 # dh_state, access_state), prints RTPG and VPD 0x83 as sg3-utils decode
-# them, says "KINIT failover-now" for the host to swap the groups' states,
-# and waits (TEST UNIT READY on both paths each second) until the kernel
-# reports group 1 standby and group 2 active/optimized.
+# them, lets multipath (multipath-tools, with udevd and dm-multipath) make
+# its map of the paths, says "KINIT failover-now" for the host to swap the
+# groups' states, waits (TEST UNIT READY on both paths each second) until
+# the kernel reports group 1 standby and group 2 active/optimized, and
+# shows multipath's map again. No multipathd: `multipath -ll` shows the
+# path groups and priorities the daemon would act on.
 export PATH=/usr/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -19,12 +22,15 @@ emit() { echo "KINIT $*"; }
 finish() { dmesg | grep -iE 'alua|sd |scsi|iscsi' | sed 's/^/KDMESG /'; emit done; sync; poweroff -f; sleep 10; }
 ( sleep 200; emit watchdog; finish ) &
 while read -r ko; do insmod "$ko" 2>/dev/null; done </etc/kinit-modules
-insmod /scsi_dh_alua.ko && emit "module scsi_dh_alua loaded"
+for m in scsi_dh_alua dm-mod dm-multipath dm-service-time dm-round-robin; do insmod /mods/$m.ko || emit "insmod $m failed"; done
+# libdevmapper makes its own /dev/mapper nodes: udevd here has no rules.
+mkdir -p /dev/mapper /etc/multipath; export DM_DISABLE_UDEV=1
 i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 ip link set lo up
 ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && ip route add default via 10.0.2.2
 printf 'InitiatorName=iqn.2026-11.io.kinit:guest\n' >/etc/iscsi/initiatorname.iscsi
 sed -i 's|^iscsid.startup = .*|iscsid.startup = /bin/true|' /etc/iscsi/iscsid.conf
+/usr/lib/systemd/systemd-udevd --daemon 2>&1 | sed 's/^/KINIT udevd: /'
 iscsid -f >/tmp/iscsid.log 2>&1 &
 sleep 1
 iscsiadm -m node -o new -T "$IQN" -p "10.0.2.2:$PORTA,1" >/dev/null
@@ -46,6 +52,11 @@ for d in /sys/block/sd*; do
 done
 n=$(ls /sys/block | grep sd | head -1)
 sg_vpd -p di /dev/$n 2>&1 | sed "s/^/KINIT vpd83 $n: /"
+# multipath takes only devices udev has seen; the WWID comes from sysfs
+# (VPD 0x83), since no rule sets ID_SERIAL.
+udevadm trigger --action=add; udevadm settle -t 20
+multipath -v2 >/tmp/mp.log 2>&1; emit "multipath rc=$?"
+multipath -ll 2>&1 | sed 's/^/KINIT mpll-before: /'
 emit failover-now
 want=0; i=0
 while [ $i -lt 90 ]; do
@@ -62,6 +73,8 @@ while [ $i -lt 90 ]; do
   [ $ok = 1 ] && { emit "failover seen after ${i}s"; break; }
 done
 report after
+sleep 1; multipath -ll 2>&1 | sed 's/^/KINIT mpll-after: /'
+
 for d in /sys/block/sd*; do
   n=${d##*/}; t=$(tpgt_of $n)
   if dd if=/dev/$n of=/dev/null bs=4096 count=16 iflag=direct 2>/dev/null; then r=ok; else r=error; fi
