@@ -444,11 +444,19 @@ func (a *applier) checkChange(live *liveUnit, e Extent) error {
 		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "encrypted",
 			Msg: "cannot change while the extent's storage is in use: its data would read as noise; create a new extent and copy the data"}
 	}
-	if e.Encrypted && a.keyDir != "" && extentFile(a.keyDir, cur, ".key") != extentFile(a.keyDir, e, ".key") {
+	if e.Encrypted && a.keyDir != "" && !sameFile(a.keyDir, cur, e, ".key") {
 		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "name",
 			Msg: "an encrypted extent's name names its key file: renaming it would part the data from its key"}
 	}
 	return nil
+}
+
+// sameFile reports whether two versions of an extent name the same state
+// file in dir (both unnameable counts as the same: validation reports it).
+func sameFile(dir string, a, b Extent, ext string) bool {
+	pa, erra := extentFile(dir, a, ext)
+	pb, errb := extentFile(dir, b, ext)
+	return pa == pb && (erra == nil) == (errb == nil)
 }
 
 // checkTargetNames refuses a new target whose name the server already
@@ -747,8 +755,17 @@ func (a *applier) openDevice(e Extent) (backend.Device, scsi.UnitConfig, error) 
 		dev = enc
 	}
 	if a.prDir != "" {
-		uc.Reservations = reservationFile(a.prDir, e)
-		uc.SanitizeState = sanitizeFile(a.prDir, e)
+		pr, err := reservationFile(a.prDir, e)
+		if err != nil {
+			dev.Close()
+			return nil, uc, err
+		}
+		ss, err := sanitizeFile(a.prDir, e)
+		if err != nil {
+			dev.Close()
+			return nil, uc, err
+		}
+		uc.Reservations, uc.SanitizeState = pr, ss
 	}
 	uc.Logger = a.log
 	return dev, uc, nil
@@ -775,7 +792,10 @@ func (a *applier) encrypt(dev backend.Device, e Extent) (backend.Device, error) 
 		if a.keyDir == "" {
 			return dev, nil
 		}
-		kf := extentFile(a.keyDir, e, ".key")
+		kf, err := extentFile(a.keyDir, e, ".key")
+		if err != nil {
+			return nil, err
+		}
 		if _, err := os.Stat(kf); err == nil {
 			return nil, fail("the key file %s exists: the storage holds encrypted data; set encrypted, or remove the key file if the data is to go", kf)
 		}
@@ -784,8 +804,12 @@ func (a *applier) encrypt(dev backend.Device, e Extent) (backend.Device, error) 
 	if a.keyDir == "" {
 		return nil, fail("encrypted extents need a key directory (Options.KeyDir)")
 	}
-	keys := backend.KeyFile{Path: extentFile(a.keyDir, e, ".key")}
-	_, err := keys.Load()
+	kf, err := extentFile(a.keyDir, e, ".key")
+	if err != nil {
+		return nil, err
+	}
+	keys := backend.KeyFile{Path: kf}
+	_, err = keys.Load()
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if !unwritten(dev) {

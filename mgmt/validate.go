@@ -454,6 +454,7 @@ func (v *validator) extents() {
 	paths := map[string]int{}
 	serials := map[string]int{}
 	naas := map[string]int{}
+	uuids := map[string]int{}
 	for _, e := range v.cfg.Extents {
 		add := func(kind Kind, field, format string, args ...any) {
 			v.add(kind, "extent", e.ID, e.Name, field, format, args...)
@@ -519,6 +520,15 @@ func (v *validator) extents() {
 				add(KindExists, "naa", "extent %d has the same NAA: initiators would take the two for one unit", other)
 			} else {
 				naas[string(n)] = e.ID
+			}
+		}
+		if e.UUID != "" {
+			if !canonicalUUID(e.UUID) {
+				add(KindInvalid, "uuid", "%q is not a UUID in canonical form (8-4-4-4-12 lower-case hex digits)", e.UUID)
+			} else if other, dup := uuids[e.UUID]; dup {
+				add(KindExists, "uuid", "extent %d has the same UUID", other)
+			} else {
+				uuids[e.UUID] = e.ID
 			}
 		}
 		if _, ok := rpmValues[e.RPM]; !ok {
@@ -680,6 +690,29 @@ func forWhom(initiator string) string {
 		return ""
 	}
 	return " for " + initiator
+}
+
+// canonicalUUID reports whether s is a UUID in its canonical text form,
+// lower-case hex digits grouped 8-4-4-4-12 (RFC 9562 §4), as newUUID
+// writes it. An extent's UUID names its state files, so nothing else is
+// accepted.
+func canonicalUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range []byte(s) {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // validName reports whether a pool or volume name uses only the
