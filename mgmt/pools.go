@@ -163,7 +163,7 @@ func (m *Manager) CreateVolume(ctx context.Context, pool, name string, size int6
 				return &Error{Kind: KindExists, Object: "pool", ID: p.ID, Name: pool, Msg: "a block pool holds one volume, " + x.Name}
 			}
 		}
-		e.ID = NextID[Extent](c.Extents)
+		e.ID = NewID(c, c.Extents)
 		if p.Type == PoolFS {
 			// Allocate now, as a volume create does, so that space and
 			// name clashes show up here rather than at export time.
@@ -210,13 +210,16 @@ func (c *Config) VolumeExtent(pool, name string) (Extent, error) {
 
 // DestroyVolume deletes a volume and its data (a directory pool's file,
 // the storage of a VolumeMaker's volume);
-// an exported volume must be unexported first.
+// an exported volume must be unexported first. The volume is looked up
+// and its data removed under the Manager's lock.
 func (m *Manager) DestroyVolume(ctx context.Context, pool, name string) error {
-	e, err := m.Config(false).VolumeExtent(pool, name)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, err := m.deleteExtentLocked(ctx, func(c *Config) (int, error) {
+		e, err := c.VolumeExtent(pool, name)
+		return e.ID, err
+	}, true, false)
 	if err != nil {
-		return err
-	}
-	if err := m.DeleteExtent(ctx, e.ID, e.Type == ExtentFile, false); err != nil {
 		return err
 	}
 	if maker := m.open.maker(e.Type); maker != nil {
