@@ -429,14 +429,18 @@ func extentError(e Extent, err error) error {
 
 // checkChange refuses changes a live extent cannot take: a smaller size
 // (its data would be cut off under its initiators; it may only grow), and
-// a change of encryption over the same storage.
+// a change of encryption over the same storage. checkShrinks holds
+// extents that are not served to the same size rule.
 func (a *applier) checkChange(live *liveUnit, e Extent) error {
 	cur := live.ext
 	if s := a.open.storage(e); s == "" || a.open.storage(cur) != s {
 		return nil
 	}
 	uc := live.lu.Config()
-	if size := int64(live.lu.Blocks()) * int64(uc.BlockSize); e.Filesize != 0 && e.Filesize < size {
+	// Only a change of the size is checked: a size accepted earlier (a
+	// FILE extent serves its whole file, whatever its filesize says)
+	// never blocks an edit of something else.
+	if size := int64(live.lu.Blocks()) * int64(uc.BlockSize); e.Filesize != cur.Filesize && e.Filesize != 0 && e.Filesize < size {
 		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "filesize",
 			Msg: fmt.Sprintf("%d is smaller than the %d bytes the extent serves: a live extent may grow, not shrink", e.Filesize, size)}
 	}

@@ -129,6 +129,29 @@ func checkNewDisks(prev, next *Config) error {
 	return errors.Join(errs...)
 }
 
+// checkShrinks refuses a FILE extent's filesize, new or changed, below
+// the size of its file, served or not: the file is never cut (its data
+// would go), so the size could never take effect, and a FILE extent
+// serves its whole file. 0 keeps the file's size.
+func checkShrinks(prev, next *Config) error {
+	var errs []error
+	for _, e := range next.Extents {
+		if e.Type != ExtentFile || e.Filesize == 0 {
+			continue
+		}
+		if old, ok := find(prev.Extents, e.ID); ok && old.Filesize == e.Filesize && old.Path == e.Path {
+			continue
+		}
+		fi, err := os.Stat(e.Path)
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() <= e.Filesize {
+			continue
+		}
+		errs = append(errs, &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "filesize",
+			Msg: fmt.Sprintf("%d is smaller than the %d bytes of %s: an extent may grow, not shrink (0 keeps the file's size)", e.Filesize, fi.Size(), e.Path)})
+	}
+	return errors.Join(errs...)
+}
+
 // blockDevice says why path is not an existing block device, or nil.
 func blockDevice(path string) error {
 	fi, err := os.Stat(path)
