@@ -723,13 +723,14 @@ func (a *applier) close() error {
 
 // sameUnit reports whether two versions of an extent make the same
 // logical unit: they differ at most in fields that only describe it (the
-// comment, the space warning threshold, the pool it came from, and xen,
+// comment, the space warning threshold, the pool it came from, whether a
+// front-end adopted it, and xen,
 // which has no effect here). Such a change leaves the unit open, with its
 // reservations, unit attentions and any sanitize it runs; any other
 // change reopens it.
 func sameUnit(a, b Extent) bool {
 	for _, e := range []*Extent{&a, &b} {
-		e.Comment, e.AvailThreshold, e.Pool, e.Xen = "", nil, "", false
+		e.Comment, e.AvailThreshold, e.Pool, e.Xen, e.Adopted = "", nil, "", false, false
 	}
 	return reflect.DeepEqual(a, b)
 }

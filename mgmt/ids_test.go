@@ -97,3 +97,20 @@ func TestConcurrentDeleteRemovesOnlyItsFile(t *testing.T) {
 		require.NoError(t, err, "extent %s lost its file", x.Name)
 	}
 }
+
+// TestVersion1Migrates: a version 1 file told an adopted pool volume by
+// its name (the extent's differed from the volume's); version 2 marks it.
+func TestVersion1Migrates(t *testing.T) {
+	cfg, err := DecodeConfig([]byte(`{"version": 1, "pools": [{"id": 1, "name": "tank", "type": "fs", "path": "/srv/tank"}], "extents": [
+		{"id": 1, "name": "mine", "path": "/srv/tank/v1.img", "pool": "tank"},
+		{"id": 2, "name": "v2", "path": "/srv/tank/v2.img", "pool": "tank"},
+		{"id": 3, "name": "plain", "path": "/srv/plain.img"}]}`))
+	require.NoError(t, err)
+	require.Equal(t, ConfigVersion, cfg.Version)
+	require.Equal(t, []bool{true, false, false}, []bool{cfg.Extents[0].Adopted, cfg.Extents[1].Adopted, cfg.Extents[2].Adopted})
+	// A version 2 file says it itself: a same-named adopted volume stays so.
+	cfg, err = DecodeConfig([]byte(`{"version": 2, "pools": [{"id": 1, "name": "tank", "type": "fs", "path": "/srv/tank"}], "extents": [
+		{"id": 2, "name": "v2", "path": "/srv/tank/v2.img", "pool": "tank", "adopted": true}]}`))
+	require.NoError(t, err)
+	require.True(t, cfg.Extents[0].Adopted)
+}

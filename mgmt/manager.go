@@ -115,6 +115,7 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 	case err != nil:
 		return nil, err
 	}
+	cfg.migrate()
 	cfg.normalize()
 	filled := cfg.fillIdentity()
 	if err := validate(cfg, opt.AllowedDirs, open); err != nil {
@@ -203,6 +204,7 @@ func (m *Manager) Reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cfg.migrate()
 	cfg.normalize()
 	filled := cfg.fillIdentity()
 	m.mu.Lock()

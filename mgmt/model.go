@@ -10,8 +10,10 @@ import (
 )
 
 // ConfigVersion is the version of the configuration format this package
-// writes. Load migrates older versions and refuses newer ones.
-const ConfigVersion = 1
+// writes. Load migrates older versions and refuses newer ones. Version 2
+// marks adopted pool volumes (Extent.Adopted); version 1 told them by
+// name, and is migrated so.
+const ConfigVersion = 2
 
 // Config is the whole management model, shaped like the API of seed 000
 // (TrueNAS iscsi.*) so that operators can write DIR/config.json by hand:
@@ -363,6 +365,11 @@ type Extent struct {
 	// UUID identifies that volume, unique even when a name is reused.
 	Pool string `json:"pool,omitempty"`
 	UUID string `json:"uuid,omitempty"`
+	// Adopted (kept by the Manager) marks a pool volume that a front-end
+	// where volumes and extents are apart (TrueNAS's and FreeNAS's zvols)
+	// made an extent of: Manager.AdoptVolume sets it with the extent's
+	// name and settings, Manager.ReleaseVolume clears it.
+	Adopted bool `json:"adopted,omitempty"`
 }
 
 // TargetExtent maps an extent into a target as a LUN.

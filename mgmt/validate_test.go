@@ -43,7 +43,7 @@ func TestValidationRules(t *testing.T) {
 		kind   error
 		want   string // the error's text
 	}{
-		{"version", func(c *Config) { c.Version = 2 }, ErrInvalid, "config: version: is 2; this build reads version 1"},
+		{"version", func(c *Config) { c.Version = 3 }, ErrInvalid, "config: version: is 3; this build reads version 2"},
 		{"basename", func(c *Config) { c.Global.Basename = "iqn.2026.bad" }, ErrInvalid, "global: basename: "},
 		{"isns servers", func(c *Config) { c.Global.ISNSServers = []string{"10.0.0.1", "isns.example.com:3205", "[2001:db8::1]"} }, nil, ""},
 		{"isns server bad", func(c *Config) { c.Global.ISNSServers = []string{"10.0.0.1", "10.0.0.2:99999"} }, ErrInvalid, "global: isns_servers[1]: isns: \"10.0.0.2:99999\": port"},

@@ -134,3 +134,23 @@ func TestZvolsAndTheirExtents(t *testing.T) {
 	// What FreeNAS v1.0 has beyond iSCSI and zvols is refused as such.
 	errorOn(t, c.want(501, "POST", "/api/v1.0/storage/snapshot/", `{"dataset": "tank/vol2", "name": "s1"}`), "__all__", "no snapshots")
 }
+
+// TestZvolExtentNamedLikeItsZvol: an extent that took a zvol over stays
+// its zvol's extent when it bears the zvol's name: a second extent on the
+// zvol is refused, and deleting the extent gives the zvol back.
+func TestZvolExtentNamedLikeItsZvol(t *testing.T) {
+	c, m := newClient(t)
+	withPool(t, m)
+	c.url = c.url[:len(c.url)-len(Prefix)]
+	zv := "/api/v1.0/storage/volume/tank/zvols/"
+	ex := "/api/v1.0/services/iscsi/extent/"
+	c.want(201, "POST", zv, `{"name": "vol1", "volsize": 4194304}`)
+	c.want(201, "POST", ex, `{"iscsi_target_extent_type": "Disk", "iscsi_target_extent_name": "vol1", "iscsi_target_extent_disk": "zvol/tank/vol1"}`)
+	require.True(t, m.Config(false).Extents[0].Adopted)
+	errorOn(t, c.want(409, "POST", ex, `{"iscsi_target_extent_type": "Disk", "iscsi_target_extent_name": "thief", "iscsi_target_extent_disk": "zvol/tank/vol1"}`), "iscsi_target_extent_disk", "already")
+	require.Equal(t, "vol1", m.Config(false).Extents[0].Name)
+	got, _ := c.do("DELETE", ex+"1/", "")
+	require.Equal(t, 204, got)
+	require.False(t, m.Config(false).Extents[0].Adopted)
+	c.want(201, "POST", ex, `{"iscsi_target_extent_type": "Disk", "iscsi_target_extent_name": "next", "iscsi_target_extent_disk": "zvol/tank/vol1"}`)
+}

@@ -89,3 +89,25 @@ func TestBareZvolIsNoExtent(t *testing.T) {
 	c.ok(&n, "iscsi.extent.query", `[]`, `{"count": true}`)
 	require.Zero(t, n)
 }
+
+// TestZvolExtentNamedLikeItsZvol: an extent made on a zvol is that zvol's
+// extent even when it bears the zvol's own name: it is listed, the zvol
+// is busy, and a second extent on it is refused.
+func TestZvolExtentNamedLikeItsZvol(t *testing.T) {
+	c, m, _ := newPoolRPC(t)
+	c.ok(nil, "pool.dataset.create", `{"name": "tank/v1", "type": "VOLUME", "volsize": 1048576}`)
+	var e mgmt.Extent
+	c.ok(&e, "iscsi.extent.create", `{"name": "v1", "type": "DISK", "disk": "zvol/tank/v1"}`)
+	require.Equal(t, "zvol/tank/v1", e.Disk)
+	require.True(t, m.Config(false).Extents[0].Adopted)
+	var n int
+	c.ok(&n, "iscsi.extent.query", `[]`, `{"count": true}`)
+	require.Equal(t, 1, n)
+	c.fails(-32001, "EBUSY", "pool.dataset.delete", `"tank/v1"`)
+	c.fails(-32602, "EEXIST", "iscsi.extent.create", `{"name": "other", "type": "DISK", "disk": "zvol/tank/v1"}`)
+	var ok bool
+	c.ok(&ok, "iscsi.extent.delete", `1`)
+	c.ok(&n, "iscsi.extent.query", `[]`, `{"count": true}`)
+	require.Zero(t, n)
+	require.False(t, m.Config(false).Extents[0].Adopted)
+}

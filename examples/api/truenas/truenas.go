@@ -520,6 +520,9 @@ func (a *adapter) extentUpdate(ctx context.Context, params json.RawMessage) (any
 			if d == "" {
 				return fn(cur)
 			}
+			if bareVolume(*cur) {
+				return noExtent(id)
+			}
 			view := zvolView(*cur)
 			if err := fn(&view); err != nil {
 				return err
@@ -556,9 +559,14 @@ func (a *adapter) extentDelete(ctx context.Context, params json.RawMessage) (any
 			return nil, err
 		}
 	}
+	for _, e := range a.m.Config(false).Extents {
+		if e.ID == id && bareVolume(e) {
+			return nil, noExtent(id)
+		}
+	}
 	// remove is for a FILE extent's file: the middleware ignores it for
-	// an extent over a zvol, whose data stays with the zvol.
-	if ok, err := a.releaseZvol(ctx, id, opts.Force); ok {
+	// an extent over a zvol, which goes back to its dataset, data and all.
+	if released, err := a.m.ReleaseVolume(ctx, id, opts.Force); released || err != nil {
 		return err == nil, err
 	}
 	if err := a.m.DeleteExtent(ctx, id, opts.Remove, opts.Force); err != nil {
