@@ -33,9 +33,12 @@ func datasetVolume(name string) (pool, volume string, err error) {
 	if len(parts) < 2 {
 		return "", "", fmt.Errorf("%q: a volume is POOL/NAME[/NAME...]", name)
 	}
+	// With no part empty, holding "--" or starting or ending with '-',
+	// the "--" between parts are the only ones in the volume name, which
+	// so names one dataset ("a-/b" and "a/-b" would both be "a---b").
 	for _, p := range parts[1:] {
-		if p == "" || strings.Contains(p, volumeSep) {
-			return "", "", fmt.Errorf("%q: every name after the pool must be non-empty and without %q", name, volumeSep)
+		if p == "" || strings.Contains(p, volumeSep) || strings.HasPrefix(p, "-") || strings.HasSuffix(p, "-") {
+			return "", "", fmt.Errorf("%q: every name after the pool must be non-empty, without %q, and neither start nor end with '-'", name, volumeSep)
 		}
 	}
 	return parts[0], strings.Join(parts[1:], volumeSep), nil

@@ -111,3 +111,18 @@ func TestZvolExtentNamedLikeItsZvol(t *testing.T) {
 	require.Zero(t, n)
 	require.False(t, m.Config(false).Extents[0].Adopted)
 }
+
+// TestDatasetNamesDoNotCollide: "/" is "--" in a volume's name, so a name
+// part that starts or ends with '-' ("tank/a-/b" and "tank/a/-b" would
+// both be a---b) is refused; '-' inside a part is fine.
+func TestDatasetNamesDoNotCollide(t *testing.T) {
+	c, _, _ := newPoolRPC(t)
+	for _, name := range []string{"tank/a-/b", "tank/a/-b", "tank/-", "tank/x/y-"} {
+		c.fails(-32602, "[EINVAL] pool_dataset_create.name", "pool.dataset.create", `{"name": "`+name+`", "type": "VOLUME", "volsize": 1048576}`)
+	}
+	c.ok(nil, "pool.dataset.create", `{"name": "tank/a-b/c", "type": "VOLUME", "volsize": 1048576}`)
+	var ds []map[string]any
+	c.ok(&ds, "pool.dataset.query")
+	require.Len(t, ds, 1)
+	require.Equal(t, "tank/a-b/c", ds[0]["name"])
+}
