@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -127,10 +129,37 @@ func IsWebSocket(r *http.Request) bool {
 
 func (s *Server) serveCurrent(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
-		s.serveRPC(w, r)
+		s.serveRPC(w, r) // websocket.Accept refuses a foreign Origin
+		return
+	}
+	if !notFromOtherSite(w, r) {
 		return
 	}
 	s.post.ServeHTTP(w, r)
+}
+
+// notFromOtherSite refuses, and answers, what a page of another site can
+// have a browser send with the user's credentials: a request whose
+// Origin is not this host (403), and a POST or PUT whose body is not
+// application/json (415; a browser sends text/plain and form bodies
+// cross-site without asking the server first). Clients other than
+// browsers send no Origin; the middleware's send JSON.
+func notFromOtherSite(w http.ResponseWriter, r *http.Request) bool {
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
+			restError(w, http.StatusForbidden, "requests from the pages of another site ("+o+") are refused")
+			return false
+		}
+	}
+	if r.Method == http.MethodPost || r.Method == http.MethodPut {
+		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if err != nil || mt != "application/json" {
+			restError(w, http.StatusUnsupportedMediaType, "the body must be sent as Content-Type: application/json")
+			return false
+		}
+	}
+	return true
 }
 
 // session is one WebSocket connection's state.
