@@ -315,17 +315,6 @@ func (a *api) deleteExtent(ctx context.Context, id int) error {
 	return a.m.DeleteExtent(ctx, id, false, true)
 }
 
-// findByID finds the object of list with id.
-func findByID[T any](list []T, id int, idOf func(T) int) (T, bool) {
-	for _, x := range list {
-		if idOf(x) == id {
-			return x, true
-		}
-	}
-	var zero T
-	return zero, false
-}
-
 // Authorized initiators (initiator groups).
 
 type initiatorView struct {
