@@ -2,7 +2,9 @@ package truenas
 
 import (
 	"context"
+	"encoding/base64"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -55,4 +57,49 @@ func TestBrowserRequestsRefused(t *testing.T) {
 	c, _, err := websocket.Dial(ctx, e.url(Path), &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {e.http.URL}}})
 	require.NoError(t, err)
 	c.CloseNow()
+}
+
+// scramFirstOf sends a SCRAM client-first message for user:id and returns
+// the answer's response type and its salt and iteration count.
+func scramFirstOf(t *testing.T, c *wsClient, user string, id int) (string, string) {
+	t.Helper()
+	bare := "n=" + user + ":" + strconv.Itoa(id) + ",r=" + base64.StdEncoding.EncodeToString(make([]byte, 32))
+	var first map[string]any
+	c.ok(&first, "auth.login_ex", map[string]any{"mechanism": "SCRAM", "scram_type": "CLIENT_FIRST_MESSAGE", "rfc_str": "n,," + bare})
+	rt, _ := first["response_type"].(string)
+	s, _ := first["rfc_str"].(string)
+	_, rest, _ := strings.Cut(s, ",s=") // drop the nonce, which differs
+	return rt, rest
+}
+
+// TestSCRAMDoesNotTellKeysApart: a client-first message for a key id
+// that does not exist is answered as one for a key that does (a salt,
+// the same for every try, and the iteration count), and the exchange
+// fails only at its end, as with a wrong key: key ids cannot be listed
+// by trying them.
+func TestSCRAMDoesNotTellKeysApart(t *testing.T) {
+	e := newWSEnv(t)
+	c := e.dial(Path)
+	c.connect()
+	c.loginPassword()
+	var key map[string]any
+	c.ok(&key, "api_key.create", map[string]any{"name": "ci", "username": testUser})
+	id := int(key["id"].(float64))
+
+	s := e.dial(Path)
+	s.connect()
+	rt, known := scramFirstOf(t, s, testUser, id)
+	require.Equal(t, "SCRAM_RESPONSE", rt)
+	for _, probe := range []struct {
+		user string
+		id   int
+	}{{testUser, id + 7}, {"nobody", id}} {
+		rt, unknown := scramFirstOf(t, s, probe.user, probe.id)
+		require.Equal(t, "SCRAM_RESPONSE", rt, "%s:%d", probe.user, probe.id)
+		_, again := scramFirstOf(t, s, probe.user, probe.id)
+		require.Equal(t, unknown, again, "the same salt for every try")
+		require.NotEqual(t, known, unknown)
+		require.Equal(t, len(known), len(unknown), "salt and iterations of the same shape")
+		require.False(t, scramLogin(t, s, probe.user, strconv.Itoa(probe.id)+"-"+strings.Repeat("x", 64)))
+	}
 }
