@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"strings"
@@ -51,7 +52,9 @@ type Options struct {
 	// drive; nil means the Manager's portals (mgmt.Manager.ServePortals).
 	Service Service
 	// FailedLoginDelay is how long a refused login waits before it
-	// answers, to slow password guessing (iscsid: one second).
+	// answers, to slow password guessing (iscsid: one second): after the
+	// previous refusal of the same source (IPv4 address, IPv6 /64), so
+	// that parallel connections do not guess faster.
 	FailedLoginDelay time.Duration
 	// TLSCert is the DER of the listener's certificate, for SCRAM
 	// channel binding over wss:// (nil without TLS).
@@ -77,6 +80,7 @@ type Server struct {
 	conns    sync.WaitGroup // WebSocket connections still open
 	ctx      context.Context
 	stop     context.CancelFunc // ends every WebSocket session
+	throttle *loginThrottle     // spaces failed logins by source
 }
 
 // New returns a Server over m.
@@ -84,7 +88,8 @@ func New(m *mgmt.Manager, opt Options) *Server {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Server{m: m, opt: opt, log: opt.Logger, sessions: map[*session]struct{}{}}
+	s := &Server{m: m, opt: opt, log: opt.Logger, sessions: map[*session]struct{}{},
+		throttle: newLoginThrottle(opt.FailedLoginDelay, maxThrottledSources)}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.jobs = newJobs(s)
 	s.methods = Methods(m)
@@ -176,10 +181,11 @@ type session struct {
 	scram      *scramExchange
 	subs       map[string]string // subscription id → event name
 	onAuth     func()            // called once logged in (raises the frame limit)
+	peer       netip.Addr        // where the connection comes from
 }
 
-func (s *Server) newSession(event func(collection, typ string, id any, fields any), onAuth func()) *session {
-	ss := &session{srv: s, event: event, onAuth: onAuth, legacyJobs: true, subs: map[string]string{},
+func (s *Server) newSession(peer netip.Addr, event func(collection, typ string, id any, fields any), onAuth func()) *session {
+	ss := &session{srv: s, peer: peer, event: event, onAuth: onAuth, legacyJobs: true, subs: map[string]string{},
 		authed: s.opt.Accounts.Open()}
 	s.mu.Lock()
 	s.sessions[ss] = struct{}{}
@@ -368,16 +374,8 @@ func errorf(errno int, format string, args ...any) error {
 	return callErr(errno, fmt.Sprintf(format, args...), nil)
 }
 
-// refused waits FailedLoginDelay (or until ctx ends) before a login
-// failure is answered.
-func (s *Server) refused(ctx context.Context) {
-	if s.opt.FailedLoginDelay <= 0 {
-		return
-	}
-	t := time.NewTimer(s.opt.FailedLoginDelay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
+// refused waits before a login failure of ss is answered: its turn
+// among the failures of its source (loginThrottle), or until ctx ends.
+func (s *Server) refused(ctx context.Context, ss *session) {
+	s.throttle.wait(ctx, ss.peer)
 }
