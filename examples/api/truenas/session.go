@@ -10,13 +10,13 @@ import (
 	"mime"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/iscsikit/iscsikit/examples/api/jsonrpc"
+	"github.com/iscsikit/iscsikit/examples/api/rest"
 	"github.com/iscsikit/iscsikit/mgmt"
 )
 
@@ -150,12 +150,9 @@ func (s *Server) serveCurrent(w http.ResponseWriter, r *http.Request) {
 // cross-site without asking the server first). Clients other than
 // browsers send no Origin; the middleware's send JSON.
 func notFromOtherSite(w http.ResponseWriter, r *http.Request) bool {
-	if o := r.Header.Get("Origin"); o != "" {
-		u, err := url.Parse(o)
-		if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
-			restError(w, http.StatusForbidden, "requests from the pages of another site ("+o+") are refused")
-			return false
-		}
+	if rest.ForeignOrigin(r) {
+		restError(w, http.StatusForbidden, "requests from the pages of another site ("+r.Header.Get("Origin")+") are refused")
+		return false
 	}
 	if r.Method == http.MethodPost || r.Method == http.MethodPut {
 		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
