@@ -275,6 +275,9 @@ func (m *Manager) changeLocked(ctx context.Context, fn func(c *Config) error) er
 	if err := checkShrinks(m.cfg, next); err != nil {
 		return err
 	}
+	if err := checkVolumeNames(m.cfg, next); err != nil {
+		return err
+	}
 	if err := m.applyAndSave(ctx, next, m.opt.Store); err != nil {
 		return err
 	}

@@ -152,6 +152,23 @@ func checkShrinks(prev, next *Config) error {
 	return errors.Join(errs...)
 }
 
+// checkVolumeNames refuses an edit that would rename a pool volume: its
+// name (VolumeName) is how pools, front-ends and DestroyVolume find it;
+// a volume that is not a file of a directory pool is named by its
+// extent, which then keeps that name.
+func checkVolumeNames(prev, next *Config) error {
+	var errs []error
+	for _, e := range next.Extents {
+		old, ok := find(prev.Extents, e.ID)
+		if !ok || old.Pool == "" || (old.Pool == e.Pool && VolumeName(old) == VolumeName(e)) {
+			continue
+		}
+		errs = append(errs, &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "name",
+			Msg: fmt.Sprintf("extent %d is volume %s/%s, which keeps its name and pool", e.ID, old.Pool, VolumeName(old))})
+	}
+	return errors.Join(errs...)
+}
+
 // blockDevice says why path is not an existing block device, or nil.
 func blockDevice(path string) error {
 	fi, err := os.Stat(path)
