@@ -192,9 +192,13 @@ func (a *adapter) adoptZvol(ctx context.Context, e mgmt.Extent) (_ mgmt.Extent, 
 	if e.Type != mgmt.ExtentDisk || !strings.HasPrefix(e.Disk, zvolPrefix) {
 		return mgmt.Extent{}, false, nil
 	}
-	pool, vol, err := datasetVolume(strings.TrimPrefix(e.Disk, zvolPrefix))
+	name := strings.TrimPrefix(e.Disk, zvolPrefix)
+	pool, vol, err := datasetVolume(name)
 	if err != nil {
 		return mgmt.Extent{}, false, nil
+	}
+	if _, ok := findDataset(a.m.Config(false), name); !ok {
+		return mgmt.Extent{}, false, nil // only directory pools' volumes are datasets
 	}
 	out, err := a.m.AdoptVolume(ctx, pool, vol, func(cur *mgmt.Extent) error {
 		serial, naa := cur.Serial, cur.NAA

@@ -559,15 +559,22 @@ func (a *adapter) extentDelete(ctx context.Context, params json.RawMessage) (any
 			return nil, err
 		}
 	}
+	// Whether an id is a zvol's never changes (a volume's pool and
+	// storage stay), so it is safe to tell from a copy.
 	for _, e := range a.m.Config(false).Extents {
-		if e.ID == id && bareVolume(e) {
+		switch {
+		case e.ID != id || datasetOf(e) == "":
+		case bareVolume(e):
 			return nil, noExtent(id)
+		default:
+			// remove is for a FILE extent's file: the middleware ignores
+			// it for an extent over a zvol, which goes back to its
+			// dataset, data and all.
+			if _, err := a.m.ReleaseVolume(ctx, id, opts.Force); err != nil {
+				return nil, err
+			}
+			return true, nil
 		}
-	}
-	// remove is for a FILE extent's file: the middleware ignores it for
-	// an extent over a zvol, which goes back to its dataset, data and all.
-	if released, err := a.m.ReleaseVolume(ctx, id, opts.Force); released || err != nil {
-		return err == nil, err
 	}
 	if err := a.m.DeleteExtent(ctx, id, opts.Remove, opts.Force); err != nil {
 		return nil, err
