@@ -432,14 +432,18 @@ func extentError(e Extent, err error) error {
 
 // checkChange refuses changes a live extent cannot take: a smaller size
 // (its data would be cut off under its initiators; it may only grow), and
-// a change of encryption over the same storage.
+// a change of encryption over the same storage. checkShrinks holds
+// extents that are not served to the same size rule.
 func (a *applier) checkChange(live *liveUnit, e Extent) error {
 	cur := live.ext
 	if s := a.open.storage(e); s == "" || a.open.storage(cur) != s {
 		return nil
 	}
 	uc := live.lu.Config()
-	if size := int64(live.lu.Blocks()) * int64(uc.BlockSize); e.Filesize != 0 && e.Filesize < size {
+	// Only a change of the size is checked: a size accepted earlier (a
+	// FILE extent serves its whole file, whatever its filesize says)
+	// never blocks an edit of something else.
+	if size := int64(live.lu.Blocks()) * int64(uc.BlockSize); e.Filesize != cur.Filesize && e.Filesize != 0 && e.Filesize < size {
 		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "filesize",
 			Msg: fmt.Sprintf("%d is smaller than the %d bytes the extent serves: a live extent may grow, not shrink", e.Filesize, size)}
 	}
@@ -447,11 +451,19 @@ func (a *applier) checkChange(live *liveUnit, e Extent) error {
 		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "encrypted",
 			Msg: "cannot change while the extent's storage is in use: its data would read as noise; create a new extent and copy the data"}
 	}
-	if e.Encrypted && a.keyDir != "" && extentFile(a.keyDir, cur, ".key") != extentFile(a.keyDir, e, ".key") {
+	if e.Encrypted && a.keyDir != "" && !sameFile(a.keyDir, cur, e, ".key") {
 		return &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "name",
 			Msg: "an encrypted extent's name names its key file: renaming it would part the data from its key"}
 	}
 	return nil
+}
+
+// sameFile reports whether two versions of an extent name the same state
+// file in dir (both unnameable counts as the same: validation reports it).
+func sameFile(dir string, a, b Extent, ext string) bool {
+	pa, erra := extentFile(dir, a, ext)
+	pb, errb := extentFile(dir, b, ext)
+	return pa == pb && (erra == nil) == (errb == nil)
 }
 
 // checkTargetNames refuses a new target whose name the server already
@@ -714,13 +726,14 @@ func (a *applier) close() error {
 
 // sameUnit reports whether two versions of an extent make the same
 // logical unit: they differ at most in fields that only describe it (the
-// comment, the space warning threshold, the pool it came from, and xen,
+// comment, the space warning threshold, the pool it came from, whether a
+// front-end adopted it, and xen,
 // which has no effect here). Such a change leaves the unit open, with its
 // reservations, unit attentions and any sanitize it runs; any other
 // change reopens it.
 func sameUnit(a, b Extent) bool {
 	for _, e := range []*Extent{&a, &b} {
-		e.Comment, e.AvailThreshold, e.Pool, e.Xen = "", nil, "", false
+		e.Comment, e.AvailThreshold, e.Pool, e.Xen, e.Adopted = "", nil, "", false, false
 	}
 	return reflect.DeepEqual(a, b)
 }
@@ -750,8 +763,17 @@ func (a *applier) openDevice(e Extent) (backend.Device, scsi.UnitConfig, error) 
 		dev = enc
 	}
 	if a.prDir != "" {
-		uc.Reservations = reservationFile(a.prDir, e)
-		uc.SanitizeState = sanitizeFile(a.prDir, e)
+		pr, err := reservationFile(a.prDir, e)
+		if err != nil {
+			dev.Close()
+			return nil, uc, err
+		}
+		ss, err := sanitizeFile(a.prDir, e)
+		if err != nil {
+			dev.Close()
+			return nil, uc, err
+		}
+		uc.Reservations, uc.SanitizeState = pr, ss
 	}
 	uc.Logger = a.log
 	return dev, uc, nil
@@ -778,7 +800,10 @@ func (a *applier) encrypt(dev backend.Device, e Extent) (backend.Device, error) 
 		if a.keyDir == "" {
 			return dev, nil
 		}
-		kf := extentFile(a.keyDir, e, ".key")
+		kf, err := extentFile(a.keyDir, e, ".key")
+		if err != nil {
+			return nil, err
+		}
 		if _, err := os.Stat(kf); err == nil {
 			return nil, fail("the key file %s exists: the storage holds encrypted data; set encrypted, or remove the key file if the data is to go", kf)
 		}
@@ -787,8 +812,12 @@ func (a *applier) encrypt(dev backend.Device, e Extent) (backend.Device, error) 
 	if a.keyDir == "" {
 		return nil, fail("encrypted extents need a key directory (Options.KeyDir)")
 	}
-	keys := backend.KeyFile{Path: extentFile(a.keyDir, e, ".key")}
-	_, err := keys.Load()
+	kf, err := extentFile(a.keyDir, e, ".key")
+	if err != nil {
+		return nil, err
+	}
+	keys := backend.KeyFile{Path: kf}
+	_, err = keys.Load()
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if !unwritten(dev) {

@@ -11,7 +11,7 @@
 // written by hand the same way:
 //
 //	{
-//	  "version": 1,
+//	  "version": 2,
 //	  "global": {"basename": "iqn.2026-11.io.example"},
 //	  "portals": [{"id": 1, "tag": 1, "listen": [{"ip": "0.0.0.0", "port": 3260}]}],
 //	  "initiators": [{"id": 1, "initiators": [], "auth_network": ["192.168.1.0/24"]}],

@@ -115,6 +115,7 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 	case err != nil:
 		return nil, err
 	}
+	cfg.migrate()
 	cfg.normalize()
 	filled := cfg.fillIdentity()
 	if err := validate(cfg, opt.AllowedDirs, open); err != nil {
@@ -203,10 +204,12 @@ func (m *Manager) Reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cfg.migrate()
 	cfg.normalize()
 	filled := cfg.fillIdentity()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	cfg.NextIDs.atLeast(m.cfg.NextIDs) // ids given before stay given
 	if err := validate(cfg, m.opt.AllowedDirs, m.open); err != nil {
 		return err
 	}
@@ -249,17 +252,30 @@ func (m *Manager) applyAndSave(ctx context.Context, cfg *Config, store Store) er
 func (m *Manager) change(ctx context.Context, fn func(c *Config) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.changeLocked(ctx, fn)
+}
+
+// changeLocked is change for a caller holding m.mu, which acts on the
+// outcome (removes a deleted extent's file) before letting go of it.
+func (m *Manager) changeLocked(ctx context.Context, fn func(c *Config) error) error {
 	next := m.cfg.clone()
 	if err := fn(next); err != nil {
 		return err
 	}
 	next.Version = ConfigVersion
+	next.NextIDs.atLeast(m.cfg.NextIDs) // ids given before stay given
 	next.normalize()
 	next.fillIdentity()
 	if err := validate(next, m.opt.AllowedDirs, m.open); err != nil {
 		return err
 	}
 	if err := checkNewDisks(m.cfg, next); err != nil {
+		return err
+	}
+	if err := checkShrinks(m.cfg, next); err != nil {
+		return err
+	}
+	if err := checkVolumeNames(m.cfg, next); err != nil {
 		return err
 	}
 	if err := m.applyAndSave(ctx, next, m.opt.Store); err != nil {
@@ -314,7 +330,7 @@ func (m *Manager) UpdateGlobal(ctx context.Context, fn func(g *Global) error) (G
 func create[T any, P record[T]](m *Manager, ctx context.Context, list func(*Config) *[]T, v T, fix func(*T)) (T, error) {
 	err := m.change(ctx, func(c *Config) error {
 		l := list(c)
-		P(&v).setObjectID(NextID[T, P](*l))
+		P(&v).setObjectID(NewID[T, P](c, *l))
 		if fix != nil {
 			fix(&v)
 		}
@@ -353,7 +369,14 @@ func update[T any, P record[T]](m *Manager, ctx context.Context, object string, 
 // detach drops the references first.
 func remove[T any, P record[T]](m *Manager, ctx context.Context, object string, list func(*Config) *[]T, id int, force bool,
 	users func(c *Config) []string, detach func(c *Config)) error {
-	return m.change(ctx, func(c *Config) error {
+	return m.change(ctx, removeFn[T, P](object, list, id, force, users, detach, nil))
+}
+
+// removeFn is the change of remove; gone, if not nil, gets the object
+// deleted, as it was under the Manager's lock.
+func removeFn[T any, P record[T]](object string, list func(*Config) *[]T, id int, force bool,
+	users func(c *Config) []string, detach func(c *Config), gone *T) func(c *Config) error {
+	return func(c *Config) error {
 		l := list(c)
 		i := index[T, P](*l, id)
 		if i < 0 {
@@ -365,9 +388,12 @@ func remove[T any, P record[T]](m *Manager, ctx context.Context, object string, 
 			}
 			detach(c)
 		}
+		if gone != nil {
+			*gone = (*l)[i]
+		}
 		*l = append((*l)[:i], (*l)[i+1:]...)
 		return nil
-	})
+	}
 }
 
 func portalsOf(c *Config) *[]Portal             { return &c.Portals }
@@ -587,19 +613,41 @@ func (m *Manager) UpdateExtent(ctx context.Context, id int, fn func(*Extent) err
 }
 
 // DeleteExtent deletes extent id; with force its LUN maps go too, and
-// with removeFile a FILE extent's file is deleted afterwards.
+// with removeFile a FILE extent's file is deleted afterwards. The extent
+// is looked up, deleted and its file removed under the Manager's lock,
+// so a concurrent change cannot make it act on another extent's file.
 func (m *Manager) DeleteExtent(ctx context.Context, id int, removeFile, force bool) error {
-	e, ok := find(m.Config(false).Extents, id)
-	match := func(te TargetExtent) bool { return te.Extent == id }
-	err := remove(m, ctx, "extent", extentsOf, id, force,
-		func(c *Config) []string { return mapUsers(c, match) },
-		func(c *Config) { dropMaps(c, match) })
-	if err == nil && ok && removeFile && e.Type == ExtentFile {
-		if rerr := os.Remove(e.Path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-			return fmt.Errorf("mgmt: extent %d deleted, but its file stays: %w", id, rerr)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, err := m.deleteExtentLocked(ctx, func(*Config) (int, error) { return id, nil }, removeFile, force)
+	return err
+}
+
+// deleteExtentLocked deletes the extent pick chooses (in the
+// configuration being changed) and, with removeFile, a FILE extent's
+// file; it returns the extent deleted. The caller holds m.mu.
+func (m *Manager) deleteExtentLocked(ctx context.Context, pick func(c *Config) (int, error), removeFile, force bool) (Extent, error) {
+	var gone Extent
+	err := m.changeLocked(ctx, func(c *Config) error {
+		id, err := pick(c)
+		if err != nil {
+			return err
+		}
+		match := func(te TargetExtent) bool { return te.Extent == id }
+		return removeFn[Extent](
+			"extent", extentsOf, id, force,
+			func(c *Config) []string { return mapUsers(c, match) },
+			func(c *Config) { dropMaps(c, match) }, &gone)(c)
+	})
+	if err != nil {
+		return Extent{}, err
+	}
+	if removeFile && gone.Type == ExtentFile {
+		if rerr := os.Remove(gone.Path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			return gone, fmt.Errorf("mgmt: extent %d deleted, but its file stays: %w", gone.ID, rerr)
 		}
 	}
-	return err
+	return gone, nil
 }
 
 // TargetExtents lists the LUN maps matching q.

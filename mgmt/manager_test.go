@@ -727,7 +727,7 @@ func TestUpdateIsAtomic(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			require.NoError(t, m.Update(ctx, func(c *Config) error {
-				c.Initiators = append(c.Initiators, Initiator{ID: NextID(c.Initiators), Comment: strconv.Itoa(i)})
+				c.Initiators = append(c.Initiators, Initiator{ID: NewID(c, c.Initiators), Comment: strconv.Itoa(i)})
 				return nil
 			}))
 		}()

@@ -10,8 +10,10 @@ import (
 )
 
 // ConfigVersion is the version of the configuration format this package
-// writes. Load migrates older versions and refuses newer ones.
-const ConfigVersion = 1
+// writes. Load migrates older versions and refuses newer ones. Version 2
+// marks adopted pool volumes (Extent.Adopted); version 1 told them by
+// name, and is migrated so.
+const ConfigVersion = 2
 
 // Config is the whole management model, shaped like the API of seed 000
 // (TrueNAS iscsi.*) so that operators can write DIR/config.json by hand:
@@ -28,6 +30,36 @@ type Config struct {
 	// Pools (extension, seed 003) are storage the host provides for
 	// volumes: a directory of sparse files or a block device.
 	Pools []Pool `json:"pools,omitempty"`
+	// NextIDs (kept by the Manager) are the ids the next object of each
+	// kind gets. They only grow, so an id once given is never given to
+	// another object, and a caller holding an old id cannot act on a
+	// newer object by mistake. A file without them (or with counters
+	// behind its ids) starts them above the largest id of each kind.
+	NextIDs IDCounters `json:"next_ids"`
+}
+
+// IDCounters hold the next id of each kind of object (Config.NextIDs).
+type IDCounters struct {
+	Portal       int `json:"portal"`
+	Initiator    int `json:"initiator"`
+	Auth         int `json:"auth"`
+	Target       int `json:"target"`
+	Extent       int `json:"extent"`
+	TargetExtent int `json:"targetextent"`
+	Pool         int `json:"pool"`
+}
+
+// atLeast raises every counter of n to at least o's.
+func (n *IDCounters) atLeast(o IDCounters) {
+	for _, p := range []struct {
+		n *int
+		o int
+	}{
+		{&n.Portal, o.Portal}, {&n.Initiator, o.Initiator}, {&n.Auth, o.Auth}, {&n.Target, o.Target},
+		{&n.Extent, o.Extent}, {&n.TargetExtent, o.TargetExtent}, {&n.Pool, o.Pool},
+	} {
+		*p.n = max(*p.n, p.o)
+	}
 }
 
 // Pool types.
@@ -346,6 +378,11 @@ type Extent struct {
 	// UUID identifies that volume, unique even when a name is reused.
 	Pool string `json:"pool,omitempty"`
 	UUID string `json:"uuid,omitempty"`
+	// Adopted (kept by the Manager) marks a pool volume that a front-end
+	// where volumes and extents are apart (TrueNAS's and FreeNAS's zvols)
+	// made an extent of: Manager.AdoptVolume sets it with the extent's
+	// name and settings, Manager.ReleaseVolume clears it.
+	Adopted bool `json:"adopted,omitempty"`
 }
 
 // TargetExtent maps an extent into a target as a LUN.
@@ -473,7 +510,8 @@ func (g Global) FullName(name string) string {
 }
 
 // normalize turns missing lists into empty ones, so the file and API
-// answers show [] rather than null, and gives settings left empty (the
+// answers show [] rather than null, raises the id counters above the ids
+// in use, and gives settings left empty (the
 // zero value of an object made in Go rather than with NewExtent and
 // friends) their defaults: an extent's type FILE, block size 512 and
 // rotation rate SSD, a target's mode ISCSI, state ready and digests
@@ -520,6 +558,10 @@ func (c *Config) normalize() {
 	for i := range c.Targets {
 		orEmpty(&c.Targets[i].Groups)
 	}
+	c.NextIDs.atLeast(IDCounters{
+		Portal: NextID(c.Portals), Initiator: NextID(c.Initiators), Auth: NextID(c.Auths), Target: NextID(c.Targets),
+		Extent: NextID(c.Extents), TargetExtent: NextID(c.TargetExtents), Pool: NextID(c.Pools),
+	})
 }
 
 func orDefault(s *string, def string) {

@@ -34,9 +34,11 @@ type Opener interface {
 	Check(e Extent) error
 	// Storage names where the extent's data lives ("rbd:pool/image", a
 	// file path), or "" if it cannot tell. Two extents naming the same
-	// storage are refused, and an edit that keeps an extent's storage
-	// closes the old unit before the new one is opened, so a backend
-	// that locks its storage is never opened twice.
+	// storage are refused. An edit of a served extent that keeps its
+	// storage opens the new device while the old one is still open (so
+	// a backend must allow its storage to be opened twice for that
+	// moment); the unit then syncs and closes the old device before any
+	// command reaches the new one.
 	Storage(e Extent) string
 	// Open opens the extent's storage. The Manager closes the device
 	// when the unit goes away.

@@ -163,7 +163,7 @@ func (m *Manager) CreateVolume(ctx context.Context, pool, name string, size int6
 				return &Error{Kind: KindExists, Object: "pool", ID: p.ID, Name: pool, Msg: "a block pool holds one volume, " + x.Name}
 			}
 		}
-		e.ID = NextID[Extent](c.Extents)
+		e.ID = NewID(c, c.Extents)
 		if p.Type == PoolFS {
 			// Allocate now, as a volume create does, so that space and
 			// name clashes show up here rather than at export time.
@@ -210,13 +210,21 @@ func (c *Config) VolumeExtent(pool, name string) (Extent, error) {
 
 // DestroyVolume deletes a volume and its data (a directory pool's file,
 // the storage of a VolumeMaker's volume);
-// an exported volume must be unexported first.
+// an exported volume must be unexported first, and an adopted one
+// released (KindInUse). The volume is looked up and its data removed
+// under the Manager's lock.
 func (m *Manager) DestroyVolume(ctx context.Context, pool, name string) error {
-	e, err := m.Config(false).VolumeExtent(pool, name)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, err := m.deleteExtentLocked(ctx, func(c *Config) (int, error) {
+		e, err := c.VolumeExtent(pool, name)
+		if err == nil && e.Adopted {
+			err = &Error{Kind: KindInUse, Object: "volume", Name: pool + "/" + name,
+				Msg: fmt.Sprintf("is the storage of extent %d (%s); delete the extent first", e.ID, e.Name)}
+		}
+		return e.ID, err
+	}, true, false)
 	if err != nil {
-		return err
-	}
-	if err := m.DeleteExtent(ctx, e.ID, e.Type == ExtentFile, false); err != nil {
 		return err
 	}
 	if maker := m.open.maker(e.Type); maker != nil {
@@ -314,4 +322,82 @@ func isZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// AdoptVolume makes volume name of pool an extent, for a front-end where
+// volumes and extents are apart (an extent made on a zvol in TrueNAS or
+// FreeNAS): fn sets the extent's name and settings on a copy of the
+// volume's extent, whose storage (type, path or disk, params, size, pool
+// and UUID) then stays the volume's, and the extent is marked Adopted.
+// The volume keeps its name (VolumeName): a volume that is not a file of
+// a directory pool is named by its extent, which must then bear that
+// name (KindInvalid, field "name"). A volume serves one extent at a time: one already adopted is refused
+// (KindExists, field "disk"). The volume is found and changed under the
+// Manager's lock.
+func (m *Manager) AdoptVolume(ctx context.Context, pool, name string, fn func(*Extent) error) (Extent, error) {
+	var out Extent
+	err := m.change(ctx, func(c *Config) error {
+		cur, err := c.VolumeExtent(pool, name)
+		if err != nil {
+			return err
+		}
+		if cur.Adopted {
+			return &Error{Kind: KindExists, Object: "extent", ID: cur.ID, Name: cur.Name, Field: "disk",
+				Msg: fmt.Sprintf("volume %s/%s is already the storage of extent %d (%s)", pool, name, cur.ID, cur.Name)}
+		}
+		n := cur
+		if err := fn(&n); err != nil {
+			return err
+		}
+		n.ID, n.Type, n.Path, n.Disk, n.Params = cur.ID, cur.Type, cur.Path, cur.Disk, cur.Params
+		n.Filesize, n.Pool, n.UUID, n.Adopted = cur.Filesize, cur.Pool, cur.UUID, true
+		if VolumeName(n) != name {
+			return &Error{Kind: KindInvalid, Object: "extent", ID: cur.ID, Name: n.Name, Field: "name",
+				Msg: fmt.Sprintf("volume %s/%s is named by its extent (it is not a file of a directory pool): name the extent %q", pool, name, name)}
+		}
+		i := index[Extent](c.Extents, cur.ID)
+		c.Extents[i] = n
+		c.normalize()
+		out = c.Extents[i]
+		return nil
+	})
+	return out, err
+}
+
+// ReleaseVolume gives the pool volume that extent id adopted back to its
+// pool: its LUN maps go (refused with KindInUse unless force), and it
+// takes its volume's name and a new extent's settings again, keeping its
+// storage, identity (serial, NAA) and encryption. Releasing a volume no
+// extent adopted only drops its maps. An extent that is not a pool
+// volume is left alone: released is false, and the caller deletes it as
+// any other. The extent is found and changed under the Manager's lock.
+func (m *Manager) ReleaseVolume(ctx context.Context, id int, force bool) (released bool, err error) {
+	err = m.change(ctx, func(c *Config) error {
+		i := index[Extent](c.Extents, id)
+		if i < 0 {
+			return &Error{Kind: KindNotFound, Object: "extent", ID: id, Msg: "does not exist"}
+		}
+		cur := c.Extents[i]
+		if cur.Pool == "" {
+			return nil
+		}
+		released = true
+		match := func(te TargetExtent) bool { return te.Extent == id }
+		if u := mapUsers(c, match); len(u) > 0 {
+			if !force {
+				return &Error{Kind: KindInUse, Object: "extent", ID: id, Name: cur.Name, Msg: fmt.Sprintf("used by %v; remove those first or delete with force", u)}
+			}
+			dropMaps(c, match)
+		}
+		bare := NewExtent()
+		bare.ID, bare.Name, bare.Type, bare.Path, bare.Disk, bare.Params = id, VolumeName(cur), cur.Type, cur.Path, cur.Disk, cur.Params
+		bare.Filesize, bare.Pool, bare.UUID = cur.Filesize, cur.Pool, cur.UUID
+		bare.Serial, bare.NAA, bare.Encrypted = cur.Serial, cur.NAA, cur.Encrypted
+		c.Extents[i] = bare
+		return nil
+	})
+	if err != nil {
+		released = false
+	}
+	return released, err
 }

@@ -7,6 +7,8 @@ type record[T any] interface {
 	*T
 	objectID() int
 	setObjectID(int)
+	// counter is the id counter of the object's kind.
+	counter(*IDCounters) *int
 }
 
 func (p *Portal) objectID() int            { return p.ID }
@@ -24,6 +26,14 @@ func (m *TargetExtent) setObjectID(id int) { m.ID = id }
 
 func (p *Pool) objectID() int      { return p.ID }
 func (p *Pool) setObjectID(id int) { p.ID = id }
+
+func (*Portal) counter(n *IDCounters) *int       { return &n.Portal }
+func (*Initiator) counter(n *IDCounters) *int    { return &n.Initiator }
+func (*Auth) counter(n *IDCounters) *int         { return &n.Auth }
+func (*Target) counter(n *IDCounters) *int       { return &n.Target }
+func (*Extent) counter(n *IDCounters) *int       { return &n.Extent }
+func (*TargetExtent) counter(n *IDCounters) *int { return &n.TargetExtent }
+func (*Pool) counter(n *IDCounters) *int         { return &n.Pool }
 
 // find returns the object with id.
 func find[T any, P record[T]](list []T, id int) (T, bool) {
@@ -50,9 +60,22 @@ func idsOf[T any, P record[T]](list []T) []int {
 	return out
 }
 
-// NextID returns the id a new object of list gets: one more than the
-// largest id in it. Front-ends that edit a whole Config (for changes that
+// NewID takes the id of a new object of list's kind in c (list is that
+// kind's list in c): the kind's counter in c.NextIDs, raised above the
+// ids in list if need be, which then moves on. Ids are never reused.
+// Front-ends that edit a whole Config (Manager.Update, for changes that
 // must land together) number their new objects with it.
+func NewID[T any, P record[T]](c *Config, list []T) int {
+	n := P(new(T)).counter(&c.NextIDs)
+	*n = max(*n, NextID[T, P](list))
+	id := *n
+	*n++
+	return id
+}
+
+// NextID returns one more than the largest id in list: the least a
+// kind's counter can be. Use NewID to number a new object: this would
+// give a deleted object's id again.
 func NextID[T any, P record[T]](list []T) int {
 	n := 0
 	for _, id := range idsOf[T, P](list) {

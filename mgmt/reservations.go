@@ -61,23 +61,31 @@ func (f StateFile) Save(data []byte) error {
 }
 
 // reservationFile names the reservations file of an extent inside dir.
-func reservationFile(dir string, e Extent) StateFile {
-	return StateFile{Path: extentFile(dir, e, ".json")}
+func reservationFile(dir string, e Extent) (StateFile, error) {
+	p, err := extentFile(dir, e, ".json")
+	return StateFile{Path: p}, err
 }
 
 // sanitizeFile names the file inside dir that records a SANITIZE of the
 // extent until it completes.
-func sanitizeFile(dir string, e Extent) StateFile {
-	return StateFile{Path: extentFile(dir, e, ".sanitize.json")}
+func sanitizeFile(dir string, e Extent) (StateFile, error) {
+	p, err := extentFile(dir, e, ".sanitize.json")
+	return StateFile{Path: p}, err
 }
 
 // extentFile names a state file of an extent inside dir: by its UUID when
 // it has one (volumes), by its name otherwise, so the state follows the
-// extent across renumbering.
-func extentFile(dir string, e Extent, ext string) string {
+// extent across renumbering. Validation admits only canonical UUIDs; a
+// key that is not one plain file name (a separator, "." or "..") is
+// refused here too, so no extent can name a file outside dir.
+func extentFile(dir string, e Extent, ext string) (string, error) {
 	key := e.UUID
 	if key == "" {
 		key = "extent-" + strings.NewReplacer("/", "_", "\x00", "_").Replace(e.Name)
 	}
-	return filepath.Join(dir, key+ext)
+	if key == "." || key == ".." || strings.ContainsAny(key, "/\x00") {
+		return "", &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "uuid",
+			Msg: fmt.Sprintf("%q cannot name a file in %s", key, dir)}
+	}
+	return filepath.Join(dir, key+ext), nil
 }

@@ -12,9 +12,14 @@ import (
 
 func TestReservationFile(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "reservations")
-	var f scsi.StateStore = reservationFile(dir, Extent{Name: "a/b"})
+	sf, err := reservationFile(dir, Extent{Name: "a/b"})
+	require.NoError(t, err)
+	var f scsi.StateStore = sf
 	require.Equal(t, filepath.Join(dir, "extent-a_b.json"), f.(StateFile).Path)
-	require.Equal(t, filepath.Join(dir, "u-1.json"), reservationFile(dir, Extent{Name: "x", UUID: "u-1"}).Path)
+	const u = "0f7e0f4e-5b4a-4a4b-9f1e-2c1d3b4a5c6d"
+	sf, err = reservationFile(dir, Extent{Name: "x", UUID: u})
+	require.NoError(t, err)
+	require.Equal(t, filepath.Join(dir, u+".json"), sf.Path)
 
 	// Nothing stored: Load is empty and removing is a no-op, even before
 	// the directory exists.
@@ -43,8 +48,25 @@ func TestReservationFile(t *testing.T) {
 
 	// An unreadable path is an error, not an empty state.
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "extent-dir.json"), 0o700))
-	_, err = reservationFile(dir, Extent{Name: "dir"}).Load()
+	sf, err = reservationFile(dir, Extent{Name: "dir"})
+	require.NoError(t, err)
+	_, err = sf.Load()
 	require.Error(t, err)
+}
+
+// TestExtentFileStaysInDir: whatever an extent's UUID holds (validation
+// refuses anything but a canonical UUID; this is the second line), a
+// state file's path never leaves its directory.
+func TestExtentFileStaysInDir(t *testing.T) {
+	dir := t.TempDir()
+	for _, u := range []string{"../config", "a/b", "..", ".", "x\x00y", "/etc/passwd"} {
+		_, err := reservationFile(dir, Extent{Name: "x", UUID: u})
+		require.Error(t, err, "uuid %q", u)
+		_, err = sanitizeFile(dir, Extent{Name: "x", UUID: u})
+		require.Error(t, err, "uuid %q", u)
+		_, err = extentFile(dir, Extent{Name: "x", UUID: u}, ".key")
+		require.Error(t, err, "uuid %q", u)
+	}
 }
 
 func TestUnitConfigCarriesLUNSettings(t *testing.T) {
@@ -78,4 +100,25 @@ func TestUnitConfigCarriesLUNSettings(t *testing.T) {
 	e.ID, e.Name, e.Path, e.Filesize, e.Removable = 1, "x", "/srv/x.img", 1<<20, true
 	cfg.Extents = append(cfg.Extents, e)
 	require.NoError(t, Validate(cfg, nil))
+}
+
+// TestExtentUUIDCannotReachConfig: an extent whose UUID climbs out of the
+// reservation directory ("../config" names STATE/config.json, which a
+// reopen's sanitize record would remove) is refused as it is set.
+func TestExtentUUIDCannotReachConfig(t *testing.T) {
+	state := t.TempDir()
+	ctx := t.Context()
+	m, err := New(ctx, Options{Store: &FileStore{Dir: state}, ReservationDir: filepath.Join(state, "reservations")})
+	require.NoError(t, err)
+	e := NewExtent()
+	e.Name, e.Path, e.Filesize = "lun0", filepath.Join(state, "lun0.img"), 1<<20
+	e, err = m.CreateExtent(ctx, e)
+	require.NoError(t, err)
+	_, err = m.UpdateExtent(ctx, e.ID, func(x *Extent) error { x.UUID = "../config"; return nil })
+	require.ErrorIs(t, err, ErrInvalid)
+	var me *Error
+	require.ErrorAs(t, err, &me)
+	require.Equal(t, "uuid", me.Field)
+	_, err = os.Stat(filepath.Join(state, "config.json"))
+	require.NoError(t, err)
 }

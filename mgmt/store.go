@@ -69,8 +69,23 @@ func DecodeConfig(b []byte) (*Config, error) {
 	if cfg.Version > ConfigVersion {
 		return nil, &Error{Kind: KindUnsupported, Object: "config", Field: "version", Msg: fmt.Sprintf("%d is newer than this build reads (%d)", cfg.Version, ConfigVersion)}
 	}
-	// Version 1 is the first; later versions migrate here, one step each.
+	cfg.migrate()
 	return &cfg, nil
+}
+
+// migrate brings a configuration of an older version to ConfigVersion,
+// one step at a time; a current one is left as it is.
+func (c *Config) migrate() {
+	if c.Version == 1 {
+		// Version 1 told a pool volume adopted as an extent by its name:
+		// the extent's differed from the volume's.
+		for i := range c.Extents {
+			if e := &c.Extents[i]; e.Pool != "" && e.Name != VolumeName(*e) {
+				e.Adopted = true
+			}
+		}
+		c.Version = 2
+	}
 }
 
 // Save writes the configuration crash-safely: to a temporary file in the

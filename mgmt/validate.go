@@ -129,6 +129,46 @@ func checkNewDisks(prev, next *Config) error {
 	return errors.Join(errs...)
 }
 
+// checkShrinks refuses a FILE extent's filesize, new or changed, below
+// the size of its file, served or not: the file is never cut (its data
+// would go), so the size could never take effect, and a FILE extent
+// serves its whole file. 0 keeps the file's size.
+func checkShrinks(prev, next *Config) error {
+	var errs []error
+	for _, e := range next.Extents {
+		if e.Type != ExtentFile || e.Filesize == 0 {
+			continue
+		}
+		if old, ok := find(prev.Extents, e.ID); ok && old.Filesize == e.Filesize && old.Path == e.Path {
+			continue
+		}
+		fi, err := os.Stat(e.Path)
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() <= e.Filesize {
+			continue
+		}
+		errs = append(errs, &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "filesize",
+			Msg: fmt.Sprintf("%d is smaller than the %d bytes of %s: an extent may grow, not shrink (0 keeps the file's size)", e.Filesize, fi.Size(), e.Path)})
+	}
+	return errors.Join(errs...)
+}
+
+// checkVolumeNames refuses an edit that would rename a pool volume: its
+// name (VolumeName) is how pools, front-ends and DestroyVolume find it;
+// a volume that is not a file of a directory pool is named by its
+// extent, which then keeps that name.
+func checkVolumeNames(prev, next *Config) error {
+	var errs []error
+	for _, e := range next.Extents {
+		old, ok := find(prev.Extents, e.ID)
+		if !ok || old.Pool == "" || (old.Pool == e.Pool && VolumeName(old) == VolumeName(e)) {
+			continue
+		}
+		errs = append(errs, &Error{Kind: KindInvalid, Object: "extent", ID: e.ID, Name: e.Name, Field: "name",
+			Msg: fmt.Sprintf("extent %d is volume %s/%s, which keeps its name and pool", e.ID, old.Pool, VolumeName(old))})
+	}
+	return errors.Join(errs...)
+}
+
 // blockDevice says why path is not an existing block device, or nil.
 func blockDevice(path string) error {
 	fi, err := os.Stat(path)
@@ -457,6 +497,7 @@ func (v *validator) extents() {
 	paths := map[string]int{}
 	serials := map[string]int{}
 	naas := map[string]int{}
+	uuids := map[string]int{}
 	for _, e := range v.cfg.Extents {
 		add := func(kind Kind, field, format string, args ...any) {
 			v.add(kind, "extent", e.ID, e.Name, field, format, args...)
@@ -522,6 +563,15 @@ func (v *validator) extents() {
 				add(KindExists, "naa", "extent %d has the same NAA: initiators would take the two for one unit", other)
 			} else {
 				naas[string(n)] = e.ID
+			}
+		}
+		if e.UUID != "" {
+			if !canonicalUUID(e.UUID) {
+				add(KindInvalid, "uuid", "%q is not a UUID in canonical form (8-4-4-4-12 lower-case hex digits)", e.UUID)
+			} else if other, dup := uuids[e.UUID]; dup {
+				add(KindExists, "uuid", "extent %d has the same UUID", other)
+			} else {
+				uuids[e.UUID] = e.ID
 			}
 		}
 		if _, ok := rpmValues[e.RPM]; !ok {
@@ -683,6 +733,29 @@ func forWhom(initiator string) string {
 		return ""
 	}
 	return " for " + initiator
+}
+
+// canonicalUUID reports whether s is a UUID in its canonical text form,
+// lower-case hex digits grouped 8-4-4-4-12 (RFC 9562 §4), as newUUID
+// writes it. An extent's UUID names its state files, so nothing else is
+// accepted.
+func canonicalUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range []byte(s) {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // validName reports whether a pool or volume name uses only the

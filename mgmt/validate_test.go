@@ -43,7 +43,7 @@ func TestValidationRules(t *testing.T) {
 		kind   error
 		want   string // the error's text
 	}{
-		{"version", func(c *Config) { c.Version = 2 }, ErrInvalid, "config: version: is 2; this build reads version 1"},
+		{"version", func(c *Config) { c.Version = 3 }, ErrInvalid, "config: version: is 3; this build reads version 2"},
 		{"basename", func(c *Config) { c.Global.Basename = "iqn.2026.bad" }, ErrInvalid, "global: basename: "},
 		{"isns servers", func(c *Config) { c.Global.ISNSServers = []string{"10.0.0.1", "isns.example.com:3205", "[2001:db8::1]"} }, nil, ""},
 		{"isns server bad", func(c *Config) { c.Global.ISNSServers = []string{"10.0.0.1", "10.0.0.2:99999"} }, ErrInvalid, "global: isns_servers[1]: isns: \"10.0.0.2:99999\": port"},
@@ -161,6 +161,13 @@ func TestValidationRules(t *testing.T) {
 		{"serial", func(c *Config) { c.Extents[0].Serial = "bad\x01" }, ErrInvalid, "extent 1 (lun0): serial: must be at most 252 printable ASCII characters"},
 		{"naa", func(c *Config) { c.Extents[0].NAA = "0x1234" }, ErrInvalid, `extent 1 (lun0): naa: "0x1234" is not 0x followed by 16 or 32 hex digits`},
 		{"naa type", func(c *Config) { c.Extents[0].NAA = "0x2000000000000001" }, ErrInvalid, "only type 5 (8 bytes) and type 6 (16 bytes) are accepted"},
+		{"uuid path", func(c *Config) { c.Extents[0].UUID = "../config" }, ErrInvalid, `extent 1 (lun0): uuid: "../config" is not a UUID`},
+		{"uuid upper", func(c *Config) { c.Extents[0].UUID = "0F7E0F4E-5B4A-4A4B-9F1E-2C1D3B4A5C6D" }, ErrInvalid, "extent 1 (lun0): uuid: "},
+		{"uuid ok", func(c *Config) { c.Extents[0].UUID = "0f7e0f4e-5b4a-4a4b-9f1e-2c1d3b4a5c6d" }, nil, ""},
+		{"uuid dup", func(c *Config) {
+			c.Extents[0].UUID = "0f7e0f4e-5b4a-4a4b-9f1e-2c1d3b4a5c6d"
+			c.Extents[1].UUID = c.Extents[0].UUID
+		}, ErrExists, "extent 2 (zvol0): uuid: extent 1 has the same UUID"},
 		{"rpm", func(c *Config) { c.Extents[0].RPM = "3600" }, ErrInvalid, `extent 1 (lun0): rpm: "3600" is not UNKNOWN, SSD`},
 		{"vendor", func(c *Config) { c.Extents[0].Vendor = "TOOLONGVENDOR" }, ErrInvalid, "extent 1 (lun0): vendor: must be at most 8"},
 		{"avail threshold", func(c *Config) { c.Extents[0].AvailThreshold = intp(0) }, ErrInvalid, "extent 1 (lun0): avail_threshold: 0 is not a percentage"},

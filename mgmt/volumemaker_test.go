@@ -83,3 +83,37 @@ func TestPoolOfAVolumeMaker(t *testing.T) {
 		require.ErrorContains(t, validate(bad, nil, newOpeners(openers)), tc.want)
 	}
 }
+
+// TestVolumeKeepsItsName: a volume named by its extent (not a file of a
+// directory pool) keeps its name through adoption and edits: an extent
+// that would rename it is refused, so the volume stays findable and
+// destroyable by its name.
+func TestVolumeKeepsItsName(t *testing.T) {
+	sm := &storeMaker{vols: map[string]*backend.Memory{}}
+	openers := memoryOpeners()
+	openers["STORE"] = sm
+	cfg := &Config{Version: ConfigVersion, Global: Global{Basename: DefaultBasename}, Pools: []Pool{
+		{ID: 1, Name: "svc", Type: "STORE", Params: map[string]string{"zone": "z1"}}}}
+	m, err := New(ctx, Options{Store: &MemoryStore{}, Initial: cfg, Openers: openers})
+	require.NoError(t, err)
+	defer m.Close()
+	_, err = m.CreateVolume(ctx, "svc", "v1", 1<<20)
+	require.NoError(t, err)
+
+	_, err = m.AdoptVolume(ctx, "svc", "v1", func(e *Extent) error { e.Name = "other"; return nil })
+	var me *Error
+	require.ErrorAs(t, err, &me)
+	require.Equal(t, "name", me.Field)
+	e, err := m.AdoptVolume(ctx, "svc", "v1", func(e *Extent) error { e.Comment = "mine"; return nil })
+	require.NoError(t, err)
+	require.True(t, e.Adopted)
+	_, err = m.UpdateExtent(ctx, e.ID, func(e *Extent) error { e.Name = "renamed"; return nil })
+	require.ErrorAs(t, err, &me)
+	require.Equal(t, "name", me.Field)
+	require.ErrorIs(t, m.DestroyVolume(ctx, "svc", "v1"), ErrInUse, "an adopted volume is released first")
+	released, err := m.ReleaseVolume(ctx, e.ID, false)
+	require.NoError(t, err)
+	require.True(t, released)
+	require.NoError(t, m.DestroyVolume(ctx, "svc", "v1"))
+	require.NotContains(t, sm.vols, "z1/v1")
+}

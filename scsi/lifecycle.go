@@ -182,8 +182,10 @@ func (lu *LogicalUnit) Close() error {
 // (*ConfigError); if ctx ends before the commands in flight do, Reopen
 // returns an error matching ErrBusy. Background work (a SANITIZE with
 // IMMED) is cut short and resumed on the new device, as a restart would.
-// The caller may pass a device over the same storage: the old one is
-// closed only after the swap. Reopen is PrepareReopen and Commit.
+// The caller may pass a device over the same storage: both are open
+// from PrepareReopen until Commit, which syncs and closes the old one
+// before any command reaches the new one. Reopen is PrepareReopen and
+// Commit.
 func (lu *LogicalUnit) Reopen(ctx context.Context, dev backend.Device, cfg UnitConfig) error {
 	r, err := lu.PrepareReopen(ctx, dev, cfg)
 	if err != nil {
@@ -247,8 +249,9 @@ func (r *Reopening) Abort() {
 	r.lu.lifeMu.Unlock()
 }
 
-// Commit swaps the device and configuration, lets the held commands in
-// and closes the old device. It fails only if the reopened unit cannot
+// Commit swaps the device and configuration, syncs and closes the old
+// device (a failure of either is logged: the swap is done), and then
+// lets the held commands in. It fails only if the reopened unit cannot
 // resume a sanitize its earlier device left unfinished (it then serves,
 // reporting the sanitize failed).
 func (r *Reopening) Commit() error {
@@ -261,6 +264,18 @@ func (r *Reopening) Commit() error {
 	lu.mu.Lock()
 	old, oldCfg, oldGeo := lu.dev, lu.cfg, lu.geometry
 	lu.dev, lu.cfg, lu.geometry, lu.ctxDev = r.dev, cfg, r.geo, contextDevice(r.dev)
+	lu.mu.Unlock()
+	// The old device is flushed and closed while the gate still holds
+	// new commands, and before a sanitize resumes on the new one: over
+	// the same storage, the new device then reads what the old one had
+	// cached, and nothing the old one flushes late lands over newer data.
+	if err := old.Sync(); err != nil && cfg.Logger != nil {
+		cfg.Logger.Error("flushing the device a reopened unit replaced", "err", err)
+	}
+	if err := old.Close(); err != nil && cfg.Logger != nil {
+		cfg.Logger.Error("closing the device a reopened unit replaced", "err", err)
+	}
+	lu.mu.Lock()
 	lu.announceLocked(oldCfg, oldGeo)
 	if cfg.Reservations != nil {
 		// The state goes to the new store as it is (the store may be a
@@ -280,9 +295,6 @@ func (r *Reopening) Commit() error {
 	lu.mu.Unlock()
 	lu.gate.release()
 	lu.lifeMu.Unlock()
-	if cerr := old.Close(); cerr != nil && cfg.Logger != nil {
-		cfg.Logger.Error("closing the device a reopened unit replaced", "err", cerr)
-	}
 	if cfg.Offline && !oldCfg.Offline {
 		lu.offline("configured offline")
 	}

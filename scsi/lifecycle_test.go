@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,4 +198,97 @@ func TestTargetClose(t *testing.T) {
 	require.Equal(t, scsi.StatusGood, res.Status)
 	require.NoError(t, b.Close())
 	require.True(t, errors.Is(shared.Close(), scsi.ErrUnitClosed))
+}
+
+// cachingDevice keeps its writes in a cache of its own until Sync, as a
+// device with a volatile write cache (an RBD image with librbd's cache)
+// does; Close drops what was not synced. Reads see the cache first.
+type cachingDevice struct {
+	backend.Device // the storage under the cache
+	mu             sync.Mutex
+	cache          map[int64][]byte
+	synced, closed atomic.Bool
+}
+
+func (d *cachingDevice) WriteAt(b []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cache[off] = append([]byte(nil), b...)
+	d.synced.Store(false)
+	return len(b), nil
+}
+
+func (d *cachingDevice) ReadAt(b []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, ok := d.cache[off]; ok && len(c) == len(b) {
+		return copy(b, c), nil
+	}
+	return d.Device.ReadAt(b, off)
+}
+
+func (d *cachingDevice) Sync() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for off, c := range d.cache {
+		if _, err := d.Device.WriteAt(c, off); err != nil {
+			return err
+		}
+	}
+	clear(d.cache)
+	d.synced.Store(true)
+	return nil
+}
+
+func (d *cachingDevice) Close() error { d.closed.Store(true); return nil }
+
+// watchedDevice is the new device over the same storage: it counts the
+// I/O that reaches it before the old device was synced and closed.
+type watchedDevice struct {
+	backend.Device
+	old   *cachingDevice
+	early atomic.Int32
+}
+
+func (d *watchedDevice) check() {
+	if !d.old.closed.Load() || !d.old.synced.Load() {
+		d.early.Add(1)
+	}
+}
+
+func (d *watchedDevice) ReadAt(b []byte, off int64) (int, error) {
+	d.check()
+	return d.Device.ReadAt(b, off)
+}
+
+func (d *watchedDevice) WriteAt(b []byte, off int64) (int, error) {
+	d.check()
+	return d.Device.WriteAt(b, off)
+}
+
+// TestReopenFlushesOldDeviceFirst: a reopen over the same storage syncs
+// and closes the old device before any command reaches the new one, so
+// what initiators wrote through a write cache reads back, also for a
+// command that waited through the reopen.
+func TestReopenFlushesOldDeviceFirst(t *testing.T) {
+	storage := backend.NewMemory(blocks * bs)
+	old := &cachingDevice{Device: storage, cache: map[int64][]byte{}}
+	f := newFixtureOn(t, old, scsi.UnitConfig{WriteCache: true})
+	f.good(write10(0, 1), pattern(bs, 5), 0)
+
+	next := &watchedDevice{Device: storage, old: old}
+	r, err := f.lu.PrepareReopen(context.Background(), next, scsi.UnitConfig{WriteCache: true})
+	require.NoError(t, err)
+	// A READ sent while the unit is held for the reopen runs after it.
+	in := make([]byte, bs)
+	done := make(chan scsi.Result, 1)
+	go func() {
+		done <- f.tgt.Execute(context.Background(), &scsi.Command{Nexus: nexusB, LUN: scsi.EncodeLUN(0), CDB: read10(0, 1), DataIn: in})
+	}()
+	require.NoError(t, r.Commit())
+	res := waitFor(t, done, "the READ")
+	require.Equal(t, scsi.StatusGood, res.Status, "sense %x", res.Sense)
+	require.Equal(t, pattern(bs, 5), in, "the write cached by the old device reads back through the new one")
+	require.Equal(t, pattern(bs, 5), f.good(read10(0, 1), nil, bs))
+	require.Zero(t, next.early.Load(), "no I/O reached the new device before the old one was synced and closed")
 }

@@ -76,8 +76,10 @@ func apiHandler(m *mgmt.Manager, srv *iscsi.Server, tn *truenas.Server, log *slo
 	mux.Handle(nasshares.ServicePath, shares)
 	// Repeated slashes are read as one before routing, rather than
 	// answered with ServeMux's redirect (the Cinder driver POSTs to
-	// "targetgroup//").
-	return rest.CollapseSlashes(mux)
+	// "targetgroup//"). A request a page of another site had a browser
+	// send (which keeps the Basic credentials) is refused, whatever the
+	// dialect.
+	return rest.SameOriginOnly(rest.CollapseSlashes(mux))
 }
 
 // sessionLimits reports the server's session parameters in seed 001's

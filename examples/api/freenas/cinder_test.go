@@ -2,7 +2,9 @@ package freenas
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -33,7 +35,7 @@ func TestTargetGroups(t *testing.T) {
 	// Its targetgroup, on the driver's URL, with the ids as strings (as
 	// cinder.conf's string options give them).
 	g := c.want(201, "POST", "targetgroup//", `{"iscsi_target": 1, "iscsi_target_portalgroup": "1", "iscsi_target_initiatorgroup": "1"}`)
-	require.Equal(t, float64(1001), g["id"])
+	require.Equal(t, float64(1000001), g["id"], "target 1, portal 1")
 	require.Equal(t, float64(1), g["iscsi_target_portalgroup"])
 	require.Equal(t, "None", g["iscsi_target_authtype"])
 	require.Equal(t, "Auto", g["iscsi_target_initialdigest"])
@@ -44,12 +46,12 @@ func TestTargetGroups(t *testing.T) {
 	c.want(201, "POST", "authcredential/", `{"iscsi_target_auth_tag": 1, "iscsi_target_auth_user": "u", "iscsi_target_auth_secret": "abcdefghijkl"}`)
 	c.want(201, "POST", "portal/", `{"iscsi_target_portal_ips": ["127.0.0.2"]}`)
 	g2 := c.want(201, "POST", "targetgroup/", `{"iscsi_target": 1, "iscsi_target_portalgroup": 2, "iscsi_target_authtype": "CHAP", "iscsi_target_authgroup": 1}`)
-	require.Equal(t, float64(1002), g2["id"])
+	require.Equal(t, float64(1000002), g2["id"], "target 1, portal 2")
 	require.Len(t, c.list("targetgroup/"), 2)
-	require.Equal(t, "CHAP", c.want(200, "GET", "targetgroup/1002/", "")["iscsi_target_authtype"])
-	errorOn(t, c.want(400, "PUT", "targetgroup/1002/", `{"iscsi_target_authtype": "CHAP Mutual"}`), "iscsi_target_authgroup", "needs peeruser")
+	require.Equal(t, "CHAP", c.want(200, "GET", "targetgroup/1000002/", "")["iscsi_target_authtype"])
+	errorOn(t, c.want(400, "PUT", "targetgroup/1000002/", `{"iscsi_target_authtype": "CHAP Mutual"}`), "iscsi_target_authgroup", "needs peeruser")
 	c.want(202, "PUT", "authcredential/1/", `{"iscsi_target_auth_peeruser": "t", "iscsi_target_auth_peersecret": "mnopqrstuvwx"}`)
-	g2 = c.want(202, "PUT", "targetgroup/1002/", `{"iscsi_target_authtype": "CHAP Mutual"}`)
+	g2 = c.want(202, "PUT", "targetgroup/1000002/", `{"iscsi_target_authtype": "CHAP Mutual"}`)
 	require.Equal(t, "CHAP Mutual", g2["iscsi_target_authtype"])
 
 	// Refusals name the field.
@@ -58,10 +60,10 @@ func TestTargetGroups(t *testing.T) {
 	errorOn(t, c.want(400, "POST", "targetgroup/", `{"iscsi_target": 1, "iscsi_target_portalgroup": 7}`), "iscsi_target_portalgroup", "")
 	errorOn(t, c.want(400, "POST", "targetgroup/", `{"iscsi_target": 1, "iscsi_target_portalgroup": "x"}`), "iscsi_target_portalgroup", "want int")
 	errorOn(t, c.want(400, "POST", "targetgroup/", `{"iscsi_target": 1, "iscsi_target_portalgroup": 1, "iscsi_target_initialdigest": "CHAP"}`), "iscsi_target_initialdigest", "")
-	c.want(404, "GET", "targetgroup/1009/", "")
+	c.want(404, "GET", "targetgroup/1000009/", "")
 	c.want(409, "DELETE", "portal/2/", "")
 
-	got, _ := c.do("DELETE", "targetgroup/1001/", "")
+	got, _ := c.do("DELETE", "targetgroup/1000001/", "")
 	require.Equal(t, 204, got)
 	require.Equal(t, 2, m.Config(false).Targets[0].Groups[0].Portal, "the group after it moved up")
 
@@ -133,4 +135,49 @@ func TestZvolsAndTheirExtents(t *testing.T) {
 
 	// What FreeNAS v1.0 has beyond iSCSI and zvols is refused as such.
 	errorOn(t, c.want(501, "POST", "/api/v1.0/storage/snapshot/", `{"dataset": "tank/vol2", "name": "s1"}`), "__all__", "no snapshots")
+}
+
+// TestZvolExtentNamedLikeItsZvol: an extent that took a zvol over stays
+// its zvol's extent when it bears the zvol's name: a second extent on the
+// zvol is refused, and deleting the extent gives the zvol back.
+func TestZvolExtentNamedLikeItsZvol(t *testing.T) {
+	c, m := newClient(t)
+	withPool(t, m)
+	c.url = c.url[:len(c.url)-len(Prefix)]
+	zv := "/api/v1.0/storage/volume/tank/zvols/"
+	ex := "/api/v1.0/services/iscsi/extent/"
+	c.want(201, "POST", zv, `{"name": "vol1", "volsize": 4194304}`)
+	c.want(201, "POST", ex, `{"iscsi_target_extent_type": "Disk", "iscsi_target_extent_name": "vol1", "iscsi_target_extent_disk": "zvol/tank/vol1"}`)
+	require.True(t, m.Config(false).Extents[0].Adopted)
+	errorOn(t, c.want(409, "POST", ex, `{"iscsi_target_extent_type": "Disk", "iscsi_target_extent_name": "thief", "iscsi_target_extent_disk": "zvol/tank/vol1"}`), "iscsi_target_extent_disk", "already")
+	require.Equal(t, "vol1", m.Config(false).Extents[0].Name)
+	got, _ := c.do("DELETE", ex+"1/", "")
+	require.Equal(t, 204, got)
+	require.False(t, m.Config(false).Extents[0].Adopted)
+	c.want(201, "POST", ex, `{"iscsi_target_extent_type": "Disk", "iscsi_target_extent_name": "next", "iscsi_target_extent_disk": "zvol/tank/vol1"}`)
+}
+
+// TestTargetGroupIDsStay: a target group's id names it, not its place in
+// the target's list: deleting one leaves the others' ids as they were,
+// and the deleted id names nothing.
+func TestTargetGroupIDsStay(t *testing.T) {
+	c, _ := newClient(t)
+	for _, ip := range []string{"127.0.0.1:3299", "127.0.0.2:3299", "127.0.0.3:3299"} {
+		c.want(201, "POST", "portal/", `{"iscsi_target_portal_ips": ["`+ip+`"]}`)
+	}
+	c.want(201, "POST", "target/", `{"iscsi_target_name": "target-1"}`)
+	var ids []string
+	for p := 1; p <= 3; p++ {
+		g := c.want(201, "POST", "targetgroup/", fmt.Sprintf(`{"iscsi_target": 1, "iscsi_target_portalgroup": %d}`, p))
+		ids = append(ids, strconv.Itoa(int(g["id"].(float64))))
+	}
+	got, _ := c.do("DELETE", "targetgroup/"+ids[1]+"/", "")
+	require.Equal(t, 204, got)
+	c.want(404, "GET", "targetgroup/"+ids[1]+"/", "")
+	require.Equal(t, float64(3), c.want(200, "GET", "targetgroup/"+ids[2]+"/", "")["iscsi_target_portalgroup"])
+	require.Equal(t, float64(1), c.want(200, "GET", "targetgroup/"+ids[0]+"/", "")["iscsi_target_portalgroup"])
+	got, _ = c.do("DELETE", "targetgroup/"+ids[2]+"/", "")
+	require.Equal(t, 204, got)
+	require.Len(t, c.list("targetgroup/"), 1)
+	require.Equal(t, float64(1), c.list("targetgroup/")[0].(map[string]any)["iscsi_target_portalgroup"])
 }

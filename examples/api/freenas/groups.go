@@ -17,10 +17,12 @@ import (
 // Target groups (FreeNAS 9.3's targetgroup): one portal group, initiator
 // group and auth setting of a target, which may have several.
 
-// groupIDBase spaces target group ids: group i of target t has id
-// t*groupIDBase + i + 1. A target's groups are a list in the model, so
-// removing one renumbers those after it.
-const groupIDBase = 1000
+// groupIDBase spaces target group ids: the group of target t on portal
+// p has id t*groupIDBase + p (a target has one group per portal, and
+// portal ids are never reused), so an id names its group whatever
+// happens to the target's other groups. A group moved to another portal
+// takes the id of its new portal.
+const groupIDBase = 1000000
 
 // flexInt is an id sent as a number or as a string of digits: the
 // Cinder driver sends its portal and initiator ids from string options.
@@ -77,7 +79,7 @@ func flexPtr(p *int) *flexInt {
 
 func targetGroupOut(t mgmt.Target, i int) targetGroupView {
 	g := t.Groups[i]
-	return targetGroupView{ID: t.ID*groupIDBase + i + 1, Target: t.ID, PortalGroup: flexInt(g.Portal), InitiatorGroup: flexPtr(g.Initiator),
+	return targetGroupView{ID: t.ID*groupIDBase + g.Portal, Target: t.ID, PortalGroup: flexInt(g.Portal), InitiatorGroup: flexPtr(g.Initiator),
 		AuthType: authMethodOut(g.AuthMethod), AuthGroup: flexPtr(g.Auth), InitialDigest: "Auto"}
 }
 
@@ -103,8 +105,26 @@ func allTargetGroups(cfg *mgmt.Config) []any {
 	return out
 }
 
-// splitGroupID reads a target group id as its target and index.
-func splitGroupID(id int) (target, index int) { return id / groupIDBase, id%groupIDBase - 1 }
+// splitGroupID reads a target group id as its target and portal.
+func splitGroupID(id int) (target, portal int) { return id / groupIDBase, id % groupIDBase }
+
+// groupIndex is the place in t.Groups of the group on portal, or -1.
+func groupIndex(t *mgmt.Target, portal int) int {
+	for i, g := range t.Groups {
+		if g.Portal == portal {
+			return i
+		}
+	}
+	return -1
+}
+
+// checkGroupPortal refuses a portal id past what group ids can hold.
+func checkGroupPortal(g mgmt.TargetGroup) error {
+	if g.Portal < 0 || g.Portal >= groupIDBase {
+		return rest.BadRequest("iscsi_target_portalgroup", "portal %d is beyond the %d this API numbers target groups by", g.Portal, groupIDBase-1)
+	}
+	return nil
+}
 
 // groupField names a refusal of the model's group i by its targetgroup
 // field, whatever i is.
@@ -128,9 +148,9 @@ func targetGroupResource(a *api) resource {
 		fields: targetGroupFields,
 		list:   func() ([]any, error) { return allTargetGroups(a.m.Config(false)), nil },
 		get: func(id int) (any, error) {
-			tid, i := splitGroupID(id)
+			tid, p := splitGroupID(id)
 			for _, t := range a.m.Config(false).Targets {
-				if t.ID == tid && i >= 0 && i < len(t.Groups) {
+				if i := groupIndex(&t, p); t.ID == tid && i >= 0 {
 					return targetGroupOut(t, i), nil
 				}
 			}
@@ -145,15 +165,15 @@ func targetGroupResource(a *api) resource {
 				return nil, rest.BadRequest("iscsi_target", "the target's id is required")
 			}
 			g, err := targetGroupIn(v)
+			if err == nil {
+				err = checkGroupPortal(g)
+			}
 			if err != nil {
 				return nil, err
 			}
 			var index int
 			t, err := a.m.UpdateTarget(ctx, v.Target, func(t *mgmt.Target) error {
 				index = len(t.Groups)
-				if index+1 >= groupIDBase {
-					return rest.BadRequest("iscsi_target", "target %d has %d groups, the most this API numbers", t.ID, index)
-				}
 				t.Groups = append(t.Groups, g)
 				return nil
 			})
@@ -166,9 +186,10 @@ func targetGroupResource(a *api) resource {
 			return targetGroupOut(t, index), nil
 		},
 		update: func(ctx context.Context, id int, body []byte) (any, error) {
-			tid, i := splitGroupID(id)
+			tid, p := splitGroupID(id)
+			var i int
 			t, err := a.m.UpdateTarget(ctx, tid, func(t *mgmt.Target) error {
-				if i < 0 || i >= len(t.Groups) {
+				if i = groupIndex(t, p); i < 0 {
 					return notFound("target group", id)
 				}
 				v := targetGroupOut(*t, i)
@@ -176,6 +197,9 @@ func targetGroupResource(a *api) resource {
 					return err
 				}
 				g, err := targetGroupIn(v)
+				if err == nil {
+					err = checkGroupPortal(g)
+				}
 				if err != nil {
 					return err
 				}
@@ -188,9 +212,10 @@ func targetGroupResource(a *api) resource {
 			return targetGroupOut(t, i), nil
 		},
 		delete: func(ctx context.Context, id int) error {
-			tid, i := splitGroupID(id)
+			tid, p := splitGroupID(id)
 			_, err := a.m.UpdateTarget(ctx, tid, func(t *mgmt.Target) error {
-				if i < 0 || i >= len(t.Groups) {
+				i := groupIndex(t, p)
+				if i < 0 {
 					return notFound("target group", id)
 				}
 				t.Groups = append(t.Groups[:i], t.Groups[i+1:]...)

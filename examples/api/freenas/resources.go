@@ -3,8 +3,8 @@ package freenas
 import (
 	"cmp"
 	"context"
+	"errors"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/iscsikit/iscsikit/examples/api/merge"
@@ -229,20 +229,18 @@ func (a *api) exportZvol(ctx context.Context, v extentView, disk string) (mgmt.E
 	if v.Filesize != "0" && v.Filesize != "" {
 		return mgmt.Extent{}, rest.BadRequest("iscsi_target_extent_filesize", "a zvol extent has its zvol's size; change it with PUT /api/v1.0/storage/volume/%s/zvols/%s/", pool, name)
 	}
-	e, err := a.m.Config(false).VolumeExtent(pool, name)
-	if err != nil {
-		return mgmt.Extent{}, rest.BadRequest("iscsi_target_extent_disk", "%s: volume %s has no zvol %s; make it with POST %s%s/zvols/", disk, pool, name, StoragePrefix, pool)
-	}
-	if e.Type == mgmt.ExtentDisk && v.Name != name {
-		return mgmt.Extent{}, rest.BadRequest("iscsi_target_extent_name", "the volume of block pool %s keeps its name: name the extent %q", pool, name)
-	}
-	if e.Name != name {
-		return mgmt.Extent{}, rest.Conflict("iscsi_target_extent_disk", "%s is the storage of extent %d (%s) already", disk, e.ID, e.Name)
-	}
-	return a.m.UpdateExtent(ctx, e.ID, func(e *mgmt.Extent) error {
+	e, err := a.m.AdoptVolume(ctx, pool, name, func(e *mgmt.Extent) error {
 		e.Name, e.Comment = v.Name, v.Comment
 		return nil
 	})
+	var me *mgmt.Error
+	switch {
+	case errors.As(err, &me) && me.Kind == mgmt.KindNotFound && (me.Object == "volume" || me.Object == "pool"):
+		return mgmt.Extent{}, rest.BadRequest("iscsi_target_extent_disk", "%s: volume %s has no zvol %s; make it with POST %s%s/zvols/", disk, pool, name, StoragePrefix, pool)
+	case errors.As(err, &me) && me.Kind == mgmt.KindExists && me.Field == "disk":
+		return mgmt.Extent{}, rest.Conflict("iscsi_target_extent_disk", "%s: %s", disk, me.Msg)
+	}
+	return e, err
 }
 
 // zvolExtentIn applies an update to an extent over a pool volume: only
@@ -314,30 +312,10 @@ func extentResource(a *api) resource {
 // is the zvol: it gives up its LUNs and takes the zvol's name again, and
 // DELETE under /api/v1.0/storage/volume/ then destroys the zvol.
 func (a *api) deleteExtent(ctx context.Context, id int) error {
-	e, ok := findByID(a.m.Config(false).Extents, id, func(e mgmt.Extent) int { return e.ID })
-	if !ok || e.Pool == "" {
-		return a.m.DeleteExtent(ctx, id, false, true)
+	if released, err := a.m.ReleaseVolume(ctx, id, true); released || err != nil {
+		return err
 	}
-	return a.m.Update(ctx, func(cfg *mgmt.Config) error {
-		for i := range cfg.Extents {
-			if cfg.Extents[i].ID == id {
-				cfg.Extents[i].Name, cfg.Extents[i].Comment = mgmt.VolumeName(cfg.Extents[i]), ""
-			}
-		}
-		cfg.TargetExtents = slices.DeleteFunc(cfg.TargetExtents, func(te mgmt.TargetExtent) bool { return te.Extent == id })
-		return nil
-	})
-}
-
-// findByID finds the object of list with id.
-func findByID[T any](list []T, id int, idOf func(T) int) (T, bool) {
-	for _, x := range list {
-		if idOf(x) == id {
-			return x, true
-		}
-	}
-	var zero T
-	return zero, false
+	return a.m.DeleteExtent(ctx, id, false, true)
 }
 
 // Authorized initiators (initiator groups).

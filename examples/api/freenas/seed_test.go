@@ -165,7 +165,10 @@ Content-Type: application/json
 GET /api/v1.0/services/iscsi/target/ HTTP/1.1
 Content-Type: application/json
 `, status: 200},
-		// Initiator group 1 was deleted above, in the seed's order.
+		// Initiator group 1 was deleted above, in the seed's order. Ids
+		// are never given again (as FreeNAS's database, whose primary
+		// keys are AUTOINCREMENT), so the group made here is 2, and the
+		// seed's target names it so.
 		{setup: func(t *testing.T, c *client, _ string) {
 			c.want(201, "POST", "authorizedinitiator/", `{"iscsi_target_initiator_initiators": "ALL", "iscsi_target_initiator_auth_network": "ALL"}`)
 		}},
@@ -178,10 +181,10 @@ Content-Type: application/json
   {
           "iscsi_target_name": "target",
           "iscsi_target_portalgroup": 1,
-          "iscsi_target_initiatorgroup": 1
+          "iscsi_target_initiatorgroup": 2
   }
 `, status: 201, want: `{"iscsi_target_logical_blocksize": 512, "iscsi_target_portalgroup": 1, "iscsi_target_initialdigest": "Auto",
-			"iscsi_target_queue_depth": 32, "iscsi_target_name": "target", "iscsi_target_initiatorgroup": 1, "iscsi_target_alias": null,
+			"iscsi_target_queue_depth": 32, "iscsi_target_name": "target", "iscsi_target_initiatorgroup": 2, "iscsi_target_alias": null,
 			"iscsi_target_type": "Disk", "iscsi_target_authgroup": null, "iscsi_target_authtype": "None", "iscsi_target_flags": "rw", "id": 1}`},
 		{request: `
 PUT /api/v1.0/services/iscsi/target/1/ HTTP/1.1

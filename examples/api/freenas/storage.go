@@ -242,15 +242,16 @@ func (a *api) updateZvol(r *http.Request) (zvolView, error) {
 	if err != nil {
 		return zvolView{}, err
 	}
-	var id int
-	for _, e := range a.m.Config(false).Extents {
-		if e.Pool == pool && mgmt.VolumeName(e) == name {
-			id = e.ID
+	// Found again in the change, under the Manager's lock: the zvol may
+	// have gone meanwhile.
+	if err := a.m.Update(r.Context(), func(c *mgmt.Config) error {
+		for i, e := range c.Extents {
+			if e.Pool == pool && mgmt.VolumeName(e) == name {
+				c.Extents[i].Filesize = size
+				return nil
+			}
 		}
-	}
-	if _, err := a.m.UpdateExtent(r.Context(), id, func(e *mgmt.Extent) error {
-		e.Filesize = size
-		return nil
+		return rest.NotFound("volume %s has no zvol %s", pool, name)
 	}); err != nil {
 		return zvolView{}, err
 	}

@@ -229,7 +229,7 @@ func applyShare(cfg *mgmt.Config, i int, s share) error {
 	if tag == 0 {
 		tag = cfg.FreeAuthTag()
 	}
-	next.Tag, next.ID = tag, mgmt.NextID(cfg.Auths)
+	next.Tag, next.ID = tag, mgmt.NewID(cfg, cfg.Auths)
 	cfg.Auths = append(cfg.Auths, next)
 	g.Auth = &tag
 	return nil
@@ -292,13 +292,13 @@ func (a *api) createTarget(ctx context.Context, s share) (int, error) {
 			}
 		}
 		t := mgmt.NewTarget()
-		t.ID = mgmt.NextID(cfg.Targets)
+		t.ID = mgmt.NewID(cfg, cfg.Targets)
 		t.Groups = []mgmt.TargetGroup{{Portal: mgmt.EveryPortal, AuthMethod: mgmt.AuthNone}}
 		cfg.Targets = append(cfg.Targets, t)
 		if err := applyShare(cfg, len(cfg.Targets)-1, s); err != nil {
 			return err
 		}
-		te := mgmt.TargetExtent{ID: mgmt.NextID(cfg.TargetExtents), Target: t.ID, Extent: vol.ID, LunID: 0}
+		te := mgmt.TargetExtent{ID: mgmt.NewID(cfg, cfg.TargetExtents), Target: t.ID, Extent: vol.ID, LunID: 0}
 		cfg.TargetExtents = append(cfg.TargetExtents, te)
 		id = t.ID
 		return nil

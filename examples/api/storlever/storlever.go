@@ -190,7 +190,7 @@ func (a *api) putConf(r *http.Request) (int, any, error) {
 			if tag == 0 {
 				tag = cfg.FreeAuthTag()
 			}
-			cur.ID, cur.Tag = mgmt.NextID(cfg.Auths), tag
+			cur.ID, cur.Tag = mgmt.NewID(cfg, cfg.Auths), tag
 			cfg.Auths = append(cfg.Auths, cur)
 			// An outgoing user alone is kept, as tgt keeps it, in a
 			// group discovery names without authenticating (NONE).
@@ -338,7 +338,7 @@ func (a *api) putTarget(r *http.Request) (int, any, error) {
 		}
 		acl := aclGroup(cfg, *t)
 		if acl == nil {
-			cfg.Initiators = append(cfg.Initiators, mgmt.Initiator{ID: mgmt.NextID(cfg.Initiators), Name: fmt.Sprintf("sl-acl-%d", t.ID),
+			cfg.Initiators = append(cfg.Initiators, mgmt.Initiator{ID: mgmt.NewID(cfg, cfg.Initiators), Name: fmt.Sprintf("sl-acl-%d", t.ID),
 				Comment: "initiator lists of " + cfg.Global.FullName(t.Name), Initiators: []string{}, AuthNetwork: []string{}})
 			acl = &cfg.Initiators[len(cfg.Initiators)-1]
 			g.Initiator = &acl.ID
@@ -522,7 +522,7 @@ func (a *api) addUser(r *http.Request, outgoing bool) (int, any, error) {
 	err := a.users(r.Context(), iqn, func(cfg *mgmt.Config, tag int, mine []*mgmt.Auth) error {
 		if outgoing {
 			if len(mine) == 0 {
-				cfg.Auths = append(cfg.Auths, mgmt.Auth{ID: mgmt.NextID(cfg.Auths), Tag: tag, PeerUser: req.Username, PeerSecret: req.Password})
+				cfg.Auths = append(cfg.Auths, mgmt.Auth{ID: mgmt.NewID(cfg, cfg.Auths), Tag: tag, PeerUser: req.Username, PeerSecret: req.Password})
 				return nil
 			}
 			if mine[0].PeerUser != "" {
@@ -543,7 +543,7 @@ func (a *api) addUser(r *http.Request, outgoing bool) (int, any, error) {
 			mine[0].User, mine[0].Secret = req.Username, req.Password
 			return nil
 		}
-		x := mgmt.Auth{ID: mgmt.NextID(cfg.Auths), Tag: tag, User: req.Username, Secret: req.Password}
+		x := mgmt.Auth{ID: mgmt.NewID(cfg, cfg.Auths), Tag: tag, User: req.Username, Secret: req.Password}
 		if len(mine) > 0 {
 			x.PeerUser, x.PeerSecret = mine[0].PeerUser, mine[0].PeerSecret
 		}
@@ -740,9 +740,9 @@ func (a *api) addLUN(r *http.Request) (int, any, error) {
 		if err := lunIn(c, &e); err != nil {
 			return err
 		}
-		e.Name, e.ID = fmt.Sprintf("%s%d", lunPrefix(t.ID), c.LUN), mgmt.NextID(cfg.Extents)
+		e.Name, e.ID = fmt.Sprintf("%s%d", lunPrefix(t.ID), c.LUN), mgmt.NewID(cfg, cfg.Extents)
 		cfg.Extents = append(cfg.Extents, e)
-		cfg.TargetExtents = append(cfg.TargetExtents, mgmt.TargetExtent{ID: mgmt.NextID(cfg.TargetExtents), Target: t.ID, Extent: e.ID, LunID: c.LUN})
+		cfg.TargetExtents = append(cfg.TargetExtents, mgmt.TargetExtent{ID: mgmt.NewID(cfg, cfg.TargetExtents), Target: t.ID, Extent: e.ID, LunID: c.LUN})
 		return nil
 	})
 	if err != nil {

@@ -43,7 +43,7 @@ func (a *adapter) setInitiatorAuth(ctx context.Context, wwn, inUser, inPass, out
 		}
 		cfg.Auths = slices.DeleteFunc(cfg.Auths, func(x mgmt.Auth) bool { return x.Tag == tag && x.Initiator == wwn })
 		if inUser != "" {
-			cfg.Auths = append(cfg.Auths, mgmt.Auth{ID: mgmt.NextID(cfg.Auths), Tag: tag, User: inUser, Secret: inPass, PeerUser: outUser, PeerSecret: outPass, Initiator: wwn})
+			cfg.Auths = append(cfg.Auths, mgmt.Auth{ID: mgmt.NewID(cfg, cfg.Auths), Tag: tag, User: inUser, Secret: inPass, PeerUser: outUser, PeerSecret: outPass, Initiator: wwn})
 		}
 		if slices.ContainsFunc(cfg.Auths, func(x mgmt.Auth) bool { return x.Tag == tag }) {
 			g.Auth, g.AuthMethod = &tag, mgmt.AuthCHAP

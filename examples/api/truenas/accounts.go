@@ -58,6 +58,9 @@ type Accounts struct {
 	user     string
 	password [sha256.Size]byte // sha256 of the password, for constant-time comparison
 	file     keysFile
+	// decoy salts the SCRAM exchanges of keys that do not exist (see
+	// decoyKey); random for each Accounts.
+	decoy [32]byte
 }
 
 // OpenAccounts reads the API keys at path (none when the file does not
@@ -66,6 +69,7 @@ type Accounts struct {
 // loopback without --api-user).
 func OpenAccounts(path, user, password string) (*Accounts, error) {
 	a := &Accounts{path: path, user: user, password: sha256.Sum256([]byte(password))}
+	rand.Read(a.decoy[:])
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -252,4 +256,17 @@ func hmacSHA512(key, data []byte) []byte {
 	h := hmac.New(sha512.New, key)
 	h.Write(data)
 	return h.Sum(nil)
+}
+
+// decoyKey is what a SCRAM exchange for user's key that does not exist
+// (or may not log in) runs with, so that it looks like one for a key
+// that does until its end, where it fails as a wrong key fails: a salt
+// of the same length, the same for every try of user, the iteration
+// count of real keys, and a stored key nobody holds the secret of.
+func (a *Accounts) decoyKey(user string) APIKey {
+	k := APIKey{Username: user, Iterations: ScramIterations, Salt: hmacSHA512(a.decoy[:], []byte("salt:"+user))[:32],
+		StoredKey: make([]byte, sha512.Size), ServerKey: make([]byte, sha512.Size)}
+	rand.Read(k.StoredKey)
+	rand.Read(k.ServerKey)
+	return k
 }

@@ -161,7 +161,7 @@ func (s *Server) loginEx(ctx context.Context, params json.RawMessage) (any, erro
 		return nil, jsonrpc.InvalidParams("mechanism: %q is not one of %s, %s, %s", req.Mechanism, mechPassword, mechAPIKey, mechSCRAM)
 	}
 	if !ok {
-		s.refused(ctx)
+		s.refused(ctx, ss)
 		return map[string]any{"response_type": "AUTH_ERR"}, nil
 	}
 	ss.login(user)
@@ -184,7 +184,7 @@ func (s *Server) scramStep(ctx context.Context, ss *session, step, msg string) (
 		ss.scram = x
 		ss.mu.Unlock()
 		if x == nil {
-			s.refused(ctx)
+			s.refused(ctx, ss)
 			return authErr, nil
 		}
 		return map[string]any{"response_type": "SCRAM_RESPONSE", "scram_type": "SERVER_FIRST_RESPONSE", "rfc_str": x.serverFirst, "user_info": nil}, nil
@@ -201,7 +201,7 @@ func (s *Server) scramStep(ctx context.Context, ss *session, step, msg string) (
 			return nil, jsonrpc.InvalidParams("rfc_str: %v", err)
 		}
 		if final == "" {
-			s.refused(ctx)
+			s.refused(ctx, ss)
 			return authErr, nil
 		}
 		ss.login(x.key.Username)
@@ -224,7 +224,7 @@ func (s *Server) loginPassword(ctx context.Context, params json.RawMessage) (any
 		return nil, err
 	}
 	if !s.opt.Accounts.CheckPassword(user, password) {
-		s.refused(ctx)
+		s.refused(ctx, ss)
 		return false, nil
 	}
 	ss.login(user)
@@ -243,7 +243,7 @@ func (s *Server) loginWithAPIKey(ctx context.Context, params json.RawMessage) (a
 	}
 	user, ok := s.opt.Accounts.CheckKey("", key)
 	if !ok {
-		s.refused(ctx)
+		s.refused(ctx, ss)
 		return false, nil
 	}
 	ss.login(user)

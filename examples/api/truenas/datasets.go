@@ -3,8 +3,8 @@ package truenas
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -18,8 +18,8 @@ import (
 // extent; until iscsi.extent.create names it (type DISK, disk
 // "zvol/tank/iscsi/lun0") it is not shown by iscsi.extent.*, as a zvol is
 // not an extent in TrueNAS. That create takes the volume's extent over
-// (its name, comment and SCSI settings), and iscsi.extent.delete without
-// remove gives it back to the dataset.
+// (its name, comment and SCSI settings; mgmt marks it Adopted), and
+// iscsi.extent.delete, remove or not, gives it back to the dataset.
 
 // zvolPrefix is how a DISK extent names a zvol.
 const zvolPrefix = "zvol/"
@@ -33,17 +33,15 @@ func datasetVolume(name string) (pool, volume string, err error) {
 	if len(parts) < 2 {
 		return "", "", fmt.Errorf("%q: a volume is POOL/NAME[/NAME...]", name)
 	}
+	// With no part empty, holding "--" or starting or ending with '-',
+	// the "--" between parts are the only ones in the volume name, which
+	// so names one dataset ("a-/b" and "a/-b" would both be "a---b").
 	for _, p := range parts[1:] {
-		if p == "" || strings.Contains(p, volumeSep) {
-			return "", "", fmt.Errorf("%q: every name after the pool must be non-empty and without %q", name, volumeSep)
+		if p == "" || strings.Contains(p, volumeSep) || strings.HasPrefix(p, "-") || strings.HasSuffix(p, "-") {
+			return "", "", fmt.Errorf("%q: every name after the pool must be non-empty, without %q, and neither start nor end with '-'", name, volumeSep)
 		}
 	}
 	return parts[0], strings.Join(parts[1:], volumeSep), nil
-}
-
-// volumeName is the volume name an extent's file was allocated under.
-func volumeName(e mgmt.Extent) string {
-	return strings.TrimSuffix(filepath.Base(e.Path), ".img")
 }
 
 // datasetOf names the dataset of a volume extent ("" for other extents).
@@ -51,11 +49,17 @@ func datasetOf(e mgmt.Extent) string {
 	if e.Pool == "" || e.Type != mgmt.ExtentFile {
 		return ""
 	}
-	return e.Pool + "/" + strings.ReplaceAll(volumeName(e), volumeSep, "/")
+	return e.Pool + "/" + strings.ReplaceAll(mgmt.VolumeName(e), volumeSep, "/")
 }
 
 // bareVolume reports whether e is a volume no extent.create took over.
-func bareVolume(e mgmt.Extent) bool { return datasetOf(e) != "" && e.Name == volumeName(e) }
+func bareVolume(e mgmt.Extent) bool { return datasetOf(e) != "" && !e.Adopted }
+
+// noExtent is the error for an id that names no extent (a bare volume
+// is a zvol, not an extent).
+func noExtent(id int) error {
+	return &mgmt.Error{Kind: mgmt.KindNotFound, Object: "extent", ID: id, Msg: "does not exist"}
+}
 
 // findDataset returns the extent of a dataset.
 func findDataset(cfg *mgmt.Config, name string) (mgmt.Extent, bool) {
@@ -163,7 +167,12 @@ func (a *adapter) datasetDelete(ctx context.Context, params json.RawMessage) (an
 	if !bareVolume(e) {
 		return nil, &callError{errno: errEBUSY, msg: fmt.Sprintf("%s is used by iSCSI extent %d (%s); delete the extent first", name, e.ID, e.Name)}
 	}
-	if err := a.m.DeleteExtent(ctx, e.ID, true, false); err != nil {
+	// DestroyVolume checks again under the Manager's lock: an extent
+	// made on the zvol meanwhile keeps it.
+	if err := a.m.DestroyVolume(ctx, e.Pool, mgmt.VolumeName(e)); err != nil {
+		if errors.Is(err, mgmt.ErrInUse) {
+			return nil, &callError{errno: errEBUSY, msg: fmt.Sprintf("%s is used by an iSCSI extent; delete the extent first", name)}
+		}
 		return nil, err
 	}
 	return true, nil
@@ -176,72 +185,40 @@ func fieldError(field, msg string, errno int) error {
 }
 
 // adoptZvol runs an iscsi.extent.create naming a zvol: the volume's
-// extent takes the new extent's name and settings and keeps its storage.
-func (a *adapter) adoptZvol(ctx context.Context, e mgmt.Extent) (mgmt.Extent, bool, error) {
+// extent takes the new extent's name and settings and keeps its storage
+// (mgmt.Manager.AdoptVolume). ok is false for a disk that names no
+// volume of a pool (a real zvol device, if the host has one).
+func (a *adapter) adoptZvol(ctx context.Context, e mgmt.Extent) (_ mgmt.Extent, ok bool, _ error) {
 	if e.Type != mgmt.ExtentDisk || !strings.HasPrefix(e.Disk, zvolPrefix) {
 		return mgmt.Extent{}, false, nil
 	}
 	name := strings.TrimPrefix(e.Disk, zvolPrefix)
-	vol, ok := findDataset(a.m.Config(false), name)
-	if !ok {
-		return mgmt.Extent{}, false, nil // a real zvol device, if the host has one
+	pool, vol, err := datasetVolume(name)
+	if err != nil {
+		return mgmt.Extent{}, false, nil
 	}
-	if !bareVolume(vol) {
-		return mgmt.Extent{}, true, fieldError("iscsi_extent_create.disk", fmt.Sprintf("%s is already used by extent %d (%s)", e.Disk, vol.ID, vol.Name), errEEXIST)
+	if _, ok := findDataset(a.m.Config(false), name); !ok {
+		return mgmt.Extent{}, false, nil // only directory pools' volumes are datasets
 	}
-	out, err := a.m.UpdateExtent(ctx, vol.ID, func(cur *mgmt.Extent) error {
-		n := e
-		n.ID, n.Type, n.Path, n.Disk, n.Filesize, n.Pool, n.UUID = cur.ID, cur.Type, cur.Path, cur.Disk, cur.Filesize, cur.Pool, cur.UUID
-		if n.Serial == "" {
-			n.Serial = cur.Serial
+	out, err := a.m.AdoptVolume(ctx, pool, vol, func(cur *mgmt.Extent) error {
+		serial, naa := cur.Serial, cur.NAA
+		*cur = e
+		if cur.Serial == "" {
+			cur.Serial = serial
 		}
-		if n.NAA == "" {
-			n.NAA = cur.NAA
+		if cur.NAA == "" {
+			cur.NAA = naa
 		}
-		*cur = n
 		return nil
 	})
+	var me *mgmt.Error
+	switch {
+	case errors.As(err, &me) && me.Kind == mgmt.KindNotFound && (me.Object == "volume" || me.Object == "pool"):
+		return mgmt.Extent{}, false, nil
+	case errors.Is(err, mgmt.ErrExists) && errors.As(err, &me) && me.Field == "disk":
+		return mgmt.Extent{}, true, fieldError("iscsi_extent_create.disk", e.Disk+": "+me.Msg, errEEXIST)
+	}
 	return out, true, err
-}
-
-// releaseZvol runs an iscsi.extent.delete without remove of a zvol's
-// extent: the LUN maps go (with force) and the volume goes back to its
-// dataset.
-func (a *adapter) releaseZvol(ctx context.Context, id int, force bool) (bool, error) {
-	cfg := a.m.Config(false)
-	var e mgmt.Extent
-	found := false
-	for _, x := range cfg.Extents {
-		if x.ID == id && datasetOf(x) != "" && !bareVolume(x) {
-			e, found = x, true
-		}
-	}
-	if !found {
-		return false, nil
-	}
-	err := a.m.Update(ctx, func(c *mgmt.Config) error {
-		maps := c.TargetExtents[:0]
-		for _, te := range c.TargetExtents {
-			if te.Extent == id {
-				if !force {
-					return &callError{errno: errEBUSY, msg: fmt.Sprintf("extent %d is mapped to target %d as LUN %d; delete the map or pass force", id, te.Target, te.LunID)}
-				}
-				continue
-			}
-			maps = append(maps, te)
-		}
-		c.TargetExtents = maps
-		for i := range c.Extents {
-			if c.Extents[i].ID == id {
-				bare := mgmt.NewExtent()
-				bare.ID, bare.Name, bare.Type, bare.Path, bare.Filesize, bare.Pool, bare.UUID = id, volumeName(e), e.Type, e.Path, e.Filesize, e.Pool, e.UUID
-				bare.Serial, bare.NAA = e.Serial, e.NAA
-				c.Extents[i] = bare
-			}
-		}
-		return nil
-	})
-	return true, err
 }
 
 // zvolView shows an extent as the TrueNAS dialect does: a volume's

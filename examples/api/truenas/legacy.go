@@ -46,7 +46,7 @@ func (s *Server) serveLegacy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer wc.finish()
-	ss := s.newSession(func(collection, typ string, id any, fields any) {
+	ss := s.newSession(peerAddr(r), func(collection, typ string, id any, fields any) {
 		ev := map[string]any{"msg": lower(typ), "collection": collection, "id": id}
 		if fields != nil {
 			ev["fields"] = fields

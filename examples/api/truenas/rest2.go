@@ -19,6 +19,9 @@ var restResources = map[string]bool{"portal": true, "initiator": true, "auth": t
 // (iscsi.portal.create...), with the body as its object parameter.
 func (s *Server) restHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !notFromOtherSite(w, r) {
+			return
+		}
 		rest := strings.TrimPrefix(r.URL.Path, RESTPrefix+"iscsi/")
 		parts := strings.Split(strings.Trim(rest, "/"), "/")
 		name := parts[0]

@@ -30,7 +30,8 @@ type scramExchange struct {
 var errScram = errors.New("malformed SCRAM message")
 
 // scramFirst answers a client-first message: it finds the key the user
-// name names and returns the exchange and the server-first message.
+// name names and returns the exchange and the server-first message. A
+// key that does not exist gets an exchange all the same (decoyKey).
 func scramFirst(a *Accounts, msg string) (*scramExchange, error) {
 	// gs2-header: cbind-flag "," [authzid] ","
 	flag, rest, ok := strings.Cut(msg, ",")
@@ -65,9 +66,14 @@ func scramFirst(a *Accounts, msg string) (*scramExchange, error) {
 	if !ok || err != nil {
 		return nil, errScram
 	}
+	if a == nil {
+		return nil, nil
+	}
 	k, ok := a.usable(id, name)
 	if !ok {
-		return nil, nil
+		// Not told apart from a key that exists: the exchange goes on
+		// and fails at its end, as a wrong key does.
+		k = a.decoyKey(user)
 	}
 	server := make([]byte, scramNonceSize)
 	rand.Read(server)

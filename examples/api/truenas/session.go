@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/iscsikit/iscsikit/examples/api/jsonrpc"
+	"github.com/iscsikit/iscsikit/examples/api/rest"
 	"github.com/iscsikit/iscsikit/mgmt"
 )
 
@@ -49,7 +52,9 @@ type Options struct {
 	// drive; nil means the Manager's portals (mgmt.Manager.ServePortals).
 	Service Service
 	// FailedLoginDelay is how long a refused login waits before it
-	// answers, to slow password guessing (iscsid: one second).
+	// answers, to slow password guessing (iscsid: one second): after the
+	// previous refusal of the same source (IPv4 address, IPv6 /64), so
+	// that parallel connections do not guess faster.
 	FailedLoginDelay time.Duration
 	// TLSCert is the DER of the listener's certificate, for SCRAM
 	// channel binding over wss:// (nil without TLS).
@@ -75,6 +80,7 @@ type Server struct {
 	conns    sync.WaitGroup // WebSocket connections still open
 	ctx      context.Context
 	stop     context.CancelFunc // ends every WebSocket session
+	throttle *loginThrottle     // spaces failed logins by source
 }
 
 // New returns a Server over m.
@@ -82,7 +88,8 @@ func New(m *mgmt.Manager, opt Options) *Server {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Server{m: m, opt: opt, log: opt.Logger, sessions: map[*session]struct{}{}}
+	s := &Server{m: m, opt: opt, log: opt.Logger, sessions: map[*session]struct{}{},
+		throttle: newLoginThrottle(opt.FailedLoginDelay, maxThrottledSources)}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	s.jobs = newJobs(s)
 	s.methods = Methods(m)
@@ -127,10 +134,34 @@ func IsWebSocket(r *http.Request) bool {
 
 func (s *Server) serveCurrent(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
-		s.serveRPC(w, r)
+		s.serveRPC(w, r) // websocket.Accept refuses a foreign Origin
+		return
+	}
+	if !notFromOtherSite(w, r) {
 		return
 	}
 	s.post.ServeHTTP(w, r)
+}
+
+// notFromOtherSite refuses, and answers, what a page of another site can
+// have a browser send with the user's credentials: a request whose
+// Origin is not this host (403), and a POST or PUT whose body is not
+// application/json (415; a browser sends text/plain and form bodies
+// cross-site without asking the server first). Clients other than
+// browsers send no Origin; the middleware's send JSON.
+func notFromOtherSite(w http.ResponseWriter, r *http.Request) bool {
+	if rest.ForeignOrigin(r) {
+		restError(w, http.StatusForbidden, "requests from the pages of another site ("+r.Header.Get("Origin")+") are refused")
+		return false
+	}
+	if r.Method == http.MethodPost || r.Method == http.MethodPut {
+		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if err != nil || mt != "application/json" {
+			restError(w, http.StatusUnsupportedMediaType, "the body must be sent as Content-Type: application/json")
+			return false
+		}
+	}
+	return true
 }
 
 // session is one WebSocket connection's state.
@@ -147,10 +178,11 @@ type session struct {
 	scram      *scramExchange
 	subs       map[string]string // subscription id → event name
 	onAuth     func()            // called once logged in (raises the frame limit)
+	peer       netip.Addr        // where the connection comes from
 }
 
-func (s *Server) newSession(event func(collection, typ string, id any, fields any), onAuth func()) *session {
-	ss := &session{srv: s, event: event, onAuth: onAuth, legacyJobs: true, subs: map[string]string{},
+func (s *Server) newSession(peer netip.Addr, event func(collection, typ string, id any, fields any), onAuth func()) *session {
+	ss := &session{srv: s, peer: peer, event: event, onAuth: onAuth, legacyJobs: true, subs: map[string]string{},
 		authed: s.opt.Accounts.Open()}
 	s.mu.Lock()
 	s.sessions[ss] = struct{}{}
@@ -339,16 +371,8 @@ func errorf(errno int, format string, args ...any) error {
 	return callErr(errno, fmt.Sprintf(format, args...), nil)
 }
 
-// refused waits FailedLoginDelay (or until ctx ends) before a login
-// failure is answered.
-func (s *Server) refused(ctx context.Context) {
-	if s.opt.FailedLoginDelay <= 0 {
-		return
-	}
-	t := time.NewTimer(s.opt.FailedLoginDelay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
+// refused waits before a login failure of ss is answered: its turn
+// among the failures of its source (loginThrottle), or until ctx ends.
+func (s *Server) refused(ctx context.Context, ss *session) {
+	s.throttle.wait(ctx, ss.peer)
 }

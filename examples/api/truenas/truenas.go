@@ -468,7 +468,37 @@ func (a *adapter) extentQuery(_ context.Context, params json.RawMessage) (any, e
 	return query(params, list, "extent")
 }
 
+// modelOnlyExtentFields are fields of mgmt.Extent that the middleware's
+// iscsi.extent schema lacks (it forbids fields it does not know): the
+// pool and UUID of a volume are the Manager's to set, and a UUID names
+// the extent's state files.
+var modelOnlyExtentFields = []string{"pool", "uuid"}
+
+// refuseFields refuses a call whose object parameter (positional
+// parameter arg) carries one of fields, as the middleware refuses an
+// extra input of schema. Malformed parameters are left to the call's own
+// decoding.
+func refuseFields(params json.RawMessage, arg int, schema string, fields []string) error {
+	args, err := jsonrpc.Positional(params, 1<<10)
+	if err != nil || len(args) <= arg {
+		return nil
+	}
+	var probe map[string]json.RawMessage
+	if json.Unmarshal(args[arg], &probe) != nil {
+		return nil
+	}
+	for _, f := range fields {
+		if _, ok := probe[f]; ok {
+			return fieldError(schema+"."+f, "Extra inputs are not permitted", errEINVAL)
+		}
+	}
+	return nil
+}
+
 func (a *adapter) extentCreate(ctx context.Context, params json.RawMessage) (any, error) {
+	if err := refuseFields(params, 0, "iscsi_extent_create", modelOnlyExtentFields); err != nil {
+		return nil, err
+	}
 	e := mgmt.NewExtent()
 	if err := createArg(params, &e); err != nil {
 		return nil, err
@@ -481,11 +511,17 @@ func (a *adapter) extentCreate(ctx context.Context, params json.RawMessage) (any
 
 // extentUpdate patches an extent; a volume's extent keeps its zvol.
 func (a *adapter) extentUpdate(ctx context.Context, params json.RawMessage) (any, error) {
+	if err := refuseFields(params, 1, "iscsi_extent_update", modelOnlyExtentFields); err != nil {
+		return nil, err
+	}
 	out, err := update(ctx, params, func(ctx context.Context, id int, fn func(*mgmt.Extent) error) (mgmt.Extent, error) {
 		return a.m.UpdateExtent(ctx, id, func(cur *mgmt.Extent) error {
 			d := datasetOf(*cur)
 			if d == "" {
 				return fn(cur)
+			}
+			if bareVolume(*cur) {
+				return noExtent(id)
 			}
 			view := zvolView(*cur)
 			if err := fn(&view); err != nil {
@@ -507,6 +543,8 @@ func (a *adapter) extentUpdate(ctx context.Context, params json.RawMessage) (any
 
 // extentDelete takes the id and optionally {"remove": bool, "force":
 // bool}: remove deletes a FILE extent's file, force drops its LUN maps.
+// An extent over a zvol gives the zvol back (its data stays), remove or
+// not.
 func (a *adapter) extentDelete(ctx context.Context, params json.RawMessage) (any, error) {
 	id, rest, err := idArg(params, 2)
 	if err != nil {
@@ -521,9 +559,21 @@ func (a *adapter) extentDelete(ctx context.Context, params json.RawMessage) (any
 			return nil, err
 		}
 	}
-	if !opts.Remove {
-		if ok, err := a.releaseZvol(ctx, id, opts.Force); ok {
-			return err == nil, err
+	// Whether an id is a zvol's never changes (a volume's pool and
+	// storage stay), so it is safe to tell from a copy.
+	for _, e := range a.m.Config(false).Extents {
+		switch {
+		case e.ID != id || datasetOf(e) == "":
+		case bareVolume(e):
+			return nil, noExtent(id)
+		default:
+			// remove is for a FILE extent's file: the middleware ignores
+			// it for an extent over a zvol, which goes back to its
+			// dataset, data and all.
+			if _, err := a.m.ReleaseVolume(ctx, id, opts.Force); err != nil {
+				return nil, err
+			}
+			return true, nil
 		}
 	}
 	if err := a.m.DeleteExtent(ctx, id, opts.Remove, opts.Force); err != nil {

@@ -152,7 +152,7 @@ func (s *Server) serveRPC(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer wc.finish()
-	ss := s.newSession(func(collection, typ string, id any, fields any) {
+	ss := s.newSession(peerAddr(r), func(collection, typ string, id any, fields any) {
 		params := map[string]any{"msg": lower(typ), "collection": collection, "id": id}
 		if fields != nil {
 			params["fields"] = fields

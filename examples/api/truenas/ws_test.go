@@ -660,6 +660,9 @@ func TestRESTv2(t *testing.T) {
 		t.Helper()
 		req, err := http.NewRequest(method, e.http.URL+RESTPrefix+path, strings.NewReader(body))
 		require.NoError(t, err)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
 		defer resp.Body.Close()
