@@ -134,10 +134,14 @@ func (c *conn) handleSNACK(p *pdu.PDU) error {
 	case pdu.SNACKStatus:
 		perr = c.resendStatus(m.BegRun, m.RunLength)
 	case pdu.SNACKDataR2T:
-		if t := c.sess().taskRef(m.ITT); t != nil {
+		// A write's SNACK asks for R2Ts, a read's for Data-In; the
+		// Data-In of a read are kept with its status (see retain).
+		if t := c.sess().taskRef(m.ITT); t != nil && t.write {
 			perr = c.resendR2Ts(t, m.BegRun, m.RunLength)
 			t.release()
 			break
+		} else if t != nil {
+			t.release()
 		}
 		perr = c.resendDataIn(m.ITT, m.BegRun, m.RunLength)
 	case pdu.SNACKRDataACK:

@@ -281,3 +281,48 @@ func TestERL1DataInDigestErrorRecoveredBySNACK(t *testing.T) {
 	require.NoError(t, c.TestUnitReady(ctxT(t), 0))
 	require.Empty(t, c.Violations())
 }
+
+// TestERL1SNACKAndTagReuseRightAfterStatus sends, the moment a read's
+// status arrives, a Data SNACK for its first Data-In and then a new read
+// with the same initiator task tag, over and over. Both are legal at once
+// (RFC 7143 §11.16.1: the SNACK precedes the status acknowledgement; a tag
+// is free once its status arrived): the SNACK gets the Data-In again, the
+// new read runs. The target used to leave a task registered until its
+// worker finished after the status was written, so the SNACK was taken
+// for an R2T SNACK of a live task and rejected (protocol error), and the
+// reused tag rejected as a task in progress.
+func TestERL1SNACKAndTagReuseRightAfterStatus(t *testing.T) {
+	_, c := erl1Raw(t)
+	data := randomData(t, 16<<10)
+	require.NoError(t, c.WriteBlocks(ctxT(t), 0, 0, data, blockSize, false))
+	itt := c.NextITT()
+	exp := c.ExpStatSN()
+	for i := range 300 {
+		var p pdu.PDU
+		(&pdu.SCSICommand{Final: true, Read: true, Attr: 1, ITT: itt, CmdSN: c.NextCmdSN(), ExpStatSN: exp,
+			ExpectedDataTransferLength: uint32(len(data)), CDB: rw16(0x88, 0, uint32(len(data)/blockSize))}).Encode(&p)
+		require.NoError(t, c.SendPDU(&p))
+		var first *pdu.PDU
+		for {
+			got, err := c.ReadPDU(ctxT(t))
+			require.NoError(t, err)
+			if got.Opcode() == pdu.OpDataIn {
+				if first == nil {
+					first = got
+				}
+				continue
+			}
+			require.Equal(t, pdu.OpSCSIResponse, got.Opcode(), "round %d: reject reason 0x%x", i, got.Header[2])
+			// The status is acknowledged only by the next command.
+			snack(t, c, pdu.SNACKDataR2T, itt, pdu.ReservedTag, 0, 1, got.StatSN())
+			exp = got.StatSN() + 1
+			break
+		}
+		got, err := c.ReadPDU(ctxT(t))
+		require.NoError(t, err)
+		require.Equal(t, pdu.OpDataIn, got.Opcode(), "round %d: reject reason 0x%x", i, got.Header[2])
+		require.Equal(t, first.Header, got.Header)
+		require.Equal(t, data[:8192], got.Data)
+	}
+	require.NoError(t, c.Err())
+}

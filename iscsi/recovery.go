@@ -38,24 +38,20 @@ func (sess *session) retainFor() time.Duration {
 	return time.Duration(sess.params.DefaultTime2Wait+sess.params.DefaultTime2Retain) * time.Second
 }
 
-// keepUnacked keeps t, whose response is being queued, until its status
-// is acknowledged (see forget), holding its data buffer.
-func (sess *session) keepUnacked(t *task) {
-	sess.mu.Lock()
+// keepUnackedLocked keeps t, whose response is being queued, until its
+// status is acknowledged (see forget), holding its data buffer. It
+// returns the task it displaced, for the caller to release outside
+// sess.mu: an older task with the tag, answered on another connection
+// whose ExpStatSN has not caught up (the initiator reused the tag, so it
+// has its status). Called with sess.mu held.
+func (sess *session) keepUnackedLocked(t *task) *task {
 	old := sess.unacked[t.itt]
 	if sess.closed || old == t {
-		sess.mu.Unlock()
-		return
+		return nil
 	}
-	// An older task with the tag, answered on another connection whose
-	// ExpStatSN has not caught up: the initiator reused the tag, so it
-	// has its status.
 	t.refs.Add(1)
 	sess.unacked[t.itt] = t
-	sess.mu.Unlock()
-	if old != nil {
-		old.release()
-	}
+	return old
 }
 
 // forget drops a task whose status the initiator acknowledged.
