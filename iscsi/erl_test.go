@@ -326,3 +326,51 @@ func TestERL1SNACKAndTagReuseRightAfterStatus(t *testing.T) {
 	}
 	require.NoError(t, c.Err())
 }
+
+// TestERL1StatusAcknowledgementWaitsForSNACK: while a read asks for a
+// lost Data-In again, another command goes out on the connection (after
+// the read's status came, before its SNACK). Its ExpStatSN must not
+// acknowledge the read's status (RFC 7143 §11.16.1: the SNACK precedes
+// the status acknowledgement), or the target would let the read's data
+// go and refuse the SNACK; the initiator holds its ExpStatSN back, the
+// target keeps the data, and both commands succeed.
+func TestERL1StatusAcknowledgementWaitsForSNACK(t *testing.T) {
+	h := startServer(t, iscsi.Options{Negotiation: negotiate.Config{ErrorRecoveryLevel: 1}})
+	var c *initiator.Conn
+	var mu sync.Mutex
+	hits := 0
+	other := make(chan error, 1)
+	c = h.login(t, initiator.Options{Keys: []negotiate.Pair{erl1, {Key: "MaxRecvDataSegmentLength", Value: "8192"}},
+		CorruptDataIn: func(_, sn uint32) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			if sn != 2 {
+				return false
+			}
+			hits++
+			if hits == 2 {
+				// The answer to the first SNACK is lost too: the status
+				// is in, a second SNACK follows. A command sent now,
+				// before it, carries the connection's ExpStatSN.
+				sent := make(chan struct{})
+				go func() {
+					_, err := c.Do(ctxT(t), &initiator.Request{CDB: make([]byte, 6), Attr: 1, OnSent: func(uint32, uint32) { close(sent) }})
+					other <- err
+				}()
+				<-sent
+			}
+			return hits <= 2
+		}})
+	data := randomData(t, 64<<10)
+	require.NoError(t, c.WriteBlocks(ctxT(t), 0, 0, data, blockSize, false))
+	resp, err := c.Do(ctxT(t), &initiator.Request{CDB: rw16(0x88, 0, uint32(len(data)/blockSize)), DataInLen: len(data), Attr: 1})
+	require.NoError(t, err)
+	require.Equal(t, data, resp.Data)
+	require.NoError(t, <-other)
+	mu.Lock()
+	require.Equal(t, 3, hits)
+	mu.Unlock()
+	require.NoError(t, c.TestUnitReady(ctxT(t), 0))
+	require.Empty(t, c.Violations())
+	require.Zero(t, c.Rejects())
+}
