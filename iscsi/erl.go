@@ -18,6 +18,15 @@ import (
 // with its ExpStatSN. Status is never folded into the last Data-In there,
 // so a status copy is a header and its sense data. At level 0 none of this
 // runs.
+//
+// What is kept is bounded, against an initiator that never acknowledges
+// (its ExpStatSN stalls): a read's data buffer keeps its share of the
+// session's buffer budget until it is let go (so further commands get
+// TASK SET FULL once the budget is spent), and a connection keeping more
+// than maxEntries PDUs or maxCopied bytes of copied data segments (sense
+// data, NOP-In echoes) is ended. RFC 7143 §4.2.2.2 has an initiator
+// acknowledge statuses with ExpStatSN and lets either side take a large
+// StatSN/ExpStatSN gap for a failed connection.
 
 // retention is what a connection keeps for SNACK; guarded by mu.
 type retention struct {
@@ -25,6 +34,24 @@ type retention struct {
 	on      bool // ErrorRecoveryLevel >= 1
 	closed  bool
 	entries []retained // in StatSN order
+	// copied is the bytes of the entries' data copies; maxEntries and
+	// maxCopied bound entries and copied (set with on).
+	copied     int
+	maxEntries int
+	maxCopied  int
+}
+
+// errRetention ends a connection whose initiator does not acknowledge
+// the statuses it receives.
+var errRetention = errors.New("initiator does not acknowledge status (ExpStatSN stalls)")
+
+// limitRetention sets the bounds of what c keeps for SNACK from the
+// session's queue depth and buffer budget: twice the PDUs and data an
+// initiator that acknowledges as it goes can have unacknowledged.
+func (c *conn) limitRetention(sess *session) {
+	k := &c.keep
+	k.maxEntries = 2*int(sess.depth) + 64
+	k.maxCopied = int(sess.bufBudget) + 2*int(c.params.InitiatorMaxRecvDataSegmentLength)
 }
 
 // retained is one PDU that consumed a StatSN, as it was sent.
@@ -49,8 +76,10 @@ type retained struct {
 func (c *conn) erl() uint32 { return c.params.ErrorRecoveryLevel }
 
 // retain keeps a copy of e, a PDU that just consumed a StatSN. Called by
-// the writer with wmu held, at ErrorRecoveryLevel 1 or more only.
-func (c *conn) retain(e *outPDU) {
+// the writer with wmu held, at ErrorRecoveryLevel 1 or more only. It
+// returns errRetention (wrapped) when the connection now keeps more than
+// its bounds allow; the caller ends the connection.
+func (c *conn) retain(e *outPDU) error {
 	k := &c.keep
 	r := retained{statSN: e.p.StatSN(), hdr: e.p.Header, data: append([]byte(nil), e.p.Data...)}
 	if t := e.owner; t != nil && t.read && t.dataInLen > 0 {
@@ -66,10 +95,17 @@ func (c *conn) retain(e *outPDU) {
 		if r.t != nil {
 			r.t.release()
 		}
-		return
+		return nil
 	}
 	k.entries = append(k.entries, r)
+	k.copied += len(r.data)
+	n, copied := len(k.entries), k.copied
 	k.mu.Unlock()
+	if n > k.maxEntries || copied > k.maxCopied {
+		return fmt.Errorf("%w: %d PDUs and %d bytes of data segments kept for SNACK since StatSN %d (at most %d and %d)",
+			errRetention, n, copied, r.statSN-uint32(n-1), k.maxEntries, k.maxCopied)
+	}
+	return nil
 }
 
 // acknowledge drops what the initiator acknowledged: every PDU whose
@@ -83,6 +119,9 @@ func (c *conn) acknowledge(exp uint32) {
 	}
 	gone := k.entries[:n:n]
 	k.entries = k.entries[n:]
+	for i := range gone {
+		k.copied -= len(gone[i].data)
+	}
 	k.mu.Unlock()
 	for i := range gone {
 		if gone[i].t != nil {
@@ -101,6 +140,7 @@ func (c *conn) dropRetained() {
 	k.closed = true
 	gone := k.entries
 	k.entries = nil
+	k.copied = 0
 	k.mu.Unlock()
 	for i := range gone {
 		if gone[i].t != nil {

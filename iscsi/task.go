@@ -524,10 +524,11 @@ func (t *task) respond(res *scsi.Result) {
 // send queues the task's last PDUs, holding a reference to its buffer
 // until they are written. Before that the task leaves the session's task
 // table and gives back its queue slot, so that the MaxCmdSN they carry
-// already counts the slot as free, and its share of the session's buffer
-// budget, so that a command the initiator sends as soon as it sees the
-// status finds the budget free (the buffer itself stays until the writer
-// is done with it). Leaving the table first matters: once the status is
+// already counts the slot as free, and (unless the buffer is kept for
+// recovery) its share of the session's buffer budget, so that a command
+// the initiator sends as soon as it sees the status finds the budget free
+// (the buffer itself stays until the writer is done with it). Leaving the
+// table first matters: once the status is
 // out the initiator may reuse the task's tag at once, and at
 // ErrorRecoveryLevel 1 ask for its Data-In again with a Data SNACK, while
 // this goroutine has not finished the task yet.
@@ -538,8 +539,15 @@ func (t *task) respond(res *scsi.Result) {
 func (t *task) send(c *conn, out []outPDU) {
 	t.refs.Add(1)
 	out[len(out)-1].owner = t
-	t.retire(c.params.ErrorRecoveryLevel >= 2)
-	t.sess.releaseBuffer(t.reserved.Swap(0))
+	erl := c.params.ErrorRecoveryLevel
+	t.retire(erl >= 2)
+	if erl == 0 || (erl == 1 && !(t.read && t.dataInLen > 0)) {
+		// Above, the buffer is kept for SNACK or TASK REASSIGN until
+		// the initiator acknowledges it, and keeps its share of the
+		// budget till then (see release): an initiator that never
+		// acknowledges runs out of budget, not the server of memory.
+		t.sess.releaseBuffer(t.reserved.Swap(0))
+	}
 	t.responded = true
 	c.queue(false, true, out...)
 	clear(out)
