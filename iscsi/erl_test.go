@@ -160,21 +160,32 @@ func TestERL1SNACK(t *testing.T) {
 		require.Equal(t, dataIns[sn].Header, got.Header, "DataSN %d resent as sent", sn)
 		require.Equal(t, data[sn*8192:(sn+1)*8192], got.Data)
 	}
-	// R-Data SNACK: all of them.
+	// R-Data SNACK: all of them, then the status again with the SNACK
+	// Tag and the same StatSN (RFC 7143 §11.16.3). Its SNACK Tag must be
+	// neither 0 nor 0xffffffff.
 	snack(t, c, pdu.SNACKRDataACK, itt, pdu.ReservedTag, 0, 0, statSN)
+	expectReject(t, c, "R-Data SNACK with the reserved tag")
+	const snackTag = 0x5a5a
+	snack(t, c, pdu.SNACKRDataACK, itt, snackTag, 0, 0, statSN)
 	for sn := range dataIns {
 		got, err := c.ReadPDU(ctxT(t))
 		require.NoError(t, err)
 		require.Equal(t, uint32(sn), binary.BigEndian.Uint32(got.Header[36:40]))
 		require.Equal(t, dataIns[sn].Data, got.Data)
 	}
-	// Status SNACK.
-	snack(t, c, pdu.SNACKStatus, 0, pdu.ReservedTag, statSN, 1, statSN)
 	got, err := c.ReadPDU(ctxT(t))
 	require.NoError(t, err)
 	require.Equal(t, pdu.OpSCSIResponse, got.Opcode())
 	require.Equal(t, statSN, got.StatSN())
+	require.Equal(t, uint32(snackTag), binary.BigEndian.Uint32(got.Header[20:24]))
+	// Status SNACK: the latest content, SNACK Tag included.
+	snack(t, c, pdu.SNACKStatus, 0, pdu.ReservedTag, statSN, 1, statSN)
+	got, err = c.ReadPDU(ctxT(t))
+	require.NoError(t, err)
+	require.Equal(t, pdu.OpSCSIResponse, got.Opcode())
+	require.Equal(t, statSN, got.StatSN())
 	require.Equal(t, itt, got.ITT())
+	require.Equal(t, uint32(snackTag), binary.BigEndian.Uint32(got.Header[20:24]))
 
 	// A Data SNACK beyond what was sent is refused.
 	snack(t, c, pdu.SNACKDataR2T, itt, pdu.ReservedTag, 7, 2, statSN)
