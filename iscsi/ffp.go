@@ -186,6 +186,12 @@ func (c *conn) handleLogout(p *pdu.PDU, admitted bool) error {
 		return c.sendMessage(&resp, statAdvance)
 	}
 	c.startReady() // the logout's CmdSN may have admitted queued commands
+	if only == nil {
+		// The session ends: no connection joins it meanwhile.
+		sess.mu.Lock()
+		sess.ending = true
+		sess.mu.Unlock()
+	}
 	sess.abortStalled(only)
 	// Wait for the commands, but not past the connection's end: a command
 	// hung in its device must not keep Server.Close (and so Shutdown's

@@ -57,6 +57,12 @@ type session struct {
 	// barrier is closed when the most recent ORDERED task completes.
 	barrier chan struct{}
 	closed  bool
+	// ending: the session is about to end (logged out, its last
+	// connection gone at ErrorRecoveryLevel 0, Time2Retain run out with
+	// no connection left) and takes no new connection, so that a login
+	// joining it now is refused instead of being closed right after it
+	// succeeded.
+	ending bool
 	// nexusGone runs the SCSI layer's I_T nexus loss once the session's
 	// tasks have finished; a reinstating login waits for it.
 	nexusGone sync.Once
@@ -203,7 +209,7 @@ func (sess *session) releaseBuffer(n int64) { sess.bufUsed.Add(-n) }
 // negotiated MaxConnections.
 func (sess *session) join(c *conn) error {
 	sess.mu.Lock()
-	if sess.closed {
+	if sess.closed || sess.ending {
 		sess.mu.Unlock()
 		return loginFail(loginNoSession, "session %d is ending", sess.tsih)
 	}
@@ -244,12 +250,16 @@ func (sess *session) connClosed(c *conn) {
 		sess.lastConn.Store(c)
 	}
 	left := len(sess.conns)
+	loggedOut := c.loggedOut.Load()
+	if mine && ((loggedOut && left == 0) || (!loggedOut && !sess.recovers() && (sess.params.ErrorRecoveryLevel < 2 || left == 0))) {
+		sess.ending = true // the session ends below
+	}
 	sess.mu.Unlock()
 	if !mine {
 		return // replaced: join took care of its tasks
 	}
 	switch {
-	case c.loggedOut.Load():
+	case loggedOut:
 		sess.endConnTasks(c)
 		if left == 0 {
 			sess.close(c.closeErr)
@@ -274,7 +284,8 @@ func (sess *session) endConnTasks(c *conn) {
 	sess.mu.Lock()
 	var tasks []*task
 	for _, t := range sess.tasks {
-		if t.conn() == c {
+		// A task moving away by TASK REASSIGN goes on elsewhere.
+		if t.conn() == c && !t.moving.Load() {
 			tasks = append(tasks, t)
 		}
 	}

@@ -34,6 +34,9 @@ type task struct {
 	// reassignment that it must be sent again.
 	sendMu    sync.Mutex
 	responded bool
+	// moving is set while TASK REASSIGN moves the task to another
+	// connection, from the grant to the resumption (see reassign).
+	moving atomic.Bool
 	// status is the task's SCSI Response as first queued, kept at
 	// ErrorRecoveryLevel 2 to send again after TASK REASSIGN (nil below).
 	// Guarded by sendMu.

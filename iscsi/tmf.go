@@ -31,6 +31,9 @@ func (c *conn) handleTaskMgmt(p *pdu.PDU, admitted bool) error {
 		// connection after the response.
 		t, answer := c.reassign(&m)
 		if err := c.sendMessage(&pdu.TaskMgmtResponse{ITT: m.ITT, Response: answer}, statAdvance); err != nil {
+			if t != nil {
+				t.unmove()
+			}
 			return err
 		}
 		if t == nil {
