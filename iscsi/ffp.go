@@ -27,6 +27,9 @@ func (c *conn) fullFeature() error {
 				c.sendReject(&p.Header, pe.Reason)
 				continue
 			}
+			// A header digest error lands here too: the header's
+			// lengths cannot be trusted to find the next PDU (see the
+			// package documentation), so the connection ends.
 			return err
 		}
 		c.lastRecv.Store(time.Now().UnixNano())

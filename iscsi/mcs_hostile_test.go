@@ -275,3 +275,41 @@ func TestERL2ReconnectOutlivesTime2Retain(t *testing.T) {
 		t.Fatalf("%d goroutine(s) still running:\n%s", len(left), leakcheck.Format(left))
 	}
 }
+
+// TestERL2HeaderDigestErrorEndsOnlyItsConnection: a PDU whose header
+// digest fails ends its connection even at ErrorRecoveryLevel 2 (its
+// lengths cannot be trusted to find the next PDU, RFC 7143 §7.8); the
+// read that connection carried is reassigned to the session's other
+// connection and answered there.
+func TestERL2HeaderDigestErrorEndsOnlyItsConnection(t *testing.T) {
+	h := startServer(t, iscsi.Options{Negotiation: negotiate.Config{MaxConnections: 2, ErrorRecoveryLevel: 2, DefaultTime2Retain: 20}})
+	opt := initiator.Options{TargetName: testTarget, HeaderDigest: true, Keys: append([]negotiate.Pair{{Key: "MaxConnections", Value: "2"}}, erl2Keys...)}
+	s, err := initiator.DialSession(ctxT(t), h.addr, opt)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	a := s.Lead()
+	_ = a.TestUnitReady(ctxT(t), 0)
+	b, err := s.Join(ctxT(t), h.addr, 1)
+	require.NoError(t, err)
+	require.True(t, a.Settings().HeaderDigest)
+	data := randomData(t, 64<<10)
+	require.NoError(t, b.WriteBlocks(ctxT(t), 0, 0, data, blockSize, false))
+
+	// A read whose answer is not read, then a NOP-Out whose header is hit.
+	itt := sendRead(t, a, len(data))
+	var p pdu.PDU
+	(&pdu.NOPOut{Immediate: true, ITT: a.NextITT(), TTT: pdu.ReservedTag, CmdSN: a.CmdSN(), ExpStatSN: a.ExpStatSN()}).Encode(&p)
+	raw := a.Encode(&p)
+	raw[20] ^= 0x01
+	require.NoError(t, a.WriteRaw(raw))
+	select {
+	case <-a.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection with the bad header digest was kept")
+	}
+	require.Eventually(t, func() bool { c := sessionConns(h); return len(c) == 1 && c[0] == 1 }, 10*time.Second, 10*time.Millisecond)
+	resp, err := b.Reassign(ctxT(t), &initiator.Request{CDB: rw16(0x88, 0, uint32(len(data)/blockSize)), DataInLen: len(data), Attr: 1}, itt)
+	require.NoError(t, err)
+	require.Equal(t, data, resp.Data)
+	require.NoError(t, b.TestUnitReady(ctxT(t), 0))
+}
