@@ -2,6 +2,7 @@ package iscsi_test
 
 import (
 	"context"
+	"encoding/binary"
 	"sort"
 	"strconv"
 	"sync"
@@ -312,4 +313,71 @@ func TestERL2HeaderDigestErrorEndsOnlyItsConnection(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, data, resp.Data)
 	require.NoError(t, b.TestUnitReady(ctxT(t), 0))
+}
+
+// TestImmediateCommandsAndTMFsAreBounded: immediate commands skip the
+// CmdSN window, and task management functions wait for the tasks they
+// end; against a device that hangs, an initiator sending them without
+// end finds the queue depth as the bound: beyond it an immediate command
+// gets Reject "too many immediate commands" and a task management
+// function "function rejected", at once. Everything finishes once the
+// device lets go.
+func TestImmediateCommandsAndTMFsAreBounded(t *testing.T) {
+	const depth = 4
+	hold := make(chan struct{})
+	slow := backend.NewFaulty(backend.NewMemory(lunBlocks * blockSize))
+	h := startUnits(t, iscsi.Options{QueueDepth: depth}, backend.NewMemory(lunBlocks*blockSize), slow)
+	c := h.loginLUNs(t, initiator.Options{}, 0, 1)
+	lun1 := scsi.EncodeLUN(1)
+	slow.Add(backend.Fault{Op: backend.FaultRead, Hold: hold})
+	read := func() uint32 {
+		itt := c.NextITT()
+		cdb := rw16(0x88, 0, 1)
+		var p pdu.PDU
+		(&pdu.SCSICommand{Immediate: true, Final: true, Read: true, Attr: 1, LUN: lun1, ITT: itt, CmdSN: c.CmdSN(), ExpStatSN: c.ExpStatSN(),
+			ExpectedDataTransferLength: blockSize, CDB: cdb}).Encode(&p)
+		require.NoError(t, c.SendPDU(&p))
+		return itt
+	}
+	for range depth {
+		read()
+	}
+	require.Eventually(t, func() bool { return slow.Hits() >= depth }, 10*time.Second, time.Millisecond)
+	over := read()
+	p, err := c.ReadPDU(ctxT(t))
+	require.NoError(t, err)
+	require.Equal(t, pdu.OpReject, p.Opcode())
+	require.Equal(t, byte(pdu.RejectImmediateCommand), p.Header[2])
+	require.Equal(t, over, binary.BigEndian.Uint32(p.Data[16:20]))
+
+	tmf := func() uint32 {
+		itt := c.NextITT()
+		var p pdu.PDU
+		(&pdu.TaskMgmtRequest{Immediate: true, Function: pdu.TMFAbortTaskSet, LUN: lun1, ITT: itt, RTT: pdu.ReservedTag,
+			CmdSN: c.CmdSN(), ExpStatSN: c.ExpStatSN()}).Encode(&p)
+		require.NoError(t, c.SendPDU(&p))
+		return itt
+	}
+	var tmfs []uint32
+	for range depth {
+		tmfs = append(tmfs, tmf())
+	}
+	extra := tmf()
+	p, err = c.ReadPDU(ctxT(t))
+	require.NoError(t, err)
+	require.Equal(t, pdu.OpTaskMgmtResp, p.Opcode())
+	require.Equal(t, extra, p.ITT())
+	require.Equal(t, byte(pdu.TMFResponseRejected), p.Header[2])
+
+	close(hold)
+	answered := map[uint32]bool{}
+	for len(answered) < len(tmfs) {
+		p, err := c.ReadPDU(ctxT(t))
+		require.NoError(t, err)
+		if p.Opcode() == pdu.OpTaskMgmtResp {
+			require.Equal(t, byte(pdu.TMFResponseComplete), p.Header[2])
+			answered[p.ITT()] = true
+		}
+	}
+	require.NoError(t, c.TestUnitReady(ctxT(t), 0))
 }

@@ -37,7 +37,10 @@ type session struct {
 	// beyond it ends with TASK SET FULL, which initiators retry.
 	bufBudget int64
 	bufUsed   atomic.Int64
-	stats     sessionCounters // stats.go
+	// tmfRunning counts the task management functions in progress; at
+	// most depth run at once.
+	tmfRunning atomic.Int64
+	stats      sessionCounters // stats.go
 	// lastConn is the connection that left the session last, which
 	// says why the session ended when none is left (observer.go).
 	lastConn atomic.Pointer[conn]
