@@ -38,7 +38,12 @@
 // login policy. Options.LoginTimeout and Options.Limits bound what a
 // hostile client can hold: a login's duration, keys and text, open
 // connections, connections in login (a newer one displaces the
-// longest-idle one) and sessions per target.
+// longest-idle one) and sessions per target. Within a session the queue
+// depth bounds immediate commands (beyond it: Reject "too many immediate
+// commands") and task management functions in progress (beyond it:
+// "function rejected"), and what a connection keeps for SNACK counts in
+// the session's buffer budget and is capped (an initiator that never
+// acknowledges its statuses is dropped).
 //
 // The data path of a connection: one reader goroutine decodes PDUs into
 // reused buffers and reads immediate, unsolicited and solicited write data
