@@ -228,10 +228,13 @@ func (c *conn) handleLogout(p *pdu.PDU, admitted bool) error {
 var errRemovedForRecovery = errors.New("connection removed for recovery")
 
 // failedCID reports whether a connection with CID cid failed and its
-// tasks still wait for reassignment.
+// tasks still wait for reassignment (or it had none to wait).
 func (sess *session) failedCID(cid uint16) bool {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
+	if sess.idle[cid] {
+		return true
+	}
 	for c := range sess.timers {
 		if c.cid == cid {
 			return true

@@ -381,3 +381,22 @@ func TestImmediateCommandsAndTMFsAreBounded(t *testing.T) {
 	}
 	require.NoError(t, c.TestUnitReady(ctxT(t), 0))
 }
+
+// TestERL2FailedIdleConnectionRemovedForRecovery: a connection that fails
+// with no task left starts no Time2Retain timer, yet a logout removing it
+// for recovery from another connection still finds its CID.
+func TestERL2FailedIdleConnectionRemovedForRecovery(t *testing.T) {
+	h := startServer(t, iscsi.Options{Negotiation: negotiate.Config{MaxConnections: 2, ErrorRecoveryLevel: 2, DefaultTime2Retain: 20}})
+	s := mcsSession(t, h, 2, erl2Keys...)
+	a, b := s.Conns()[0], s.Conns()[1]
+	require.NoError(t, a.TestUnitReady(ctxT(t), 0))
+	a.NetConn().Close()
+	require.Eventually(t, func() bool { c := sessionConns(h); return len(c) == 1 && c[0] == 1 }, 10*time.Second, 10*time.Millisecond)
+	code, err := b.LogoutCID(ctxT(t), pdu.LogoutRemoveRecovery, 0)
+	require.NoError(t, err)
+	require.Equal(t, uint8(pdu.LogoutResponseSuccess), code)
+	code, err = b.LogoutCID(ctxT(t), pdu.LogoutRemoveRecovery, 5)
+	require.NoError(t, err)
+	require.Equal(t, uint8(pdu.LogoutResponseCIDNotFound), code)
+	require.NoError(t, b.TestUnitReady(ctxT(t), 0))
+}

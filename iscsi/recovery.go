@@ -97,7 +97,12 @@ func (sess *session) connFailed(c *conn) {
 	if len(sess.conns) > 0 && !sess.holdsTasksOfLocked(c) {
 		// Nothing to reassign and the session goes on: no timer, so an
 		// initiator that makes and breaks connections over and over
-		// does not pile them up for Time2Retain.
+		// does not pile them up for Time2Retain. Its CID is remembered
+		// (one entry per CID) for a logout removing it for recovery.
+		if sess.idle == nil {
+			sess.idle = make(map[uint16]bool)
+		}
+		sess.idle[c.cid] = true
 		sess.mu.Unlock()
 		return
 	}

@@ -57,6 +57,10 @@ type session struct {
 	// timers the Time2Retain timers of failed connections.
 	unacked map[uint32]*task
 	timers  map[*conn]*time.Timer
+	// idle holds the CIDs of connections that failed with no task to
+	// reassign (no timer was started for them), until the CID logs in
+	// again.
+	idle map[uint16]bool
 	// barrier is closed when the most recent ORDERED task completes.
 	barrier chan struct{}
 	closed  bool
@@ -222,6 +226,7 @@ func (sess *session) join(c *conn) error {
 		return loginFail(loginTooManyConnections, "session %d has its maximum of %d connections", sess.tsih, sess.params.MaxConnections)
 	}
 	sess.conns[c.cid] = c
+	delete(sess.idle, c.cid)
 	sess.mu.Unlock()
 	if old != nil {
 		old.close(errReinstated)
