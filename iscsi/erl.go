@@ -385,6 +385,16 @@ func (c *conn) recoverDataOut(t *task, m *pdu.DataOut, r *r2t, n uint32, p *pdu.
 	if err := c.sendReject(&p.Header, pdu.RejectDataDigest); err != nil {
 		return err
 	}
+	if t.recoveries++; t.recoveries > maxRecoveries(t.edtl) {
+		// The data keeps failing: the command ends with CHECK
+		// CONDITION (once its open sequences end) instead of asking
+		// again for ever, each time keeping one more R2T.
+		c.log.Warn("write data failed its digest too often; failing the command", "itt", fmt.Sprintf("0x%x", m.ITT), "recoveries", t.recoveries)
+		t.failSense = t.sess.device.Transport().DataPhaseErrorSense()
+		t.endSequence(m)
+		t.settleFailed(c)
+		return nil
+	}
 	t.holes = append(t.holes, span{m.BufferOffset, m.BufferOffset + n})
 	// The sequence goes on as if the PDU had come, without its bytes.
 	if r == nil {
@@ -402,6 +412,10 @@ func (c *conn) recoverDataOut(t *task, m *pdu.DataOut, r *r2t, n uint32, p *pdu.
 	}
 	return c.solicit(t)
 }
+
+// maxRecoveries is how many Data-Out PDUs of a write of n bytes may fail
+// their digest before the command fails: 16, plus one per 8 KiB.
+func maxRecoveries(n uint32) int { return 16 + int(n/8192) }
 
 // span is a byte range [from, to) of a task's data.
 type span struct{ from, to uint32 }

@@ -239,3 +239,20 @@ func TestERL1SNACKFloodIsHeldUpByTCP(t *testing.T) {
 		t.Fatalf("%d goroutine(s) still running:\n%s", len(left), leakcheck.Format(left))
 	}
 }
+
+// TestERL1DataOutThatAlwaysFailsEndsTheCommand: write data whose digest
+// fails every time it is sent again is asked for a bounded number of times
+// (16 plus one per 8 KiB); then the write ends with CHECK CONDITION and
+// the connection stays up.
+func TestERL1DataOutThatAlwaysFailsEndsTheCommand(t *testing.T) {
+	h := startServer(t, iscsi.Options{Negotiation: negotiate.Config{ErrorRecoveryLevel: 1}})
+	c := h.login(t, initiator.Options{DataDigest: true, Keys: []negotiate.Pair{erl1, {Key: "ImmediateData", Value: "No"}},
+		CorruptDataOut: func(uint32, int) bool { return true }})
+	data := randomData(t, 64<<10)
+	resp, err := c.Do(ctxT(t), &initiator.Request{CDB: rw16(0x8a, 0, uint32(len(data)/blockSize)), DataOut: data, Attr: 1})
+	require.NoError(t, err)
+	require.Equal(t, uint8(2), resp.Status, "CHECK CONDITION")
+	require.Equal(t, 16+len(data)/8192+1, resp.DataDigestRejects)
+	require.NoError(t, c.TestUnitReady(ctxT(t), 0))
+	require.NoError(t, c.Err())
+}

@@ -74,6 +74,8 @@ type task struct {
 	// holes are write data lost to digest errors at ErrorRecoveryLevel 1,
 	// to ask for again with recovery R2Ts (see recoverDataOut).
 	holes []span
+	// recoveries counts the Data-Out PDUs that failed their digest.
+	recoveries int
 	// dataInLen is the read data sent; ackTTT the target transfer tag of
 	// its last Data-In at ErrorRecoveryLevel 1 (A bit). Set by respond.
 	dataInLen uint32
