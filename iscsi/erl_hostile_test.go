@@ -39,6 +39,20 @@ func rawCommand(t *testing.T, c *initiator.Conn, itt, exp uint32, cdb []byte, re
 	}
 }
 
+// undisturbed checks, at the end of a hostile test, that the healthy
+// session stop ends worked throughout, and that once the server is closed
+// no goroutine started since snap is left.
+func undisturbed(t *testing.T, h *harness, stop func() (int, error), snap leakcheck.Snapshot) {
+	t.Helper()
+	rounds, err := stop()
+	require.NoError(t, err, "the healthy session was disturbed")
+	require.Positive(t, rounds)
+	h.srv.Close()
+	if left := snap.Wait(leakcheck.DefaultTimeout); len(left) > 0 {
+		t.Fatalf("%d goroutine(s) still running:\n%s", len(left), leakcheck.Format(left))
+	}
+}
+
 // TestERL1StalledExpStatSNIsBounded: an initiator that never acknowledges
 // the statuses it receives makes the target keep every read's data for
 // Data SNACK. Those buffers keep their share of the session's buffer
@@ -85,13 +99,7 @@ func TestERL1StalledExpStatSNIsBounded(t *testing.T) {
 	require.GreaterOrEqual(t, sent, 2*depth+64-2, "not before the bound")
 	<-c.Done()
 
-	rounds, err := stop()
-	require.NoError(t, err, "the healthy session was disturbed")
-	require.Positive(t, rounds)
-	h.srv.Close()
-	if left := snap.Wait(leakcheck.DefaultTimeout); len(left) > 0 {
-		t.Fatalf("%d goroutine(s) still running:\n%s", len(left), leakcheck.Format(left))
-	}
+	undisturbed(t, h, stop, snap)
 }
 
 // TestERL1HostileSNACKs: SNACKs for runs never sent or already
@@ -231,13 +239,7 @@ func TestERL1SNACKFloodIsHeldUpByTCP(t *testing.T) {
 	require.Never(t, func() bool { return pdusIn() > base+flood/2 }, 2*time.Second, 20*time.Millisecond,
 		"the target reads no more SNACKs than it can answer")
 	c.Close()
-	rounds, err := stop()
-	require.NoError(t, err, "the healthy session was disturbed")
-	require.Positive(t, rounds)
-	h.srv.Close()
-	if left := snap.Wait(leakcheck.DefaultTimeout); len(left) > 0 {
-		t.Fatalf("%d goroutine(s) still running:\n%s", len(left), leakcheck.Format(left))
-	}
+	undisturbed(t, h, stop, snap)
 }
 
 // TestERL1DataOutThatAlwaysFailsEndsTheCommand: write data whose digest
