@@ -43,6 +43,8 @@ func (c *conn) handleCommand(p *pdu.PDU) error {
 	switch err := c.admitTask(t, cmd); {
 	case errors.Is(err, errNotAdmitted):
 		return nil
+	case errors.Is(err, errTooManyImmediate):
+		return c.sendReject(&p.Header, pdu.RejectImmediateCommand)
 	case err != nil:
 		return c.sendReject(&p.Header, pdu.RejectTaskInProgress)
 	}
@@ -171,6 +173,13 @@ var errNotAdmitted = errors.New("command not admitted")
 // errTaskInProgress reports a command whose ITT names a task in progress.
 var errTaskInProgress = errors.New("task tag in use")
 
+// errTooManyImmediate reports an immediate command that finds every queue
+// slot taken: immediate commands skip the CmdSN window, so without this
+// bound an initiator could start any number of them (RFC 7143 §11.17.1
+// has the Reject reason "immediate command reject - too many immediate
+// commands" for it).
+var errTooManyImmediate = errors.New("too many immediate commands")
+
 // admitTask registers t with its session and passes it through the CmdSN
 // queue (an immediate command starts at once).
 func (c *conn) admitTask(t *task, cmd *pdu.SCSICommand) error {
@@ -184,6 +193,10 @@ func (c *conn) admitTask(t *task, cmd *pdu.SCSICommand) error {
 	if _, dup := sess.tasks[t.itt]; dup {
 		t.release()
 		return errTaskInProgress
+	}
+	if cmd.Immediate && sess.inflight >= sess.depth {
+		t.release()
+		return errTooManyImmediate
 	}
 	sess.tasks[t.itt] = t
 	sess.inflight++

@@ -19,6 +19,18 @@
 // concurrency against the backend. At ErrorRecoveryLevel 0 write data that
 // fails its digest cannot be asked for again, so the connection is dropped.
 //
+// A PDU whose header digest fails ends its connection at every
+// ErrorRecoveryLevel. RFC 7143 §7.8 (RFC 3720 §6.7) lets a receiver either
+// discard the header "and all data up to the beginning of a later PDU" or
+// close the connection, and says the later PDU must be found "by other
+// means such as the operation of a sync and steering layer": the failed
+// header's data segment length cannot be trusted, so skipping by it could
+// read the middle of a data segment as the next header. RFC 7143 dropped
+// markers, the one such layer iSCSI had (this target answers IFMarker and
+// OFMarker with No), so nothing locates the next PDU; Linux LIO closes the
+// connection too. At ErrorRecoveryLevel 2 the connection's tasks then wait
+// for TASK REASSIGN on another connection, as for any connection failure.
+//
 // Security: Target.Allow admits or refuses logins by initiator name,
 // address and portal group (refused ones get "authorization failure" and
 // are not listed by SendTargets); an Authenticator runs the security
@@ -26,7 +38,12 @@
 // login policy. Options.LoginTimeout and Options.Limits bound what a
 // hostile client can hold: a login's duration, keys and text, open
 // connections, connections in login (a newer one displaces the
-// longest-idle one) and sessions per target.
+// longest-idle one) and sessions per target. Within a session the queue
+// depth bounds immediate commands (beyond it: Reject "too many immediate
+// commands") and task management functions in progress (beyond it:
+// "function rejected"), and what a connection keeps for SNACK counts in
+// the session's buffer budget and is capped (an initiator that never
+// acknowledges its statuses is dropped).
 //
 // The data path of a connection: one reader goroutine decodes PDUs into
 // reused buffers and reads immediate, unsolicited and solicited write data

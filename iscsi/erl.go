@@ -18,6 +18,15 @@ import (
 // with its ExpStatSN. Status is never folded into the last Data-In there,
 // so a status copy is a header and its sense data. At level 0 none of this
 // runs.
+//
+// What is kept is bounded, against an initiator that never acknowledges
+// (its ExpStatSN stalls): a read's data buffer keeps its share of the
+// session's buffer budget until it is let go (so further commands get
+// TASK SET FULL once the budget is spent), and a connection keeping more
+// than maxEntries PDUs or maxCopied bytes of copied data segments (sense
+// data, NOP-In echoes) is ended. RFC 7143 §4.2.2.2 has an initiator
+// acknowledge statuses with ExpStatSN and lets either side take a large
+// StatSN/ExpStatSN gap for a failed connection.
 
 // retention is what a connection keeps for SNACK; guarded by mu.
 type retention struct {
@@ -25,6 +34,24 @@ type retention struct {
 	on      bool // ErrorRecoveryLevel >= 1
 	closed  bool
 	entries []retained // in StatSN order
+	// copied is the bytes of the entries' data copies; maxEntries and
+	// maxCopied bound entries and copied (set with on).
+	copied     int
+	maxEntries int
+	maxCopied  int
+}
+
+// errRetention ends a connection whose initiator does not acknowledge
+// the statuses it receives.
+var errRetention = errors.New("initiator does not acknowledge status (ExpStatSN stalls)")
+
+// limitRetention sets the bounds of what c keeps for SNACK from the
+// session's queue depth and buffer budget: twice the PDUs and data an
+// initiator that acknowledges as it goes can have unacknowledged.
+func (c *conn) limitRetention(sess *session) {
+	k := &c.keep
+	k.maxEntries = 2*int(sess.depth) + 64
+	k.maxCopied = int(sess.bufBudget) + 2*int(c.params.InitiatorMaxRecvDataSegmentLength)
 }
 
 // retained is one PDU that consumed a StatSN, as it was sent.
@@ -49,8 +76,10 @@ type retained struct {
 func (c *conn) erl() uint32 { return c.params.ErrorRecoveryLevel }
 
 // retain keeps a copy of e, a PDU that just consumed a StatSN. Called by
-// the writer with wmu held, at ErrorRecoveryLevel 1 or more only.
-func (c *conn) retain(e *outPDU) {
+// the writer with wmu held, at ErrorRecoveryLevel 1 or more only. It
+// returns errRetention (wrapped) when the connection now keeps more than
+// its bounds allow; the caller ends the connection.
+func (c *conn) retain(e *outPDU) error {
 	k := &c.keep
 	r := retained{statSN: e.p.StatSN(), hdr: e.p.Header, data: append([]byte(nil), e.p.Data...)}
 	if t := e.owner; t != nil && t.read && t.dataInLen > 0 {
@@ -66,10 +95,17 @@ func (c *conn) retain(e *outPDU) {
 		if r.t != nil {
 			r.t.release()
 		}
-		return
+		return nil
 	}
 	k.entries = append(k.entries, r)
+	k.copied += len(r.data)
+	n, copied := len(k.entries), k.copied
 	k.mu.Unlock()
+	if n > k.maxEntries || copied > k.maxCopied {
+		return fmt.Errorf("%w: %d PDUs and %d bytes of data segments kept for SNACK since StatSN %d (at most %d and %d)",
+			errRetention, n, copied, r.statSN-uint32(n-1), k.maxEntries, k.maxCopied)
+	}
+	return nil
 }
 
 // acknowledge drops what the initiator acknowledged: every PDU whose
@@ -83,6 +119,9 @@ func (c *conn) acknowledge(exp uint32) {
 	}
 	gone := k.entries[:n:n]
 	k.entries = k.entries[n:]
+	for i := range gone {
+		k.copied -= len(gone[i].data)
+	}
 	k.mu.Unlock()
 	for i := range gone {
 		if gone[i].t != nil {
@@ -101,6 +140,7 @@ func (c *conn) dropRetained() {
 	k.closed = true
 	gone := k.entries
 	k.entries = nil
+	k.copied = 0
 	k.mu.Unlock()
 	for i := range gone {
 		if gone[i].t != nil {
@@ -119,8 +159,12 @@ func snackError(format string, args ...any) *pdu.ProtocolError {
 // handleSNACK answers a SNACK Request (RFC 7143 §11.16): status SNACK
 // resends responses by StatSN, Data/R2T SNACK resends a read's Data-In by
 // DataSN or a write's R2Ts by R2TSN, R-Data SNACK resends all of a read's
-// Data-In, DataACK releases acknowledged read data. What was acknowledged
-// or never sent is answered with Reject.
+// Data-In and then its status carrying the SNACK Tag, DataACK releases
+// acknowledged read data. A SNACK for anything acknowledged or never sent
+// (any part of its run) is answered with a Reject, reason protocol error,
+// as §11.16 requires. The resent PDUs are written before the reader goes
+// on, so an initiator that sends SNACKs without reading what they bring
+// back is held up by TCP instead of filling the outbound queue.
 func (c *conn) handleSNACK(p *pdu.PDU) error {
 	if c.erl() == 0 {
 		return c.reject(p, &pdu.ProtocolError{Op: pdu.OpSNACKReq, Reason: pdu.RejectProtocolError, Msg: "SNACK at ErrorRecoveryLevel 0"})
@@ -134,18 +178,25 @@ func (c *conn) handleSNACK(p *pdu.PDU) error {
 	case pdu.SNACKStatus:
 		perr = c.resendStatus(m.BegRun, m.RunLength)
 	case pdu.SNACKDataR2T:
-		if t := c.sess().taskRef(m.ITT); t != nil {
+		// A write's SNACK asks for R2Ts, a read's for Data-In; the
+		// Data-In of a read are kept with its status (see retain).
+		if t := c.sess().taskRef(m.ITT); t != nil && t.write {
 			perr = c.resendR2Ts(t, m.BegRun, m.RunLength)
 			t.release()
 			break
+		} else if t != nil {
+			t.release()
 		}
-		perr = c.resendDataIn(m.ITT, m.BegRun, m.RunLength)
+		perr = c.resendDataIn(m.ITT, m.BegRun, m.RunLength, false, 0)
 	case pdu.SNACKRDataACK:
-		if m.BegRun != 0 || m.RunLength != 0 {
+		switch {
+		case m.BegRun != 0 || m.RunLength != 0:
 			perr = snackError("R-Data SNACK with BegRun %d and RunLength %d (both must be 0)", m.BegRun, m.RunLength)
-			break
+		case m.TTT == 0 || m.TTT == pdu.ReservedTag:
+			perr = snackError("R-Data SNACK with SNACK Tag 0x%x (must be neither 0 nor 0xffffffff)", m.TTT)
+		default:
+			perr = c.resendDataIn(m.ITT, 0, 0, true, m.TTT)
 		}
-		perr = c.resendDataIn(m.ITT, 0, 0)
 	case pdu.SNACKDataACK:
 		perr = c.dataACK(m.TTT, m.BegRun)
 	}
@@ -155,46 +206,73 @@ func (c *conn) handleSNACK(p *pdu.PDU) error {
 	return nil
 }
 
-// inRun reports whether sn is in the run of length n from beg (n 0: all
-// from beg on).
-func inRun(sn, beg, n uint32) bool {
-	return !snGreater(beg, sn) && (n == 0 || snGreater(beg+n, sn))
+// runEnd returns the end of the run of n from beg within count numbered
+// PDUs starting at 0 (n 0: all from beg on), or false when any of the run
+// is beyond count (never sent).
+func runEnd(beg, n, count uint32) (uint32, bool) {
+	if beg >= count {
+		return 0, false
+	}
+	if n == 0 {
+		return count, true
+	}
+	if n > count-beg {
+		return 0, false
+	}
+	return beg + n, true
 }
 
-// resendStatus sends again the retained PDUs whose StatSN is in the run.
+// resendStatus sends again the retained PDUs whose StatSN is in the run;
+// BegRun and RunLength 0 ask for all that are retained. The retained PDUs
+// have consecutive StatSNs, from the oldest unacknowledged one.
 func (c *conn) resendStatus(beg, n uint32) *pdu.ProtocolError {
 	k := &c.keep
 	k.mu.Lock()
+	first := uint32(0)
+	count := uint32(len(k.entries))
+	if count > 0 && (beg != 0 || n != 0) {
+		// The run's place among the retained StatSNs; an acknowledged
+		// one wraps to a large offset, one never sent is past count.
+		first = beg - k.entries[0].statSN
+	}
+	end, ok := runEnd(first, n, count)
 	var out []outPDU
-	for i := range k.entries {
-		r := &k.entries[i]
-		if !inRun(r.statSN, beg, n) {
-			continue
+	if ok {
+		out = make([]outPDU, 0, end-first)
+		for _, r := range k.entries[first:end] {
+			var e outPDU
+			e.p.Header = r.hdr
+			e.p.Data = r.data // immutable once retained
+			out = append(out, e)
 		}
-		var e outPDU
-		e.p.Header = r.hdr
-		e.p.Data = r.data // immutable once retained
-		out = append(out, e)
 	}
 	k.mu.Unlock()
-	if len(out) == 0 || (n != 0 && uint32(len(out)) != n) {
+	if !ok {
 		return snackError("status SNACK for StatSN %d+%d: not all retained (acknowledged or never sent)", beg, n)
 	}
-	c.queue(false, false, out...)
+	c.queue(true, false, out...)
 	return nil
 }
 
 // resendDataIn sends again the Data-In PDUs of the finished read task itt
-// whose DataSN is in the run, cut as they were first sent.
-func (c *conn) resendDataIn(itt, beg, n uint32) *pdu.ProtocolError {
+// whose DataSN is in the run, cut as they were first sent. For an R-Data
+// SNACK (rdata) it sends all of them and then the task's status again,
+// with the same StatSN and SNACK Tag tag (RFC 7143 §11.16.3); a later
+// status SNACK gets that tag too.
+func (c *conn) resendDataIn(itt, beg, n uint32, rdata bool, tag uint32) *pdu.ProtocolError {
 	k := &c.keep
 	k.mu.Lock()
 	var t *task
 	var acked uint32
+	var status outPDU
 	for i := range k.entries {
 		if r := &k.entries[i]; r.t != nil && r.t.itt == itt {
 			t, acked = r.t, r.acked
 			t.refs.Add(1)
+			if rdata {
+				binary.BigEndian.PutUint32(r.hdr[20:24], tag)
+				status.p.Header, status.p.Data = r.hdr, r.data
+			}
 			break
 		}
 	}
@@ -206,12 +284,21 @@ func (c *conn) resendDataIn(itt, beg, n uint32) *pdu.ProtocolError {
 	if snGreater(acked, beg) {
 		return snackError("Data SNACK for DataSN %d of task 0x%x, acknowledged up to %d", beg, itt, acked)
 	}
-	var out []outPDU
 	seg, burst := c.params.InitiatorMaxRecvDataSegmentLength, c.params.MaxBurstLength
+	count := uint32(0)
+	for off := uint32(0); off < t.dataInLen; count++ {
+		l, _ := dataInSegment(off, t.dataInLen, seg, burst)
+		off += l
+	}
+	end, ok := runEnd(beg, n, count)
+	if !ok {
+		return snackError("Data SNACK for DataSN %d+%d of task 0x%x, which sent %d", beg, n, itt, count)
+	}
+	out := make([]outPDU, 0, end-beg+1)
 	sn := uint32(0)
-	for off := uint32(0); off < t.dataInLen; sn++ {
+	for off := uint32(0); off < t.dataInLen && sn < end; sn++ {
 		l, final := dataInSegment(off, t.dataInLen, seg, burst)
-		if inRun(sn, beg, n) {
+		if sn >= beg {
 			din := pdu.DataIn{Final: final, LUN: t.lun, ITT: t.itt, TTT: pdu.ReservedTag, DataSN: sn, BufferOffset: off, Data: t.buf()[off : off+l]}
 			if off+l == t.dataInLen {
 				din.Acknowledge, din.TTT = true, t.ackTTT
@@ -221,12 +308,12 @@ func (c *conn) resendDataIn(itt, beg, n uint32) *pdu.ProtocolError {
 		}
 		off += l
 	}
-	if len(out) == 0 || (n != 0 && uint32(len(out)) != n) {
-		return snackError("Data SNACK for DataSN %d+%d of task 0x%x, which sent %d", beg, n, itt, sn)
+	if rdata {
+		out = append(out, status)
 	}
 	t.refs.Add(1)
 	out[len(out)-1].owner = t
-	c.queue(false, false, out...)
+	c.queue(true, false, out...)
 	return nil
 }
 
@@ -259,9 +346,13 @@ func (c *conn) resendR2Ts(t *task, beg, n uint32) *pdu.ProtocolError {
 	if t.conn() != c || !t.write {
 		return snackError("R2T SNACK for task 0x%x, which is not a write of this connection", t.itt)
 	}
+	end, ok := runEnd(beg, n, t.r2tSN)
+	if !ok {
+		return snackError("R2T SNACK for R2TSN %d+%d of task 0x%x, which sent %d", beg, n, t.itt, t.r2tSN)
+	}
 	var out []outPDU
 	for _, r := range t.r2ts {
-		if r.finished || !inRun(r.sn, beg, n) {
+		if r.finished || r.sn < beg || r.sn >= end {
 			continue
 		}
 		m := pdu.R2T{LUN: t.lun, ITT: t.itt, TTT: r.ttt, R2TSN: r.sn, BufferOffset: r.start, DesiredDataTransferLength: r.end - r.start}
@@ -271,7 +362,7 @@ func (c *conn) resendR2Ts(t *task, beg, n uint32) *pdu.ProtocolError {
 	if len(out) == 0 {
 		return snackError("R2T SNACK for R2TSN %d+%d of task 0x%x: none outstanding", beg, n, t.itt)
 	}
-	c.queue(false, false, out...)
+	c.queue(true, false, out...)
 	return nil
 }
 
@@ -294,6 +385,16 @@ func (c *conn) recoverDataOut(t *task, m *pdu.DataOut, r *r2t, n uint32, p *pdu.
 	if err := c.sendReject(&p.Header, pdu.RejectDataDigest); err != nil {
 		return err
 	}
+	if t.recoveries++; t.recoveries > maxRecoveries(t.edtl) {
+		// The data keeps failing: the command ends with CHECK
+		// CONDITION (once its open sequences end) instead of asking
+		// again for ever, each time keeping one more R2T.
+		c.log.Warn("write data failed its digest too often; failing the command", "itt", fmt.Sprintf("0x%x", m.ITT), "recoveries", t.recoveries)
+		t.failSense = t.sess.device.Transport().DataPhaseErrorSense()
+		t.endSequence(m)
+		t.settleFailed(c)
+		return nil
+	}
 	t.holes = append(t.holes, span{m.BufferOffset, m.BufferOffset + n})
 	// The sequence goes on as if the PDU had come, without its bytes.
 	if r == nil {
@@ -311,6 +412,10 @@ func (c *conn) recoverDataOut(t *task, m *pdu.DataOut, r *r2t, n uint32, p *pdu.
 	}
 	return c.solicit(t)
 }
+
+// maxRecoveries is how many Data-Out PDUs of a write of n bytes may fail
+// their digest before the command fails: 16, plus one per 8 KiB.
+func maxRecoveries(n uint32) int { return 16 + int(n/8192) }
 
 // span is a byte range [from, to) of a task's data.
 type span struct{ from, to uint32 }

@@ -160,21 +160,32 @@ func TestERL1SNACK(t *testing.T) {
 		require.Equal(t, dataIns[sn].Header, got.Header, "DataSN %d resent as sent", sn)
 		require.Equal(t, data[sn*8192:(sn+1)*8192], got.Data)
 	}
-	// R-Data SNACK: all of them.
+	// R-Data SNACK: all of them, then the status again with the SNACK
+	// Tag and the same StatSN (RFC 7143 §11.16.3). Its SNACK Tag must be
+	// neither 0 nor 0xffffffff.
 	snack(t, c, pdu.SNACKRDataACK, itt, pdu.ReservedTag, 0, 0, statSN)
+	expectReject(t, c, "R-Data SNACK with the reserved tag")
+	const snackTag = 0x5a5a
+	snack(t, c, pdu.SNACKRDataACK, itt, snackTag, 0, 0, statSN)
 	for sn := range dataIns {
 		got, err := c.ReadPDU(ctxT(t))
 		require.NoError(t, err)
 		require.Equal(t, uint32(sn), binary.BigEndian.Uint32(got.Header[36:40]))
 		require.Equal(t, dataIns[sn].Data, got.Data)
 	}
-	// Status SNACK.
-	snack(t, c, pdu.SNACKStatus, 0, pdu.ReservedTag, statSN, 1, statSN)
 	got, err := c.ReadPDU(ctxT(t))
 	require.NoError(t, err)
 	require.Equal(t, pdu.OpSCSIResponse, got.Opcode())
 	require.Equal(t, statSN, got.StatSN())
+	require.Equal(t, uint32(snackTag), binary.BigEndian.Uint32(got.Header[20:24]))
+	// Status SNACK: the latest content, SNACK Tag included.
+	snack(t, c, pdu.SNACKStatus, 0, pdu.ReservedTag, statSN, 1, statSN)
+	got, err = c.ReadPDU(ctxT(t))
+	require.NoError(t, err)
+	require.Equal(t, pdu.OpSCSIResponse, got.Opcode())
+	require.Equal(t, statSN, got.StatSN())
 	require.Equal(t, itt, got.ITT())
+	require.Equal(t, uint32(snackTag), binary.BigEndian.Uint32(got.Header[20:24]))
 
 	// A Data SNACK beyond what was sent is refused.
 	snack(t, c, pdu.SNACKDataR2T, itt, pdu.ReservedTag, 7, 2, statSN)
@@ -280,4 +291,97 @@ func TestERL1DataInDigestErrorRecoveredBySNACK(t *testing.T) {
 	mu.Unlock()
 	require.NoError(t, c.TestUnitReady(ctxT(t), 0))
 	require.Empty(t, c.Violations())
+}
+
+// TestERL1SNACKAndTagReuseRightAfterStatus sends, the moment a read's
+// status arrives, a Data SNACK for its first Data-In and then a new read
+// with the same initiator task tag, over and over. Both are legal at once
+// (RFC 7143 §11.16.1: the SNACK precedes the status acknowledgement; a tag
+// is free once its status arrived): the SNACK gets the Data-In again, the
+// new read runs. The target used to leave a task registered until its
+// worker finished after the status was written, so the SNACK was taken
+// for an R2T SNACK of a live task and rejected (protocol error), and the
+// reused tag rejected as a task in progress.
+func TestERL1SNACKAndTagReuseRightAfterStatus(t *testing.T) {
+	_, c := erl1Raw(t)
+	data := randomData(t, 16<<10)
+	require.NoError(t, c.WriteBlocks(ctxT(t), 0, 0, data, blockSize, false))
+	itt := c.NextITT()
+	exp := c.ExpStatSN()
+	for i := range 300 {
+		var p pdu.PDU
+		(&pdu.SCSICommand{Final: true, Read: true, Attr: 1, ITT: itt, CmdSN: c.NextCmdSN(), ExpStatSN: exp,
+			ExpectedDataTransferLength: uint32(len(data)), CDB: rw16(0x88, 0, uint32(len(data)/blockSize))}).Encode(&p)
+		require.NoError(t, c.SendPDU(&p))
+		var first *pdu.PDU
+		for {
+			got, err := c.ReadPDU(ctxT(t))
+			require.NoError(t, err)
+			if got.Opcode() == pdu.OpDataIn {
+				if first == nil {
+					first = got
+				}
+				continue
+			}
+			require.Equal(t, pdu.OpSCSIResponse, got.Opcode(), "round %d: reject reason 0x%x", i, got.Header[2])
+			// The status is acknowledged only by the next command.
+			snack(t, c, pdu.SNACKDataR2T, itt, pdu.ReservedTag, 0, 1, got.StatSN())
+			exp = got.StatSN() + 1
+			break
+		}
+		got, err := c.ReadPDU(ctxT(t))
+		require.NoError(t, err)
+		require.Equal(t, pdu.OpDataIn, got.Opcode(), "round %d: reject reason 0x%x", i, got.Header[2])
+		require.Equal(t, first.Header, got.Header)
+		require.Equal(t, data[:8192], got.Data)
+	}
+	require.NoError(t, c.Err())
+}
+
+// TestERL1StatusAcknowledgementWaitsForSNACK: while a read asks for a
+// lost Data-In again, another command goes out on the connection (after
+// the read's status came, before its SNACK). Its ExpStatSN must not
+// acknowledge the read's status (RFC 7143 §11.16.1: the SNACK precedes
+// the status acknowledgement), or the target would let the read's data
+// go and refuse the SNACK; the initiator holds its ExpStatSN back, the
+// target keeps the data, and both commands succeed.
+func TestERL1StatusAcknowledgementWaitsForSNACK(t *testing.T) {
+	h := startServer(t, iscsi.Options{Negotiation: negotiate.Config{ErrorRecoveryLevel: 1}})
+	var c *initiator.Conn
+	var mu sync.Mutex
+	hits := 0
+	other := make(chan error, 1)
+	c = h.login(t, initiator.Options{Keys: []negotiate.Pair{erl1, {Key: "MaxRecvDataSegmentLength", Value: "8192"}},
+		CorruptDataIn: func(_, sn uint32) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			if sn != 2 {
+				return false
+			}
+			hits++
+			if hits == 2 {
+				// The answer to the first SNACK is lost too: the status
+				// is in, a second SNACK follows. A command sent now,
+				// before it, carries the connection's ExpStatSN.
+				sent := make(chan struct{})
+				go func() {
+					_, err := c.Do(ctxT(t), &initiator.Request{CDB: make([]byte, 6), Attr: 1, OnSent: func(uint32, uint32) { close(sent) }})
+					other <- err
+				}()
+				<-sent
+			}
+			return hits <= 2
+		}})
+	data := randomData(t, 64<<10)
+	require.NoError(t, c.WriteBlocks(ctxT(t), 0, 0, data, blockSize, false))
+	resp, err := c.Do(ctxT(t), &initiator.Request{CDB: rw16(0x88, 0, uint32(len(data)/blockSize)), DataInLen: len(data), Attr: 1})
+	require.NoError(t, err)
+	require.Equal(t, data, resp.Data)
+	require.NoError(t, <-other)
+	mu.Lock()
+	require.Equal(t, 3, hits)
+	mu.Unlock()
+	require.NoError(t, c.TestUnitReady(ctxT(t), 0))
+	require.Empty(t, c.Violations())
+	require.Zero(t, c.Rejects())
 }

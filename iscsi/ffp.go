@@ -27,6 +27,9 @@ func (c *conn) fullFeature() error {
 				c.sendReject(&p.Header, pe.Reason)
 				continue
 			}
+			// A header digest error lands here too: the header's
+			// lengths cannot be trusted to find the next PDU (see the
+			// package documentation), so the connection ends.
 			return err
 		}
 		c.lastRecv.Store(time.Now().UnixNano())
@@ -186,6 +189,12 @@ func (c *conn) handleLogout(p *pdu.PDU, admitted bool) error {
 		return c.sendMessage(&resp, statAdvance)
 	}
 	c.startReady() // the logout's CmdSN may have admitted queued commands
+	if only == nil {
+		// The session ends: no connection joins it meanwhile.
+		sess.mu.Lock()
+		sess.ending = true
+		sess.mu.Unlock()
+	}
 	sess.abortStalled(only)
 	// Wait for the commands, but not past the connection's end: a command
 	// hung in its device must not keep Server.Close (and so Shutdown's
@@ -219,10 +228,13 @@ func (c *conn) handleLogout(p *pdu.PDU, admitted bool) error {
 var errRemovedForRecovery = errors.New("connection removed for recovery")
 
 // failedCID reports whether a connection with CID cid failed and its
-// tasks still wait for reassignment.
+// tasks still wait for reassignment (or it had none to wait).
 func (sess *session) failedCID(cid uint16) bool {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
+	if sess.idle[cid] {
+		return true
+	}
 	for c := range sess.timers {
 		if c.cid == cid {
 			return true

@@ -295,6 +295,7 @@ func (c *conn) enterFullFeature(req *pdu.LoginRequest, st *loginState, resp []ne
 	}
 	c.params = params
 	c.keep.on = params.ErrorRecoveryLevel >= 1
+	c.limitRetention(sess)
 	c.sessp.Store(sess)
 	if err := c.loginRespond(req, st, true, pdu.StageFullFeature, resp, loginSuccess); err != nil {
 		return nil, err

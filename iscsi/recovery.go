@@ -38,24 +38,20 @@ func (sess *session) retainFor() time.Duration {
 	return time.Duration(sess.params.DefaultTime2Wait+sess.params.DefaultTime2Retain) * time.Second
 }
 
-// keepUnacked keeps t, whose response is being queued, until its status
-// is acknowledged (see forget), holding its data buffer.
-func (sess *session) keepUnacked(t *task) {
-	sess.mu.Lock()
+// keepUnackedLocked keeps t, whose response is being queued, until its
+// status is acknowledged (see forget), holding its data buffer. It
+// returns the task it displaced, for the caller to release outside
+// sess.mu: an older task with the tag, answered on another connection
+// whose ExpStatSN has not caught up (the initiator reused the tag, so it
+// has its status). Called with sess.mu held.
+func (sess *session) keepUnackedLocked(t *task) *task {
 	old := sess.unacked[t.itt]
 	if sess.closed || old == t {
-		sess.mu.Unlock()
-		return
+		return nil
 	}
-	// An older task with the tag, answered on another connection whose
-	// ExpStatSN has not caught up: the initiator reused the tag, so it
-	// has its status.
 	t.refs.Add(1)
 	sess.unacked[t.itt] = t
-	sess.mu.Unlock()
-	if old != nil {
-		old.release()
-	}
+	return old
 }
 
 // forget drops a task whose status the initiator acknowledged.
@@ -77,7 +73,7 @@ func (sess *session) dropUnacked(c *conn) {
 	sess.mu.Lock()
 	var gone []*task
 	for itt, t := range sess.unacked {
-		if c == nil || t.conn() == c {
+		if c == nil || (t.conn() == c && !t.moving.Load()) {
 			gone = append(gone, t)
 			delete(sess.unacked, itt)
 		}
@@ -98,6 +94,18 @@ func (sess *session) connFailed(c *conn) {
 		sess.mu.Unlock()
 		return
 	}
+	if len(sess.conns) > 0 && !sess.holdsTasksOfLocked(c) {
+		// Nothing to reassign and the session goes on: no timer, so an
+		// initiator that makes and breaks connections over and over
+		// does not pile them up for Time2Retain. Its CID is remembered
+		// (one entry per CID) for a logout removing it for recovery.
+		if sess.idle == nil {
+			sess.idle = make(map[uint16]bool)
+		}
+		sess.idle[c.cid] = true
+		sess.mu.Unlock()
+		return
+	}
 	timer := time.AfterFunc(sess.retainFor(), func() { sess.expire(c) })
 	sess.timers[c] = timer
 	sess.mu.Unlock()
@@ -110,12 +118,41 @@ func (sess *session) expire(c *conn) {
 	sess.mu.Lock()
 	delete(sess.timers, c)
 	left := len(sess.conns)
+	if left == 0 {
+		// Decided under the lock that join takes: a connection logging
+		// in to the session from now on is refused, not closed right
+		// after its login succeeded.
+		sess.ending = true
+	}
 	sess.mu.Unlock()
-	sess.endConnTasks(c)
-	sess.dropUnacked(c)
 	if left == 0 {
 		sess.close(errTime2Retain)
+		return
 	}
+	sess.endConnTasks(c)
+	sess.dropUnacked(c)
+}
+
+// holdsTasksOfLocked reports whether a task allegiant to c is left: in
+// progress, waiting for its CmdSN turn or for the acknowledgement of its
+// status. Called with sess.mu held.
+func (sess *session) holdsTasksOfLocked(c *conn) bool {
+	for _, t := range sess.tasks {
+		if t.conn() == c {
+			return true
+		}
+	}
+	for _, t := range sess.unacked {
+		if t.conn() == c {
+			return true
+		}
+	}
+	for _, a := range sess.adm.early {
+		if a.task != nil && a.task.conn() == c {
+			return true
+		}
+	}
+	return false
 }
 
 // stopTimers stops the Time2Retain timers of a session that ends.
@@ -146,29 +183,51 @@ func (c *conn) reassign(m *pdu.TaskMgmtRequest) (*task, uint8) {
 	if t == nil {
 		t = sess.unacked[m.RTT]
 	}
+	if t != nil {
+		// Its buffer stays while it moves, even if Time2Retain runs
+		// out meanwhile; resume lets go.
+		t.refs.Add(1)
+	}
 	sess.mu.Unlock()
 	if t == nil {
 		return nil, pdu.TMFResponseNoTask
 	}
 	old := t.conn()
 	if old == c || !old.closed() {
+		t.release()
 		return nil, pdu.TMFResponseTaskAllegiant
 	}
 	// The old reader touched the task's data-phase state last.
 	select {
 	case <-old.readerGone:
 	case <-time.After(reassignWait):
+		t.release()
 		return nil, pdu.TMFResponseRejected
 	}
+	// One reassignment at a time: the same task asked for on two
+	// connections at once moves to one of them only.
+	if t.conn() != old || !t.moving.CompareAndSwap(false, true) {
+		t.release()
+		return nil, pdu.TMFResponseTaskAllegiant
+	}
 	return t, pdu.TMFResponseComplete
+}
+
+// unmove gives up the reassignment of t that reassign granted c, when its
+// TMF response could not be sent.
+func (t *task) unmove() {
+	t.moving.Store(false)
+	t.release()
 }
 
 // resume carries a reassigned task on on c, after the TMF response: one
 // that responded sends its Data-In from expDataSN and its status again, a
 // write missing data asks for it. Reader goroutine only.
 func (c *conn) resume(t *task, expDataSN uint32) error {
+	defer t.release()
 	t.sendMu.Lock()
 	t.cp.Store(c)
+	t.moving.Store(false)
 	if t.responded {
 		err := c.resend(t, expDataSN)
 		t.sendMu.Unlock()

@@ -37,7 +37,10 @@ type session struct {
 	// beyond it ends with TASK SET FULL, which initiators retry.
 	bufBudget int64
 	bufUsed   atomic.Int64
-	stats     sessionCounters // stats.go
+	// tmfRunning counts the task management functions in progress; at
+	// most depth run at once.
+	tmfRunning atomic.Int64
+	stats      sessionCounters // stats.go
 	// lastConn is the connection that left the session last, which
 	// says why the session ended when none is left (observer.go).
 	lastConn atomic.Pointer[conn]
@@ -54,9 +57,19 @@ type session struct {
 	// timers the Time2Retain timers of failed connections.
 	unacked map[uint32]*task
 	timers  map[*conn]*time.Timer
+	// idle holds the CIDs of connections that failed with no task to
+	// reassign (no timer was started for them), until the CID logs in
+	// again.
+	idle map[uint16]bool
 	// barrier is closed when the most recent ORDERED task completes.
 	barrier chan struct{}
 	closed  bool
+	// ending: the session is about to end (logged out, its last
+	// connection gone at ErrorRecoveryLevel 0, Time2Retain run out with
+	// no connection left) and takes no new connection, so that a login
+	// joining it now is refused instead of being closed right after it
+	// succeeded.
+	ending bool
 	// nexusGone runs the SCSI layer's I_T nexus loss once the session's
 	// tasks have finished; a reinstating login waits for it.
 	nexusGone sync.Once
@@ -203,7 +216,7 @@ func (sess *session) releaseBuffer(n int64) { sess.bufUsed.Add(-n) }
 // negotiated MaxConnections.
 func (sess *session) join(c *conn) error {
 	sess.mu.Lock()
-	if sess.closed {
+	if sess.closed || sess.ending {
 		sess.mu.Unlock()
 		return loginFail(loginNoSession, "session %d is ending", sess.tsih)
 	}
@@ -213,6 +226,7 @@ func (sess *session) join(c *conn) error {
 		return loginFail(loginTooManyConnections, "session %d has its maximum of %d connections", sess.tsih, sess.params.MaxConnections)
 	}
 	sess.conns[c.cid] = c
+	delete(sess.idle, c.cid)
 	sess.mu.Unlock()
 	if old != nil {
 		old.close(errReinstated)
@@ -244,12 +258,16 @@ func (sess *session) connClosed(c *conn) {
 		sess.lastConn.Store(c)
 	}
 	left := len(sess.conns)
+	loggedOut := c.loggedOut.Load()
+	if mine && ((loggedOut && left == 0) || (!loggedOut && !sess.recovers() && (sess.params.ErrorRecoveryLevel < 2 || left == 0))) {
+		sess.ending = true // the session ends below
+	}
 	sess.mu.Unlock()
 	if !mine {
 		return // replaced: join took care of its tasks
 	}
 	switch {
-	case c.loggedOut.Load():
+	case loggedOut:
 		sess.endConnTasks(c)
 		if left == 0 {
 			sess.close(c.closeErr)
@@ -274,7 +292,8 @@ func (sess *session) endConnTasks(c *conn) {
 	sess.mu.Lock()
 	var tasks []*task
 	for _, t := range sess.tasks {
-		if t.conn() == c {
+		// A task moving away by TASK REASSIGN goes on elsewhere.
+		if t.conn() == c && !t.moving.Load() {
 			tasks = append(tasks, t)
 		}
 	}

@@ -34,6 +34,9 @@ type task struct {
 	// reassignment that it must be sent again.
 	sendMu    sync.Mutex
 	responded bool
+	// moving is set while TASK REASSIGN moves the task to another
+	// connection, from the grant to the resumption (see reassign).
+	moving atomic.Bool
 	// status is the task's SCSI Response as first queued, kept at
 	// ErrorRecoveryLevel 2 to send again after TASK REASSIGN (nil below).
 	// Guarded by sendMu.
@@ -71,6 +74,8 @@ type task struct {
 	// holes are write data lost to digest errors at ErrorRecoveryLevel 1,
 	// to ask for again with recovery R2Ts (see recoverDataOut).
 	holes []span
+	// recoveries counts the Data-Out PDUs that failed their digest.
+	recoveries int
 	// dataInLen is the read data sent; ackTTT the target transfer tag of
 	// its last Data-In at ErrorRecoveryLevel 1 (A bit). Set by respond.
 	dataInLen uint32
@@ -432,14 +437,6 @@ func (t *task) finish() {
 	})
 }
 
-// freeSlot gives the task's queue slot back before its status is sent, so
-// the MaxCmdSN carried by the status already counts the slot as free.
-func (t *task) freeSlot() {
-	t.sess.mu.Lock()
-	t.freeSlotLocked()
-	t.sess.mu.Unlock()
-}
-
 func (t *task) freeSlotLocked() {
 	if !t.slotFree {
 		t.slotFree = true
@@ -530,11 +527,16 @@ func (t *task) respond(res *scsi.Result) {
 }
 
 // send queues the task's last PDUs, holding a reference to its buffer
-// until they are written, after giving back its queue slot so that the
-// MaxCmdSN they carry already counts the slot as free, and its share of
-// the session's buffer budget, so that a command the initiator sends as
-// soon as it sees the status finds the budget free (the buffer itself
-// stays until the writer is done with it).
+// until they are written. Before that the task leaves the session's task
+// table and gives back its queue slot, so that the MaxCmdSN they carry
+// already counts the slot as free, and (unless the buffer is kept for
+// recovery) its share of the session's buffer budget, so that a command
+// the initiator sends as soon as it sees the status finds the budget free
+// (the buffer itself stays until the writer is done with it). Leaving the
+// table first matters: once the status is
+// out the initiator may reuse the task's tag at once, and at
+// ErrorRecoveryLevel 1 ask for its Data-In again with a Data SNACK, while
+// this goroutine has not finished the task yet.
 //
 // At ErrorRecoveryLevel 2 the task stays findable until its status is
 // acknowledged, with its data buffer, so that TASK REASSIGN can send them
@@ -542,12 +544,38 @@ func (t *task) respond(res *scsi.Result) {
 func (t *task) send(c *conn, out []outPDU) {
 	t.refs.Add(1)
 	out[len(out)-1].owner = t
-	t.freeSlot()
-	t.sess.releaseBuffer(t.reserved.Swap(0))
-	t.responded = true
-	if c.params.ErrorRecoveryLevel >= 2 {
-		t.sess.keepUnacked(t)
+	erl := c.params.ErrorRecoveryLevel
+	t.retire(erl >= 2)
+	if erl == 0 || (erl == 1 && !(t.read && t.dataInLen > 0)) {
+		// Above, the buffer is kept for SNACK or TASK REASSIGN until
+		// the initiator acknowledges it, and keeps its share of the
+		// budget till then (see release): an initiator that never
+		// acknowledges runs out of budget, not the server of memory.
+		t.sess.releaseBuffer(t.reserved.Swap(0))
 	}
+	t.responded = true
 	c.queue(false, true, out...)
 	clear(out)
+}
+
+// retire takes a task whose status is about to be queued out of the
+// session's task table and gives back its queue slot; with keep
+// (ErrorRecoveryLevel 2) it moves to the unacknowledged tasks, in the
+// same critical section, so that TASK REASSIGN always finds it in one of
+// the two.
+func (t *task) retire(keep bool) {
+	sess := t.sess
+	sess.mu.Lock()
+	if sess.tasks[t.itt] == t {
+		delete(sess.tasks, t.itt)
+	}
+	t.freeSlotLocked()
+	var old *task
+	if keep {
+		old = sess.keepUnackedLocked(t)
+	}
+	sess.mu.Unlock()
+	if old != nil {
+		old.release()
+	}
 }

@@ -31,6 +31,9 @@ func (c *conn) handleTaskMgmt(p *pdu.PDU, admitted bool) error {
 		// connection after the response.
 		t, answer := c.reassign(&m)
 		if err := c.sendMessage(&pdu.TaskMgmtResponse{ITT: m.ITT, Response: answer}, statAdvance); err != nil {
+			if t != nil {
+				t.unmove()
+			}
 			return err
 		}
 		if t == nil {
@@ -38,12 +41,21 @@ func (c *conn) handleTaskMgmt(p *pdu.PDU, admitted bool) error {
 		}
 		return c.resume(t, m.ExpDataSN)
 	}
+	if sess.tmfRunning.Add(1) > int64(sess.depth) {
+		// As many task management functions as the queue is deep are
+		// already waiting for their tasks (a device that hangs): this
+		// one is refused at once rather than adding a goroutine.
+		sess.tmfRunning.Add(-1)
+		c.tmfDone(&m, pdu.TMFResponseRejected)
+		return c.sendMessage(&pdu.TaskMgmtResponse{ITT: m.ITT, Response: pdu.TMFResponseRejected}, statAdvance)
+	}
 	var target *task
 	var answer uint8
 	if m.Function == pdu.TMFAbortTask {
 		target, answer = c.abortTarget(&m)
 	}
 	go func() {
+		defer sess.tmfRunning.Add(-1)
 		// Like the connection and task goroutines, a panic here (in the
 		// SCSI layer's reset or abort handling) ends this connection only.
 		defer c.containPanic(fmt.Sprintf("task management function %d", m.Function))

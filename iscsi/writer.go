@@ -170,7 +170,7 @@ func (c *conn) writeBatch(es []outPDU) error {
 		exp, max = sess.window()
 	}
 	vec := c.iov[:0]
-	var err error
+	var err, kept error
 	for i := range es {
 		e := &es[i]
 		c.stampStatSN(&e.p, e.kind)
@@ -178,7 +178,9 @@ func (c *conn) writeBatch(es []outPDU) error {
 			e.p.SetCommandWindow(exp, max)
 		}
 		if e.kind == statAdvance && c.keep.on {
-			c.retain(e)
+			if rerr := c.retain(e); rerr != nil && kept == nil {
+				kept = rerr
+			}
 		}
 		if vec, err = c.w.AppendBuffers(vec, &e.p, &e.f); err != nil {
 			break
@@ -193,6 +195,12 @@ func (c *conn) writeBatch(es []outPDU) error {
 	clear(vec)
 	c.iov = vec[:0]
 	c.wmu.Unlock()
+	if err == nil && kept != nil {
+		// The initiator stopped acknowledging: what the connection
+		// keeps for SNACK would grow without bound (see retention).
+		c.log.Warn("initiator does not acknowledge status; dropping the connection", "err", kept)
+		err = kept
+	}
 	if err != nil {
 		c.outq.mu.Lock()
 		c.outq.closed = true

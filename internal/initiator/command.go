@@ -359,7 +359,7 @@ func (c *Conn) sendCorrupt(ctx context.Context, m *pdu.DataOut) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.mu.Lock()
-	m.ExpStatSN = c.expStatSN
+	m.ExpStatSN = c.ackLocked()
 	c.mu.Unlock()
 	var p pdu.PDU
 	m.Encode(&p)

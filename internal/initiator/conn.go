@@ -154,6 +154,15 @@ type task struct {
 	tmfFn     uint8
 	tmfRef    uint32
 	abandoned bool // the caller gave up; drop its PDUs until it ends
+	// lostData: a Data-In of the command failed its digest
+	// (ErrorRecoveryLevel 1). held: its status came meanwhile, and the
+	// ExpStatSN this connection sends stays at heldSN, the status's StatSN,
+	// until the command ends: a SNACK for the lost Data-In must precede the
+	// status acknowledgement (RFC 7143 §11.16.1), or the target may
+	// already have let the data go.
+	lostData bool
+	held     bool
+	heldSN   uint32
 }
 
 // Conn is one iSCSI connection (and session) to a target. See the package
@@ -178,6 +187,7 @@ type Conn struct {
 
 	mu         sync.Mutex
 	expStatSN  uint32
+	holds      int // tasks whose status acknowledgement is held
 	tasks      map[uint32]*task
 	violations []error
 	params     map[string]string // keys as the target sent them
@@ -638,8 +648,31 @@ func (c *Conn) dispatch(p *pdu.PDU) {
 		c.mu.Unlock()
 		return
 	}
+	switch {
+	case op == pdu.OpDataIn && p.Data == nil && p.DataSegmentLength() > 0:
+		t.lostData = true
+	case op == pdu.OpSCSIResponse && t.lostData && !t.held:
+		t.held, t.heldSN = true, u32(p, 24)
+		c.holds++
+	}
 	c.mu.Unlock()
 	t.q.push(p)
+}
+
+// ackLocked returns the ExpStatSN to send: the StatSN expected next, or
+// the oldest status held back because Data-In of its command are being
+// asked for again (see task.held). Called with mu held.
+func (c *Conn) ackLocked() uint32 {
+	ack := c.expStatSN
+	if c.holds == 0 {
+		return ack
+	}
+	for _, t := range c.tasks {
+		if t.held && snAfter(ack, t.heldSN) {
+			ack = t.heldSN
+		}
+	}
+	return ack
 }
 
 // endsTask reports whether p is the last PDU the target sends for its task.
@@ -746,7 +779,7 @@ func (c *Conn) answerPing(in *pdu.PDU) {
 		data = data[:max]
 	}
 	m := pdu.NOPOut{Immediate: true, LUN: in.LUN(), ITT: pdu.ReservedTag, TTT: u32(in, 20),
-		CmdSN: c.CmdSN(), ExpStatSN: c.expStatSN, Data: data}
+		CmdSN: c.CmdSN(), ExpStatSN: c.ackLocked(), Data: data}
 	c.mu.Unlock()
 	var p pdu.PDU
 	m.Encode(&p)
@@ -777,6 +810,10 @@ func (c *Conn) newTask(kind taskKind, lun uint64) (uint32, *task, error) {
 func (c *Conn) endTask(itt uint32, t *task, completed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if t.held {
+		t.held = false
+		c.holds--
+	}
 	if completed || c.Err() != nil {
 		delete(c.tasks, itt)
 		return
@@ -820,7 +857,7 @@ func (c *Conn) issue(ctx context.Context, immediate bool, build func(p *pdu.PDU,
 				q.cmdSN++
 			}
 			q.mu.Unlock()
-			exp := c.expStatSN
+			exp := c.ackLocked()
 			c.mu.Unlock()
 			var p pdu.PDU
 			build(&p, sn, exp)
@@ -846,7 +883,7 @@ func (c *Conn) send(ctx context.Context, build func(p *pdu.PDU, expStatSN uint32
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.mu.Lock()
-	exp := c.expStatSN
+	exp := c.ackLocked()
 	c.mu.Unlock()
 	var p pdu.PDU
 	build(&p, exp)
