@@ -119,7 +119,7 @@ func (lu *LogicalUnit) prReleaseLocked(except string) {
 	if p.resType >= prWriteExclusiveRegsOnly {
 		for k := range p.regs {
 			if k != except {
-				lu.queueUA(k, uaResvRelease)
+				lu.prUA(k, uaResvRelease)
 			}
 		}
 	}
@@ -140,18 +140,62 @@ func (lu *LogicalUnit) unregisterLocked(key string) {
 	}
 }
 
-// persistedPR is the form in which UnitConfig.Reservations keeps the
-// state.
+// persistedPR is the form in which UnitConfig.Reservations and
+// UnitConfig.SharedReservations keep the state.
 type persistedPR struct {
 	Generation    uint32            `json:"generation"`
 	Registrations []*prRegistration `json:"registrations"`
 	Type          byte              `json:"type,omitempty"`
 	// Holder indexes Registrations (for the types with one holder).
 	Holder int `json:"holder"`
+	// The fields below are a shared store's only (shared.go). APTPL is
+	// the bit of the last registration; Seq counts the commits; Events
+	// are what the last commits owe the nexuses they name.
+	APTPL  bool      `json:"aptpl,omitempty"`
+	Seq    uint64    `json:"seq,omitempty"`
+	Events []prEvent `json:"events,omitempty"`
+}
+
+// encodePR returns the persisted form of p, its registrations in nexus
+// key order.
+func encodePR(p *prState) persistedPR {
+	out := persistedPR{Generation: p.generation, Type: p.resType, Holder: -1, APTPL: p.aptpl}
+	keys := slices.Sorted(maps.Keys(p.regs))
+	for i, k := range keys {
+		out.Registrations = append(out.Registrations, p.regs[k])
+		if k == p.holder {
+			out.Holder = i
+		}
+	}
+	return out
+}
+
+// decodePR checks a persisted state and returns it as the unit keeps it
+// (its aptpl left false).
+func decodePR(in *persistedPR) (prState, error) {
+	p := prState{generation: in.Generation, resType: in.Type, regs: map[string]*prRegistration{}}
+	if in.Type != 0 && !validPRType(in.Type) {
+		return p, fmt.Errorf("scsi: persistent reservations: type %d", in.Type)
+	}
+	for i, g := range in.Registrations {
+		if g == nil || g.Key == 0 {
+			return p, fmt.Errorf("scsi: persistent reservations: registration %d is empty", i)
+		}
+		c := *g
+		p.regs[c.nexusKey()] = &c
+		if i == in.Holder {
+			p.holder = c.nexusKey()
+		}
+	}
+	if p.resType != 0 && !p.allRegistrants() && p.holder == "" {
+		return p, fmt.Errorf("scsi: persistent reservations: type %d without a holder", in.Type)
+	}
+	return p, nil
 }
 
 // savePRLocked hands the state to the unit's store: all of it while APTPL
-// is in force, nothing otherwise.
+// is in force, nothing otherwise. (A shared store is written by
+// sharedPROut, not here.)
 func (lu *LogicalUnit) savePRLocked() error {
 	st := lu.cfg.Reservations
 	if st == nil {
@@ -168,14 +212,8 @@ func (lu *LogicalUnit) savePRLocked() error {
 		p.persisted = false
 		return nil
 	}
-	out := persistedPR{Generation: p.generation, Type: p.resType, Holder: -1}
-	keys := slices.Sorted(maps.Keys(p.regs))
-	for i, k := range keys {
-		out.Registrations = append(out.Registrations, p.regs[k])
-		if k == p.holder {
-			out.Holder = i
-		}
-	}
+	out := encodePR(p)
+	out.APTPL = false
 	b, err := json.Marshal(out)
 	if err != nil {
 		return err
@@ -202,31 +240,53 @@ func (lu *LogicalUnit) loadPR() error {
 	if err := json.Unmarshal(b, &in); err != nil {
 		return fmt.Errorf("scsi: persistent reservations: %w", err)
 	}
-	if in.Type != 0 && !validPRType(in.Type) {
-		return fmt.Errorf("scsi: persistent reservations: type %d", in.Type)
+	p, err := decodePR(&in)
+	if err != nil {
+		return err
 	}
-	p := &lu.pr
-	for i, g := range in.Registrations {
-		if g == nil || g.Key == 0 {
-			return fmt.Errorf("scsi: persistent reservations: registration %d is empty", i)
-		}
-		p.regs[g.nexusKey()] = g
-		if i == in.Holder {
-			p.holder = g.nexusKey()
-		}
-	}
-	p.generation, p.resType, p.aptpl = in.Generation, in.Type, len(p.regs) > 0
-	p.persisted = true
-	if p.resType != 0 && !p.allRegistrants() && p.holder == "" {
-		return fmt.Errorf("scsi: persistent reservations: type %d without a holder", in.Type)
-	}
+	p.aptpl, p.persisted = len(p.regs) > 0, true
+	lu.pr = p
 	return nil
+}
+
+// canPersistPR reports whether the unit offers APTPL (PTPL_C): it has a
+// store of its reservations.
+func (lu *LogicalUnit) canPersistPR() bool {
+	return lu.cfg.Reservations != nil || lu.prShared != nil
+}
+
+// prUA establishes unit attention s for the nexus key as a reservation
+// change owes it: at once, or, inside a shared store's transaction, when
+// the change commits (on every gateway that serves the nexus).
+func (lu *LogicalUnit) prUA(key string, s *Sense) {
+	if sh := lu.prShared; sh != nil && sh.tx != nil {
+		sh.tx.owe(key, eventOf(s))
+		return
+	}
+	lu.queueUA(key, s)
+}
+
+// prAbort ends the tasks the nexus key has running in the unit (PREEMPT
+// AND ABORT): at once, or when a shared store's transaction commits.
+func (lu *LogicalUnit) prAbort(key string) {
+	if sh := lu.prShared; sh != nil && sh.tx != nil {
+		sh.tx.owe(key, eventAbort)
+		return
+	}
+	if ns := lu.nexuses[key]; ns != nil {
+		ns.aborts.Add(1)
+	}
 }
 
 // persistentReserveIn answers PERSISTENT RESERVE IN (SPC-4 §6.14).
 func (r *request) persistentReserveIn() error {
 	alloc := int(be16(r.cdb[7:9]))
 	lu := r.lu
+	if lu.prShared != nil {
+		if err := lu.syncSharedPR(r.ctx); err != nil {
+			return err
+		}
+	}
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
 	p := &lu.pr
@@ -253,7 +313,7 @@ func (r *request) persistentReserveIn() error {
 		out = make([]byte, 8)
 		binary.BigEndian.PutUint16(out[0:2], 8)
 		out[2] = 0x10 | 0x01 // CRH, PTPL_C
-		if lu.cfg.Reservations == nil {
+		if !lu.canPersistPR() {
 			out[2] &^= 0x01
 		}
 		out[3] = 0x80 | 0x10 // TMV, ALLOW COMMANDS 001
@@ -351,10 +411,20 @@ func (r *request) persistentReserveOut() error {
 	if err != nil {
 		return err
 	}
-	resKey, saKey := be64(data[0:8]), be64(data[8:16])
 	lu := r.lu
+	if lu.prShared != nil {
+		return lu.sharedPROut(r.ctx, func() error { return r.proutLocked(sa, scope, typ, data) })
+	}
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
+	return r.proutLocked(sa, scope, typ, data)
+}
+
+// proutLocked runs a PERSISTENT RESERVE OUT service action on the unit's
+// state, with lu.mu held.
+func (r *request) proutLocked(sa, scope, typ byte, data []byte) error {
+	resKey, saKey := be64(data[0:8]), be64(data[8:16])
+	lu := r.lu
 	if lu.reservedBy != "" && lu.reservedBy != r.nexus {
 		return errReservationConflict
 	}
@@ -410,7 +480,7 @@ func (r *request) persistentReserveOut() error {
 	case proutClear:
 		for k := range p.regs {
 			if k != r.nexus {
-				lu.queueUA(k, uaResvPreempted)
+				lu.prUA(k, uaResvPreempted)
 			}
 		}
 		p.regs = map[string]*prRegistration{}
@@ -426,7 +496,7 @@ func (r *request) persistentReserveOut() error {
 func (r *request) register(me *prRegistration, ignore bool, resKey, saKey uint64, aptpl bool) error {
 	lu := r.lu
 	p := &lu.pr
-	if aptpl && lu.cfg.Reservations == nil {
+	if aptpl && !lu.canPersistPR() {
 		return invalidParam(20) // PTPL_C 0: no store to persist to
 	}
 	switch {
@@ -465,9 +535,9 @@ func (r *request) preempt(saKey uint64, typ byte, abort bool) error {
 			}
 			if all || g.Key == saKey {
 				delete(p.regs, k)
-				lu.queueUA(k, uaRegsPreempted)
-				if ns := lu.nexuses[k]; abort && ns != nil && k != r.nexus {
-					ns.aborts.Add(1)
+				lu.prUA(k, uaRegsPreempted)
+				if abort && k != r.nexus {
+					lu.prAbort(k)
 				}
 				n++
 			}
@@ -496,7 +566,7 @@ func (r *request) preempt(saKey uint64, typ byte, abort bool) error {
 		if changed {
 			for k := range p.regs {
 				if k != r.nexus {
-					lu.queueUA(k, uaResvRelease)
+					lu.prUA(k, uaResvRelease)
 				}
 			}
 		}
@@ -538,7 +608,7 @@ func (r *request) registerAndMove(data []byte, resKey, saKey uint64, scope, typ 
 		return invalidParam(8)
 	}
 	unreg, aptpl := data[17]&0x02 != 0, data[17]&0x01 != 0
-	if aptpl && lu.cfg.Reservations == nil {
+	if aptpl && !lu.canPersistPR() {
 		return invalidParam(17)
 	}
 	relPort := be16(data[18:20])
