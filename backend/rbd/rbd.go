@@ -181,10 +181,11 @@ func Remove(ctx context.Context, o Options) error {
 	defer ioctx.Destroy()
 	name := C.CString(o.Image)
 	defer C.free(unsafe.Pointer(name))
+	prObject := reservationObject(ioctx, o.Image)
 	if r := C.rbd_remove(C.rados_ioctx_t(ioctx.Pointer()), name); r < 0 {
 		return fmt.Errorf("rbd: remove %s/%s: %w", o.Pool, o.Image, errnoErr(r))
 	}
-	return nil
+	return removeReservationObject(ioctx, prObject)
 }
 
 // errnoErr is librbd's negative errno r as an error.
@@ -207,6 +208,7 @@ type Device struct {
 	closed   atomic.Bool
 
 	mu   sync.Mutex
+	pr   *ReservationStore // made by ReservationStore, guarded by mu
 	free []*op
 	all  []*op
 	// calls counts the synchronous librbd calls run in goroutines of
@@ -562,7 +564,11 @@ func (d *Device) Close() error {
 		o.free()
 	}
 	d.all, d.free = nil, nil
+	pr := d.pr
 	d.mu.Unlock()
+	if pr != nil {
+		pr.close()
+	}
 	d.ioctx.Destroy()
 	d.conn.Shutdown()
 	if r < 0 {
