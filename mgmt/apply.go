@@ -738,6 +738,14 @@ func (a *applier) openDevice(e Extent) (backend.Device, scsi.UnitConfig, error) 
 			uc.ThinProvisioning = false
 		}
 	}
+	if rs := a.open.sharer(e.Type); rs != nil {
+		st, err := rs.ReservationStore(e, dev)
+		if err != nil {
+			dev.Close()
+			return nil, uc, fmt.Errorf("mgmt: extent %s: shared reservations: %w", e.Name, err)
+		}
+		uc.SharedReservations = st
+	}
 	if e.Encrypted || a.keyDir != "" {
 		enc, err := a.encrypt(dev, e)
 		if err != nil {
@@ -747,7 +755,9 @@ func (a *applier) openDevice(e Extent) (backend.Device, scsi.UnitConfig, error) 
 		dev = enc
 	}
 	if a.prDir != "" {
-		uc.Reservations = reservationFile(a.prDir, e)
+		if uc.SharedReservations == nil {
+			uc.Reservations = reservationFile(a.prDir, e)
+		}
 		uc.SanitizeState = sanitizeFile(a.prDir, e)
 	}
 	uc.Logger = a.log
