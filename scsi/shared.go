@@ -310,7 +310,10 @@ func sharedSense(err error) error {
 // lost a registrants-type reservation RESERVATIONS RELEASED instead.
 func (lu *LogicalUnit) adoptSharedPRLocked(in *persistedPR, ver uint64) error {
 	sh := lu.prShared
-	if sh.loaded && ver <= sh.version {
+	// Versions grow, so an older one is a load that lost a race with a
+	// newer commit; version 0 is a store that holds nothing (any more: a
+	// removed RADOS object), which is adopted as the empty state.
+	if sh.loaded && ver <= sh.version && (ver != 0 || sh.version == 0) {
 		return nil
 	}
 	next, err := decodePR(in)

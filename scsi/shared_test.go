@@ -258,6 +258,15 @@ func TestSharedReservationsStoreTrouble(t *testing.T) {
 	st.fail, st.swapRaces = false, 1000
 	st.mu.Unlock()
 	g1.requireSense(g1.run(nexusA, 0, cdb, p, 0), scsi.SenseAbortedCommand, 0, 0)
+	// A store that lost its state (a removed RADOS object: version 0)
+	// is adopted as empty, and the next commit makes it again.
+	st.mu.Lock()
+	st.data, st.version, st.swapRaces = nil, 0, 0
+	st.mu.Unlock()
+	keys := g1.runGood(nexusA, prin(0x00), nil, 4096)
+	require.Equal(t, uint32(0), binary.BigEndian.Uint32(keys[4:]))
+	require.Equal(t, scsi.StatusGood, g1.pr(nexusA, saRegister, 0, 0, 0xa))
+	require.Equal(t, scsi.StatusGood, g1.pr(nexusA, saReserve, typeWE, 0xa, 0))
 	// A unit with both kinds of store is refused.
 	_, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{SharedReservations: st, Reservations: &memStore{}})
 	require.ErrorIs(t, err, scsi.ErrInvalidConfig)

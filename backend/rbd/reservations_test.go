@@ -129,7 +129,7 @@ func TestReservationStoreLostWatch(t *testing.T) {
 	defer stop()
 	_, ver, err := s1.Load(ctx)
 	require.NoError(t, err)
-	_, ok, err := s1.CompareAndSwap(ctx, ver, []byte("state"))
+	vState, ok, err := s1.CompareAndSwap(ctx, ver, []byte("state"))
 	require.NoError(t, err)
 	require.True(t, ok)
 
@@ -144,8 +144,11 @@ func TestReservationStoreLostWatch(t *testing.T) {
 		60*time.Second, 100*time.Millisecond, "the lost watch was not re-established")
 
 	// The re-established watch hears the next swap before it returns.
+	// The object made again has a version past the removed one's (the
+	// units rely on versions growing).
 	_, ver, err = s1.Load(ctx)
 	require.NoError(t, err)
+	require.Greater(t, ver, vState)
 	before = calls.Load()
 	_, ok, err = s1.CompareAndSwap(ctx, ver, []byte("again"))
 	require.NoError(t, err)

@@ -5,7 +5,9 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"os/exec"
 	"strconv"
 	"sync"
 	"testing"
@@ -172,4 +174,48 @@ func TestRBDPersistentReservationsAcrossGateways(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 2, resp.Status)
 	require.EqualValues(t, 0x20, resp.Sense[12], "INVALID COMMAND OPERATION CODE")
+}
+
+// TestRBDPersistentReservationsLostWatch removes the reservation object
+// under two gateways, which ends their watches: each watches again and
+// reloads (the state is gone with the object, so a write the reservation
+// blocked goes through), and a reservation made afterwards through one
+// gateway holds at once through the other, by the new watch.
+func TestRBDPersistentReservationsLostWatch(t *testing.T) {
+	o := newRBDImage(t, 16<<20)
+	a, b := serveRBDGateway(t, o, 1), serveRBDGateway(t, o, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	holder := dialAs(ctx, t, a, "iqn.2026-11.io.test:holder")
+	stranger := dialAs(ctx, t, b, "iqn.2026-11.io.test:stranger")
+	block := make([]byte, 512)
+	write := func(c *initiator.Conn) byte {
+		resp, err := c.Command(ctx, 0, cdb16(0x8a, 7, 1), block, 0)
+		require.NoError(t, err)
+		return resp.Status
+	}
+	require.Zero(t, prOut(ctx, t, holder, 0x00, 0, 0, 0xa).Status)
+	require.Zero(t, prOut(ctx, t, holder, 0x01, 0x1, 0xa, 0).Status)
+	require.EqualValues(t, 0x18, write(stranger))
+
+	var info struct {
+		ID string `json:"id"`
+	}
+	require.NoError(t, json.Unmarshal(rbdCLI(t, "info", "--format", "json", o.Pool+"/"+o.Image), &info))
+	conf, pool, _ := cephEnv(t)
+	out, err := exec.Command("rados", "-c", conf, "-p", pool, "rm", "iscsikit_pr."+info.ID).CombinedOutput()
+	require.NoError(t, err, "rados rm: %s", out)
+	require.Eventually(t, func() bool { return write(stranger) == 0 }, time.Minute, 100*time.Millisecond,
+		"gateway B never reloaded the removed state")
+
+	// Both gateways watch the new object: a reservation through A holds
+	// through B as soon as A's command completes. (The holder's first
+	// command may report the change.)
+	for range 2 {
+		if prOut(ctx, t, holder, 0x00, 0, 0, 0xa).Status == 0 {
+			break
+		}
+	}
+	require.Zero(t, prOut(ctx, t, holder, 0x01, 0x1, 0xa, 0).Status)
+	require.EqualValues(t, 0x18, write(stranger))
 }
