@@ -319,3 +319,26 @@ func BenchmarkWriteSharedReservation(b *testing.B) {
 		}
 	}
 }
+
+// A reopen that brings another shared store follows the new one: its
+// state becomes the unit's, and the old store's changes no longer reach
+// the unit.
+func TestSharedReservationsReopenSwitchesStore(t *testing.T) {
+	old, next := &sharedMem{}, &sharedMem{}
+	f := newFixture(t, scsi.UnitConfig{SharedReservations: old})
+	require.Equal(t, scsi.StatusGood, f.pr(nexusA, saRegister, 0, 0, 0xa))
+	require.Equal(t, scsi.StatusGood, f.pr(nexusA, saReserve, typeWE, 0xa, 0))
+	require.Equal(t, scsi.StatusReservationConflict, f.run(nexusB, 0, write10(0, 1), make([]byte, bs), 0).Status)
+
+	require.NoError(t, f.lu.Reopen(context.Background(), backend.NewMemory(blocks*bs), scsi.UnitConfig{Serial: "unit0", SharedReservations: next}))
+	f.clearUAs(nexusB)
+	require.Equal(t, scsi.StatusGood, f.run(nexusB, 0, write10(0, 1), make([]byte, bs), 0).Status, "the new store holds no reservation")
+	old.mu.Lock()
+	watchers := len(old.watchers)
+	old.mu.Unlock()
+	require.Zero(t, watchers, "the old store is still watched")
+	require.Equal(t, scsi.StatusGood, f.pr(nexusB, saRegister, 0, 0, 0xb))
+	next.mu.Lock()
+	require.NotEmpty(t, next.data)
+	next.mu.Unlock()
+}
