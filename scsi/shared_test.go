@@ -342,3 +342,51 @@ func TestSharedReservationsReopenSwitchesStore(t *testing.T) {
 	require.NotEmpty(t, next.data)
 	next.mu.Unlock()
 }
+
+// NoReservations withdraws every reservation command, and a unit with a
+// shared store offers no SPC-2 reservations; REPORT SUPPORTED OPERATION
+// CODES says the same as the commands do.
+func TestReservationCommandsOffered(t *testing.T) {
+	reserve6 := []byte{0x16, 0, 0, 0, 0, 0}
+	oneCommand := func(f *fixture, op byte, sa uint16) byte {
+		cdb := []byte{0xa3, 0x0c, 0x01, op, 0, 0, 0, 0, 0x10, 0, 0, 0}
+		if sa != 0xffff {
+			cdb[2] = 0x02
+			binary.BigEndian.PutUint16(cdb[4:], sa)
+		}
+		return f.runGood(nexusA, cdb, nil, 4096)[1] & 0x07 // SUPPORT
+	}
+	for _, tc := range []struct {
+		name            string
+		cfg             scsi.UnitConfig
+		spc2, prOffered bool
+	}{
+		{"local", scsi.UnitConfig{}, true, true},
+		{"shared", scsi.UnitConfig{SharedReservations: &sharedMem{}}, false, true},
+		{"none", scsi.UnitConfig{NoReservations: true}, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, tc.cfg)
+			for _, c := range []struct {
+				cdb     []byte
+				op      byte
+				sa      uint16
+				offered bool
+			}{
+				{reserve6, 0x16, 0xffff, tc.spc2},
+				{prin(0x00), 0x5e, 0, tc.prOffered},
+			} {
+				res := f.run(nexusA, 0, c.cdb, nil, 4096)
+				if c.offered {
+					require.Equal(t, scsi.StatusGood, res.Status, "sense %x", res.Sense)
+					require.Equal(t, byte(3), oneCommand(f, c.op, c.sa))
+				} else {
+					f.requireSense(res, scsi.SenseIllegalRequest, 0x20, 0)
+					require.Equal(t, byte(1), oneCommand(f, c.op, c.sa))
+				}
+			}
+		})
+	}
+	_, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{NoReservations: true, Reservations: &memStore{}})
+	require.ErrorIs(t, err, scsi.ErrInvalidConfig)
+}

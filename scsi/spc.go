@@ -109,9 +109,6 @@ func (r *request) reserve() error {
 	if r.cdb[0] == 0x56 && (r.cdb[1]&0x12 != 0) {
 		return invalidField(1, 4) // third-party reservations are obsolete
 	}
-	if r.lu.prShared != nil {
-		return errSPC2Shared
-	}
 	r.lu.mu.Lock()
 	defer r.lu.mu.Unlock()
 	if r.lu.reservedBy != "" && r.lu.reservedBy != r.nexus || r.lu.prRegisteredLocked() {
@@ -123,16 +120,7 @@ func (r *request) reserve() error {
 	return nil
 }
 
-// errSPC2Shared refuses SPC-2 RESERVE and RELEASE on a unit whose
-// persistent reservations are shared between gateways: an SPC-2
-// reservation would hold on one gateway only. ILLEGAL REQUEST, INVALID
-// COMMAND OPERATION CODE, as for a unit without them.
-var errSPC2Shared = errInvalidOpcode
-
 func (r *request) release() error {
-	if r.lu.prShared != nil {
-		return errSPC2Shared
-	}
 	r.lu.mu.Lock()
 	defer r.lu.mu.Unlock()
 	if r.lu.pr.resType != 0 {

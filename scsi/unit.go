@@ -74,8 +74,15 @@ type UnitConfig struct {
 	// the copy the other commands are checked against current (see
 	// SharedStateStore). The store is the persistence, so APTPL is
 	// offered; Reservations must then be nil, and SPC-2 RESERVE and
-	// RELEASE, which a shared store does not carry, are refused.
+	// RELEASE, which a shared store does not carry, are not offered.
 	SharedReservations SharedStateStore
+	// NoReservations withdraws SPC-2 RESERVE and RELEASE and the
+	// PERSISTENT RESERVE commands (INVALID COMMAND OPERATION CODE, and
+	// absent from REPORT SUPPORTED OPERATION CODES): for a unit whose
+	// medium another gateway serves too with no shared store, where a
+	// reservation would hold through this gateway only. Reservations and
+	// SharedReservations must then be nil.
+	NoReservations bool
 	// ThirdPartyCopy offers EXTENDED COPY (LID1) and RECEIVE COPY RESULTS
 	// between this unit and the other units of the target the command
 	// came through that offer it too (VMware's XCOPY offload), with the
@@ -340,6 +347,9 @@ func (cfg *UnitConfig) fillDefaults() error {
 	}
 	if cfg.Reservations != nil && cfg.SharedReservations != nil {
 		return configErr("SharedReservations", "set with Reservations: a unit keeps its persistent reservations in one store")
+	}
+	if cfg.NoReservations && (cfg.Reservations != nil || cfg.SharedReservations != nil) {
+		return configErr("NoReservations", "set with a reservation store")
 	}
 	cfg.Vendor = defaultString(cfg.Vendor, "ISCSIKIT")
 	cfg.Product = defaultString(cfg.Product, "VIRTUAL-DISK")
