@@ -2,6 +2,7 @@ package scsi
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -283,7 +284,10 @@ func (r *request) persistentReserveIn() error {
 	alloc := int(be16(r.cdb[7:9]))
 	lu := r.lu
 	if lu.prShared != nil {
-		if err := lu.syncSharedPR(r.ctx); err != nil {
+		ctx, cancel := context.WithTimeout(r.ctx, sharedPRTimeout)
+		err := lu.syncSharedPR(ctx)
+		cancel()
+		if err != nil {
 			return err
 		}
 	}

@@ -28,12 +28,20 @@ type sharedMem struct {
 	fail      bool
 	swapRaces int
 	swaps     int
+	// hang makes Load wait for its context, as a cluster that does not
+	// answer.
+	hang bool
 }
 
 var _ scsi.SharedStateStore = (*sharedMem)(nil)
 
-func (m *sharedMem) Load(context.Context) ([]byte, uint64, error) {
+func (m *sharedMem) Load(ctx context.Context) ([]byte, uint64, error) {
 	m.mu.Lock()
+	if m.hang {
+		m.mu.Unlock()
+		<-ctx.Done()
+		return nil, 0, ctx.Err()
+	}
 	defer m.mu.Unlock()
 	if m.fail {
 		return nil, 0, errors.New("cluster unreachable")
@@ -253,6 +261,15 @@ func TestSharedReservationsStoreTrouble(t *testing.T) {
 	cdb, p := prout(saReserve, typeWE, 0xa, 0, 0)
 	g1.requireSense(g1.run(nexusA, 0, cdb, p, 0), scsi.SenseNotReady, 0x04, 0x00)
 	require.Equal(t, scsi.StatusGood, g1.run(nexusA, 0, read10(0, 1), nil, bs).Status)
+	// A store that does not answer ends them NOT READY too, after the
+	// unit's deadline, not never.
+	st.mu.Lock()
+	st.fail, st.hang = false, true
+	st.mu.Unlock()
+	g1.requireSense(g1.run(nexusA, 0, prin(0x00), nil, 4096), scsi.SenseNotReady, 0x04, 0x00)
+	st.mu.Lock()
+	st.hang = false
+	st.mu.Unlock()
 	// A store that loses every race ends it ABORTED COMMAND.
 	st.mu.Lock()
 	st.fail, st.swapRaces = false, 1000

@@ -285,6 +285,7 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 	lu.life, lu.endLife = context.WithCancel(context.Background())
 	if err := lu.resumeSanitize(); err != nil {
 		lu.endLife()
+		lu.stopSharedPR()
 		return nil, err
 	}
 	return lu, nil
