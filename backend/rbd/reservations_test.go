@@ -15,15 +15,22 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Two devices on one image stand for two gateways: each has its own
-// cluster connection and its own store on the image's one object.
-func TestReservationStoreSwapAndNotify(t *testing.T) {
+// twoStores opens a new image twice and returns both devices' stores: two
+// gateways, each with its own cluster connection, on the image's one
+// reservation object.
+func twoStores(t *testing.T) (Options, *Device, *Device, *ReservationStore, *ReservationStore) {
+	t.Helper()
 	o := testOptions(t, 8<<20)
 	d1, d2 := openTest(t, o), openTest(t, o)
 	s1, err := d1.ReservationStore()
 	require.NoError(t, err)
 	s2, err := d2.ReservationStore()
 	require.NoError(t, err)
+	return o, d1, d2, s1, s2
+}
+
+func TestReservationStoreSwapAndNotify(t *testing.T) {
+	_, _, _, s1, s2 := twoStores(t)
 	require.Equal(t, s1.Object(), s2.Object())
 	require.True(t, strings.HasPrefix(s1.Object(), reservationObjectPrefix))
 	ctx := context.Background()
@@ -116,12 +123,7 @@ func TestReservationStoreConcurrentSwaps(t *testing.T) {
 // watches again, calls the callback for a full reload, and later swaps
 // reach it again.
 func TestReservationStoreLostWatch(t *testing.T) {
-	o := testOptions(t, 8<<20)
-	d1, d2 := openTest(t, o), openTest(t, o)
-	s1, err := d1.ReservationStore()
-	require.NoError(t, err)
-	s2, err := d2.ReservationStore()
-	require.NoError(t, err)
+	o, d1, d2, s1, s2 := twoStores(t)
 	ctx := context.Background()
 	var calls atomic.Int64
 	stop, err := s2.Watch(func() { calls.Add(1) })

@@ -40,8 +40,8 @@ func serveRBDGateway(t *testing.T, o rbd.Options, tag int) string {
 	return addr
 }
 
-// dialAs logs in to defaultTarget on addr as initiator name and clears
-// its POWER ON OCCURRED.
+// dialAs logs in to defaultTarget on addr as initiator name (the
+// initiator's default when empty) and clears its POWER ON OCCURRED.
 func dialAs(ctx context.Context, t *testing.T, addr, name string) *initiator.Conn {
 	t.Helper()
 	c, err := initiator.Dial(ctx, addr, initiator.Options{TargetName: defaultTarget, InitiatorName: name})
@@ -79,25 +79,34 @@ func prIn(ctx context.Context, t *testing.T, c *initiator.Conn, sa byte) []byte 
 	return resp.Data
 }
 
-// TestRBDPersistentReservationsAcrossGateways runs two gateways (iscsid
-// with their own cluster connections) on one image, portal group tags 1
-// and 2, and checks that a reservation made through one holds through
-// the other, a PREEMPT through the other ends the holder's access with
-// a unit attention, and REGISTERs racing through both all land.
-func TestRBDPersistentReservationsAcrossGateways(t *testing.T) {
+// prGateways runs two gateways on a new image, portal group tags 1 and
+// 2, and returns a context for the test, the image, their addresses and
+// a WRITE (16) of one block through a connection.
+func prGateways(t *testing.T) (context.Context, rbd.Options, string, string, func(*initiator.Conn) *initiator.Response) {
+	t.Helper()
 	o := newRBDImage(t, 16<<20)
 	a, b := serveRBDGateway(t, o, 1), serveRBDGateway(t, o, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	holder := dialAs(ctx, t, a, "iqn.2026-11.io.test:holder")
-	other := dialAs(ctx, t, b, "iqn.2026-11.io.test:other")
-	stranger := dialAs(ctx, t, b, "iqn.2026-11.io.test:stranger")
+	t.Cleanup(cancel)
 	block := make([]byte, 512)
 	write := func(c *initiator.Conn) *initiator.Response {
 		resp, err := c.Command(ctx, 0, cdb16(0x8a, 7, 1), block, 0)
 		require.NoError(t, err)
 		return resp
 	}
+	return ctx, o, a, b, write
+}
+
+// TestRBDPersistentReservationsAcrossGateways runs two gateways (iscsid
+// with their own cluster connections) on one image, portal group tags 1
+// and 2, and checks that a reservation made through one holds through
+// the other, a PREEMPT through the other ends the holder's access with
+// a unit attention, and REGISTERs racing through both all land.
+func TestRBDPersistentReservationsAcrossGateways(t *testing.T) {
+	ctx, _, a, b, write := prGateways(t)
+	holder := dialAs(ctx, t, a, "iqn.2026-11.io.test:holder")
+	other := dialAs(ctx, t, b, "iqn.2026-11.io.test:other")
+	stranger := dialAs(ctx, t, b, "iqn.2026-11.io.test:stranger")
 
 	// REGISTER and RESERVE (write exclusive) through gateway A.
 	require.Zero(t, prOut(ctx, t, holder, 0x00, 0, 0, 0xa).Status)
@@ -182,18 +191,10 @@ func TestRBDPersistentReservationsAcrossGateways(t *testing.T) {
 // blocked goes through), and a reservation made afterwards through one
 // gateway holds at once through the other, by the new watch.
 func TestRBDPersistentReservationsLostWatch(t *testing.T) {
-	o := newRBDImage(t, 16<<20)
-	a, b := serveRBDGateway(t, o, 1), serveRBDGateway(t, o, 2)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx, o, a, b, writeResp := prGateways(t)
 	holder := dialAs(ctx, t, a, "iqn.2026-11.io.test:holder")
 	stranger := dialAs(ctx, t, b, "iqn.2026-11.io.test:stranger")
-	block := make([]byte, 512)
-	write := func(c *initiator.Conn) byte {
-		resp, err := c.Command(ctx, 0, cdb16(0x8a, 7, 1), block, 0)
-		require.NoError(t, err)
-		return resp.Status
-	}
+	write := func(c *initiator.Conn) byte { return writeResp(c).Status }
 	require.Zero(t, prOut(ctx, t, holder, 0x00, 0, 0, 0xa).Status)
 	require.Zero(t, prOut(ctx, t, holder, 0x01, 0x1, 0xa, 0).Status)
 	require.EqualValues(t, 0x18, write(stranger))
