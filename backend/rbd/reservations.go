@@ -29,7 +29,9 @@ import (
 // version its RADOS object version; a swap is one write operation that
 // asserts that version (or, for the first state, creates the object
 // exclusively), so of two gateways swapping from the same version
-// exactly one wins. Each swap then notifies the object's watchers and
+// exactly one wins. Object versions are the placement group's, so they
+// keep growing even when the object is removed and made again. Each swap
+// then notifies the object's watchers and
 // waits up to the notify timeout for their acknowledgements, which
 // they give after their change callback ran.
 //
