@@ -407,3 +407,38 @@ func TestReservationCommandsOffered(t *testing.T) {
 	_, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{NoReservations: true, Reservations: &memStore{}})
 	require.ErrorIs(t, err, scsi.ErrInvalidConfig)
 }
+
+// PREEMPT AND ABORT through one gateway aborts the preempted nexus's task
+// running in the other.
+func TestSharedReservationsPreemptAndAbortAcrossGateways(t *testing.T) {
+	st := &sharedMem{}
+	dev := &gatedDevice{Memory: backend.NewMemory(blocks * bs), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	lu, err := scsi.NewLogicalUnit(dev, scsi.UnitConfig{Serial: "gated", SharedReservations: st})
+	require.NoError(t, err)
+	t.Cleanup(func() { lu.Close() })
+	tgt := scsi.NewTarget()
+	require.NoError(t, tgt.Attach(0, lu))
+	g1 := &fixture{t: t, tgt: tgt, lu: lu}
+	g1.clearUAs(nexusB)
+	_, g2 := gateways(t, st)
+
+	require.Equal(t, scsi.StatusGood, g1.pr(nexusB, saRegister, 0, 0, 0xb))
+	require.Equal(t, scsi.StatusGood, g2.pr(nexusAg2, saRegister, 0, 0, 0xa))
+	require.Equal(t, scsi.StatusGood, g2.pr(nexusAg2, saReserve, typeWERO, 0xa, 0))
+	done := make(chan scsi.Result, 1)
+	go func() {
+		cmd := &scsi.Command{Nexus: nexusB, LUN: scsi.EncodeLUN(0), CDB: write10(0, 1), DataOut: make([]byte, bs)}
+		done <- tgt.Execute(context.Background(), cmd)
+	}()
+	<-dev.entered // B's write is inside gateway 1's device
+	cdb, p := prout(0x05, typeEA, 0xa, 0xb, 0)
+	require.Equal(t, scsi.StatusGood, g2.run(nexusAg2, 0, cdb, p, 0).Status)
+	close(dev.release)
+	require.Equal(t, scsi.StatusTaskAborted, (<-done).Status)
+	g1.requireSense(g1.run(nexusB, 0, read10(0, 1), nil, bs), scsi.SenseUnitAttention, 0x2a, 0x05)
+	// Unregistered now, B may read but not write under A's Write
+	// Exclusive, Registrants Only (preempting a non-holder keeps the
+	// reservation's type).
+	require.Equal(t, scsi.StatusGood, g1.run(nexusB, 0, read10(0, 1), nil, bs).Status)
+	require.Equal(t, scsi.StatusReservationConflict, g1.run(nexusB, 0, write10(0, 1), make([]byte, bs), 0).Status)
+}
