@@ -46,16 +46,59 @@ type StateStore interface {
 	Save(data []byte) error
 }
 
-// prRegistration is one registered I_T nexus.
+// prRegistration is one registered I_T nexus, or with AllPorts (a
+// REGISTER with ALL_TG_PT) the initiator port's nexus through every
+// target port of the target, of this gateway and of any other.
 type prRegistration struct {
 	Key           uint64 `json:"key"`
 	InitiatorPort string `json:"initiator_port"`
 	TargetName    string `json:"target_name"`
 	RelPort       uint16 `json:"relative_port"`
+	AllPorts      bool   `json:"all_tg_pt,omitempty"`
 }
 
+// nexusKey is the key of the registration in prState.regs: its nexus's,
+// or for AllPorts its anyPortKey.
 func (g *prRegistration) nexusKey() string {
-	return nexusKey(Nexus{InitiatorPort: g.InitiatorPort, TargetName: g.TargetName, RelativePortID: g.RelPort})
+	k := nexusKey(Nexus{InitiatorPort: g.InitiatorPort, TargetName: g.TargetName, RelativePortID: g.RelPort})
+	if g.AllPorts {
+		return anyPortKey(k)
+	}
+	return k
+}
+
+// anyPortKey turns a nexus key into the key of its initiator port's
+// ALL_TG_PT registration: the relative port replaced by "*".
+func anyPortKey(key string) string {
+	return key[:strings.LastIndexByte(key, 0)+1] + "*"
+}
+
+// isAnyPortKey reports whether key is an ALL_TG_PT registration's.
+func isAnyPortKey(key string) bool { return strings.HasSuffix(key, "\x00*") }
+
+// anyPortBytes is anyPortKey in p.scratch, for lookups that must not
+// allocate; it is valid until the next call.
+func (p *prState) anyPortBytes(key string) []byte {
+	p.scratch = append(append(p.scratch[:0], key[:strings.LastIndexByte(key, 0)+1]...), '*')
+	return p.scratch
+}
+
+// registered reports whether the nexus key is registered, itself or
+// through its initiator port's ALL_TG_PT registration.
+func (p *prState) registered(key string) bool {
+	return p.regs[key] != nil || p.regs[string(p.anyPortBytes(key))] != nil
+}
+
+// covering returns the key in p.regs of the registration of the nexus
+// key: its own, else its initiator port's ALL_TG_PT one, else key.
+func (p *prState) covering(key string) string {
+	if p.regs[key] != nil {
+		return key
+	}
+	if k := anyPortKey(key); p.regs[k] != nil {
+		return k
+	}
+	return key
 }
 
 // prState is the persistent reservation state of a unit (SPC-4 §5.13),
@@ -74,6 +117,8 @@ type prState struct {
 	aptpl bool
 	// persisted is set while the store holds a state.
 	persisted bool
+	// scratch holds anyPortBytes's key.
+	scratch []byte
 }
 
 // allRegistrants reports whether the reservation is held by every
@@ -88,9 +133,9 @@ func (p *prState) holds(key string) bool {
 		return false
 	}
 	if p.allRegistrants() {
-		return p.regs[key] != nil
+		return p.registered(key)
 	}
-	return p.holder == key
+	return p.holder == key || p.holder == string(p.anyPortBytes(key))
 }
 
 // conflicts reports whether a command with flags f from nexus key
@@ -100,7 +145,7 @@ func (p *prState) conflicts(key string, f opFlags) bool {
 		return false
 	}
 	write := f&(flagWrite|flagPRWrite) != 0
-	registered := p.regs[key] != nil
+	registered := p.registered(key)
 	switch p.resType {
 	case prWriteExclusive:
 		return write
@@ -264,7 +309,40 @@ func (lu *LogicalUnit) prUA(key string, s *Sense) {
 		sh.tx.owe(key, eventOf(s))
 		return
 	}
-	lu.queueUA(key, s)
+	lu.queueUAReg(key, s)
+}
+
+// queueUAReg establishes unit attention s for the nexuses of the
+// registration key: the nexus, or for an ALL_TG_PT registration every
+// nexus of its initiator port the unit knows. Called with lu.mu held.
+func (lu *LogicalUnit) queueUAReg(key string, s *Sense) {
+	for _, k := range lu.nexusesOf(key) {
+		lu.queueUA(k, s)
+	}
+}
+
+// abortReg ends the tasks of the nexuses of the registration key.
+func (lu *LogicalUnit) abortReg(key string) {
+	for _, k := range lu.nexusesOf(key) {
+		if ns := lu.nexuses[k]; ns != nil {
+			ns.aborts.Add(1)
+		}
+	}
+}
+
+// nexusesOf returns the nexus keys a registration key stands for.
+func (lu *LogicalUnit) nexusesOf(key string) []string {
+	if !isAnyPortKey(key) {
+		return []string{key}
+	}
+	prefix := key[:len(key)-1]
+	var ks []string
+	for k := range lu.nexuses {
+		if strings.HasPrefix(k, prefix) && !strings.Contains(k[len(prefix):], "\x00") {
+			ks = append(ks, k)
+		}
+	}
+	return ks
 }
 
 // prAbort ends the tasks the nexus key has running in the unit (PREEMPT
@@ -274,9 +352,7 @@ func (lu *LogicalUnit) prAbort(key string) {
 		sh.tx.owe(key, eventAbort)
 		return
 	}
-	if ns := lu.nexuses[key]; ns != nil {
-		ns.aborts.Add(1)
-	}
+	lu.abortReg(key)
 }
 
 // persistentReserveIn answers PERSISTENT RESERVE IN (SPC-4 §6.14).
@@ -316,7 +392,7 @@ func (r *request) persistentReserveIn() error {
 	case 0x02: // REPORT CAPABILITIES
 		out = make([]byte, 8)
 		binary.BigEndian.PutUint16(out[0:2], 8)
-		out[2] = 0x10 | 0x01 // CRH, PTPL_C
+		out[2] = 0x10 | 0x04 | 0x01 // CRH, ATP_C, PTPL_C
 		if !lu.canPersistPR() {
 			out[2] &^= 0x01
 		}
@@ -335,6 +411,9 @@ func (r *request) persistentReserveIn() error {
 			if p.holds(k) {
 				d[12] = 0x01 // R_HOLDER
 				d[13] = p.resType
+			}
+			if g.AllPorts {
+				d[12] |= 0x02 // ALL_TG_PT: the relative port is not used
 			}
 			binary.BigEndian.PutUint16(d[18:20], g.RelPort)
 			binary.BigEndian.PutUint32(d[20:24], uint32(len(tid)))
@@ -433,22 +512,24 @@ func (r *request) proutLocked(sa, scope, typ byte, data []byte) error {
 		return errReservationConflict
 	}
 	p := &lu.pr
-	me := p.regs[r.nexus]
+	self := p.covering(r.nexus) // the key of this nexus's registration
+	me := p.regs[self]
 	if sa == proutRegisterMove {
-		return r.registerAndMove(data, resKey, saKey, scope, typ)
+		return r.registerAndMove(self, data, resKey, saKey, scope, typ)
 	}
 	flags := data[20]
 	if flags&0x08 != 0 { // SPEC_I_PT: not supported (SIP_C 0)
 		return invalidParam(20)
 	}
-	if flags&0x04 != 0 { // ALL_TG_PT: not supported (ATP_C 0)
+	allPorts := flags&0x04 != 0 // ALL_TG_PT (ATP_C 1)
+	if allPorts && sa != proutRegister && sa != proutRegisterIgnore {
 		return invalidParam(20)
 	}
 	if flags&0x01 != 0 && sa != proutRegister && sa != proutRegisterIgnore {
 		return invalidParam(20) // APTPL only with a registration
 	}
 	if sa == proutRegister || sa == proutRegisterIgnore {
-		return r.register(me, sa == proutRegisterIgnore, resKey, saKey, flags&0x01 != 0)
+		return r.register(self, me, sa == proutRegisterIgnore, allPorts, resKey, saKey, flags&0x01 != 0)
 	}
 	// Every other service action needs a registered nexus quoting its key.
 	if me == nil || me.Key != resKey {
@@ -458,32 +539,32 @@ func (r *request) proutLocked(sa, scope, typ byte, data []byte) error {
 		if scope != 0 {
 			return invalidField(2, 7)
 		}
-		if (sa != proutRelease || p.holds(r.nexus)) && !validPRType(typ) {
+		if (sa != proutRelease || p.holds(self)) && !validPRType(typ) {
 			return invalidField(2, 3)
 		}
 	}
 	switch sa {
 	case proutReserve:
 		if p.resType != 0 {
-			if !p.holds(r.nexus) || p.resType != typ {
+			if !p.holds(self) || p.resType != typ {
 				return errReservationConflict
 			}
 			return nil
 		}
-		p.resType, p.holder = typ, r.nexus
+		p.resType, p.holder = typ, self
 		return lu.savePRLocked()
 	case proutRelease:
-		if !p.holds(r.nexus) {
+		if !p.holds(self) {
 			return nil
 		}
 		if p.resType != typ {
 			return errInvalidRelease
 		}
-		lu.prReleaseLocked(r.nexus)
+		lu.prReleaseLocked(self)
 		return lu.savePRLocked()
 	case proutClear:
 		for k := range p.regs {
-			if k != r.nexus {
+			if k != self {
 				lu.prUA(k, uaResvPreempted)
 			}
 		}
@@ -492,12 +573,15 @@ func (r *request) proutLocked(sa, scope, typ byte, data []byte) error {
 		p.generation++
 		return lu.savePRLocked()
 	default: // PREEMPT, PREEMPT AND ABORT
-		return r.preempt(saKey, typ, sa == proutPreemptAbort)
+		return r.preempt(self, saKey, typ, sa == proutPreemptAbort)
 	}
 }
 
-// register runs REGISTER and REGISTER AND IGNORE EXISTING KEY.
-func (r *request) register(me *prRegistration, ignore bool, resKey, saKey uint64, aptpl bool) error {
+// register runs REGISTER and REGISTER AND IGNORE EXISTING KEY for the
+// nexus whose registration is self (me, nil if none); a new registration
+// with allPorts (ALL_TG_PT) registers the initiator port through every
+// target port.
+func (r *request) register(self string, me *prRegistration, ignore, allPorts bool, resKey, saKey uint64, aptpl bool) error {
 	lu := r.lu
 	p := &lu.pr
 	if aptpl && !lu.canPersistPR() {
@@ -513,10 +597,14 @@ func (r *request) register(me *prRegistration, ignore bool, resKey, saKey uint64
 	}
 	switch {
 	case saKey == 0:
-		lu.unregisterLocked(r.nexus)
+		lu.unregisterLocked(self)
 	case me == nil:
 		n := r.cmd.Nexus
-		p.regs[r.nexus] = &prRegistration{Key: saKey, InitiatorPort: n.InitiatorPort, TargetName: n.TargetName, RelPort: n.RelativePortID}
+		g := &prRegistration{Key: saKey, InitiatorPort: n.InitiatorPort, TargetName: n.TargetName, RelPort: n.RelativePortID}
+		if allPorts {
+			g.RelPort, g.AllPorts = 0, true
+		}
+		p.regs[g.nexusKey()] = g
 	default:
 		me.Key = saKey
 	}
@@ -528,19 +616,19 @@ func (r *request) register(me *prRegistration, ignore bool, resKey, saKey uint64
 // preempt runs PREEMPT and PREEMPT AND ABORT (SPC-4 §5.13.11.4). With
 // abort, the tasks the preempted nexuses have running in the unit
 // complete with TASK ABORTED; every later command of theirs conflicts.
-func (r *request) preempt(saKey uint64, typ byte, abort bool) error {
+func (r *request) preempt(self string, saKey uint64, typ byte, abort bool) error {
 	lu := r.lu
 	p := &lu.pr
 	removeMatching := func(all bool) int {
 		n := 0
 		for k, g := range p.regs {
-			if k == r.nexus && all {
+			if k == self && all {
 				continue
 			}
 			if all || g.Key == saKey {
 				delete(p.regs, k)
 				lu.prUA(k, uaRegsPreempted)
-				if abort && k != r.nexus {
+				if abort && k != self {
 					lu.prAbort(k)
 				}
 				n++
@@ -559,17 +647,17 @@ func (r *request) preempt(saKey uint64, typ byte, abort bool) error {
 	case p.allRegistrants():
 		if saKey == 0 {
 			removeMatching(true)
-			p.resType, p.holder = typ, r.nexus
+			p.resType, p.holder = typ, self
 		} else if removeMatching(false) == 0 {
 			return errReservationConflict
 		}
 	case p.regs[p.holder].Key == saKey:
 		changed := p.resType != typ
 		removeMatching(false)
-		p.resType, p.holder = typ, r.nexus
+		p.resType, p.holder = typ, self
 		if changed {
 			for k := range p.regs {
-				if k != r.nexus {
+				if k != self {
 					lu.prUA(k, uaResvRelease)
 				}
 			}
@@ -592,14 +680,14 @@ func (r *request) preempt(saKey uint64, typ byte, abort bool) error {
 // registerAndMove runs REGISTER AND MOVE (SPC-4 §5.13.8): the reservation
 // moves to the I_T nexus the parameter list names, which is registered
 // with the service action key.
-func (r *request) registerAndMove(data []byte, resKey, saKey uint64, scope, typ byte) error {
+func (r *request) registerAndMove(self string, data []byte, resKey, saKey uint64, scope, typ byte) error {
 	lu := r.lu
 	p := &lu.pr
-	me := p.regs[r.nexus]
+	me := p.regs[self]
 	if me == nil || me.Key != resKey {
 		return errReservationConflict
 	}
-	if p.resType == 0 || p.allRegistrants() || !p.holds(r.nexus) {
+	if p.resType == 0 || p.allRegistrants() || !p.holds(self) {
 		return errReservationConflict
 	}
 	if scope != 0 {
@@ -626,7 +714,7 @@ func (r *request) registerAndMove(data []byte, resKey, saKey uint64, scope, typ 
 	}
 	dest := &prRegistration{Key: saKey, InitiatorPort: port, TargetName: r.cmd.Nexus.TargetName, RelPort: relPort}
 	dk := dest.nexusKey()
-	if dk == r.nexus {
+	if dk == r.nexus || dk == self {
 		return invalidParam(24)
 	}
 	if cur := p.regs[dk]; cur != nil {
@@ -636,7 +724,7 @@ func (r *request) registerAndMove(data []byte, resKey, saKey uint64, scope, typ 
 	}
 	p.resType, p.holder = typ, dk
 	if unreg {
-		delete(p.regs, r.nexus)
+		delete(p.regs, self)
 	}
 	p.aptpl = aptpl
 	p.generation++

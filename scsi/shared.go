@@ -336,15 +336,13 @@ func (lu *LogicalUnit) adoptSharedPRLocked(in *persistedPR, ver uint64) error {
 			}
 			switch e.What {
 			case eventAbort:
-				if ns := lu.nexuses[e.Nexus]; ns != nil {
-					ns.aborts.Add(1)
-				}
+				lu.abortReg(e.Nexus)
 			case eventRegsPreempted:
-				lu.queueUA(e.Nexus, uaRegsPreempted)
+				lu.queueUAReg(e.Nexus, uaRegsPreempted)
 			case eventResvPreempted:
-				lu.queueUA(e.Nexus, uaResvPreempted)
+				lu.queueUAReg(e.Nexus, uaResvPreempted)
 			case eventResvReleased:
-				lu.queueUA(e.Nexus, uaResvRelease)
+				lu.queueUAReg(e.Nexus, uaResvRelease)
 			}
 		}
 	}
@@ -359,9 +357,9 @@ func (lu *LogicalUnit) sharedPRDiffLocked(next *prState) {
 	old := &lu.pr
 	for k := range old.regs {
 		if next.regs[k] == nil {
-			lu.queueUA(k, uaRegsPreempted)
+			lu.queueUAReg(k, uaRegsPreempted)
 		} else if old.resType >= prWriteExclusiveRegsOnly && next.resType == 0 {
-			lu.queueUA(k, uaResvRelease)
+			lu.queueUAReg(k, uaResvRelease)
 		}
 	}
 }

@@ -303,10 +303,11 @@ func (f *fixture) runGood(n scsi.Nexus, cdb, out []byte, inLen int) []byte {
 	return f.lastIn
 }
 
-// BenchmarkWriteSharedReservation measures WRITE (10) of 4 KiB by the
-// holder of a write exclusive reservation kept in a shared store: the
-// check reads the unit's copy, so the shared store costs the data path
-// nothing.
+// BenchmarkWriteSharedReservation measures WRITE (10) of 4 KiB by a
+// registrant under another nexus's Write Exclusive, Registrants Only
+// reservation kept in a shared store (the longest check: not the holder,
+// registered, ALL_TG_PT looked up): it reads the unit's copy, so the
+// shared store costs the data path nothing.
 func BenchmarkWriteSharedReservation(b *testing.B) {
 	lu, err := scsi.NewLogicalUnit(backend.NewMemory(blocks*bs), scsi.UnitConfig{Serial: "bench", WriteCache: true, SharedReservations: &sharedMem{}})
 	require.NoError(b, err)
@@ -314,18 +315,14 @@ func BenchmarkWriteSharedReservation(b *testing.B) {
 	tgt := scsi.NewTarget()
 	require.NoError(b, tgt.Attach(0, lu))
 	ctx := context.Background()
-	do := func(cdb, out []byte) scsi.Result {
-		return tgt.Execute(ctx, &scsi.Command{Nexus: nexusA, LUN: scsi.EncodeLUN(0), CDB: cdb, DataOut: out})
+	do := func(n scsi.Nexus, sa, typ byte, key, saKey uint64) scsi.Status {
+		tgt.Execute(ctx, &scsi.Command{Nexus: n, LUN: scsi.EncodeLUN(0), CDB: make([]byte, 6)}) // POWER ON OCCURRED
+		cdb, p := prout(sa, typ, key, saKey, 0)
+		return tgt.Execute(ctx, &scsi.Command{Nexus: n, LUN: scsi.EncodeLUN(0), CDB: cdb, DataOut: p}).Status
 	}
-	do(make([]byte, 6), nil) // POWER ON OCCURRED
-	for _, sa := range []struct{ sa, typ byte }{{saRegister, 0}, {saReserve, typeWE}} {
-		key, saKey := uint64(0xa), uint64(0)
-		if sa.sa == saRegister {
-			key, saKey = 0, 0xa
-		}
-		cdb, p := prout(sa.sa, sa.typ, key, saKey, 0)
-		require.Equal(b, scsi.StatusGood, do(cdb, p).Status)
-	}
+	require.Equal(b, scsi.StatusGood, do(nexusB, saRegister, 0, 0, 0xb))
+	require.Equal(b, scsi.StatusGood, do(nexusB, saReserve, typeWERO, 0xb, 0))
+	require.Equal(b, scsi.StatusGood, do(nexusA, saRegister, 0, 0, 0xa))
 	const size = 4 << 10
 	cmd := scsi.Command{Nexus: nexusA, LUN: scsi.EncodeLUN(0), CDB: write10(0, size/bs), DataOut: make([]byte, size)}
 	b.SetBytes(size)
@@ -441,4 +438,39 @@ func TestSharedReservationsPreemptAndAbortAcrossGateways(t *testing.T) {
 	// reservation's type).
 	require.Equal(t, scsi.StatusGood, g1.run(nexusB, 0, read10(0, 1), nil, bs).Status)
 	require.Equal(t, scsi.StatusReservationConflict, g1.run(nexusB, 0, write10(0, 1), make([]byte, bs), 0).Status)
+}
+
+// A REGISTER with ALL_TG_PT through one gateway registers the initiator
+// port through every target port, the other gateway's too: it holds the
+// reservation it takes through both, and a PREEMPT of its key tells both
+// of its nexuses.
+func TestSharedReservationsAllTargetPorts(t *testing.T) {
+	st := &sharedMem{}
+	g1, g2 := gateways(t, st)
+	w := make([]byte, bs)
+	caps := g1.runGood(nexusA, prin(0x02), nil, 4096)
+	require.Equal(t, byte(0x04), caps[2]&0x04, "ATP_C")
+	cdb, p := prout(saRegister, 0, 0, 0xa, 0x04)
+	g1.runGood(nexusA, cdb, p, 0)
+	require.Equal(t, scsi.StatusGood, g1.pr(nexusA, saReserve, typeWE, 0xa, 0))
+
+	// Through gateway 2 the same initiator port is registered and holds.
+	require.Equal(t, scsi.StatusGood, g2.run(nexusAg2, 0, write10(0, 1), w, 0).Status)
+	require.Equal(t, scsi.StatusReservationConflict, g2.run(nexusCg2, 0, write10(0, 1), w, 0).Status)
+	keys := g2.runGood(nexusBg2, prin(0x00), nil, 4096)
+	require.Equal(t, uint32(8), binary.BigEndian.Uint32(keys[4:]), "one registration")
+	full := g2.runGood(nexusBg2, prin(0x03), nil, 4096)
+	require.Equal(t, byte(0x03), full[8+12], "R_HOLDER and ALL_TG_PT")
+	// Gateway 2's path may release what gateway 1's path reserved.
+	require.Equal(t, scsi.StatusGood, g2.pr(nexusAg2, saRelease, typeWE, 0xa, 0))
+	require.Equal(t, scsi.StatusGood, g2.run(nexusCg2, 0, write10(0, 1), w, 0).Status)
+	require.Equal(t, scsi.StatusGood, g2.pr(nexusAg2, saReserve, typeEA, 0xa, 0))
+
+	// PREEMPT by B through gateway 2: both of A's nexuses hear it.
+	require.Equal(t, scsi.StatusGood, g2.pr(nexusBg2, saRegister, 0, 0, 0xb))
+	require.Equal(t, scsi.StatusGood, g2.pr(nexusBg2, saPreempt, typeWE, 0xb, 0xa))
+	g1.requireSense(g1.run(nexusA, 0, write10(0, 1), w, 0), scsi.SenseUnitAttention, 0x2a, 0x05)
+	g2.requireSense(g2.run(nexusAg2, 0, write10(0, 1), w, 0), scsi.SenseUnitAttention, 0x2a, 0x05)
+	require.Equal(t, scsi.StatusReservationConflict, g1.run(nexusA, 0, write10(0, 1), w, 0).Status)
+	require.Equal(t, scsi.StatusReservationConflict, g2.run(nexusAg2, 0, write10(0, 1), w, 0).Status)
 }
