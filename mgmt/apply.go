@@ -755,12 +755,13 @@ func (a *applier) openDevice(e Extent) (backend.Device, scsi.UnitConfig, error) 
 		dev = enc
 	}
 	if a.prDir != "" {
-		if uc.SharedReservations == nil {
-			uc.Reservations = reservationFile(a.prDir, e)
-		}
+		uc.Reservations = reservationFile(a.prDir, e)
 		uc.SanitizeState = sanitizeFile(a.prDir, e)
 	}
 	uc.Logger = a.log
+	if uc.SharedReservations != nil {
+		uc.Reservations = nil // the shared store keeps them
+	}
 	return dev, uc, nil
 }
 
