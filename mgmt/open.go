@@ -59,12 +59,18 @@ type VolumeMaker interface {
 	DeleteVolume(e Extent) error
 }
 
+// maker returns the VolumeMaker of the pool type typ, or nil.
+func (t openers) maker(typ string) VolumeMaker {
+	vm, _ := t[typ].(VolumeMaker)
+	return vm
+}
+
 // ReservationSharer is implemented by an Opener whose storage several
 // gateways export at once (an RBD image in Ceph): it gives each unit of
 // its extents a store of persistent reservations that all of them share
 // (scsi.UnitConfig.SharedReservations), so a PERSISTENT RESERVE OUT
 // through one gateway holds on the others. Extents of other types keep
-// their reservations in the Manager's own files (Options.StateDir),
+// their reservations in the Manager's own files (Options.ReservationDir),
 // which only the one process sees.
 type ReservationSharer interface {
 	// ReservationStore returns the shared store of the extent whose
@@ -78,12 +84,6 @@ type ReservationSharer interface {
 func (t openers) sharer(typ string) ReservationSharer {
 	rs, _ := t[typ].(ReservationSharer)
 	return rs
-}
-
-// maker returns the VolumeMaker of the pool type typ, or nil.
-func (t openers) maker(typ string) VolumeMaker {
-	vm, _ := t[typ].(VolumeMaker)
-	return vm
 }
 
 // DefaultOpeners returns the openers a Manager uses when

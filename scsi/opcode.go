@@ -29,6 +29,13 @@ const (
 	// by another nexus, like writes: they change the medium or the state
 	// of the unit. Commands with neither PR flag are reads.
 	flagPRWrite
+	// flagSPC2Reservation commands (RESERVE, RELEASE) exist only on units
+	// whose reservations are this process's (neither
+	// UnitConfig.SharedReservations nor UnitConfig.NoReservations).
+	flagSPC2Reservation
+	// flagPersistentReservation commands exist only on units without
+	// UnitConfig.NoReservations.
+	flagPersistentReservation
 	// flagRemovable commands exist only on units with removable media.
 	flagRemovable
 	// flagCopy commands exist only on units offering third-party copy.
@@ -45,13 +52,6 @@ const (
 	flagInStandby
 	flagInUnavailable
 	flagInTransition
-	// flagSPC2Reservation commands (RESERVE, RELEASE) exist only on units
-	// whose reservations are this process's (neither
-	// UnitConfig.SharedReservations nor UnitConfig.NoReservations).
-	flagSPC2Reservation
-	// flagPersistentReservation commands exist only on units without
-	// UnitConfig.NoReservations.
-	flagPersistentReservation
 )
 
 // flagAnyAccess commands are served in every access state.

@@ -185,7 +185,10 @@ func Remove(ctx context.Context, o Options) error {
 	if r := C.rbd_remove(C.rados_ioctx_t(ioctx.Pointer()), name); r < 0 {
 		return fmt.Errorf("rbd: remove %s/%s: %w", o.Pool, o.Image, errnoErr(r))
 	}
-	return removeReservationObject(ioctx, prObject)
+	if err := removeReservationObject(ioctx, prObject); err != nil {
+		return err
+	}
+	return nil
 }
 
 // errnoErr is librbd's negative errno r as an error.
