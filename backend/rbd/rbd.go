@@ -211,13 +211,15 @@ type Device struct {
 	closed   atomic.Bool
 
 	mu   sync.Mutex
-	pr   *ReservationStore // made by ReservationStore, guarded by mu
 	free []*op
 	all  []*op
 	// calls counts the synchronous librbd calls run in goroutines of
 	// their own (diff, resize), which Close waits for even when their
 	// caller stopped waiting.
 	calls sync.WaitGroup
+	// pr is the image's reservation store, made by ReservationStore;
+	// guarded by mu.
+	pr *ReservationStore
 }
 
 // Open connects to the cluster and opens the image.
@@ -560,6 +562,12 @@ func (d *Device) Close() error {
 	if d.closed.Swap(true) {
 		return backend.ErrClosed
 	}
+	d.mu.Lock()
+	pr := d.pr
+	d.mu.Unlock()
+	if pr != nil {
+		pr.close() // its watches end before the connection does
+	}
 	d.calls.Wait()
 	r := C.rbd_close(d.img)
 	d.mu.Lock()
@@ -567,11 +575,7 @@ func (d *Device) Close() error {
 		o.free()
 	}
 	d.all, d.free = nil, nil
-	pr := d.pr
 	d.mu.Unlock()
-	if pr != nil {
-		pr.close()
-	}
 	d.ioctx.Destroy()
 	d.conn.Shutdown()
 	if r < 0 {
