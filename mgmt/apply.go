@@ -754,6 +754,14 @@ func (a *applier) openDevice(e Extent) (backend.Device, scsi.UnitConfig, error) 
 			uc.ThinProvisioning = false
 		}
 	}
+	if rs := a.open.sharer(e.Type); rs != nil {
+		st, err := rs.ReservationStore(e, dev)
+		if err != nil {
+			dev.Close()
+			return nil, uc, fmt.Errorf("mgmt: extent %s: shared reservations: %w", e.Name, err)
+		}
+		uc.SharedReservations = st
+	}
 	if e.Encrypted || a.keyDir != "" {
 		enc, err := a.encrypt(dev, e)
 		if err != nil {
@@ -776,6 +784,9 @@ func (a *applier) openDevice(e Extent) (backend.Device, scsi.UnitConfig, error) 
 		uc.Reservations, uc.SanitizeState = pr, ss
 	}
 	uc.Logger = a.log
+	if uc.SharedReservations != nil {
+		uc.Reservations = nil // the shared store keeps them
+	}
 	return dev, uc, nil
 }
 

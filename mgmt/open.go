@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/iscsikit/iscsikit/backend"
+	"github.com/iscsikit/iscsikit/scsi"
 )
 
 // Opener opens the extents of one type (Extent.Type). The Manager keeps a
@@ -64,6 +65,27 @@ type VolumeMaker interface {
 func (t openers) maker(typ string) VolumeMaker {
 	vm, _ := t[typ].(VolumeMaker)
 	return vm
+}
+
+// ReservationSharer is implemented by an Opener whose storage several
+// gateways export at once (an RBD image in Ceph): it gives each unit of
+// its extents a store of persistent reservations that all of them share
+// (scsi.UnitConfig.SharedReservations), so a PERSISTENT RESERVE OUT
+// through one gateway holds on the others. Extents of other types keep
+// their reservations in the Manager's own files (Options.ReservationDir),
+// which only the one process sees.
+type ReservationSharer interface {
+	// ReservationStore returns the shared store of the extent whose
+	// device Open returned (dev as Open returned it, before any
+	// encryption). The store is the device's: it stays valid until the
+	// device is closed.
+	ReservationStore(e Extent, dev backend.Device) (scsi.SharedStateStore, error)
+}
+
+// sharer returns the ReservationSharer of the extent type typ, or nil.
+func (t openers) sharer(typ string) ReservationSharer {
+	rs, _ := t[typ].(ReservationSharer)
+	return rs
 }
 
 // DefaultOpeners returns the openers a Manager uses when

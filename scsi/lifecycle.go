@@ -161,6 +161,7 @@ func (lu *LogicalUnit) Close() error {
 	}
 	lu.endLife()
 	lu.background.Wait()
+	lu.stopSharedPR()
 	lu.gate.close()
 	lu.offline("closed")
 	return lu.dev.Close()
@@ -261,6 +262,7 @@ func (r *Reopening) Commit() error {
 	lu.mu.Unlock()
 	lu.endLife()
 	lu.background.Wait()
+	lu.switchSharedPR(cfg.SharedReservations)
 	lu.mu.Lock()
 	old, oldCfg, oldGeo := lu.dev, lu.cfg, lu.geometry
 	lu.dev, lu.cfg, lu.geometry, lu.ctxDev = r.dev, cfg, r.geo, contextDevice(r.dev)

@@ -3,7 +3,7 @@ package scsi
 import "encoding/binary"
 
 // opFlags says how the dispatcher treats a command before its handler runs.
-type opFlags uint16
+type opFlags uint32
 
 const (
 	// flagNoUA commands neither report nor clear a pending unit attention
@@ -29,6 +29,13 @@ const (
 	// by another nexus, like writes: they change the medium or the state
 	// of the unit. Commands with neither PR flag are reads.
 	flagPRWrite
+	// flagSPC2Reservation commands (RESERVE, RELEASE) exist only on units
+	// whose reservations are this process's (neither
+	// UnitConfig.SharedReservations nor UnitConfig.NoReservations).
+	flagSPC2Reservation
+	// flagPersistentReservation commands exist only on units without
+	// UnitConfig.NoReservations.
+	flagPersistentReservation
 	// flagRemovable commands exist only on units with removable media.
 	flagRemovable
 	// flagCopy commands exist only on units offering third-party copy.
@@ -132,8 +139,8 @@ func commandTable() []*opcode {
 		{name: "WRITE(6)", usage: cdb(0x0a, 0x1f, 0xff, 0xff, 0xff, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).write},
 		{name: "INQUIRY", usage: cdb(0x12, 0x01, 0xff, 0xff, 0xff, 0), flags: flagNoUA | flagAnyAccess, handler: (*request).inquiry},
 		{name: "MODE SELECT(6)", usage: cdb(0x15, 0x11, 0, 0, 0xff, 0), flags: flagInStandby | flagConflicts | flagPRWrite, handler: (*request).modeSelect},
-		{name: "RESERVE(6)", usage: cdb(0x16, 0, 0, 0, 0, 0), flags: flagConflicts, handler: (*request).reserve},
-		{name: "RELEASE(6)", usage: cdb(0x17, 0, 0, 0, 0, 0), handler: (*request).release},
+		{name: "RESERVE(6)", usage: cdb(0x16, 0, 0, 0, 0, 0), flags: flagConflicts | flagSPC2Reservation, handler: (*request).reserve},
+		{name: "RELEASE(6)", usage: cdb(0x17, 0, 0, 0, 0, 0), flags: flagSPC2Reservation, handler: (*request).release},
 		{name: "MODE SENSE(6)", usage: cdb(0x1a, 0x08, 0xff, 0xff, 0xff, 0), flags: flagInStandby | flagConflicts, handler: (*request).modeSense},
 		{name: "START STOP UNIT", usage: cdb(0x1b, 0x01, 0, 0x0f, 0xf7, 0), flags: flagConflicts | flagPRWrite, handler: (*request).startStopUnit},
 		{name: "PREVENT ALLOW MEDIUM REMOVAL", usage: cdb(0x1e, 0, 0, 0, 0x03, 0), flags: flagConflicts | flagPRWrite | flagRemovable, handler: (*request).preventAllow},
@@ -152,21 +159,21 @@ func commandTable() []*opcode {
 		{name: "SANITIZE", usage: cdb(0x48, 0xa0|sanitizeCryptoErase, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagMedium | flagWrite | flagCrypto, handler: (*request).sanitize},
 		{name: "SANITIZE", usage: cdb(0x48, 0x80|sanitizeExitFailure, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagConflicts | flagWrite, handler: (*request).sanitize},
 		{name: "MODE SELECT(10)", usage: cdb(0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0), flags: flagInStandby | flagConflicts | flagPRWrite, handler: (*request).modeSelect},
-		{name: "RESERVE(10)", usage: cdb(0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0), flags: flagConflicts, handler: (*request).reserve},
-		{name: "RELEASE(10)", usage: cdb(0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0), handler: (*request).release},
+		{name: "RESERVE(10)", usage: cdb(0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0), flags: flagConflicts | flagSPC2Reservation, handler: (*request).reserve},
+		{name: "RELEASE(10)", usage: cdb(0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0), flags: flagSPC2Reservation, handler: (*request).release},
 		{name: "MODE SENSE(10)", usage: cdb(0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0), flags: flagInStandby | flagConflicts, handler: (*request).modeSense},
-		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x00, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
-		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x01, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
-		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x02, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
-		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x03, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveIn},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x00, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x01, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x02, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x03, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x04, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x05, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x06, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
-		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x07, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x00, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed | flagPersistentReservation, handler: (*request).persistentReserveIn},
+		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x01, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed | flagPersistentReservation, handler: (*request).persistentReserveIn},
+		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x02, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed | flagPersistentReservation, handler: (*request).persistentReserveIn},
+		{name: "PERSISTENT RESERVE IN", usage: cdb(0x5e, 0x03, 0, 0, 0, 0, 0, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed | flagPersistentReservation, handler: (*request).persistentReserveIn},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x00, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed | flagPersistentReservation, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x01, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed | flagPersistentReservation, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x02, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed | flagPersistentReservation, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x03, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed | flagPersistentReservation, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x04, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed | flagPersistentReservation, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x05, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed | flagPersistentReservation, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x06, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed | flagPersistentReservation, handler: (*request).persistentReserveOut},
+		{name: "PERSISTENT RESERVE OUT", usage: cdb(0x5f, 0x07, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0), hasSA: true, flags: flagInStandby | flagConflicts | flagPRAllowed | flagPersistentReservation, handler: (*request).persistentReserveOut},
 		{name: "EXTENDED COPY(LID1)", usage: cdb(0x83, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagMedium | flagPRWrite | flagCopy, handler: (*request).extendedCopy},
 		{name: "RECEIVE COPY RESULTS(COPY STATUS)", usage: cdb(0x84, 0x00, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagCopy, handler: (*request).receiveCopyResults},
 		{name: "RECEIVE COPY RESULTS(OPERATING PARAMETERS)", usage: cdb(0x84, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagCopy, handler: (*request).receiveCopyResults},
@@ -218,12 +225,26 @@ func lookupOpcode(cdb []byte) (*opcode, *Sense) {
 
 // supported reports whether the unit offers the command.
 func (lu *LogicalUnit) supported(o *opcode) bool {
-	return (o.flags&flagThin == 0 || lu.cfg.ThinProvisioning) &&
+	return lu.offersReservation(o) &&
+		(o.flags&flagThin == 0 || lu.cfg.ThinProvisioning) &&
 		(o.flags&flagRemovable == 0 || lu.cfg.Removable) &&
 		(o.flags&flagCopy == 0 || lu.cfg.ThirdPartyCopy) &&
 		(o.flags&flagCrypto == 0 || lu.cfg.CryptoErase) &&
 		(o.flags&flagALUA == 0 || lu.aluaOn.Load()) &&
 		(o.flags&flagExplicitALUA == 0 || lu.explicitALUA.Load())
+}
+
+// offersReservation reports whether the unit offers o as far as
+// reservations go: SPC-2 RESERVE and RELEASE only on a unit whose
+// reservations are its own, none of them under NoReservations.
+func (lu *LogicalUnit) offersReservation(o *opcode) bool {
+	switch {
+	case o.flags&flagSPC2Reservation != 0:
+		return lu.cfg.SharedReservations == nil && !lu.cfg.NoReservations
+	case o.flags&flagPersistentReservation != 0:
+		return !lu.cfg.NoReservations
+	}
+	return true
 }
 
 // unsupported is the sense for a command the unit does not offer: INVALID

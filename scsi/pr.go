@@ -2,6 +2,7 @@ package scsi
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -45,16 +46,59 @@ type StateStore interface {
 	Save(data []byte) error
 }
 
-// prRegistration is one registered I_T nexus.
+// prRegistration is one registered I_T nexus, or with AllPorts (a
+// REGISTER with ALL_TG_PT) the initiator port's nexus through every
+// target port of the target, of this gateway and of any other.
 type prRegistration struct {
 	Key           uint64 `json:"key"`
 	InitiatorPort string `json:"initiator_port"`
 	TargetName    string `json:"target_name"`
 	RelPort       uint16 `json:"relative_port"`
+	AllPorts      bool   `json:"all_tg_pt,omitempty"`
 }
 
+// nexusKey is the key of the registration in prState.regs: its nexus's,
+// or for AllPorts its anyPortKey.
 func (g *prRegistration) nexusKey() string {
-	return nexusKey(Nexus{InitiatorPort: g.InitiatorPort, TargetName: g.TargetName, RelativePortID: g.RelPort})
+	k := nexusKey(Nexus{InitiatorPort: g.InitiatorPort, TargetName: g.TargetName, RelativePortID: g.RelPort})
+	if g.AllPorts {
+		return anyPortKey(k)
+	}
+	return k
+}
+
+// anyPortKey turns a nexus key into the key of its initiator port's
+// ALL_TG_PT registration: the relative port replaced by "*".
+func anyPortKey(key string) string {
+	return key[:strings.LastIndexByte(key, 0)+1] + "*"
+}
+
+// isAnyPortKey reports whether key is an ALL_TG_PT registration's.
+func isAnyPortKey(key string) bool { return strings.HasSuffix(key, "\x00*") }
+
+// anyPortBytes is anyPortKey in p.scratch, for lookups that must not
+// allocate; it is valid until the next call.
+func (p *prState) anyPortBytes(key string) []byte {
+	p.scratch = append(append(p.scratch[:0], key[:strings.LastIndexByte(key, 0)+1]...), '*')
+	return p.scratch
+}
+
+// registered reports whether the nexus key is registered, itself or
+// through its initiator port's ALL_TG_PT registration.
+func (p *prState) registered(key string) bool {
+	return p.regs[key] != nil || p.regs[string(p.anyPortBytes(key))] != nil
+}
+
+// covering returns the key in p.regs of the registration of the nexus
+// key: its own, else its initiator port's ALL_TG_PT one, else key.
+func (p *prState) covering(key string) string {
+	if p.regs[key] != nil {
+		return key
+	}
+	if k := anyPortKey(key); p.regs[k] != nil {
+		return k
+	}
+	return key
 }
 
 // prState is the persistent reservation state of a unit (SPC-4 §5.13),
@@ -73,6 +117,8 @@ type prState struct {
 	aptpl bool
 	// persisted is set while the store holds a state.
 	persisted bool
+	// scratch holds anyPortBytes's key.
+	scratch []byte
 }
 
 // allRegistrants reports whether the reservation is held by every
@@ -87,9 +133,9 @@ func (p *prState) holds(key string) bool {
 		return false
 	}
 	if p.allRegistrants() {
-		return p.regs[key] != nil
+		return p.registered(key)
 	}
-	return p.holder == key
+	return p.holder == key || p.holder == string(p.anyPortBytes(key))
 }
 
 // conflicts reports whether a command with flags f from nexus key
@@ -99,7 +145,7 @@ func (p *prState) conflicts(key string, f opFlags) bool {
 		return false
 	}
 	write := f&(flagWrite|flagPRWrite) != 0
-	registered := p.regs[key] != nil
+	registered := p.registered(key)
 	switch p.resType {
 	case prWriteExclusive:
 		return write
@@ -119,7 +165,7 @@ func (lu *LogicalUnit) prReleaseLocked(except string) {
 	if p.resType >= prWriteExclusiveRegsOnly {
 		for k := range p.regs {
 			if k != except {
-				lu.queueUA(k, uaResvRelease)
+				lu.prUA(k, uaResvRelease)
 			}
 		}
 	}
@@ -140,18 +186,62 @@ func (lu *LogicalUnit) unregisterLocked(key string) {
 	}
 }
 
-// persistedPR is the form in which UnitConfig.Reservations keeps the
-// state.
+// persistedPR is the form in which UnitConfig.Reservations and
+// UnitConfig.SharedReservations keep the state.
 type persistedPR struct {
 	Generation    uint32            `json:"generation"`
 	Registrations []*prRegistration `json:"registrations"`
 	Type          byte              `json:"type,omitempty"`
 	// Holder indexes Registrations (for the types with one holder).
 	Holder int `json:"holder"`
+	// The fields below are a shared store's only (shared.go). APTPL is
+	// the bit of the last registration; Seq counts the commits; Events
+	// are what the last commits owe the nexuses they name.
+	APTPL  bool      `json:"aptpl,omitempty"`
+	Seq    uint64    `json:"seq,omitempty"`
+	Events []prEvent `json:"events,omitempty"`
+}
+
+// encodePR returns the persisted form of p, its registrations in nexus
+// key order.
+func encodePR(p *prState) persistedPR {
+	out := persistedPR{Generation: p.generation, Type: p.resType, Holder: -1, APTPL: p.aptpl}
+	keys := slices.Sorted(maps.Keys(p.regs))
+	for i, k := range keys {
+		out.Registrations = append(out.Registrations, p.regs[k])
+		if k == p.holder {
+			out.Holder = i
+		}
+	}
+	return out
+}
+
+// decodePR checks a persisted state and returns it as the unit keeps it
+// (its aptpl left false).
+func decodePR(in *persistedPR) (prState, error) {
+	p := prState{generation: in.Generation, resType: in.Type, regs: map[string]*prRegistration{}}
+	if in.Type != 0 && !validPRType(in.Type) {
+		return p, fmt.Errorf("scsi: persistent reservations: type %d", in.Type)
+	}
+	for i, g := range in.Registrations {
+		if g == nil || g.Key == 0 {
+			return p, fmt.Errorf("scsi: persistent reservations: registration %d is empty", i)
+		}
+		c := *g
+		p.regs[c.nexusKey()] = &c
+		if i == in.Holder {
+			p.holder = c.nexusKey()
+		}
+	}
+	if p.resType != 0 && !p.allRegistrants() && p.holder == "" {
+		return p, fmt.Errorf("scsi: persistent reservations: type %d without a holder", in.Type)
+	}
+	return p, nil
 }
 
 // savePRLocked hands the state to the unit's store: all of it while APTPL
-// is in force, nothing otherwise.
+// is in force, nothing otherwise. (A shared store is written by
+// sharedPROut, not here.)
 func (lu *LogicalUnit) savePRLocked() error {
 	st := lu.cfg.Reservations
 	if st == nil {
@@ -168,14 +258,8 @@ func (lu *LogicalUnit) savePRLocked() error {
 		p.persisted = false
 		return nil
 	}
-	out := persistedPR{Generation: p.generation, Type: p.resType, Holder: -1}
-	keys := slices.Sorted(maps.Keys(p.regs))
-	for i, k := range keys {
-		out.Registrations = append(out.Registrations, p.regs[k])
-		if k == p.holder {
-			out.Holder = i
-		}
-	}
+	out := encodePR(p)
+	out.APTPL = false
 	b, err := json.Marshal(out)
 	if err != nil {
 		return err
@@ -202,31 +286,87 @@ func (lu *LogicalUnit) loadPR() error {
 	if err := json.Unmarshal(b, &in); err != nil {
 		return fmt.Errorf("scsi: persistent reservations: %w", err)
 	}
-	if in.Type != 0 && !validPRType(in.Type) {
-		return fmt.Errorf("scsi: persistent reservations: type %d", in.Type)
+	p, err := decodePR(&in)
+	if err != nil {
+		return err
 	}
-	p := &lu.pr
-	for i, g := range in.Registrations {
-		if g == nil || g.Key == 0 {
-			return fmt.Errorf("scsi: persistent reservations: registration %d is empty", i)
-		}
-		p.regs[g.nexusKey()] = g
-		if i == in.Holder {
-			p.holder = g.nexusKey()
-		}
-	}
-	p.generation, p.resType, p.aptpl = in.Generation, in.Type, len(p.regs) > 0
-	p.persisted = true
-	if p.resType != 0 && !p.allRegistrants() && p.holder == "" {
-		return fmt.Errorf("scsi: persistent reservations: type %d without a holder", in.Type)
-	}
+	p.aptpl, p.persisted = len(p.regs) > 0, true
+	lu.pr = p
 	return nil
+}
+
+// canPersistPR reports whether the unit offers APTPL (PTPL_C): it has a
+// store of its reservations.
+func (lu *LogicalUnit) canPersistPR() bool {
+	return lu.cfg.Reservations != nil || lu.prShared != nil
+}
+
+// prUA establishes unit attention s for the nexus key as a reservation
+// change owes it: at once, or, inside a shared store's transaction, when
+// the change commits (on every gateway that serves the nexus).
+func (lu *LogicalUnit) prUA(key string, s *Sense) {
+	if sh := lu.prShared; sh != nil && sh.tx != nil {
+		sh.tx.owe(key, eventOf(s))
+		return
+	}
+	lu.queueUAReg(key, s)
+}
+
+// queueUAReg establishes unit attention s for the nexuses of the
+// registration key: the nexus, or for an ALL_TG_PT registration every
+// nexus of its initiator port the unit knows. Called with lu.mu held.
+func (lu *LogicalUnit) queueUAReg(key string, s *Sense) {
+	for _, k := range lu.nexusesOf(key) {
+		lu.queueUA(k, s)
+	}
+}
+
+// abortReg ends the tasks of the nexuses of the registration key.
+func (lu *LogicalUnit) abortReg(key string) {
+	for _, k := range lu.nexusesOf(key) {
+		if ns := lu.nexuses[k]; ns != nil {
+			ns.aborts.Add(1)
+		}
+	}
+}
+
+// nexusesOf returns the nexus keys a registration key stands for.
+func (lu *LogicalUnit) nexusesOf(key string) []string {
+	if !isAnyPortKey(key) {
+		return []string{key}
+	}
+	prefix := key[:len(key)-1]
+	var ks []string
+	for k := range lu.nexuses {
+		if strings.HasPrefix(k, prefix) && !strings.Contains(k[len(prefix):], "\x00") {
+			ks = append(ks, k)
+		}
+	}
+	return ks
+}
+
+// prAbort ends the tasks the nexus key has running in the unit (PREEMPT
+// AND ABORT): at once, or when a shared store's transaction commits.
+func (lu *LogicalUnit) prAbort(key string) {
+	if sh := lu.prShared; sh != nil && sh.tx != nil {
+		sh.tx.owe(key, eventAbort)
+		return
+	}
+	lu.abortReg(key)
 }
 
 // persistentReserveIn answers PERSISTENT RESERVE IN (SPC-4 §6.14).
 func (r *request) persistentReserveIn() error {
 	alloc := int(be16(r.cdb[7:9]))
 	lu := r.lu
+	if lu.prShared != nil {
+		ctx, cancel := context.WithTimeout(r.ctx, sharedPRTimeout)
+		err := lu.syncSharedPR(ctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
 	p := &lu.pr
@@ -252,8 +392,8 @@ func (r *request) persistentReserveIn() error {
 	case 0x02: // REPORT CAPABILITIES
 		out = make([]byte, 8)
 		binary.BigEndian.PutUint16(out[0:2], 8)
-		out[2] = 0x10 | 0x01 // CRH, PTPL_C
-		if lu.cfg.Reservations == nil {
+		out[2] = 0x10 | 0x04 | 0x01 // CRH, ATP_C, PTPL_C
+		if !lu.canPersistPR() {
 			out[2] &^= 0x01
 		}
 		out[3] = 0x80 | 0x10 // TMV, ALLOW COMMANDS 001
@@ -271,6 +411,9 @@ func (r *request) persistentReserveIn() error {
 			if p.holds(k) {
 				d[12] = 0x01 // R_HOLDER
 				d[13] = p.resType
+			}
+			if g.AllPorts {
+				d[12] |= 0x02 // ALL_TG_PT: the relative port is not used
 			}
 			binary.BigEndian.PutUint16(d[18:20], g.RelPort)
 			binary.BigEndian.PutUint32(d[20:24], uint32(len(tid)))
@@ -351,30 +494,42 @@ func (r *request) persistentReserveOut() error {
 	if err != nil {
 		return err
 	}
-	resKey, saKey := be64(data[0:8]), be64(data[8:16])
 	lu := r.lu
+	if lu.prShared != nil {
+		return lu.sharedPROut(r.ctx, func() error { return r.proutLocked(sa, scope, typ, data) })
+	}
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
+	return r.proutLocked(sa, scope, typ, data)
+}
+
+// proutLocked runs a PERSISTENT RESERVE OUT service action on the unit's
+// state, with lu.mu held.
+func (r *request) proutLocked(sa, scope, typ byte, data []byte) error {
+	resKey, saKey := be64(data[0:8]), be64(data[8:16])
+	lu := r.lu
 	if lu.reservedBy != "" && lu.reservedBy != r.nexus {
 		return errReservationConflict
 	}
 	p := &lu.pr
-	me := p.regs[r.nexus]
+	self := p.covering(r.nexus) // the key of this nexus's registration
+	me := p.regs[self]
 	if sa == proutRegisterMove {
-		return r.registerAndMove(data, resKey, saKey, scope, typ)
+		return r.registerAndMove(self, data, resKey, saKey, scope, typ)
 	}
 	flags := data[20]
 	if flags&0x08 != 0 { // SPEC_I_PT: not supported (SIP_C 0)
 		return invalidParam(20)
 	}
-	if flags&0x04 != 0 { // ALL_TG_PT: not supported (ATP_C 0)
+	allPorts := flags&0x04 != 0 // ALL_TG_PT (ATP_C 1)
+	if allPorts && sa != proutRegister && sa != proutRegisterIgnore {
 		return invalidParam(20)
 	}
 	if flags&0x01 != 0 && sa != proutRegister && sa != proutRegisterIgnore {
 		return invalidParam(20) // APTPL only with a registration
 	}
 	if sa == proutRegister || sa == proutRegisterIgnore {
-		return r.register(me, sa == proutRegisterIgnore, resKey, saKey, flags&0x01 != 0)
+		return r.register(self, me, sa == proutRegisterIgnore, allPorts, resKey, saKey, flags&0x01 != 0)
 	}
 	// Every other service action needs a registered nexus quoting its key.
 	if me == nil || me.Key != resKey {
@@ -384,33 +539,33 @@ func (r *request) persistentReserveOut() error {
 		if scope != 0 {
 			return invalidField(2, 7)
 		}
-		if (sa != proutRelease || p.holds(r.nexus)) && !validPRType(typ) {
+		if (sa != proutRelease || p.holds(self)) && !validPRType(typ) {
 			return invalidField(2, 3)
 		}
 	}
 	switch sa {
 	case proutReserve:
 		if p.resType != 0 {
-			if !p.holds(r.nexus) || p.resType != typ {
+			if !p.holds(self) || p.resType != typ {
 				return errReservationConflict
 			}
 			return nil
 		}
-		p.resType, p.holder = typ, r.nexus
+		p.resType, p.holder = typ, self
 		return lu.savePRLocked()
 	case proutRelease:
-		if !p.holds(r.nexus) {
+		if !p.holds(self) {
 			return nil
 		}
 		if p.resType != typ {
 			return errInvalidRelease
 		}
-		lu.prReleaseLocked(r.nexus)
+		lu.prReleaseLocked(self)
 		return lu.savePRLocked()
 	case proutClear:
 		for k := range p.regs {
-			if k != r.nexus {
-				lu.queueUA(k, uaResvPreempted)
+			if k != self {
+				lu.prUA(k, uaResvPreempted)
 			}
 		}
 		p.regs = map[string]*prRegistration{}
@@ -418,15 +573,18 @@ func (r *request) persistentReserveOut() error {
 		p.generation++
 		return lu.savePRLocked()
 	default: // PREEMPT, PREEMPT AND ABORT
-		return r.preempt(saKey, typ, sa == proutPreemptAbort)
+		return r.preempt(self, saKey, typ, sa == proutPreemptAbort)
 	}
 }
 
-// register runs REGISTER and REGISTER AND IGNORE EXISTING KEY.
-func (r *request) register(me *prRegistration, ignore bool, resKey, saKey uint64, aptpl bool) error {
+// register runs REGISTER and REGISTER AND IGNORE EXISTING KEY for the
+// nexus whose registration is self (me, nil if none); a new registration
+// with allPorts (ALL_TG_PT) registers the initiator port through every
+// target port.
+func (r *request) register(self string, me *prRegistration, ignore, allPorts bool, resKey, saKey uint64, aptpl bool) error {
 	lu := r.lu
 	p := &lu.pr
-	if aptpl && lu.cfg.Reservations == nil {
+	if aptpl && !lu.canPersistPR() {
 		return invalidParam(20) // PTPL_C 0: no store to persist to
 	}
 	switch {
@@ -439,10 +597,14 @@ func (r *request) register(me *prRegistration, ignore bool, resKey, saKey uint64
 	}
 	switch {
 	case saKey == 0:
-		lu.unregisterLocked(r.nexus)
+		lu.unregisterLocked(self)
 	case me == nil:
 		n := r.cmd.Nexus
-		p.regs[r.nexus] = &prRegistration{Key: saKey, InitiatorPort: n.InitiatorPort, TargetName: n.TargetName, RelPort: n.RelativePortID}
+		g := &prRegistration{Key: saKey, InitiatorPort: n.InitiatorPort, TargetName: n.TargetName, RelPort: n.RelativePortID}
+		if allPorts {
+			g.RelPort, g.AllPorts = 0, true
+		}
+		p.regs[g.nexusKey()] = g
 	default:
 		me.Key = saKey
 	}
@@ -454,20 +616,20 @@ func (r *request) register(me *prRegistration, ignore bool, resKey, saKey uint64
 // preempt runs PREEMPT and PREEMPT AND ABORT (SPC-4 §5.13.11.4). With
 // abort, the tasks the preempted nexuses have running in the unit
 // complete with TASK ABORTED; every later command of theirs conflicts.
-func (r *request) preempt(saKey uint64, typ byte, abort bool) error {
+func (r *request) preempt(self string, saKey uint64, typ byte, abort bool) error {
 	lu := r.lu
 	p := &lu.pr
 	removeMatching := func(all bool) int {
 		n := 0
 		for k, g := range p.regs {
-			if k == r.nexus && all {
+			if k == self && all {
 				continue
 			}
 			if all || g.Key == saKey {
 				delete(p.regs, k)
-				lu.queueUA(k, uaRegsPreempted)
-				if ns := lu.nexuses[k]; abort && ns != nil && k != r.nexus {
-					ns.aborts.Add(1)
+				lu.prUA(k, uaRegsPreempted)
+				if abort && k != self {
+					lu.prAbort(k)
 				}
 				n++
 			}
@@ -485,18 +647,18 @@ func (r *request) preempt(saKey uint64, typ byte, abort bool) error {
 	case p.allRegistrants():
 		if saKey == 0 {
 			removeMatching(true)
-			p.resType, p.holder = typ, r.nexus
+			p.resType, p.holder = typ, self
 		} else if removeMatching(false) == 0 {
 			return errReservationConflict
 		}
 	case p.regs[p.holder].Key == saKey:
 		changed := p.resType != typ
 		removeMatching(false)
-		p.resType, p.holder = typ, r.nexus
+		p.resType, p.holder = typ, self
 		if changed {
 			for k := range p.regs {
-				if k != r.nexus {
-					lu.queueUA(k, uaResvRelease)
+				if k != self {
+					lu.prUA(k, uaResvRelease)
 				}
 			}
 		}
@@ -518,14 +680,14 @@ func (r *request) preempt(saKey uint64, typ byte, abort bool) error {
 // registerAndMove runs REGISTER AND MOVE (SPC-4 §5.13.8): the reservation
 // moves to the I_T nexus the parameter list names, which is registered
 // with the service action key.
-func (r *request) registerAndMove(data []byte, resKey, saKey uint64, scope, typ byte) error {
+func (r *request) registerAndMove(self string, data []byte, resKey, saKey uint64, scope, typ byte) error {
 	lu := r.lu
 	p := &lu.pr
-	me := p.regs[r.nexus]
+	me := p.regs[self]
 	if me == nil || me.Key != resKey {
 		return errReservationConflict
 	}
-	if p.resType == 0 || p.allRegistrants() || !p.holds(r.nexus) {
+	if p.resType == 0 || p.allRegistrants() || !p.holds(self) {
 		return errReservationConflict
 	}
 	if scope != 0 {
@@ -538,7 +700,7 @@ func (r *request) registerAndMove(data []byte, resKey, saKey uint64, scope, typ 
 		return invalidParam(8)
 	}
 	unreg, aptpl := data[17]&0x02 != 0, data[17]&0x01 != 0
-	if aptpl && lu.cfg.Reservations == nil {
+	if aptpl && !lu.canPersistPR() {
 		return invalidParam(17)
 	}
 	relPort := be16(data[18:20])
@@ -552,7 +714,7 @@ func (r *request) registerAndMove(data []byte, resKey, saKey uint64, scope, typ 
 	}
 	dest := &prRegistration{Key: saKey, InitiatorPort: port, TargetName: r.cmd.Nexus.TargetName, RelPort: relPort}
 	dk := dest.nexusKey()
-	if dk == r.nexus {
+	if dk == r.nexus || dk == self {
 		return invalidParam(24)
 	}
 	if cur := p.regs[dk]; cur != nil {
@@ -562,7 +724,7 @@ func (r *request) registerAndMove(data []byte, resKey, saKey uint64, scope, typ 
 	}
 	p.resType, p.holder = typ, dk
 	if unreg {
-		delete(p.regs, r.nexus)
+		delete(p.regs, self)
 	}
 	p.aptpl = aptpl
 	p.generation++

@@ -211,7 +211,7 @@ func TestPersistentReserveOutErrors(t *testing.T) {
 	f.fails(cdb, p, 0, scsi.SenseIllegalRequest, 0x24, 0)
 	cdb, p = prout(saReserve, 0x10|typeEA, 0xa, 0, 0) // element scope
 	f.fails(cdb, p, 0, scsi.SenseIllegalRequest, 0x24, 0)
-	cdb, p = prout(saRegister, 0, 0xa, 0xa, 0x04) // ALL_TG_PT
+	cdb, p = prout(saReserve, typeWE, 0xa, 0, 0x04) // ALL_TG_PT other than with REGISTER
 	f.fails(cdb, p, 0, scsi.SenseIllegalRequest, 0x26, 0)
 	cdb, p = prout(saRegister, 0, 0xa, 0xa, 0x01) // APTPL without a store
 	f.fails(cdb, p, 0, scsi.SenseIllegalRequest, 0x26, 0)

@@ -66,6 +66,23 @@ type UnitConfig struct {
 	// restarts for initiators that register with APTPL; without it APTPL
 	// is refused (PTPL_C 0).
 	Reservations StateStore
+	// SharedReservations, when set, keeps the unit's persistent
+	// reservations in a store that several units serving the same
+	// medium share (the gateways of one RBD image): every PERSISTENT
+	// RESERVE IN reads it, every PERSISTENT RESERVE OUT commits to it
+	// with a compare-and-swap, and the store's change notifications keep
+	// the copy the other commands are checked against current (see
+	// SharedStateStore). The store is the persistence, so APTPL is
+	// offered; Reservations must then be nil, and SPC-2 RESERVE and
+	// RELEASE, which a shared store does not carry, are not offered.
+	SharedReservations SharedStateStore
+	// NoReservations withdraws SPC-2 RESERVE and RELEASE and the
+	// PERSISTENT RESERVE commands (INVALID COMMAND OPERATION CODE, and
+	// absent from REPORT SUPPORTED OPERATION CODES): for a unit whose
+	// medium another gateway serves too with no shared store, where a
+	// reservation would hold through this gateway only. Reservations and
+	// SharedReservations must then be nil.
+	NoReservations bool
 	// ThirdPartyCopy offers EXTENDED COPY (LID1) and RECEIVE COPY RESULTS
 	// between this unit and the other units of the target the command
 	// came through that offer it too (VMware's XCOPY offload), with the
@@ -156,8 +173,12 @@ type LogicalUnit struct {
 	initiators map[string]bool
 	// reservedBy is the nexus key holding an SPC-2 reservation, or "".
 	reservedBy string
-	// pr is the persistent reservation state (SPC-4 §5.13).
+	// pr is the persistent reservation state (SPC-4 §5.13): with a
+	// shared store, the copy of its version prShared.version.
 	pr prState
+	// prShared is the state of a shared reservation store, nil without
+	// one (shared.go).
+	prShared *sharedPR
 	// ejected is set while a removable medium is out (START STOP UNIT
 	// with LOEJ); prevented counts nexuses preventing its removal.
 	ejected bool
@@ -260,9 +281,13 @@ func NewLogicalUnit(dev backend.Device, cfg UnitConfig) (*LogicalUnit, error) {
 	if err := lu.loadPR(); err != nil {
 		return nil, err
 	}
+	if err := lu.startSharedPR(); err != nil {
+		return nil, err
+	}
 	lu.life, lu.endLife = context.WithCancel(context.Background())
 	if err := lu.resumeSanitize(); err != nil {
 		lu.endLife()
+		lu.stopSharedPR()
 		return nil, err
 	}
 	return lu, nil
@@ -322,6 +347,12 @@ func (cfg *UnitConfig) fillDefaults() error {
 	ratio := cfg.PhysicalBlockSize / cfg.BlockSize
 	if cfg.PhysicalBlockSize%cfg.BlockSize != 0 || ratio&(ratio-1) != 0 || ratio > 1<<15 {
 		return configErr("PhysicalBlockSize", "%d is not a power-of-two multiple of block size %d", cfg.PhysicalBlockSize, cfg.BlockSize)
+	}
+	if cfg.Reservations != nil && cfg.SharedReservations != nil {
+		return configErr("SharedReservations", "set with Reservations: a unit keeps its persistent reservations in one store")
+	}
+	if cfg.NoReservations && (cfg.Reservations != nil || cfg.SharedReservations != nil) {
+		return configErr("NoReservations", "set with a reservation store")
 	}
 	cfg.Vendor = defaultString(cfg.Vendor, "ISCSIKIT")
 	cfg.Product = defaultString(cfg.Product, "VIRTUAL-DISK")

@@ -181,8 +181,12 @@ func Remove(ctx context.Context, o Options) error {
 	defer ioctx.Destroy()
 	name := C.CString(o.Image)
 	defer C.free(unsafe.Pointer(name))
+	prObject := reservationObject(ioctx, o.Image)
 	if r := C.rbd_remove(C.rados_ioctx_t(ioctx.Pointer()), name); r < 0 {
 		return fmt.Errorf("rbd: remove %s/%s: %w", o.Pool, o.Image, errnoErr(r))
+	}
+	if err := removeReservationObject(ioctx, prObject); err != nil {
+		return err
 	}
 	return nil
 }
@@ -213,6 +217,9 @@ type Device struct {
 	// their own (diff, resize), which Close waits for even when their
 	// caller stopped waiting.
 	calls sync.WaitGroup
+	// pr is the image's reservation store, made by ReservationStore;
+	// guarded by mu.
+	pr *ReservationStore
 }
 
 // Open connects to the cluster and opens the image.
@@ -554,6 +561,12 @@ func (d *Device) Resize(ctx context.Context, size int64) error {
 func (d *Device) Close() error {
 	if d.closed.Swap(true) {
 		return backend.ErrClosed
+	}
+	d.mu.Lock()
+	pr := d.pr
+	d.mu.Unlock()
+	if pr != nil {
+		pr.close() // its watches end before the connection does
 	}
 	d.calls.Wait()
 	r := C.rbd_close(d.img)

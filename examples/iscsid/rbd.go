@@ -16,6 +16,7 @@ import (
 	"github.com/iscsikit/iscsikit/backend"
 	"github.com/iscsikit/iscsikit/backend/rbd"
 	"github.com/iscsikit/iscsikit/mgmt"
+	"github.com/iscsikit/iscsikit/scsi"
 )
 
 // extentRBD is the extent type of a Ceph RBD image, compiled in with the
@@ -152,4 +153,18 @@ func (rbdOpener) DeleteVolume(e mgmt.Extent) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*max(o.Timeout, rbd.DefaultTimeout))
 	defer cancel()
 	return rbd.Remove(ctx, o)
+}
+
+var _ mgmt.ReservationSharer = rbdOpener{}
+
+// ReservationStore gives an RBD extent's unit the image's shared
+// reservation store (backend/rbd's ReservationStore, a RADOS object with
+// watch/notify), so every gateway exporting the image sees one set of
+// registrations and one reservation.
+func (rbdOpener) ReservationStore(e mgmt.Extent, dev backend.Device) (scsi.SharedStateStore, error) {
+	d, ok := dev.(*rbd.Device)
+	if !ok {
+		return nil, fmt.Errorf("extent %s: the device is a %T, not an RBD image", e.Name, dev)
+	}
+	return d.ReservationStore()
 }

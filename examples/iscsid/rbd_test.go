@@ -108,18 +108,7 @@ func rbdUsed(t *testing.T, o rbd.Options) int64 {
 // new nexus gets (POWER ON OCCURRED) with TEST UNIT READY.
 func dialRBD(ctx context.Context, t *testing.T, addr string) *initiator.Conn {
 	t.Helper()
-	c, err := initiator.Dial(ctx, addr, initiator.Options{TargetName: defaultTarget})
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	for range 3 {
-		resp, err := c.Command(ctx, 0, make([]byte, 6), nil, 0)
-		require.NoError(t, err)
-		if resp.Status == 0 {
-			return c
-		}
-	}
-	t.Fatal("TEST UNIT READY keeps failing")
-	return nil
+	return dialAs(ctx, t, addr, "")
 }
 
 func cdb16(op byte, lba uint64, blocks uint32) []byte {
