@@ -388,7 +388,8 @@ func (a *applier) prepareUnits(ctx context.Context, cfg *Config, p *plan) error 
 			continue
 		}
 		cur := a.units[e.ID]
-		if cur != nil && sameUnit(cur.ext, e) {
+		noPR := a.noReservations(cfg, e)
+		if cur != nil && sameUnit(cur.ext, e) && cur.lu.Config().NoReservations == noPR {
 			continue
 		}
 		if cur != nil {
@@ -396,7 +397,7 @@ func (a *applier) prepareUnits(ctx context.Context, cfg *Config, p *plan) error 
 				return err
 			}
 		}
-		dev, uc, err := a.openDevice(e)
+		dev, uc, err := a.openDevice(e, noPR)
 		if err != nil {
 			return extentError(e, err)
 		}
@@ -738,9 +739,29 @@ func sameUnit(a, b Extent) bool {
 	return reflect.DeepEqual(a, b)
 }
 
+// noReservations reports whether e's unit must offer no reservation
+// commands: cfg has a remote portal, so another gateway serves the same
+// storage, and e's Opener cannot give a store both gateways share
+// (ReservationSharer). A reservation kept by one gateway alone would
+// protect nothing from the other gateway's initiators, so the commands are
+// withdrawn (INVALID COMMAND OPERATION CODE, and absent from REPORT
+// SUPPORTED OPERATION CODES) rather than pretended.
+func (a *applier) noReservations(cfg *Config, e Extent) bool {
+	if a.open.sharer(e.Type) != nil {
+		return false
+	}
+	for _, p := range cfg.Portals {
+		if p.Remote {
+			return true
+		}
+	}
+	return false
+}
+
 // openDevice opens an extent's storage (wrapped in its encryption) and
-// makes its unit's settings.
-func (a *applier) openDevice(e Extent) (backend.Device, scsi.UnitConfig, error) {
+// makes its unit's settings; noPR withdraws its reservation commands
+// (noReservations).
+func (a *applier) openDevice(e Extent, noPR bool) (backend.Device, scsi.UnitConfig, error) {
 	uc, err := unitConfig(e)
 	if err != nil {
 		return nil, uc, err
@@ -786,6 +807,9 @@ func (a *applier) openDevice(e Extent) (backend.Device, scsi.UnitConfig, error) 
 	uc.Logger = a.log
 	if uc.SharedReservations != nil {
 		uc.Reservations = nil // the shared store keeps them
+	}
+	if noPR {
+		uc.NoReservations, uc.Reservations = true, nil
 	}
 	return dev, uc, nil
 }

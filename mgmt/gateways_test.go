@@ -57,7 +57,8 @@ func designators(t *testing.T, c *initiator.Conn) map[byte][]byte {
 // Through either path the initiator sees one logical unit (the same NAA
 // and serial) with both groups in the same states, each path naming its
 // own group and relative port; implicit ALUA only, SET TARGET PORT GROUPS
-// refused on both; a write through A reads back through B; a failover
+// refused on both; a write through A reads back through B; no
+// reservation commands (a file has no shared reservation store); a failover
 // configured on both gateways reaches both paths.
 func TestTwoGatewaysALUA(t *testing.T) {
 	image := filepath.Join(t.TempDir(), "ha0.img")
@@ -115,6 +116,16 @@ func TestTwoGatewaysALUA(t *testing.T) {
 	s, got := senseOf(t, b.c, []byte{0x28, 0, 0, 0, 0, 7, 0, 0, 1, 0}, nil, 512)
 	require.Zero(t, s)
 	require.Equal(t, block, got)
+
+	// A FILE extent has no store the two gateways share, so neither
+	// offers reservations: one kept by a gateway alone would fence
+	// nothing from the other's initiators.
+	for _, g := range []*gateway{a, b} {
+		s, _ := senseOf(t, g.c, []byte{0x5e, 0, 0, 0, 0, 0, 0, 0, 8, 0}, nil, 8)
+		require.Equal(t, [3]byte{5, 0x20, 0}, s, "PERSISTENT RESERVE IN")
+		s, _ = senseOf(t, g.c, []byte{0x16, 0, 0, 0, 0, 0}, nil, 0)
+		require.Equal(t, [3]byte{5, 0x20, 0}, s, "RESERVE(6)")
+	}
 
 	// Fail over: the operator swaps the states on both gateways; each
 	// path hears ASYMMETRIC ACCESS STATE CHANGED and both report the new
