@@ -202,9 +202,12 @@ type Device struct {
 	size     atomic.Int64
 	objSize  int64
 	fastDiff bool // the object map tells which objects exist
-	readOnly bool
-	timeout  time.Duration
-	closed   atomic.Bool
+	// stripeUnit is the image's stripe unit in bytes (the object size
+	// unless the image is striped).
+	stripeUnit int64
+	readOnly   bool
+	timeout    time.Duration
+	closed     atomic.Bool
 
 	mu   sync.Mutex
 	free []*op
@@ -250,6 +253,12 @@ func Open(ctx context.Context, o Options) (*Device, error) {
 		return nil, fmt.Errorf("rbd: stat %s: %w", d.name, errnoErr(r))
 	}
 	d.objSize = max(int64(info.obj_size), 4096)
+	var su C.uint64_t
+	if r := C.rbd_get_stripe_unit(d.img, &su); r < 0 {
+		d.Close()
+		return nil, fmt.Errorf("rbd: stripe unit of %s: %w", d.name, errnoErr(r))
+	}
+	d.stripeUnit = int64(su)
 	var features, flags C.uint64_t
 	if C.rbd_get_features(d.img, &features) == 0 && C.rbd_get_flags(d.img, &flags) == 0 {
 		d.fastDiff = features&C.RBD_FEATURE_FAST_DIFF != 0 && flags&C.RBD_FLAG_FAST_DIFF_INVALID == 0
@@ -425,17 +434,31 @@ func (d *Device) WriteSame(block []byte, off, length int64) error {
 }
 
 // casSector is the span librbd compares and writes atomically: Ceph 16
-// takes rbd_aio_compare_and_write only within one 512-byte sector
+// takes rbd_aio_compare_and_write only within one 512-byte sector (and
+// one stripe unit), and fails longer ranges with EINVAL
 // (ImageCompareAndWriteRequest::prune_object_extents), as tcmu-runner's
 // rbd handler, which offers one block, expects.
 const casSector = 512
+
+// CompareAndWriteSpan reports the span CompareAndWrite takes atomically
+// (backend.CompareSpanner): one 512-byte sector, or none when the image's
+// stripe unit is not a multiple of it. Every client of the image shares
+// the span, so a SCSI unit over the device offers COMPARE AND WRITE of one
+// 512-byte block, and none on a 4096-byte-block unit.
+func (d *Device) CompareAndWriteSpan() int64 {
+	if d.stripeUnit%casSector != 0 {
+		return 0
+	}
+	return casSector
+}
 
 // CompareAndWrite writes data at off if the image holds cmp there, as one
 // operation of the cluster (rbd_aio_compare_and_write): no other client of
 // the image can change the range between the compare and the write. On a
 // mismatch it returns a *backend.MiscompareError with the offset in cmp of
-// the first byte that differs. A range beyond one 512-byte sector, which
-// librbd refuses, gets an error wrapping errors.ErrUnsupported.
+// the first byte that differs. A range that crosses a 512-byte sector
+// (CompareAndWriteSpan), which librbd refuses, gets an error wrapping
+// errors.ErrUnsupported.
 func (d *Device) CompareAndWrite(cmp, data []byte, off int64) error {
 	ctx := context.Background()
 	if len(cmp) != len(data) {
@@ -444,9 +467,9 @@ func (d *Device) CompareAndWrite(cmp, data []byte, off int64) error {
 	if err := d.check(off, int64(len(data)), true); err != nil || len(data) == 0 {
 		return err
 	}
-	if off%casSector+int64(len(data)) > casSector {
-		return fmt.Errorf("rbd: %s: compare and write of %d bytes at %d crosses a %d-byte sector: %w",
-			d.name, len(data), off, casSector, errors.ErrUnsupported)
+	if span := d.CompareAndWriteSpan(); span == 0 || off%span+int64(len(data)) > span {
+		return fmt.Errorf("rbd: %s: compare and write of %d bytes at %d crosses a %d-byte span: %w",
+			d.name, len(data), off, d.CompareAndWriteSpan(), errors.ErrUnsupported)
 	}
 	n := len(data)
 	o := d.getOp(2 * n)

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +31,7 @@ var (
 	_ backend.AllocationReporter = (*Device)(nil)
 	_ backend.SameWriter         = (*Device)(nil)
 	_ backend.CompareWriter      = (*Device)(nil)
+	_ backend.CompareSpanner     = (*Device)(nil)
 )
 
 // testOptions returns the options of a new image of size bytes in the test
@@ -271,6 +274,63 @@ func TestCompareAndWrite(t *testing.T) {
 	require.ErrorIs(t, err, errors.ErrUnsupported)
 	err = d.CompareAndWrite(make([]byte, 16), make([]byte, 16), 510)
 	require.ErrorIs(t, err, errors.ErrUnsupported)
+}
+
+// TestCompareAndWriteRacesAcrossClients runs counters on two opens of one
+// image (two gateways) at once: each increment reads the sector, then
+// compares it and writes the next value, retrying on a miscompare. Only
+// a compare and write atomic in the cluster loses no increment; one made
+// atomic per open would let both opens write over the same value.
+func TestCompareAndWriteRacesAcrossClients(t *testing.T) {
+	o := testOptions(t, 8<<20)
+	o.NoCache = true
+	opens := []*Device{openTest(t, o), openTest(t, o)}
+	require.EqualValues(t, 512, opens[0].CompareAndWriteSpan())
+	const off, workers, rounds = 4 << 20, 3, 30
+	_, err := opens[0].WriteAt(make([]byte, 512), off)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var misses atomic.Int64
+	errs := make(chan error, 2*workers)
+	for _, d := range opens {
+		for range workers {
+			wg.Go(func() {
+				cur, next := make([]byte, 512), make([]byte, 512)
+				for range rounds {
+					for {
+						if _, err := d.ReadAt(cur, off); err != nil {
+							errs <- err
+							return
+						}
+						copy(next, cur)
+						binary.BigEndian.PutUint64(next, binary.BigEndian.Uint64(cur)+1)
+						err := d.CompareAndWrite(cur, next, off)
+						var mis *backend.MiscompareError
+						if errors.As(err, &mis) {
+							misses.Add(1)
+							continue
+						}
+						if err != nil {
+							errs <- err
+							return
+						}
+						break
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	got := make([]byte, 512)
+	_, err = opens[1].ReadAt(got, off)
+	require.NoError(t, err)
+	require.EqualValues(t, 2*workers*rounds, binary.BigEndian.Uint64(got), "every increment counted once")
+	t.Logf("%d increments, %d miscompares retried", 2*workers*rounds, misses.Load())
+	require.Positive(t, misses.Load(), "the two opens raced")
 }
 
 func TestResize(t *testing.T) {

@@ -401,4 +401,18 @@ func TestRBDTwoGateways(t *testing.T) {
 	resp, err = ca.Command(ctx, 0, cdb16(0x88, 3000, 1), nil, 512)
 	require.NoError(t, err)
 	require.Equal(t, stale, resp.Data)
+
+	// librbd compares and writes one 512-byte sector at a time: each
+	// gateway says so in its block limits page and refuses two blocks,
+	// which it could make atomic only among its own writers.
+	for _, c := range []*initiator.Conn{ca, cb} {
+		resp, err = c.Command(ctx, 0, []byte{0x12, 1, 0xb0, 0, 255, 0}, nil, 255)
+		require.NoError(t, err)
+		require.EqualValues(t, 1, resp.Data[5], "MAXIMUM COMPARE AND WRITE LENGTH")
+		caw[13] = 2
+		resp, err = c.Command(ctx, 0, caw, make([]byte, 4*512), 0)
+		require.NoError(t, err)
+		require.EqualValues(t, 2, resp.Status)
+		require.Equal(t, []byte{0x05, 0x24}, []byte{resp.Sense[2] & 0x0f, resp.Sense[12]}, "INVALID FIELD IN CDB: sense %x", resp.Sense)
+	}
 }
