@@ -11,6 +11,7 @@ import "C"
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -60,11 +61,17 @@ type Options struct {
 
 // Validate checks the options Open needs, without contacting the cluster.
 func (o Options) Validate() error {
+	if o.Image == "" && o.Pool != "" {
+		return errors.New("rbd: no image")
+	}
+	return o.validatePool()
+}
+
+// validatePool checks the options that name a pool and reach the cluster.
+func (o Options) validatePool() error {
 	switch {
 	case o.Pool == "":
 		return errors.New("rbd: no pool")
-	case o.Image == "":
-		return errors.New("rbd: no image")
 	case o.ConfigFile == "" && o.Monitors == "":
 		return errors.New("rbd: neither a config file nor monitor addresses")
 	case o.Timeout < 0:
@@ -82,7 +89,7 @@ func (o Options) timeout() time.Duration {
 
 // connect opens a RADOS connection and an I/O context on the pool.
 func connect(ctx context.Context, o Options) (*rados.Conn, *rados.IOContext, error) {
-	if err := o.Validate(); err != nil {
+	if err := o.validatePool(); err != nil {
 		return nil, nil, err
 	}
 	user := o.User
@@ -153,6 +160,9 @@ func connect(ctx context.Context, o Options) (*rados.Conn, *rados.IOContext, err
 // Create makes an image of size bytes with the cluster's default features
 // and object size. It fails if the image exists.
 func Create(ctx context.Context, o Options, size int64) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
 	if size <= 0 {
 		return fmt.Errorf("rbd: image size %d is not positive", size)
 	}
@@ -173,6 +183,9 @@ func Create(ctx context.Context, o Options, size int64) error {
 
 // Remove deletes an image and its data.
 func Remove(ctx context.Context, o Options) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
 	conn, ioctx, err := connect(ctx, o)
 	if err != nil {
 		return err
@@ -185,6 +198,70 @@ func Remove(ctx context.Context, o Options) error {
 		return fmt.Errorf("rbd: remove %s/%s: %w", o.Pool, o.Image, errnoErr(r))
 	}
 	return nil
+}
+
+// ErrNoPoolStats is returned by PoolSpace when the cluster reports no
+// statistics for the pool, as a cluster without a running ceph-mgr does.
+var ErrNoPoolStats = errors.New("the cluster reports no statistics for the pool (is a ceph-mgr running?)")
+
+// PoolSpace reports the space of the Ceph pool o.Pool as ceph df does
+// (the monitor's "df" command, from the manager's statistics): free is the
+// pool's MAX AVAIL, the bytes that can still be stored in it once
+// replication is counted and before its fullest OSD fills; size is the
+// bytes stored in it (STORED, before replication) plus free. o.Image is
+// not used.
+func PoolSpace(ctx context.Context, o Options) (size, free int64, err error) {
+	conn, ioctx, err := connect(ctx, o)
+	if err != nil {
+		return 0, 0, err
+	}
+	ioctx.Destroy() // it showed the pool exists
+	type result struct {
+		out []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, status, err := conn.MonCommand([]byte(`{"prefix": "df", "format": "json"}`))
+		if err != nil && status != "" {
+			err = fmt.Errorf("%w: %s", err, status)
+		}
+		done <- result{out, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+		conn.Shutdown()
+	case <-ctx.Done():
+		// The command ends by itself within rados_mon_op_timeout; the
+		// connection is shut down then.
+		go func() {
+			<-done
+			conn.Shutdown()
+		}()
+		return 0, 0, fmt.Errorf("rbd: pool %q: df: %w", o.Pool, ctx.Err())
+	}
+	if r.err != nil {
+		return 0, 0, fmt.Errorf("rbd: pool %q: df: %w", o.Pool, r.err)
+	}
+	var df struct {
+		Pools []struct {
+			Name  string `json:"name"`
+			Stats struct {
+				Stored   int64 `json:"stored"`
+				MaxAvail int64 `json:"max_avail"`
+			} `json:"stats"`
+		} `json:"pools"`
+	}
+	if err := json.Unmarshal(r.out, &df); err != nil {
+		return 0, 0, fmt.Errorf("rbd: pool %q: df: %w", o.Pool, err)
+	}
+	for _, p := range df.Pools {
+		if p.Name == o.Pool {
+			return p.Stats.Stored + p.Stats.MaxAvail, p.Stats.MaxAvail, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("rbd: pool %q: %w", o.Pool, ErrNoPoolStats)
 }
 
 // errnoErr is librbd's negative errno r as an error.
@@ -220,6 +297,9 @@ type Device struct {
 
 // Open connects to the cluster and opens the image.
 func Open(ctx context.Context, o Options) (*Device, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
 	conn, ioctx, err := connect(ctx, o)
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ceph/go-ceph/rados"
 	"github.com/stretchr/testify/require"
 
 	"github.com/iscsikit/iscsikit/backend"
@@ -36,7 +38,7 @@ var (
 
 // testOptions returns the options of a new image of size bytes in the test
 // cluster (testcluster/start.sh), removed when the test ends.
-func testOptions(t *testing.T, size int64) Options {
+func testOptions(t testing.TB, size int64) Options {
 	t.Helper()
 	conf, pool := os.Getenv("ISCSIKIT_CEPH_CONF"), os.Getenv("ISCSIKIT_CEPH_POOL")
 	if conf == "" || pool == "" {
@@ -61,7 +63,7 @@ func testOptions(t *testing.T, size int64) Options {
 	return o
 }
 
-func openTest(t *testing.T, o Options) *Device {
+func openTest(t testing.TB, o Options) *Device {
 	t.Helper()
 	d, err := Open(context.Background(), o)
 	require.NoError(t, err)
@@ -331,6 +333,64 @@ func TestCompareAndWriteRacesAcrossClients(t *testing.T) {
 	require.EqualValues(t, 2*workers*rounds, binary.BigEndian.Uint64(got), "every increment counted once")
 	t.Logf("%d increments, %d miscompares retried", 2*workers*rounds, misses.Load())
 	require.Positive(t, misses.Load(), "the two opens raced")
+}
+
+// cephDF returns STORED and MAX AVAIL of pool as ceph df reports them.
+func cephDF(t *testing.T, conf, pool string) (stored, maxAvail int64) {
+	out, err := exec.Command("ceph", "-c", conf, "df", "-f", "json").Output()
+	require.NoError(t, err)
+	var df struct {
+		Pools []struct {
+			Name  string
+			Stats struct {
+				Stored   int64 `json:"stored"`
+				MaxAvail int64 `json:"max_avail"`
+			}
+		}
+	}
+	require.NoError(t, json.Unmarshal(out, &df))
+	for _, p := range df.Pools {
+		if p.Name == pool {
+			return p.Stats.Stored, p.Stats.MaxAvail
+		}
+	}
+	t.Fatalf("ceph df reports no pool %s: %s", pool, out)
+	return 0, 0
+}
+
+// TestPoolSpace compares PoolSpace with ceph df, and sees data written to
+// the pool, when the test cluster runs a ceph-mgr (CEPH_MGR=1); without
+// one the cluster has no pool statistics, and PoolSpace says so.
+func TestPoolSpace(t *testing.T) {
+	ctx := context.Background()
+	o := testOptions(t, 64<<20)
+	if os.Getenv("ISCSIKIT_CEPH_MGR") != "1" {
+		_, _, err := PoolSpace(ctx, o)
+		require.ErrorIs(t, err, ErrNoPoolStats)
+		return
+	}
+	size, free, err := PoolSpace(ctx, o)
+	require.NoError(t, err)
+	require.Positive(t, free)
+	require.GreaterOrEqual(t, size, free)
+	stored, avail := cephDF(t, o.ConfigFile, o.Pool)
+	t.Logf("PoolSpace: size %d free %d; ceph df: stored %d max avail %d", size, free, stored, avail)
+	// Other tests write to the pool meanwhile: allow 1 GiB of drift.
+	require.InDelta(t, avail, free, 1<<30)
+	require.InDelta(t, stored+avail, size, 1<<30)
+
+	d := openTest(t, o)
+	_, err = d.WriteAt(random(t, 32<<20), 0)
+	require.NoError(t, err)
+	require.NoError(t, d.Sync())
+	require.Eventually(t, func() bool {
+		s, f, err := PoolSpace(ctx, o)
+		return err == nil && s-f >= (size-free)+16<<20
+	}, time.Minute, time.Second, "32 MiB written show as stored")
+
+	o.Pool = "no-such-pool"
+	_, _, err = PoolSpace(ctx, o)
+	require.ErrorIs(t, err, rados.ErrNotFound)
 }
 
 func TestResize(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/iscsikit/iscsikit/backend/rbd"
+	"github.com/iscsikit/iscsikit/examples/api/targetd"
 	"github.com/iscsikit/iscsikit/internal/initiator"
 	"github.com/iscsikit/iscsikit/mgmt"
 )
@@ -345,6 +346,21 @@ func TestRBDPoolVolumes(t *testing.T) {
 	require.Error(t, err, "a second volume of that name")
 	_, err = m.CopyVolume(ctx, "ceph", name, name+"copy")
 	require.ErrorContains(t, err, "not supported")
+
+	// targetd's pool_list: a pool of block volumes, with the Ceph pool's
+	// space (ceph df's, which needs a ceph-mgr).
+	res, err := targetd.Methods(m, targetd.Options{})["pool_list"](ctx, json.RawMessage(`{}`))
+	if os.Getenv("ISCSIKIT_CEPH_MGR") == "1" {
+		require.NoError(t, err)
+		pools := res.([]mgmt.PoolInfo)
+		require.Len(t, pools, 1)
+		require.Equal(t, "block", pools[0].Type)
+		require.Positive(t, pools[0].FreeSize)
+		require.GreaterOrEqual(t, pools[0].Size, pools[0].FreeSize)
+		t.Logf("pool_list: %+v", pools)
+	} else {
+		require.ErrorContains(t, err, rbd.ErrNoPoolStats.Error())
+	}
 
 	require.NoError(t, m.DestroyVolume(ctx, "ceph", name))
 	out, err := exec.Command("rbd", "-c", conf, "info", pool+"/"+name).CombinedOutput()
