@@ -10,6 +10,14 @@ import "C"
 
 import "runtime/cgo"
 
+// iscsikitRBDComplete is called by librbd's completion thread (through
+// iscsikit_rbd_cb) when an asynchronous request ends.
+//
+//export iscsikitRBDComplete
+func iscsikitRBDComplete(arg C.uintptr_t, ret C.ssize_t) {
+	cgo.Handle(arg).Value().(*op).complete(int64(ret))
+}
+
 // iscsikitRBDDiff is called by rbd_diff_iterate2 for every extent of the
 // image that holds data.
 //

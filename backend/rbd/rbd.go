@@ -286,11 +286,9 @@ type Device struct {
 	timeout    time.Duration
 	closed     atomic.Bool
 
-	events completions
-
 	mu   sync.Mutex
 	free []*op
-	all  []*op // indexed by the ops' ids
+	all  []*op
 	// calls counts the synchronous librbd calls run in goroutines of
 	// their own (diff, resize), which Close waits for even when their
 	// caller stopped waiting.
@@ -307,11 +305,6 @@ func Open(ctx context.Context, o Options) (*Device, error) {
 		return nil, err
 	}
 	d := &Device{conn: conn, ioctx: ioctx, name: o.Pool + "/" + o.Image, readOnly: o.ReadOnly, timeout: o.timeout()}
-	if err := d.startReaper(); err != nil {
-		ioctx.Destroy()
-		conn.Shutdown()
-		return nil, err
-	}
 	name := C.CString(o.Image)
 	defer C.free(unsafe.Pointer(name))
 	var r C.int
@@ -321,7 +314,6 @@ func Open(ctx context.Context, o Options) (*Device, error) {
 		r = C.rbd_open(C.rados_ioctx_t(ioctx.Pointer()), name, &d.img, nil)
 	}
 	if r < 0 {
-		d.stopReaper()
 		ioctx.Destroy()
 		conn.Shutdown()
 		return nil, fmt.Errorf("rbd: open %s: %w", d.name, errnoErr(r))
@@ -375,7 +367,7 @@ func (d *Device) getOp(n int) *op {
 		o = d.free[k-1]
 		d.free = d.free[:k-1]
 	} else {
-		o = newOp(d, len(d.all))
+		o = newOp(d)
 		d.all = append(d.all, o)
 	}
 	d.mu.Unlock()
@@ -564,13 +556,14 @@ func (d *Device) CompareAndWrite(cmp, data []byte, off int64) error {
 	buf := o.bytes(2 * n)
 	copy(buf, cmp)
 	copy(buf[n:], data)
+	*o.mismatch = 0
 	if err := d.submit(ctx, o, opCAW, off, n, 0); err != nil {
 		return err
 	}
 	defer d.putOp(o)
 	if o.ret == -int64(syscall.EILSEQ) {
 		// librbd reports the image offset of the first differing byte.
-		at := int64(o.mismatch())
+		at := int64(*o.mismatch)
 		if at >= off {
 			at -= off
 		}
@@ -667,7 +660,6 @@ func (d *Device) Close() error {
 	}
 	d.calls.Wait()
 	r := C.rbd_close(d.img)
-	d.stopReaper()
 	d.mu.Lock()
 	for _, o := range d.all {
 		o.free()
