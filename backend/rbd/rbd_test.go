@@ -471,6 +471,119 @@ func TestOSDLoss(t *testing.T) {
 	require.NoError(t, d.Sync())
 }
 
+// TestOSDLossUnderLoad kills the OSD while 16 workers read and write: every
+// request ends within the deadline (NOT READY, never a hang), every
+// worker works again once the OSD is back, and the requests abandoned at
+// their deadline come back to the device's pool when librbd ends them.
+func TestOSDLossUnderLoad(t *testing.T) {
+	dir := os.Getenv("ISCSIKIT_CEPH_DIR")
+	if dir == "" {
+		t.Fatal("ISCSIKIT_CEPH_DIR is unset: the test stops and restarts the OSD of testcluster/start.sh")
+	}
+	const workers, span = 16, 4 << 20
+	o := testOptions(t, span)
+	o.Timeout = 5 * time.Second
+	d := openTest(t, o)
+	_, err := d.WriteAt(make([]byte, span), 0)
+	require.NoError(t, err)
+	require.NoError(t, d.Sync())
+
+	type worker struct {
+		failed, okAfter atomic.Bool
+		longest         atomic.Int64
+		other           atomic.Value
+	}
+	var restarted atomic.Bool
+	ws := make([]*worker, workers)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range ws {
+		w := &worker{}
+		ws[i] = w
+		wg.Go(func() {
+			buf := make([]byte, 4096)
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				off := int64((i*977+n*4099)%(span/4096)) * 4096
+				start := time.Now()
+				var err error
+				if n%2 == 0 {
+					_, err = d.ReadAtContext(context.Background(), buf, off)
+				} else {
+					_, err = d.WriteAtContext(context.Background(), buf, off)
+				}
+				if took := int64(time.Since(start)); took > w.longest.Load() {
+					w.longest.Store(took)
+				}
+				switch {
+				case err == nil:
+					if restarted.Load() {
+						w.okAfter.Store(true)
+					}
+				case errors.Is(err, backend.ErrNotReady):
+					w.failed.Store(true)
+					time.Sleep(50 * time.Millisecond)
+				default:
+					w.other.CompareAndSwap(nil, err.Error())
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		})
+	}
+	halt := sync.OnceFunc(func() {
+		close(stop)
+		wg.Wait()
+	})
+	defer halt()
+	time.Sleep(time.Second)
+	stopOSD(t, dir)
+	up := false
+	defer func() {
+		if !up {
+			startOSD(t, dir)
+		}
+	}()
+	require.Eventually(t, func() bool {
+		for _, w := range ws {
+			if !w.failed.Load() {
+				return false
+			}
+		}
+		return true
+	}, 2*time.Minute, 100*time.Millisecond, "every worker gets NOT READY")
+	startOSD(t, dir)
+	up = true
+	restarted.Store(true)
+	require.Eventually(t, func() bool {
+		for _, w := range ws {
+			if !w.okAfter.Load() {
+				return false
+			}
+		}
+		return true
+	}, 3*time.Minute, time.Second, "every worker works again once the OSD is back")
+	halt()
+	for i, w := range ws {
+		// The deadline is 5 s; allow for a loaded machine, never a hang.
+		require.Less(t, time.Duration(w.longest.Load()), 30*time.Second, "worker %d's longest request", i)
+		if e := w.other.Load(); e != nil {
+			// librados may end a request it timed out itself with
+			// ETIMEDOUT, which is NOT READY too; anything else is not.
+			t.Errorf("worker %d: %v", i, e)
+		}
+	}
+	require.Eventually(t, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return len(d.free) == len(d.all)
+	}, 2*time.Minute, time.Second, "abandoned requests come back to the pool")
+	t.Logf("%d requests' states in the pool", len(d.all))
+}
+
 // stopOSD kills osd.0 of the test cluster in dir and waits for it to end.
 func stopOSD(t *testing.T, dir string) {
 	t.Helper()
