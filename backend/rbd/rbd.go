@@ -286,9 +286,13 @@ type Device struct {
 	timeout    time.Duration
 	closed     atomic.Bool
 
-	mu   sync.Mutex
-	free []*op
-	all  []*op
+	// inflight counts the requests in librbd whose callers wait.
+	inflight atomic.Int32
+
+	mu    sync.Mutex
+	free  []*op
+	limbo []*op // given up on while waited for in C, maybe still in librbd
+	all   []*op
 	// calls counts the synchronous librbd calls run in goroutines of
 	// their own (diff, resize), which Close waits for even when their
 	// caller stopped waiting.
@@ -362,6 +366,18 @@ func (d *Device) Timeout() time.Duration { return d.timeout }
 
 func (d *Device) getOp(n int) *op {
 	d.mu.Lock()
+	if len(d.free) == 0 && len(d.limbo) > 0 {
+		kept := d.limbo[:0]
+		for _, o := range d.limbo {
+			if o.idle() {
+				d.free = append(d.free, o)
+			} else {
+				kept = append(kept, o)
+			}
+		}
+		clear(d.limbo[len(kept):])
+		d.limbo = kept
+	}
 	var o *op
 	if k := len(d.free); k > 0 {
 		o = d.free[k-1]
@@ -556,14 +572,13 @@ func (d *Device) CompareAndWrite(cmp, data []byte, off int64) error {
 	buf := o.bytes(2 * n)
 	copy(buf, cmp)
 	copy(buf[n:], data)
-	*o.mismatch = 0
 	if err := d.submit(ctx, o, opCAW, off, n, 0); err != nil {
 		return err
 	}
 	defer d.putOp(o)
 	if o.ret == -int64(syscall.EILSEQ) {
 		// librbd reports the image offset of the first differing byte.
-		at := int64(*o.mismatch)
+		at := int64(o.mismatch())
 		if at >= off {
 			at -= off
 		}
@@ -664,7 +679,7 @@ func (d *Device) Close() error {
 	for _, o := range d.all {
 		o.free()
 	}
-	d.all, d.free = nil, nil
+	d.all, d.free, d.limbo = nil, nil, nil
 	d.mu.Unlock()
 	d.ioctx.Destroy()
 	d.conn.Shutdown()

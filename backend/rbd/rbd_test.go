@@ -579,7 +579,13 @@ func TestOSDLossUnderLoad(t *testing.T) {
 	require.Eventually(t, func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		return len(d.free) == len(d.all)
+		n := len(d.free)
+		for _, o := range d.limbo {
+			if o.idle() {
+				n++
+			}
+		}
+		return n == len(d.all)
 	}, 2*time.Minute, time.Second, "abandoned requests come back to the pool")
 	t.Logf("%d requests' states in the pool", len(d.all))
 }
