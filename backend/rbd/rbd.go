@@ -270,7 +270,8 @@ func errnoErr(r C.int) error { return syscall.Errno(-r) }
 // Device is a backend.Device over an open RBD image. It implements
 // backend.ContextDevice, backend.Unmapper (discard), backend.AllocationReporter (from
 // rbd_diff_iterate2), backend.SameWriter and backend.CompareWriter (in the
-// cluster: atomic for every client of the image).
+// cluster: atomic for every client of the image, within the one 512-byte
+// sector backend.CompareSpanner reports).
 type Device struct {
 	conn     *rados.Conn
 	ioctx    *rados.IOContext
