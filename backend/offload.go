@@ -23,6 +23,19 @@ type CompareWriter interface {
 	CompareAndWrite(cmp, data []byte, off int64) error
 }
 
+// CompareSpanner is implemented by CompareWriters that compare and write
+// atomically only a range lying within one aligned span of the device
+// (librbd of Ceph 16 takes one 512-byte sector at a time). Such a device
+// is shared with other clients, so a range beyond its span cannot be done
+// atomically any other way either: the caller refuses it rather than
+// comparing and writing on its own.
+type CompareSpanner interface {
+	// CompareAndWriteSpan returns the span in bytes: CompareAndWrite takes
+	// every range that does not cross a multiple of it, and refuses the
+	// others with an error wrapping errors.ErrUnsupported. 0 means none.
+	CompareAndWriteSpan() int64
+}
+
 // MiscompareError is returned by CompareAndWrite when the range does not
 // hold the expected bytes.
 type MiscompareError struct {

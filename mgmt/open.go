@@ -61,6 +61,15 @@ type VolumeMaker interface {
 	DeleteVolume(e Extent) error
 }
 
+// PoolSizer is implemented by a VolumeMaker that can tell how much space
+// its storage has, so Manager.Pools reports the size and free space of
+// its pools (an RBD pool's from Ceph) rather than zeroes.
+type PoolSizer interface {
+	// PoolSpace returns the size in bytes of the storage pool p makes its
+	// volumes in, and the bytes still free there.
+	PoolSpace(p Pool) (size, free int64, err error)
+}
+
 // maker returns the VolumeMaker of the pool type typ, or nil.
 func (t openers) maker(typ string) VolumeMaker {
 	vm, _ := t[typ].(VolumeMaker)

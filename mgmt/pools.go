@@ -34,7 +34,9 @@ type Volume struct {
 	Pool string `json:"pool"`
 }
 
-// Pools lists the configured pools with their size and free space.
+// Pools lists the configured pools with their size and free space: a
+// directory pool's file system, a block pool's device, and a pool of an
+// Opener's type from the Opener when it is a PoolSizer (0 otherwise).
 func (m *Manager) Pools() ([]PoolInfo, error) {
 	cfg := m.Config(false)
 	out := []PoolInfo{}
@@ -60,6 +62,14 @@ func (m *Manager) Pools() ([]PoolInfo, error) {
 				if e.Pool == p.Name {
 					info.FreeSize = 0
 				}
+			}
+		default:
+			if ps, ok := m.open.maker(p.Type).(PoolSizer); ok {
+				size, free, err := ps.PoolSpace(p)
+				if err != nil {
+					return nil, &Error{Kind: KindNotFound, Object: "pool", ID: p.ID, Name: p.Name, Field: "params", Msg: err.Error()}
+				}
+				info.Size, info.FreeSize = size, free
 			}
 		}
 		out = append(out, info)

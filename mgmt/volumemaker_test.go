@@ -117,3 +117,38 @@ func TestVolumeKeepsItsName(t *testing.T) {
 	require.NoError(t, m.DestroyVolume(ctx, "svc", "v1"))
 	require.NotContains(t, sm.vols, "z1/v1")
 }
+
+// sizedMaker is a storeMaker that knows its zones' space.
+type sizedMaker struct {
+	storeMaker
+	space map[string][2]int64
+}
+
+func (s *sizedMaker) PoolSpace(p Pool) (int64, int64, error) {
+	sp, ok := s.space[p.Params["zone"]]
+	if !ok {
+		return 0, 0, fmt.Errorf("zone %q unreachable", p.Params["zone"])
+	}
+	return sp[0], sp[1], nil
+}
+
+func TestPoolsOfAPoolSizer(t *testing.T) {
+	sm := &sizedMaker{storeMaker: storeMaker{vols: map[string]*backend.Memory{}}, space: map[string][2]int64{"z1": {10 << 30, 4 << 30}}}
+	openers := memoryOpeners()
+	openers["STORE"] = sm
+	openers["PLAIN"] = &storeMaker{vols: map[string]*backend.Memory{}}
+	cfg := &Config{Version: ConfigVersion, Global: Global{Basename: DefaultBasename}, Pools: []Pool{
+		{ID: 1, Name: "svc", Type: "STORE", Params: map[string]string{"zone": "z1"}},
+		{ID: 2, Name: "plain", Type: "PLAIN", Params: map[string]string{"zone": "z1"}},
+	}}
+	m, err := New(ctx, Options{Store: &MemoryStore{}, Initial: cfg, Openers: openers})
+	require.NoError(t, err)
+	defer m.Close()
+	pools, err := m.Pools()
+	require.NoError(t, err)
+	require.Equal(t, []PoolInfo{{Name: "svc", Type: "STORE", Size: 10 << 30, FreeSize: 4 << 30}, {Name: "plain", Type: "PLAIN"}}, pools)
+
+	delete(sm.space, "z1")
+	_, err = m.Pools()
+	require.ErrorContains(t, err, `zone "z1" unreachable`)
+}

@@ -102,3 +102,55 @@ func TestUnreachableStorageIsNotReady(t *testing.T) {
 	f := newFixtureOn(t, notReadyDevice{backend.NewMemory(blocks * bs)}, scsi.UnitConfig{})
 	f.fails(read10(0, 1), nil, bs, scsi.SenseNotReady, 0x04, 0x00)
 }
+
+// spanDevice compares and writes only within spans of its own, as librbd
+// of Ceph 16 does (one 512-byte sector): it is shared with other clients.
+type spanDevice struct {
+	offloadDevice
+	span int64
+}
+
+func (d *spanDevice) CompareAndWriteSpan() int64 { return d.span }
+
+// TestCompareAndWriteWithinTheDeviceSpan checks that a unit on a shared
+// device offers COMPARE AND WRITE only as far as the device does it
+// atomically: one block when a block fits the span (advertised in the
+// block limits page, longer ranges refused without a local fallback),
+// and not at all when it does not.
+func TestCompareAndWriteWithinTheDeviceSpan(t *testing.T) {
+	rsoc := func(f *fixture) byte {
+		return f.good([]byte{0xa3, 0x0c, 0x01, 0x89, 0, 0, 0, 0, 1, 0, 0, 0}, nil, 256)[1] & 0x07
+	}
+
+	dev := &spanDevice{offloadDevice: offloadDevice{Memory: backend.NewMemory(blocks * bs)}, span: 512}
+	f := newFixtureOn(t, dev, scsi.UnitConfig{})
+	require.EqualValues(t, 1, f.good([]byte{0x12, 1, 0xb0, 0, 255, 0}, nil, 255)[5], "MAXIMUM COMPARE AND WRITE LENGTH")
+	require.Equal(t, byte(3), rsoc(f))
+	caw := rw16(0x89, 20, 0)
+	caw[13] = 1
+	next := pattern(bs, 3)
+	f.good(caw, append(make([]byte, bs), next...), 0)
+	require.Equal(t, 1, dev.cawCalls)
+	caw[13] = 2
+	res := f.fails(caw, make([]byte, 4*bs), 0, scsi.SenseIllegalRequest, 0x24, 0)
+	require.EqualValues(t, 13, binary.BigEndian.Uint16(res.Sense[16:18]), "the field pointer names NUMBER OF LOGICAL BLOCKS")
+	require.Equal(t, 1, dev.cawCalls, "nothing reaches the device")
+	require.Equal(t, make([]byte, bs), f.good(read10(21, 1), nil, bs), "and nothing is written")
+
+	// A device that refuses a range within its span anyway is not
+	// stood in for: the compare would hold for this unit only.
+	big := &spanDevice{offloadDevice: offloadDevice{Memory: backend.NewMemory(blocks * bs)}, span: 4096}
+	f = newFixtureOn(t, big, scsi.UnitConfig{BlockSize: 4096})
+	caw = rw16(0x89, 2, 0)
+	caw[13] = 1
+	f.fails(caw, make([]byte, 2*4096), 0, scsi.SenseIllegalRequest, 0x24, 0)
+	require.Equal(t, 1, big.cawCalls)
+
+	// A block larger than the span: no COMPARE AND WRITE at all.
+	dev = &spanDevice{offloadDevice: offloadDevice{Memory: backend.NewMemory(blocks * bs)}, span: 512}
+	f = newFixtureOn(t, dev, scsi.UnitConfig{BlockSize: 4096})
+	require.Zero(t, f.good([]byte{0x12, 1, 0xb0, 0, 255, 0}, nil, 255)[5])
+	require.Equal(t, byte(1), rsoc(f), "not supported")
+	f.fails(caw, make([]byte, 2*4096), 0, scsi.SenseIllegalRequest, 0x20, 0)
+	require.Zero(t, dev.cawCalls)
+}

@@ -55,6 +55,9 @@ const (
 	flagInStandby
 	flagInUnavailable
 	flagInTransition
+	// flagCompare commands exist only on units whose device can compare
+	// and write at least one block atomically.
+	flagCompare
 )
 
 // flagAnyAccess commands are served in every access state.
@@ -178,7 +181,7 @@ func commandTable() []*opcode {
 		{name: "RECEIVE COPY RESULTS(COPY STATUS)", usage: cdb(0x84, 0x00, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagCopy, handler: (*request).receiveCopyResults},
 		{name: "RECEIVE COPY RESULTS(OPERATING PARAMETERS)", usage: cdb(0x84, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagCopy, handler: (*request).receiveCopyResults},
 		{name: "READ(16)", usage: cdb(0x88, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium, handler: (*request).read},
-		{name: "COMPARE AND WRITE", usage: cdb(0x89, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).compareAndWrite},
+		{name: "COMPARE AND WRITE", usage: cdb(0x89, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite | flagCompare, handler: (*request).compareAndWrite},
 		{name: "WRITE(16)", usage: cdb(0x8a, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).write},
 		{name: "ORWRITE(16)", usage: cdb(0x8b, 0xfa, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).orWrite},
 		{name: "WRITE AND VERIFY(16)", usage: cdb(0x8e, 0xf6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).writeAndVerify},
@@ -231,7 +234,8 @@ func (lu *LogicalUnit) supported(o *opcode) bool {
 		(o.flags&flagCopy == 0 || lu.cfg.ThirdPartyCopy) &&
 		(o.flags&flagCrypto == 0 || lu.cfg.CryptoErase) &&
 		(o.flags&flagALUA == 0 || lu.aluaOn.Load()) &&
-		(o.flags&flagExplicitALUA == 0 || lu.explicitALUA.Load())
+		(o.flags&flagExplicitALUA == 0 || lu.explicitALUA.Load()) &&
+		(o.flags&flagCompare == 0 || lu.compareBlocks > 0)
 }
 
 // offersReservation reports whether the unit offers o as far as

@@ -532,7 +532,7 @@ func (r *request) compareAndWrite() error {
 	}
 	// Zero blocks would be a no-op by SBC-4, but an initiator that sends
 	// data with it has wrapped a count of 256 into the one-byte field.
-	if blocks > maxCompareAndWrite || (blocks == 0 && len(r.cmd.DataOut) > 0) {
+	if blocks > uint32(r.lu.compareBlocks) || (blocks == 0 && len(r.cmd.DataOut) > 0) {
 		return invalidField(13, -1)
 	}
 	off, length := int64(lba)<<r.lu.blockShift, int64(blocks)<<r.lu.blockShift
@@ -553,8 +553,13 @@ func (r *request) compareAndWrite() error {
 		if errors.As(err, &mis) {
 			return &Sense{Key: SenseMiscompare, ASC: 0x1d, Info: uint64(mis.Offset), InfoValid: true}
 		}
-		// A range the device cannot take is compared and written here.
+		// A range the device cannot take is compared and written here,
+		// unless the device is shared (it limits its span), where that
+		// would be atomic for this unit's writers only.
 		ok = !errors.Is(err, errors.ErrUnsupported)
+		if _, shared := cw.(backend.CompareSpanner); shared && !ok {
+			return invalidField(13, -1)
+		}
 		err = ioError(err, true)
 	}
 	if !ok {

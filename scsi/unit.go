@@ -305,6 +305,9 @@ type geometry struct {
 	blockShift uint
 	nblocks    uint64
 	physExp    uint8
+	// compareBlocks is the MAXIMUM COMPARE AND WRITE LENGTH; 0 when the
+	// device cannot compare and write a single block atomically.
+	compareBlocks uint8
 }
 
 // newGeometry checks cfg (filling in its defaults) against dev and
@@ -324,10 +327,27 @@ func newGeometry(dev backend.Device, cfg *UnitConfig) (geometry, error) {
 		g.physExp++
 	}
 	g.nblocks = uint64(dev.Size()) >> g.blockShift
+	g.compareBlocks = compareBlocks(dev, g.blockSize)
 	if g.nblocks == 0 {
 		return geometry{}, configErr("device", "%d bytes hold no %d-byte block", dev.Size(), cfg.BlockSize)
 	}
 	return g, nil
+}
+
+// compareBlocks is how many blocks of size one COMPARE AND WRITE may
+// cover on dev. A device that compares and writes only within a span of
+// its own (backend.CompareSpanner) is shared with other clients, so a
+// range it refuses cannot be made atomic here: such a unit takes one
+// block when every block lies within a span, and none otherwise.
+func compareBlocks(dev backend.Device, size uint32) uint8 {
+	s, ok := dev.(backend.CompareSpanner)
+	if _, cw := dev.(backend.CompareWriter); !ok || !cw {
+		return maxCompareAndWrite
+	}
+	if span := s.CompareAndWriteSpan(); span >= int64(size) && span%int64(size) == 0 {
+		return 1
+	}
+	return 0
 }
 
 // fillDefaults checks the geometry and identity fields and fills in the

@@ -121,7 +121,7 @@ func (lu *LogicalUnit) blockLimits() []byte {
 	b := make([]byte, 0x3c)
 	// WSNZ clear: WRITE SAME with zero blocks writes through the last LBA
 	// (within the maximum WRITE SAME length).
-	b[1] = maxCompareAndWrite
+	b[1] = lu.compareBlocks
 	binary.BigEndian.PutUint16(b[2:4], uint16(1)<<lu.physExp)
 	binary.BigEndian.PutUint32(b[4:8], lu.maxTransferBlocks())
 	binary.BigEndian.PutUint32(b[8:12], max(uint32(1)<<lu.physExp, uint32(1<<20)>>lu.blockShift))

@@ -8,7 +8,10 @@
 //
 // Reads, writes, discards, WRITE SAME, COMPARE AND WRITE and flushes go to
 // librbd as asynchronous requests (rbd_aio_*), one per call, so the SCSI
-// layer's concurrent commands are concurrent requests to the cluster. Each
+// layer's concurrent commands are concurrent requests to the cluster.
+// While a device has at most two requests in flight, the caller's thread
+// waits in C for librbd's completion; beyond that the completion calls
+// into Go and wakes the waiting goroutine. Each
 // request has a deadline (Options.Timeout): when the cluster does not answer
 // in time the call returns an error wrapping backend.ErrNotReady, which
 // the SCSI layer reports as NOT READY, and the request's buffers stay with

@@ -11,6 +11,7 @@ import "C"
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -60,11 +61,17 @@ type Options struct {
 
 // Validate checks the options Open needs, without contacting the cluster.
 func (o Options) Validate() error {
+	if o.Image == "" && o.Pool != "" {
+		return errors.New("rbd: no image")
+	}
+	return o.validatePool()
+}
+
+// validatePool checks the options that name a pool and reach the cluster.
+func (o Options) validatePool() error {
 	switch {
 	case o.Pool == "":
 		return errors.New("rbd: no pool")
-	case o.Image == "":
-		return errors.New("rbd: no image")
 	case o.ConfigFile == "" && o.Monitors == "":
 		return errors.New("rbd: neither a config file nor monitor addresses")
 	case o.Timeout < 0:
@@ -82,7 +89,7 @@ func (o Options) timeout() time.Duration {
 
 // connect opens a RADOS connection and an I/O context on the pool.
 func connect(ctx context.Context, o Options) (*rados.Conn, *rados.IOContext, error) {
-	if err := o.Validate(); err != nil {
+	if err := o.validatePool(); err != nil {
 		return nil, nil, err
 	}
 	user := o.User
@@ -153,6 +160,9 @@ func connect(ctx context.Context, o Options) (*rados.Conn, *rados.IOContext, err
 // Create makes an image of size bytes with the cluster's default features
 // and object size. It fails if the image exists.
 func Create(ctx context.Context, o Options, size int64) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
 	if size <= 0 {
 		return fmt.Errorf("rbd: image size %d is not positive", size)
 	}
@@ -173,6 +183,9 @@ func Create(ctx context.Context, o Options, size int64) error {
 
 // Remove deletes an image and its data.
 func Remove(ctx context.Context, o Options) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
 	conn, ioctx, err := connect(ctx, o)
 	if err != nil {
 		return err
@@ -191,13 +204,78 @@ func Remove(ctx context.Context, o Options) error {
 	return nil
 }
 
+// ErrNoPoolStats is returned by PoolSpace when the cluster reports no
+// statistics for the pool, as a cluster without a running ceph-mgr does.
+var ErrNoPoolStats = errors.New("the cluster reports no statistics for the pool (is a ceph-mgr running?)")
+
+// PoolSpace reports the space of the Ceph pool o.Pool as ceph df does
+// (the monitor's "df" command, from the manager's statistics): free is the
+// pool's MAX AVAIL, the bytes that can still be stored in it once
+// replication is counted and before its fullest OSD fills; size is the
+// bytes stored in it (STORED, before replication) plus free. o.Image is
+// not used.
+func PoolSpace(ctx context.Context, o Options) (size, free int64, err error) {
+	conn, ioctx, err := connect(ctx, o)
+	if err != nil {
+		return 0, 0, err
+	}
+	ioctx.Destroy() // it showed the pool exists
+	type result struct {
+		out []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, status, err := conn.MonCommand([]byte(`{"prefix": "df", "format": "json"}`))
+		if err != nil && status != "" {
+			err = fmt.Errorf("%w: %s", err, status)
+		}
+		done <- result{out, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+		conn.Shutdown()
+	case <-ctx.Done():
+		// The command ends by itself within rados_mon_op_timeout; the
+		// connection is shut down then.
+		go func() {
+			<-done
+			conn.Shutdown()
+		}()
+		return 0, 0, fmt.Errorf("rbd: pool %q: df: %w", o.Pool, ctx.Err())
+	}
+	if r.err != nil {
+		return 0, 0, fmt.Errorf("rbd: pool %q: df: %w", o.Pool, r.err)
+	}
+	var df struct {
+		Pools []struct {
+			Name  string `json:"name"`
+			Stats struct {
+				Stored   int64 `json:"stored"`
+				MaxAvail int64 `json:"max_avail"`
+			} `json:"stats"`
+		} `json:"pools"`
+	}
+	if err := json.Unmarshal(r.out, &df); err != nil {
+		return 0, 0, fmt.Errorf("rbd: pool %q: df: %w", o.Pool, err)
+	}
+	for _, p := range df.Pools {
+		if p.Name == o.Pool {
+			return p.Stats.Stored + p.Stats.MaxAvail, p.Stats.MaxAvail, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("rbd: pool %q: %w", o.Pool, ErrNoPoolStats)
+}
+
 // errnoErr is librbd's negative errno r as an error.
 func errnoErr(r C.int) error { return syscall.Errno(-r) }
 
 // Device is a backend.Device over an open RBD image. It implements
 // backend.ContextDevice, backend.Unmapper (discard), backend.AllocationReporter (from
 // rbd_diff_iterate2), backend.SameWriter and backend.CompareWriter (in the
-// cluster: atomic for every client of the image).
+// cluster: atomic for every client of the image, within the one 512-byte
+// sector backend.CompareSpanner reports).
 type Device struct {
 	conn     *rados.Conn
 	ioctx    *rados.IOContext
@@ -206,13 +284,20 @@ type Device struct {
 	size     atomic.Int64
 	objSize  int64
 	fastDiff bool // the object map tells which objects exist
-	readOnly bool
-	timeout  time.Duration
-	closed   atomic.Bool
+	// stripeUnit is the image's stripe unit in bytes (the object size
+	// unless the image is striped).
+	stripeUnit int64
+	readOnly   bool
+	timeout    time.Duration
+	closed     atomic.Bool
 
-	mu   sync.Mutex
-	free []*op
-	all  []*op
+	// inflight counts the requests in librbd whose callers wait.
+	inflight atomic.Int32
+
+	mu    sync.Mutex
+	free  []*op
+	limbo []*op // given up on while waited for in C, maybe still in librbd
+	all   []*op
 	// calls counts the synchronous librbd calls run in goroutines of
 	// their own (diff, resize), which Close waits for even when their
 	// caller stopped waiting.
@@ -224,6 +309,9 @@ type Device struct {
 
 // Open connects to the cluster and opens the image.
 func Open(ctx context.Context, o Options) (*Device, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
 	conn, ioctx, err := connect(ctx, o)
 	if err != nil {
 		return nil, err
@@ -257,6 +345,12 @@ func Open(ctx context.Context, o Options) (*Device, error) {
 		return nil, fmt.Errorf("rbd: stat %s: %w", d.name, errnoErr(r))
 	}
 	d.objSize = max(int64(info.obj_size), 4096)
+	var su C.uint64_t
+	if r := C.rbd_get_stripe_unit(d.img, &su); r < 0 {
+		d.Close()
+		return nil, fmt.Errorf("rbd: stripe unit of %s: %w", d.name, errnoErr(r))
+	}
+	d.stripeUnit = int64(su)
 	var features, flags C.uint64_t
 	if C.rbd_get_features(d.img, &features) == 0 && C.rbd_get_flags(d.img, &flags) == 0 {
 		d.fastDiff = features&C.RBD_FEATURE_FAST_DIFF != 0 && flags&C.RBD_FLAG_FAST_DIFF_INVALID == 0
@@ -280,6 +374,18 @@ func (d *Device) Timeout() time.Duration { return d.timeout }
 
 func (d *Device) getOp(n int) *op {
 	d.mu.Lock()
+	if len(d.free) == 0 && len(d.limbo) > 0 {
+		kept := d.limbo[:0]
+		for _, o := range d.limbo {
+			if o.idle() {
+				d.free = append(d.free, o)
+			} else {
+				kept = append(kept, o)
+			}
+		}
+		clear(d.limbo[len(kept):])
+		d.limbo = kept
+	}
 	var o *op
 	if k := len(d.free); k > 0 {
 		o = d.free[k-1]
@@ -432,17 +538,31 @@ func (d *Device) WriteSame(block []byte, off, length int64) error {
 }
 
 // casSector is the span librbd compares and writes atomically: Ceph 16
-// takes rbd_aio_compare_and_write only within one 512-byte sector
+// takes rbd_aio_compare_and_write only within one 512-byte sector (and
+// one stripe unit), and fails longer ranges with EINVAL
 // (ImageCompareAndWriteRequest::prune_object_extents), as tcmu-runner's
 // rbd handler, which offers one block, expects.
 const casSector = 512
+
+// CompareAndWriteSpan reports the span CompareAndWrite takes atomically
+// (backend.CompareSpanner): one 512-byte sector, or none when the image's
+// stripe unit is not a multiple of it. Every client of the image shares
+// the span, so a SCSI unit over the device offers COMPARE AND WRITE of one
+// 512-byte block, and none on a 4096-byte-block unit.
+func (d *Device) CompareAndWriteSpan() int64 {
+	if d.stripeUnit%casSector != 0 {
+		return 0
+	}
+	return casSector
+}
 
 // CompareAndWrite writes data at off if the image holds cmp there, as one
 // operation of the cluster (rbd_aio_compare_and_write): no other client of
 // the image can change the range between the compare and the write. On a
 // mismatch it returns a *backend.MiscompareError with the offset in cmp of
-// the first byte that differs. A range beyond one 512-byte sector, which
-// librbd refuses, gets an error wrapping errors.ErrUnsupported.
+// the first byte that differs. A range that crosses a 512-byte sector
+// (CompareAndWriteSpan), which librbd refuses, gets an error wrapping
+// errors.ErrUnsupported.
 func (d *Device) CompareAndWrite(cmp, data []byte, off int64) error {
 	ctx := context.Background()
 	if len(cmp) != len(data) {
@@ -451,23 +571,22 @@ func (d *Device) CompareAndWrite(cmp, data []byte, off int64) error {
 	if err := d.check(off, int64(len(data)), true); err != nil || len(data) == 0 {
 		return err
 	}
-	if off%casSector+int64(len(data)) > casSector {
-		return fmt.Errorf("rbd: %s: compare and write of %d bytes at %d crosses a %d-byte sector: %w",
-			d.name, len(data), off, casSector, errors.ErrUnsupported)
+	if span := d.CompareAndWriteSpan(); span == 0 || off%span+int64(len(data)) > span {
+		return fmt.Errorf("rbd: %s: compare and write of %d bytes at %d crosses a %d-byte span: %w",
+			d.name, len(data), off, d.CompareAndWriteSpan(), errors.ErrUnsupported)
 	}
 	n := len(data)
 	o := d.getOp(2 * n)
 	buf := o.bytes(2 * n)
 	copy(buf, cmp)
 	copy(buf[n:], data)
-	*o.mismatch = 0
 	if err := d.submit(ctx, o, opCAW, off, n, 0); err != nil {
 		return err
 	}
 	defer d.putOp(o)
 	if o.ret == -int64(syscall.EILSEQ) {
 		// librbd reports the image offset of the first differing byte.
-		at := int64(*o.mismatch)
+		at := int64(o.mismatch())
 		if at >= off {
 			at -= off
 		}
@@ -574,7 +693,7 @@ func (d *Device) Close() error {
 	for _, o := range d.all {
 		o.free()
 	}
-	d.all, d.free = nil, nil
+	d.all, d.free, d.limbo = nil, nil, nil
 	d.mu.Unlock()
 	d.ioctx.Destroy()
 	d.conn.Shutdown()

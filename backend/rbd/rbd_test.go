@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 
 	"fmt"
@@ -14,9 +16,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ceph/go-ceph/rados"
 	"github.com/stretchr/testify/require"
 
 	"github.com/iscsikit/iscsikit/backend"
@@ -29,11 +33,12 @@ var (
 	_ backend.AllocationReporter = (*Device)(nil)
 	_ backend.SameWriter         = (*Device)(nil)
 	_ backend.CompareWriter      = (*Device)(nil)
+	_ backend.CompareSpanner     = (*Device)(nil)
 )
 
 // testOptions returns the options of a new image of size bytes in the test
 // cluster (testcluster/start.sh), removed when the test ends.
-func testOptions(t *testing.T, size int64) Options {
+func testOptions(t testing.TB, size int64) Options {
 	t.Helper()
 	conf, pool := os.Getenv("ISCSIKIT_CEPH_CONF"), os.Getenv("ISCSIKIT_CEPH_POOL")
 	if conf == "" || pool == "" {
@@ -58,7 +63,7 @@ func testOptions(t *testing.T, size int64) Options {
 	return o
 }
 
-func openTest(t *testing.T, o Options) *Device {
+func openTest(t testing.TB, o Options) *Device {
 	t.Helper()
 	d, err := Open(context.Background(), o)
 	require.NoError(t, err)
@@ -273,6 +278,121 @@ func TestCompareAndWrite(t *testing.T) {
 	require.ErrorIs(t, err, errors.ErrUnsupported)
 }
 
+// TestCompareAndWriteRacesAcrossClients runs counters on two opens of one
+// image (two gateways) at once: each increment reads the sector, then
+// compares it and writes the next value, retrying on a miscompare. Only
+// a compare and write atomic in the cluster loses no increment; one made
+// atomic per open would let both opens write over the same value.
+func TestCompareAndWriteRacesAcrossClients(t *testing.T) {
+	o := testOptions(t, 8<<20)
+	o.NoCache = true
+	opens := []*Device{openTest(t, o), openTest(t, o)}
+	require.EqualValues(t, 512, opens[0].CompareAndWriteSpan())
+	const off, workers, rounds = 4 << 20, 3, 30
+	_, err := opens[0].WriteAt(make([]byte, 512), off)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var misses atomic.Int64
+	errs := make(chan error, 2*workers)
+	for _, d := range opens {
+		for range workers {
+			wg.Go(func() {
+				cur, next := make([]byte, 512), make([]byte, 512)
+				for range rounds {
+					for {
+						if _, err := d.ReadAt(cur, off); err != nil {
+							errs <- err
+							return
+						}
+						copy(next, cur)
+						binary.BigEndian.PutUint64(next, binary.BigEndian.Uint64(cur)+1)
+						err := d.CompareAndWrite(cur, next, off)
+						var mis *backend.MiscompareError
+						if errors.As(err, &mis) {
+							misses.Add(1)
+							continue
+						}
+						if err != nil {
+							errs <- err
+							return
+						}
+						break
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	got := make([]byte, 512)
+	_, err = opens[1].ReadAt(got, off)
+	require.NoError(t, err)
+	require.EqualValues(t, 2*workers*rounds, binary.BigEndian.Uint64(got), "every increment counted once")
+	t.Logf("%d increments, %d miscompares retried", 2*workers*rounds, misses.Load())
+	require.Positive(t, misses.Load(), "the two opens raced")
+}
+
+// cephDF returns STORED and MAX AVAIL of pool as ceph df reports them.
+func cephDF(t *testing.T, conf, pool string) (stored, maxAvail int64) {
+	out, err := exec.Command("ceph", "-c", conf, "df", "-f", "json").Output()
+	require.NoError(t, err)
+	var df struct {
+		Pools []struct {
+			Name  string
+			Stats struct {
+				Stored   int64 `json:"stored"`
+				MaxAvail int64 `json:"max_avail"`
+			}
+		}
+	}
+	require.NoError(t, json.Unmarshal(out, &df))
+	for _, p := range df.Pools {
+		if p.Name == pool {
+			return p.Stats.Stored, p.Stats.MaxAvail
+		}
+	}
+	t.Fatalf("ceph df reports no pool %s: %s", pool, out)
+	return 0, 0
+}
+
+// TestPoolSpace compares PoolSpace with ceph df, and sees data written to
+// the pool, when the test cluster runs a ceph-mgr (CEPH_MGR=1); without
+// one the cluster has no pool statistics, and PoolSpace says so.
+func TestPoolSpace(t *testing.T) {
+	ctx := context.Background()
+	o := testOptions(t, 64<<20)
+	if os.Getenv("ISCSIKIT_CEPH_MGR") != "1" {
+		_, _, err := PoolSpace(ctx, o)
+		require.ErrorIs(t, err, ErrNoPoolStats)
+		return
+	}
+	size, free, err := PoolSpace(ctx, o)
+	require.NoError(t, err)
+	require.Positive(t, free)
+	require.GreaterOrEqual(t, size, free)
+	stored, avail := cephDF(t, o.ConfigFile, o.Pool)
+	t.Logf("PoolSpace: size %d free %d; ceph df: stored %d max avail %d", size, free, stored, avail)
+	// Other tests write to the pool meanwhile: allow 1 GiB of drift.
+	require.InDelta(t, avail, free, 1<<30)
+	require.InDelta(t, stored+avail, size, 1<<30)
+
+	d := openTest(t, o)
+	_, err = d.WriteAt(random(t, 32<<20), 0)
+	require.NoError(t, err)
+	require.NoError(t, d.Sync())
+	require.Eventually(t, func() bool {
+		s, f, err := PoolSpace(ctx, o)
+		return err == nil && s-f >= (size-free)+16<<20
+	}, time.Minute, time.Second, "32 MiB written show as stored")
+
+	o.Pool = "no-such-pool"
+	_, _, err = PoolSpace(ctx, o)
+	require.ErrorIs(t, err, rados.ErrNotFound)
+}
+
 func TestResize(t *testing.T) {
 	o := testOptions(t, 4<<20)
 	d := openTest(t, o)
@@ -349,6 +469,125 @@ func TestOSDLoss(t *testing.T) {
 	_, err = d.WriteAt(data, 1<<20)
 	require.NoError(t, err)
 	require.NoError(t, d.Sync())
+}
+
+// TestOSDLossUnderLoad kills the OSD while 16 workers read and write: every
+// request ends within the deadline (NOT READY, never a hang), every
+// worker works again once the OSD is back, and the requests abandoned at
+// their deadline come back to the device's pool when librbd ends them.
+func TestOSDLossUnderLoad(t *testing.T) {
+	dir := os.Getenv("ISCSIKIT_CEPH_DIR")
+	if dir == "" {
+		t.Fatal("ISCSIKIT_CEPH_DIR is unset: the test stops and restarts the OSD of testcluster/start.sh")
+	}
+	const workers, span = 16, 4 << 20
+	o := testOptions(t, span)
+	o.Timeout = 5 * time.Second
+	d := openTest(t, o)
+	_, err := d.WriteAt(make([]byte, span), 0)
+	require.NoError(t, err)
+	require.NoError(t, d.Sync())
+
+	type worker struct {
+		failed, okAfter atomic.Bool
+		longest         atomic.Int64
+		other           atomic.Value
+	}
+	var restarted atomic.Bool
+	ws := make([]*worker, workers)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range ws {
+		w := &worker{}
+		ws[i] = w
+		wg.Go(func() {
+			buf := make([]byte, 4096)
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				off := int64((i*977+n*4099)%(span/4096)) * 4096
+				start := time.Now()
+				var err error
+				if n%2 == 0 {
+					_, err = d.ReadAtContext(context.Background(), buf, off)
+				} else {
+					_, err = d.WriteAtContext(context.Background(), buf, off)
+				}
+				if took := int64(time.Since(start)); took > w.longest.Load() {
+					w.longest.Store(took)
+				}
+				switch {
+				case err == nil:
+					if restarted.Load() {
+						w.okAfter.Store(true)
+					}
+				case errors.Is(err, backend.ErrNotReady):
+					w.failed.Store(true)
+					time.Sleep(50 * time.Millisecond)
+				default:
+					w.other.CompareAndSwap(nil, err.Error())
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		})
+	}
+	halt := sync.OnceFunc(func() {
+		close(stop)
+		wg.Wait()
+	})
+	defer halt()
+	time.Sleep(time.Second)
+	stopOSD(t, dir)
+	up := false
+	defer func() {
+		if !up {
+			startOSD(t, dir)
+		}
+	}()
+	require.Eventually(t, func() bool {
+		for _, w := range ws {
+			if !w.failed.Load() {
+				return false
+			}
+		}
+		return true
+	}, 2*time.Minute, 100*time.Millisecond, "every worker gets NOT READY")
+	startOSD(t, dir)
+	up = true
+	restarted.Store(true)
+	require.Eventually(t, func() bool {
+		for _, w := range ws {
+			if !w.okAfter.Load() {
+				return false
+			}
+		}
+		return true
+	}, 3*time.Minute, time.Second, "every worker works again once the OSD is back")
+	halt()
+	for i, w := range ws {
+		// The deadline is 5 s; allow for a loaded machine, never a hang.
+		require.Less(t, time.Duration(w.longest.Load()), 30*time.Second, "worker %d's longest request", i)
+		if e := w.other.Load(); e != nil {
+			// librados may end a request it timed out itself with
+			// ETIMEDOUT, which is NOT READY too; anything else is not.
+			t.Errorf("worker %d: %v", i, e)
+		}
+	}
+	require.Eventually(t, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		n := len(d.free)
+		for _, o := range d.limbo {
+			if o.idle() {
+				n++
+			}
+		}
+		return n == len(d.all)
+	}, 2*time.Minute, time.Second, "abandoned requests come back to the pool")
+	t.Logf("%d requests' states in the pool", len(d.all))
 }
 
 // stopOSD kills osd.0 of the test cluster in dir and waits for it to end.

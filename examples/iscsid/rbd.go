@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -23,7 +24,9 @@ import (
 // build tag ceph.
 const extentRBD = "RBD"
 
-func init() { openerBuilds[extentRBD] = func() mgmt.Opener { return rbdOpener{} } }
+func init() {
+	openerBuilds[extentRBD] = func() mgmt.Opener { return rbdOpener{space: &poolSpaceCache{}} }
+}
 
 // rbdParams are the Params an RBD extent takes: pool and image are
 // required; conf (a ceph.conf, default /etc/ceph/ceph.conf unless
@@ -35,10 +38,52 @@ var rbdParams = []string{"pool", "image", "conf", "mon_host", "user", "keyring",
 
 // rbdOpener opens RBD extents with backend/rbd. An image that does not
 // exist is created of the extent's Filesize when that is set. It is also
-// a mgmt.VolumeMaker: a pool of type RBD makes its volumes as images.
-type rbdOpener struct{}
+// a mgmt.VolumeMaker: a pool of type RBD makes its volumes as images, and a
+// mgmt.PoolSizer: such a pool's size and free space are its Ceph pool's.
+type rbdOpener struct{ space *poolSpaceCache }
 
-var _ mgmt.VolumeMaker = rbdOpener{}
+var (
+	_ mgmt.VolumeMaker = rbdOpener{}
+	_ mgmt.PoolSizer   = rbdOpener{}
+)
+
+// poolSpaceFresh is how long a Ceph pool's space, once asked for, is
+// reported again without asking: each ask connects to the cluster.
+const poolSpaceFresh = 10 * time.Second
+
+// poolSpaceCache holds the space of the Ceph pools asked for lately.
+type poolSpaceCache struct {
+	mu      sync.Mutex
+	entries map[rbd.Options]poolSpace
+}
+
+type poolSpace struct {
+	size, free int64
+	at         time.Time
+}
+
+// PoolSpace reports the space of the Ceph pool an RBD pool's params name,
+// as ceph df does (size: stored plus MAX AVAIL; free: MAX AVAIL), asked
+// of the cluster at most every poolSpaceFresh.
+func (r rbdOpener) PoolSpace(p mgmt.Pool) (size, free int64, err error) {
+	o := rbdOptions(mgmt.Extent{Params: p.Params})
+	r.space.mu.Lock()
+	defer r.space.mu.Unlock()
+	if e, ok := r.space.entries[o]; ok && time.Since(e.at) < poolSpaceFresh {
+		return e.size, e.free, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*max(o.Timeout, rbd.DefaultTimeout))
+	defer cancel()
+	size, free, err = rbd.PoolSpace(ctx, o)
+	if err != nil {
+		return 0, 0, err
+	}
+	if r.space.entries == nil {
+		r.space.entries = map[rbd.Options]poolSpace{}
+	}
+	r.space.entries[o] = poolSpace{size: size, free: free, at: time.Now()}
+	return size, free, nil
+}
 
 // Check validates an RBD extent's Params.
 func (rbdOpener) Check(e mgmt.Extent) error {

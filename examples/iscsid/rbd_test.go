@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/iscsikit/iscsikit/backend/rbd"
+	"github.com/iscsikit/iscsikit/examples/api/targetd"
 	"github.com/iscsikit/iscsikit/internal/initiator"
 	"github.com/iscsikit/iscsikit/mgmt"
 )
@@ -335,6 +336,21 @@ func TestRBDPoolVolumes(t *testing.T) {
 	_, err = m.CopyVolume(ctx, "ceph", name, name+"copy")
 	require.ErrorContains(t, err, "not supported")
 
+	// targetd's pool_list: a pool of block volumes, with the Ceph pool's
+	// space (ceph df's, which needs a ceph-mgr).
+	res, err := targetd.Methods(m, targetd.Options{})["pool_list"](ctx, json.RawMessage(`{}`))
+	if os.Getenv("ISCSIKIT_CEPH_MGR") == "1" {
+		require.NoError(t, err)
+		pools := res.([]mgmt.PoolInfo)
+		require.Len(t, pools, 1)
+		require.Equal(t, "block", pools[0].Type)
+		require.Positive(t, pools[0].FreeSize)
+		require.GreaterOrEqual(t, pools[0].Size, pools[0].FreeSize)
+		t.Logf("pool_list: %+v", pools)
+	} else {
+		require.ErrorContains(t, err, rbd.ErrNoPoolStats.Error())
+	}
+
 	require.NoError(t, m.DestroyVolume(ctx, "ceph", name))
 	out, err := exec.Command("rbd", "-c", conf, "info", pool+"/"+name).CombinedOutput()
 	require.Error(t, err, "the image is gone: %s", out)
@@ -390,4 +406,18 @@ func TestRBDTwoGateways(t *testing.T) {
 	resp, err = ca.Command(ctx, 0, cdb16(0x88, 3000, 1), nil, 512)
 	require.NoError(t, err)
 	require.Equal(t, stale, resp.Data)
+
+	// librbd compares and writes one 512-byte sector at a time: each
+	// gateway says so in its block limits page and refuses two blocks,
+	// which it could make atomic only among its own writers.
+	for _, c := range []*initiator.Conn{ca, cb} {
+		resp, err = c.Command(ctx, 0, []byte{0x12, 1, 0xb0, 0, 255, 0}, nil, 255)
+		require.NoError(t, err)
+		require.EqualValues(t, 1, resp.Data[5], "MAXIMUM COMPARE AND WRITE LENGTH")
+		caw[13] = 2
+		resp, err = c.Command(ctx, 0, caw, make([]byte, 4*512), 0)
+		require.NoError(t, err)
+		require.EqualValues(t, 2, resp.Status)
+		require.Equal(t, []byte{0x05, 0x24}, []byte{resp.Sense[2] & 0x0f, resp.Sense[12]}, "INVALID FIELD IN CDB: sense %x", resp.Sense)
+	}
 }

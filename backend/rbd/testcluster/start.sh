@@ -2,14 +2,16 @@
 # start.sh [DIR]: starts a throw-away one-node Ceph cluster on 127.0.0.1 for
 # the ceph-tagged tests: one monitor, one bluestore OSD on a sparse file and
 # a pool "rbd" of size 1, everything (config, keys, data, logs, sockets)
-# under DIR (default: a new temporary directory). No ceph-mgr: librbd and
-# the rbd CLI need only the monitor and the OSD, and the mgr costs memory.
+# under DIR (default: a new temporary directory). No ceph-mgr unless
+# CEPH_MGR=1: librbd and the rbd CLI need only the monitor and the OSD,
+# and the mgr costs memory; only pool statistics (ceph df) need it.
 #
 # It installs Debian's packages when they are missing, and prints the
 # environment the tests read (also written to DIR/env):
 #   ISCSIKIT_CEPH_CONF  the cluster's ceph.conf (names the admin keyring)
 #   ISCSIKIT_CEPH_POOL  the pool for test images
 #   ISCSIKIT_CEPH_DIR   DIR, for stop.sh
+#   ISCSIKIT_CEPH_MGR   1 when a ceph-mgr runs (CEPH_MGR=1), else 0
 # Memory: the OSD is held to osd_memory_target (768 MiB) with a small
 # bluestore cache; the monitor's rocksdb cache is cut to 64 MiB.
 set -euo pipefail
@@ -19,6 +21,7 @@ for p in ceph-mon:ceph-mon ceph-osd:ceph-osd ceph:ceph-common rbd:ceph-common; d
   command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
 done
 dpkg -s librbd-dev librados-dev >/dev/null 2>&1 || need+=(librbd-dev librados-dev)
+if [ "${CEPH_MGR:-0}" = 1 ]; then command -v ceph-mgr >/dev/null || need+=(ceph-mgr); fi
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null ||
@@ -70,6 +73,12 @@ mon rocksdb options = write_buffer_size=16777216,compression=kNoCompression
 mon data avail warn = 1
 mon data avail crit = 1
 
+[mgr]
+admin socket = $dir/run/\$name.asok
+mgr data = $dir/mgr/\$cluster-\$id
+keyring = $dir/mgr/\$cluster-\$id/keyring
+mgr stats period = 1
+
 [osd]
 admin socket = $dir/run/\$name.asok
 osd data = $dir/osd/\$id
@@ -111,6 +120,15 @@ ceph-osd -c "$conf" -i "$id" --mkfs --osd-uuid "$osd_uuid" 2>"$dir/log/osd-mkfs.
   { cat "$dir/log/osd-mkfs.log" >&2; exit 1; }
 ceph-osd -c "$conf" -i "$id" </dev/null >>"$dir/log/daemons.out" 2>&1
 
+# CEPH_MGR=1 adds a ceph-mgr: the pool statistics ceph df shows (which an
+# RBD pool's size in pool_list comes from) are the manager's. It costs
+# about 150 MiB and a few seconds.
+if [ "${CEPH_MGR:-0}" = 1 ]; then
+  mkdir -p "$dir/mgr/ceph-x"
+  c auth get-or-create mgr.x mon 'allow profile mgr' osd 'allow *' -o "$dir/mgr/ceph-x/keyring" >/dev/null
+  ceph-mgr -c "$conf" -i x </dev/null >>"$dir/log/daemons.out" 2>&1
+fi
+
 c osd pool create rbd 16 16 replicated >/dev/null
 c osd pool set rbd size 1 --yes-i-really-mean-it >/dev/null
 timeout 60 rbd -c "$conf" pool init rbd
@@ -126,9 +144,20 @@ done
 [ -n "$ok" ] || { c -s >&2; echo "start.sh: pool rbd never took a write" >&2; exit 1; }
 rados -c "$conf" -p rbd rm start-probe
 
+if [ "${CEPH_MGR:-0}" = 1 ]; then
+  # The manager reports the pool once it has the OSD's statistics.
+  ok=
+  for _ in $(seq 120); do
+    if c df -f json 2>/dev/null | grep -q '"name":"rbd"'; then ok=1; break; fi
+    sleep 0.5
+  done
+  [ -n "$ok" ] || { echo "start.sh: ceph df never reported pool rbd" >&2; exit 1; }
+fi
+
 cat >"$dir/env" <<ENV
 export ISCSIKIT_CEPH_DIR=$dir
 export ISCSIKIT_CEPH_CONF=$conf
 export ISCSIKIT_CEPH_POOL=rbd
+export ISCSIKIT_CEPH_MGR=${CEPH_MGR:-0}
 ENV
 cat "$dir/env"

@@ -174,11 +174,23 @@ func required(field, v string) error {
 
 // Pools and volumes.
 
+// poolList reports the pools with the type targetd's domain has (block
+// or fs, seed 003): a pool whose volumes are made by an extent type's
+// opener (RBD) holds block volumes, so it is "block".
 func (a *adapter) poolList(_ context.Context, params json.RawMessage) (any, error) {
 	if err := args(params, &struct{}{}); err != nil {
 		return nil, err
 	}
-	return a.m.Pools()
+	pools, err := a.m.Pools()
+	if err != nil {
+		return nil, err
+	}
+	for i := range pools {
+		if pools[i].Type != mgmt.PoolFS {
+			pools[i].Type = mgmt.PoolBlock
+		}
+	}
+	return pools, nil
 }
 
 type volArgs struct {
