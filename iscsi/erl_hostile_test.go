@@ -209,8 +209,11 @@ func TestERL1SNACKFloodIsHeldUpByTCP(t *testing.T) {
 	data := randomData(t, 64<<10)
 	require.NoError(t, c.WriteBlocks(ctxT(t), 0, 0, data, blockSize, false))
 	itt, _, status := rawRead(t, c, len(data))
-	// Reads of the whole LUN, left unread: a worker sits in a write
-	// the initiator does not take, and more queues up behind it.
+	// Reads of the whole LUN, left unread: the initiator stops taking
+	// PDUs off its socket, so a worker sits in a write the initiator does
+	// not take, and more queues up behind it.
+	release := c.HoldReads()
+	defer release()
 	var p pdu.PDU
 	for range 3 {
 		(&pdu.SCSICommand{Final: true, Read: true, Attr: 1, ITT: c.NextITT(), CmdSN: c.NextCmdSN(), ExpStatSN: status.StatSN(),

@@ -195,6 +195,7 @@ type Conn struct {
 	settings   Settings
 	full       bool          // in the full feature phase, reader running
 	readerDone chan struct{} // closed when the reader goroutine exits
+	held       chan struct{} // non-nil: the reader waits until it is closed
 
 	raw   *queue
 	pings atomic.Int64
@@ -573,6 +574,16 @@ func (c *Conn) startFullFeature() {
 func (c *Conn) readLoop() {
 	defer close(c.readerDone)
 	for {
+		c.mu.Lock()
+		held := c.held
+		c.mu.Unlock()
+		if held != nil {
+			select {
+			case <-held:
+			case <-c.done:
+				return
+			}
+		}
 		p := new(pdu.PDU)
 		if err := c.r.ReadPDU(p); err != nil {
 			if !errors.Is(err, pdu.ErrDataDigest) || p.Opcode() != pdu.OpDataIn || !c.recovers() {
@@ -586,6 +597,30 @@ func (c *Conn) readLoop() {
 			p.Data = nil
 		}
 		c.dispatch(p)
+	}
+}
+
+// HoldReads stops the reader goroutine taking PDUs from the connection
+// after the one it is reading, so what the target sends stays in TCP's
+// buffers and holds the target's writes up, as an initiator that stops
+// reading its socket does; the function it returns lets the reader go on.
+// Calls waiting for answers meanwhile wait until then or their context
+// ends.
+func (c *Conn) HoldReads() (release func()) {
+	held := make(chan struct{})
+	c.mu.Lock()
+	c.held = held
+	c.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			if c.held == held {
+				c.held = nil
+			}
+			c.mu.Unlock()
+			close(held)
+		})
 	}
 }
 
