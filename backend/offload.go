@@ -36,6 +36,21 @@ type CompareSpanner interface {
 	CompareAndWriteSpan() int64
 }
 
+// AtomicSpanner is implemented by devices shared with other clients (a
+// network block store that several gateways export) whose writes are
+// atomic for every client only within one aligned span: librbd makes a
+// write within one RADOS object a single operation of the cluster, and
+// splits one that crosses objects. A lock in this process cannot make a
+// longer write atomic for the other clients, so the caller refuses an
+// atomic write that crosses a multiple of the span rather than make it
+// atomic for its own writers only.
+type AtomicSpanner interface {
+	// AtomicWriteSpan returns the span in bytes: every client of the
+	// device sees a WriteAt that does not cross a multiple of it either
+	// whole or not at all. 0 means no write is atomic that way.
+	AtomicWriteSpan() int64
+}
+
 // MiscompareError is returned by CompareAndWrite when the range does not
 // hold the expected bytes.
 type MiscompareError struct {

@@ -58,6 +58,9 @@ const (
 	// flagCompare commands exist only on units whose device can compare
 	// and write at least one block atomically.
 	flagCompare
+	// flagAtomic commands exist only on units whose device can write at
+	// least one block atomically for all its clients (maxAtomicBlocks).
+	flagAtomic
 )
 
 // flagAnyAccess commands are served in every access state.
@@ -189,7 +192,7 @@ func commandTable() []*opcode {
 		{name: "PRE-FETCH(16)", usage: cdb(0x90, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium, handler: (*request).preFetch},
 		{name: "SYNCHRONIZE CACHE(16)", usage: cdb(0x91, 0x06, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagPRWrite, handler: (*request).synchronizeCache},
 		{name: "WRITE SAME(16)", usage: cdb(0x93, 0xf9, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).writeSame},
-		{name: "WRITE ATOMIC(16)", usage: cdb(0x9c, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite, handler: (*request).writeAtomic},
+		{name: "WRITE ATOMIC(16)", usage: cdb(0x9c, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0xff, 0xff, 0x3f, 0), flags: flagConflicts | flagMedium | flagWrite | flagAtomic, handler: (*request).writeAtomic},
 		{name: "READ CAPACITY(16)", usage: cdb(0x9e, 0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0), hasSA: true, flags: flagConflicts | flagMedium | flagPRAllowed, handler: (*request).readCapacity16},
 		{name: "GET LBA STATUS", usage: cdb(0x9e, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0), hasSA: true, flags: flagConflicts | flagMedium | flagThin, handler: (*request).getLBAStatus},
 		{name: "REPORT LUNS", usage: cdb(0xa0, 0, 0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0), flags: flagNoUA | flagAnyAccess, handler: nil},
@@ -235,7 +238,8 @@ func (lu *LogicalUnit) supported(o *opcode) bool {
 		(o.flags&flagCrypto == 0 || lu.cfg.CryptoErase) &&
 		(o.flags&flagALUA == 0 || lu.aluaOn.Load()) &&
 		(o.flags&flagExplicitALUA == 0 || lu.explicitALUA.Load()) &&
-		(o.flags&flagCompare == 0 || lu.compareBlocks > 0)
+		(o.flags&flagCompare == 0 || lu.compareBlocks > 0) &&
+		(o.flags&flagAtomic == 0 || lu.maxAtomicBlocks() > 0)
 }
 
 // offersReservation reports whether the unit offers o as far as

@@ -291,7 +291,10 @@ func (r *request) preFetch() error {
 
 // writeAtomic runs WRITE ATOMIC(16) (SBC-4 §5.48): the blocks are written
 // while every other writer of the unit waits, so no command observes or
-// interleaves with half of them. Its limit is maxAtomicBlocks.
+// interleaves with half of them. Its limit is maxAtomicBlocks. On a device
+// atomic for all its clients only within a span (backend.AtomicSpanner),
+// a range crossing a multiple of the span is refused with INVALID FIELD
+// IN CDB pointing at the LBA.
 func (r *request) writeAtomic() error {
 	if err := checkProtect(r.cdb); err != nil {
 		return err
@@ -302,6 +305,12 @@ func (r *request) writeAtomic() error {
 	}
 	if blocks > uint64(r.lu.maxAtomicBlocks()) {
 		return invalidField(12, -1)
+	}
+	if span := r.lu.atomicSpan; span > 0 && lba%span+blocks > span {
+		// The device splits the range at a span boundary and other
+		// clients (another gateway) could see half of it: refused,
+		// not made atomic for this unit's writers only.
+		return invalidField(2, -1)
 	}
 	off, length := int64(lba)<<r.lu.blockShift, int64(blocks)<<r.lu.blockShift
 	data, err := r.exactDataOut(length)

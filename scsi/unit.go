@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -308,6 +309,16 @@ type geometry struct {
 	// compareBlocks is the MAXIMUM COMPARE AND WRITE LENGTH; 0 when the
 	// device cannot compare and write a single block atomically.
 	compareBlocks uint8
+	// atomicSpan is, on a device whose writes are atomic for all its
+	// clients only within a span (backend.AtomicSpanner), that span in
+	// blocks: WRITE ATOMIC refuses a range crossing a multiple of it.
+	// 0 on other devices.
+	atomicSpan uint64
+	// atomicCap bounds the MAXIMUM ATOMIC TRANSFER LENGTH by the device:
+	// on an AtomicSpanner, the largest power of two dividing atomicSpan
+	// (0 when no block fits the span), so that Linux's naturally aligned
+	// power-of-two atomic writes never cross a span; unbounded otherwise.
+	atomicCap uint32
 }
 
 // newGeometry checks cfg (filling in its defaults) against dev and
@@ -328,6 +339,7 @@ func newGeometry(dev backend.Device, cfg *UnitConfig) (geometry, error) {
 	}
 	g.nblocks = uint64(dev.Size()) >> g.blockShift
 	g.compareBlocks = compareBlocks(dev, g.blockSize)
+	g.atomicSpan, g.atomicCap = atomicSpan(dev, g.blockSize)
 	if g.nblocks == 0 {
 		return geometry{}, configErr("device", "%d bytes hold no %d-byte block", dev.Size(), cfg.BlockSize)
 	}
@@ -348,6 +360,24 @@ func compareBlocks(dev backend.Device, size uint32) uint8 {
 		return 1
 	}
 	return 0
+}
+
+// atomicSpan returns the span in blocks of size within which dev's writes
+// are atomic for all its clients and the largest power of two dividing it
+// (capped at 1<<16, beyond WRITE ATOMIC(16)'s length field), or 0 and no
+// bound for a device that is not a backend.AtomicSpanner. A span holding
+// no whole number of blocks gives 0 and 0: no atomic write at all.
+func atomicSpan(dev backend.Device, size uint32) (span uint64, limit uint32) {
+	s, ok := dev.(backend.AtomicSpanner)
+	if !ok {
+		return 0, math.MaxUint32
+	}
+	bytes := s.AtomicWriteSpan()
+	if bytes < int64(size) || bytes%int64(size) != 0 {
+		return 0, 0
+	}
+	span = uint64(bytes) / uint64(size)
+	return span, uint32(min(span&-span, 1<<16))
 }
 
 // fillDefaults checks the geometry and identity fields and fills in the

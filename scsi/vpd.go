@@ -131,15 +131,21 @@ func (lu *LogicalUnit) blockLimits() []byte {
 		binary.BigEndian.PutUint32(b[24:28], uint32(1)<<lu.physExp)
 	}
 	binary.BigEndian.PutUint64(b[32:40], maxWriteSameBlocks) // maximum WRITE SAME length
-	// WRITE ATOMIC: any alignment and granularity, up to maxAtomicBlocks.
-	binary.BigEndian.PutUint32(b[40:44], lu.maxAtomicBlocks())
-	binary.BigEndian.PutUint32(b[44:48], 1)
-	binary.BigEndian.PutUint32(b[48:52], 1)
+	// WRITE ATOMIC: any alignment and granularity, up to maxAtomicBlocks;
+	// no atomic boundaries (the MAXIMUM ATOMIC TRANSFER LENGTH WITH
+	// ATOMIC BOUNDARY and MAXIMUM ATOMIC BOUNDARY SIZE stay 0).
+	if n := lu.maxAtomicBlocks(); n > 0 {
+		binary.BigEndian.PutUint32(b[40:44], n)
+		binary.BigEndian.PutUint32(b[44:48], 1)
+		binary.BigEndian.PutUint32(b[48:52], 1)
+	}
 	return b
 }
 
 // maxAtomicBlocks is the MAXIMUM ATOMIC TRANSFER LENGTH: 1 MiB, within
-// the transfer limit and the 16-bit length of WRITE ATOMIC(16).
+// the transfer limit, the 16-bit length of WRITE ATOMIC(16) and what the
+// device makes atomic for all its clients (atomicCap). 0 means the unit
+// offers no WRITE ATOMIC.
 func (lu *LogicalUnit) maxAtomicBlocks() uint32 {
-	return min(lu.maxTransferBlocks(), uint32(1<<20)>>lu.blockShift, 0xffff)
+	return min(lu.maxTransferBlocks(), uint32(1<<20)>>lu.blockShift, 0xffff, lu.atomicCap)
 }

@@ -275,7 +275,8 @@ func errnoErr(r C.int) error { return syscall.Errno(-r) }
 // backend.ContextDevice, backend.Unmapper (discard), backend.AllocationReporter (from
 // rbd_diff_iterate2), backend.SameWriter and backend.CompareWriter (in the
 // cluster: atomic for every client of the image, within the one 512-byte
-// sector backend.CompareSpanner reports).
+// sector backend.CompareSpanner reports) and backend.AtomicSpanner (writes
+// within one stripe unit are atomic for every client).
 type Device struct {
 	conn     *rados.Conn
 	ioctx    *rados.IOContext
@@ -555,6 +556,14 @@ func (d *Device) CompareAndWriteSpan() int64 {
 	}
 	return casSector
 }
+
+// AtomicWriteSpan reports the span within which a write is atomic for
+// every client of the image (backend.AtomicSpanner): the stripe unit,
+// which is the object size unless the image is striped. librbd turns a
+// write within one stripe unit into one write of one RADOS object, which
+// the OSD applies whole; a write crossing it becomes one operation per
+// object, and a client of another gateway may read between them.
+func (d *Device) AtomicWriteSpan() int64 { return d.stripeUnit }
 
 // CompareAndWrite writes data at off if the image holds cmp there, as one
 // operation of the cluster (rbd_aio_compare_and_write): no other client of

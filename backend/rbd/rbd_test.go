@@ -34,6 +34,7 @@ var (
 	_ backend.SameWriter         = (*Device)(nil)
 	_ backend.CompareWriter      = (*Device)(nil)
 	_ backend.CompareSpanner     = (*Device)(nil)
+	_ backend.AtomicSpanner      = (*Device)(nil)
 )
 
 // testOptions returns the options of a new image of size bytes in the test
@@ -633,5 +634,42 @@ func TestAllocationRuns(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, tc.alloc, alloc, "at %d", tc.off)
 		require.EqualValues(t, tc.n, n, "at %d", tc.off)
+	}
+}
+
+// TestAtomicWriteSpanRBD checks that the device reports the span its
+// writes are atomic within for every client as librbd lays the image out:
+// the object size as `rbd info` reports it, or the stripe unit of a
+// striped image (each stripe unit lies in one object).
+func TestAtomicWriteSpanRBD(t *testing.T) {
+	o := testOptions(t, 8<<20)
+	d := openTest(t, o)
+	out, err := exec.Command("rbd", "-c", o.ConfigFile, "info", "-p", o.Pool, o.Image, "--format", "json").Output()
+	require.NoError(t, err)
+	var info struct {
+		ObjectSize int64 `json:"object_size"`
+	}
+	require.NoError(t, json.Unmarshal(out, &info))
+	require.EqualValues(t, 4<<20, info.ObjectSize, "the cluster's default object size")
+	require.Equal(t, info.ObjectSize, d.AtomicWriteSpan())
+
+	for _, c := range []struct {
+		name string
+		args []string
+		span int64
+	}{
+		{"object size 1M", []string{"--object-size", "1M"}, 1 << 20},
+		{"striped", []string{"--object-size", "1M", "--stripe-unit", "64K", "--stripe-count", "4"}, 64 << 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			io := o
+			io.Image = fmt.Sprintf("%s-%d", o.Image, c.span)
+			args := append([]string{"-c", o.ConfigFile, "create", "-p", o.Pool, io.Image, "--size", "8M"}, c.args...)
+			out, err := exec.Command("rbd", args...).CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			t.Cleanup(func() { require.NoError(t, Remove(context.Background(), io)) })
+			d := openTest(t, io)
+			require.Equal(t, c.span, d.AtomicWriteSpan())
+		})
 	}
 }
