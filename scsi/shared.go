@@ -450,3 +450,30 @@ func (lu *LogicalUnit) sharedPROut(ctx context.Context, run func() error) error 
 	}
 	return errTransient
 }
+
+// releaseSharedSPC2 commits the release of the SPC-2 reservation that a
+// reset (holder "": whoever holds it) or the loss of the nexus holder
+// ends (SPC-2 §5.5.1), on a unit with a shared store; the unit's copy
+// changes with the commit. A store that cannot be reached leaves the
+// reservation held, which is logged.
+func (lu *LogicalUnit) releaseSharedSPC2(holder string) {
+	if lu.prShared == nil {
+		return
+	}
+	ends := func() bool { return lu.pr.spc2 != "" && (holder == "" || lu.pr.spc2 == holder) }
+	lu.mu.Lock()
+	held := ends()
+	lu.mu.Unlock()
+	if !held {
+		return
+	}
+	err := lu.sharedPROut(context.Background(), func() error {
+		if ends() {
+			lu.pr.spc2 = ""
+		}
+		return nil
+	})
+	if err != nil {
+		lu.logSharedPR("committing the release of an SPC-2 reservation", err)
+	}
+}

@@ -37,6 +37,7 @@ func (tp Transport) ResetLogicalUnit(n Nexus, raw uint64) error {
 		return ErrNoLUN
 	}
 	lu.reset(uaLUReset, nexusKey(n), false)
+	lu.releaseSharedSPC2("")
 	return nil
 }
 
@@ -50,10 +51,9 @@ func (tp Transport) ResetTarget(n Nexus, cold bool) {
 	if cold {
 		ua = uaColdReset
 	}
-	tp.t.mu.RLock()
-	defer tp.t.mu.RUnlock()
-	for _, lu := range tp.t.units {
+	for _, lu := range tp.t.unitList() {
 		lu.reset(ua, nexusKey(n), true)
+		lu.releaseSharedSPC2("")
 	}
 }
 
@@ -62,11 +62,22 @@ func (tp Transport) ResetTarget(n Nexus, cold bool) {
 // attentions are forgotten.
 func (tp Transport) NexusLost(n Nexus) {
 	key := nexusKey(n)
-	tp.t.mu.RLock()
-	defer tp.t.mu.RUnlock()
-	for _, lu := range tp.t.units {
+	for _, lu := range tp.t.unitList() {
 		lu.nexusLost(key)
+		lu.releaseSharedSPC2(key)
 	}
+}
+
+// unitList returns the target's units, for work that must not hold the
+// target's lock (a shared store's commits).
+func (t *Target) unitList() []*LogicalUnit {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	units := make([]*LogicalUnit, 0, len(t.units))
+	for _, lu := range t.units {
+		units = append(units, lu)
+	}
+	return units
 }
 
 // DataPhaseErrorSense returns fixed format sense data for ABORTED COMMAND,

@@ -171,8 +171,6 @@ type LogicalUnit struct {
 	// initiators holds the initiator devices (names) the unit has told
 	// of its power on.
 	initiators map[string]bool
-	// reservedBy is the nexus key holding an SPC-2 reservation, or "".
-	reservedBy string
 	// pr is the persistent reservation state (SPC-4 §5.13): with a
 	// shared store, the copy of its version prShared.version.
 	pr prState
@@ -629,7 +627,9 @@ func (lu *LogicalUnit) reset(ua *Sense, issuer string, target bool) {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
 	lu.mode = lu.saved
-	lu.reservedBy = ""
+	if lu.prShared == nil {
+		lu.pr.spc2 = "" // with a shared store, releaseSharedSPC2 commits it
+	}
 	lu.stopped = false
 	name := initiatorOf(issuer)
 	var others []string
@@ -670,8 +670,8 @@ const maxRememberedNexuses = 4096
 func (lu *LogicalUnit) nexusLost(key string) {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
-	if lu.reservedBy == key {
-		lu.reservedBy = ""
+	if lu.pr.spc2 == key && lu.prShared == nil {
+		lu.pr.spc2 = "" // with a shared store, releaseSharedSPC2 commits it
 	}
 	if ns := lu.nexuses[key]; ns != nil && len(lu.nexuses) <= maxRememberedNexuses {
 		ns.ua, ns.live, ns.prevent = nil, false, false
@@ -782,7 +782,7 @@ func (lu *LogicalUnit) admitLocked(key string, port uint16, op *opcode) error {
 		return errSanitizing
 	}
 	if op.flags&flagConflicts != 0 {
-		if lu.reservedBy != "" && lu.reservedBy != key {
+		if lu.pr.spc2 != "" && lu.pr.spc2 != key {
 			return errReservationConflict
 		}
 		if lu.pr.conflicts(key, op.flags) {
