@@ -64,6 +64,9 @@ const (
 	eventResvPreempted = "reservations-preempted"
 	eventResvReleased  = "reservation-released"
 	eventAbort         = "aborted"
+	// eventLUReset is a LOGICAL UNIT RESET taken by the nexus the event
+	// names: every other unit tells its live nexuses 29/03.
+	eventLUReset = "lu-reset"
 )
 
 // eventOf names the unit attention s for the shared state.
@@ -343,6 +346,14 @@ func (lu *LogicalUnit) adoptSharedPRLocked(in *persistedPR, ver uint64) error {
 				lu.queueUAReg(e.Nexus, uaResvPreempted)
 			case eventResvReleased:
 				lu.queueUAReg(e.Nexus, uaResvRelease)
+			case eventLUReset:
+				if lu.nexuses[e.Nexus] == nil { // the resetting unit told its own
+					for k, ns := range lu.nexuses {
+						if ns.live {
+							lu.queueUA(k, uaLUReset)
+						}
+					}
+				}
 			}
 		}
 	}
@@ -475,5 +486,24 @@ func (lu *LogicalUnit) releaseSharedSPC2(holder string) {
 	})
 	if err != nil {
 		lu.logSharedPR("committing the release of an SPC-2 reservation", err)
+	}
+}
+
+// commitSharedReset commits a LOGICAL UNIT RESET that the nexus issuer
+// took through this unit to its shared store: the SPC-2 reservation is
+// released and every other unit serving the medium tells its live
+// nexuses LOGICAL UNIT RESET OCCURRED when it adopts the commit. A store
+// that cannot be reached leaves the other units uninformed (logged).
+func (lu *LogicalUnit) commitSharedReset(issuer string) {
+	if lu.prShared == nil {
+		return
+	}
+	err := lu.sharedPROut(context.Background(), func() error {
+		lu.pr.spc2 = ""
+		lu.prShared.tx.owe(issuer, eventLUReset)
+		return nil
+	})
+	if err != nil {
+		lu.logSharedPR("committing a logical unit reset", err)
 	}
 }

@@ -479,7 +479,8 @@ func TestSharedReservationsAllTargetPorts(t *testing.T) {
 // An SPC-2 reservation taken through one gateway fences the other
 // gateway's nexuses, is released through the gateway that took it, and
 // excludes persistent reservations there too; a reset through either
-// gateway, and the loss of the holder's nexus, release it on both.
+// gateway, and the loss of the holder's nexus, release it on both, and a
+// LOGICAL UNIT RESET through one raises 29/03 on the other's nexuses.
 func TestSharedSPC2ReservationAcrossGateways(t *testing.T) {
 	st := &sharedMem{}
 	g1, g2 := gateways(t, st)
@@ -518,9 +519,10 @@ func TestSharedSPC2ReservationAcrossGateways(t *testing.T) {
 	g2.clearUAs(nexusCg2)
 	require.Equal(t, scsi.StatusReservationConflict, g2.run(nexusCg2, 0, write10(0, 1), w, 0).Status)
 	require.NoError(t, g2.tgt.Transport().ResetLogicalUnit(nexusCg2, scsi.EncodeLUN(0)))
-	g2.clearUAs(nexusCg2)
+	g2.requireSense(g2.run(nexusCg2, 0, read10(0, 1), nil, bs), scsi.SenseUnitAttention, 0x29, 0x03)
 	require.Equal(t, scsi.StatusGood, g2.run(nexusCg2, 0, write10(0, 1), w, 0).Status)
-	g1.clearUAs(nexusA)
+	// ... and gateway 1's nexus hears of the reset.
+	g1.requireSense(g1.run(nexusA, 0, read10(0, 1), nil, bs), scsi.SenseUnitAttention, 0x29, 0x03)
 	g1.runGood(nexusA, reserve6, nil, 0)
 	g1.runGood(nexusA, release6, nil, 0)
 }

@@ -29,15 +29,16 @@ func (tp Transport) MaxTransferLength(raw uint64) int {
 // values, the SPC-2 reservation and medium removal preventions are
 // released and the other live nexuses get LOGICAL UNIT RESET OCCURRED,
 // and n with them when there are any (see LogicalUnit.reset).
-// Persistent reservations survive. The transport aborts the unit's
-// tasks.
+// Persistent reservations survive. With a shared store the reset is
+// committed to it, so the other gateways release the SPC-2 reservation
+// and tell their live nexuses too. The transport aborts the unit's tasks.
 func (tp Transport) ResetLogicalUnit(n Nexus, raw uint64) error {
 	lu := tp.t.unitAt(raw)
 	if lu == nil {
 		return ErrNoLUN
 	}
 	lu.reset(uaLUReset, nexusKey(n), false)
-	lu.releaseSharedSPC2("")
+	lu.commitSharedReset(nexusKey(n))
 	return nil
 }
 

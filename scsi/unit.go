@@ -619,7 +619,9 @@ var (
 // condition while it is the unit's only live nexus, so a single-path
 // initiator's next command succeeds. A LOGICAL UNIT RESET (target false)
 // reaches every other live nexus, and then the issuer too, so a multipath
-// initiator sees the same condition on every path (SAM-5 §6.3.3). A
+// initiator sees the same condition on every path (SAM-5 §6.3.3); with a
+// shared store it always reaches the issuer, whose initiator may have
+// paths through the other gateways (commitSharedReset tells those). A
 // target reset (target true) is the issuing initiator's: its other
 // nexuses get the condition, while other initiators learn of it from the
 // TASK ABORTED status of the tasks it ended (TAS is set).
@@ -639,7 +641,10 @@ func (lu *LogicalUnit) reset(ua *Sense, issuer string, target bool) {
 			others = append(others, k)
 		}
 	}
-	if len(others) > 0 && !target {
+	if !target && (len(others) > 0 || lu.prShared != nil) {
+		// With a shared store, the other gateways' nexuses hear of it
+		// too (commitSharedReset): the issuer's initiator may have paths
+		// through them.
 		others = append(others, issuer)
 	}
 	for _, k := range others {
