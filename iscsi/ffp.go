@@ -209,6 +209,12 @@ func (c *conn) handleLogout(p *pdu.PDU, admitted bool) error {
 	}
 	if only != nil {
 		c.loggedOut.Store(true)
+	} else {
+		// The nexus ends before the response, so what its loss releases
+		// (an SPC-2 reservation, committed to a shared store by a
+		// round trip to the cluster) is released once the initiator
+		// learns that it logged out.
+		sess.loseNexus()
 	}
 	if err := c.sendMessage(&resp, statAdvance); err != nil {
 		return err

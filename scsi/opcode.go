@@ -30,8 +30,8 @@ const (
 	// of the unit. Commands with neither PR flag are reads.
 	flagPRWrite
 	// flagSPC2Reservation commands (RESERVE, RELEASE) exist only on units
-	// whose reservations are this process's (neither
-	// UnitConfig.SharedReservations nor UnitConfig.NoReservations).
+	// without UnitConfig.NoReservations; with
+	// UnitConfig.SharedReservations their reservation is shared too.
 	flagSPC2Reservation
 	// flagPersistentReservation commands exist only on units without
 	// UnitConfig.NoReservations.
@@ -243,13 +243,10 @@ func (lu *LogicalUnit) supported(o *opcode) bool {
 }
 
 // offersReservation reports whether the unit offers o as far as
-// reservations go: SPC-2 RESERVE and RELEASE only on a unit whose
-// reservations are its own, none of them under NoReservations.
+// reservations go: none of the reservation commands under
+// NoReservations.
 func (lu *LogicalUnit) offersReservation(o *opcode) bool {
-	switch {
-	case o.flags&flagSPC2Reservation != 0:
-		return lu.cfg.SharedReservations == nil && !lu.cfg.NoReservations
-	case o.flags&flagPersistentReservation != 0:
+	if o.flags&(flagSPC2Reservation|flagPersistentReservation) != 0 {
 		return !lu.cfg.NoReservations
 	}
 	return true

@@ -113,6 +113,10 @@ type prState struct {
 	// registrants types, where every registrant holds it).
 	resType byte
 	holder  string
+	// spc2 is the nexus key holding an SPC-2 reservation (RESERVE),
+	// or "". It lives here so that a shared store carries it with the
+	// persistent reservations; it never persists through power loss.
+	spc2 string
 	// aptpl is the APTPL bit of the last registration that set it.
 	aptpl bool
 	// persisted is set while the store holds a state.
@@ -197,7 +201,9 @@ type persistedPR struct {
 	// The fields below are a shared store's only (shared.go). APTPL is
 	// the bit of the last registration; Seq counts the commits; Events
 	// are what the last commits owe the nexuses they name.
-	APTPL  bool      `json:"aptpl,omitempty"`
+	APTPL bool `json:"aptpl,omitempty"`
+	// SPC2 is the nexus key holding the SPC-2 reservation.
+	SPC2   string    `json:"spc2_holder,omitempty"`
 	Seq    uint64    `json:"seq,omitempty"`
 	Events []prEvent `json:"events,omitempty"`
 }
@@ -205,7 +211,7 @@ type persistedPR struct {
 // encodePR returns the persisted form of p, its registrations in nexus
 // key order.
 func encodePR(p *prState) persistedPR {
-	out := persistedPR{Generation: p.generation, Type: p.resType, Holder: -1, APTPL: p.aptpl}
+	out := persistedPR{Generation: p.generation, Type: p.resType, Holder: -1, APTPL: p.aptpl, SPC2: p.spc2}
 	keys := slices.Sorted(maps.Keys(p.regs))
 	for i, k := range keys {
 		out.Registrations = append(out.Registrations, p.regs[k])
@@ -219,7 +225,7 @@ func encodePR(p *prState) persistedPR {
 // decodePR checks a persisted state and returns it as the unit keeps it
 // (its aptpl left false).
 func decodePR(in *persistedPR) (prState, error) {
-	p := prState{generation: in.Generation, resType: in.Type, regs: map[string]*prRegistration{}}
+	p := prState{generation: in.Generation, resType: in.Type, spc2: in.SPC2, regs: map[string]*prRegistration{}}
 	if in.Type != 0 && !validPRType(in.Type) {
 		return p, fmt.Errorf("scsi: persistent reservations: type %d", in.Type)
 	}
@@ -259,7 +265,7 @@ func (lu *LogicalUnit) savePRLocked() error {
 		return nil
 	}
 	out := encodePR(p)
-	out.APTPL = false
+	out.APTPL, out.SPC2 = false, ""
 	b, err := json.Marshal(out)
 	if err != nil {
 		return err
@@ -508,10 +514,10 @@ func (r *request) persistentReserveOut() error {
 func (r *request) proutLocked(sa, scope, typ byte, data []byte) error {
 	resKey, saKey := be64(data[0:8]), be64(data[8:16])
 	lu := r.lu
-	if lu.reservedBy != "" && lu.reservedBy != r.nexus {
+	p := &lu.pr
+	if p.spc2 != "" && p.spc2 != r.nexus {
 		return errReservationConflict
 	}
-	p := &lu.pr
 	self := p.covering(r.nexus) // the key of this nexus's registration
 	me := p.regs[self]
 	if sa == proutRegisterMove {

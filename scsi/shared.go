@@ -64,6 +64,9 @@ const (
 	eventResvPreempted = "reservations-preempted"
 	eventResvReleased  = "reservation-released"
 	eventAbort         = "aborted"
+	// eventLUReset is a LOGICAL UNIT RESET taken by the nexus the event
+	// names: every other unit tells its live nexuses 29/03.
+	eventLUReset = "lu-reset"
 )
 
 // eventOf names the unit attention s for the shared state.
@@ -343,6 +346,14 @@ func (lu *LogicalUnit) adoptSharedPRLocked(in *persistedPR, ver uint64) error {
 				lu.queueUAReg(e.Nexus, uaResvPreempted)
 			case eventResvReleased:
 				lu.queueUAReg(e.Nexus, uaResvRelease)
+			case eventLUReset:
+				if lu.nexuses[e.Nexus] == nil { // the resetting unit told its own
+					for k, ns := range lu.nexuses {
+						if ns.live {
+							lu.queueUA(k, uaLUReset)
+						}
+					}
+				}
 			}
 		}
 	}
@@ -449,4 +460,50 @@ func (lu *LogicalUnit) sharedPROut(ctx context.Context, run func() error) error 
 		return err
 	}
 	return errTransient
+}
+
+// releaseSharedSPC2 commits the release of the SPC-2 reservation that a
+// reset (holder "": whoever holds it) or the loss of the nexus holder
+// ends (SPC-2 §5.5.1), on a unit with a shared store; the unit's copy
+// changes with the commit. A store that cannot be reached leaves the
+// reservation held, which is logged.
+func (lu *LogicalUnit) releaseSharedSPC2(holder string) {
+	if lu.prShared == nil {
+		return
+	}
+	ends := func() bool { return lu.pr.spc2 != "" && (holder == "" || lu.pr.spc2 == holder) }
+	lu.mu.Lock()
+	held := ends()
+	lu.mu.Unlock()
+	if !held {
+		return
+	}
+	err := lu.sharedPROut(context.Background(), func() error {
+		if ends() {
+			lu.pr.spc2 = ""
+		}
+		return nil
+	})
+	if err != nil {
+		lu.logSharedPR("committing the release of an SPC-2 reservation", err)
+	}
+}
+
+// commitSharedReset commits a LOGICAL UNIT RESET that the nexus issuer
+// took through this unit to its shared store: the SPC-2 reservation is
+// released and every other unit serving the medium tells its live
+// nexuses LOGICAL UNIT RESET OCCURRED when it adopts the commit. A store
+// that cannot be reached leaves the other units uninformed (logged).
+func (lu *LogicalUnit) commitSharedReset(issuer string) {
+	if lu.prShared == nil {
+		return
+	}
+	err := lu.sharedPROut(context.Background(), func() error {
+		lu.pr.spc2 = ""
+		lu.prShared.tx.owe(issuer, eventLUReset)
+		return nil
+	})
+	if err != nil {
+		lu.logSharedPR("committing a logical unit reset", err)
+	}
 }

@@ -203,8 +203,9 @@ func TestSharedReservationsReleaseAndMove(t *testing.T) {
 	require.Equal(t, scsi.StatusGood, g2.run(nexusCg2, 0, write10(0, 1), w, 0).Status)
 	require.Equal(t, scsi.StatusReservationConflict, g1.run(nexusA, 0, write10(0, 1), w, 0).Status)
 
-	// SPC-2 RESERVE is refused on a unit with a shared store.
-	g1.requireSense(g1.run(nexusC, 0, []byte{0x16, 0, 0, 0, 0, 0}, nil, 0), scsi.SenseIllegalRequest, 0x20, 0)
+	// SPC-2 RESERVE conflicts with the persistent reservation held
+	// through the other gateway (SPC-4 §5.13.3).
+	require.Equal(t, scsi.StatusReservationConflict, g1.run(nexusC, 0, []byte{0x16, 0, 0, 0, 0, 0}, nil, 0).Status)
 	// APTPL is offered: the shared store is the persistence.
 	caps := g2.runGood(nexusBg2, prin(0x02), nil, 4096)
 	require.Equal(t, byte(0x01), caps[2]&0x01, "PTPL_C")
@@ -357,9 +358,9 @@ func TestSharedReservationsReopenSwitchesStore(t *testing.T) {
 	next.mu.Unlock()
 }
 
-// NoReservations withdraws every reservation command, and a unit with a
-// shared store offers no SPC-2 reservations; REPORT SUPPORTED OPERATION
-// CODES says the same as the commands do.
+// NoReservations withdraws every reservation command; a unit with a
+// shared store offers them all; REPORT SUPPORTED OPERATION CODES says the
+// same as the commands do.
 func TestReservationCommandsOffered(t *testing.T) {
 	reserve6 := []byte{0x16, 0, 0, 0, 0, 0}
 	oneCommand := func(f *fixture, op byte, sa uint16) byte {
@@ -376,7 +377,7 @@ func TestReservationCommandsOffered(t *testing.T) {
 		spc2, prOffered bool
 	}{
 		{"local", scsi.UnitConfig{}, true, true},
-		{"shared", scsi.UnitConfig{SharedReservations: &sharedMem{}}, false, true},
+		{"shared", scsi.UnitConfig{SharedReservations: &sharedMem{}}, true, true},
 		{"none", scsi.UnitConfig{NoReservations: true}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -473,4 +474,55 @@ func TestSharedReservationsAllTargetPorts(t *testing.T) {
 	g2.requireSense(g2.run(nexusAg2, 0, write10(0, 1), w, 0), scsi.SenseUnitAttention, 0x2a, 0x05)
 	require.Equal(t, scsi.StatusReservationConflict, g1.run(nexusA, 0, write10(0, 1), w, 0).Status)
 	require.Equal(t, scsi.StatusReservationConflict, g2.run(nexusAg2, 0, write10(0, 1), w, 0).Status)
+}
+
+// An SPC-2 reservation taken through one gateway fences the other
+// gateway's nexuses, is released through the gateway that took it, and
+// excludes persistent reservations there too; a reset through either
+// gateway, and the loss of the holder's nexus, release it on both, and a
+// LOGICAL UNIT RESET through one raises 29/03 on the other's nexuses.
+func TestSharedSPC2ReservationAcrossGateways(t *testing.T) {
+	st := &sharedMem{}
+	g1, g2 := gateways(t, st)
+	w := make([]byte, bs)
+	reserve6, release6 := []byte{0x16, 0, 0, 0, 0, 0}, []byte{0x17, 0, 0, 0, 0, 0}
+	reserve10 := []byte{0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+	g1.runGood(nexusA, reserve6, nil, 0)
+	require.Equal(t, scsi.StatusReservationConflict, g2.run(nexusBg2, 0, write10(0, 1), w, 0).Status)
+	require.Equal(t, scsi.StatusReservationConflict, g2.run(nexusAg2, 0, read10(0, 1), nil, bs).Status, "the same initiator through gateway 2 is another nexus")
+	require.Equal(t, scsi.StatusReservationConflict, g2.run(nexusBg2, 0, reserve10, nil, 0).Status)
+	require.Equal(t, scsi.StatusReservationConflict, g2.pr(nexusBg2, saRegister, 0, 0, 0xb), "PR OUT of another nexus conflicts")
+	g2.runGood(nexusBg2, release6, nil, 0) // another nexus's release changes nothing
+	require.Equal(t, scsi.StatusReservationConflict, g2.run(nexusBg2, 0, write10(0, 1), w, 0).Status)
+	require.Equal(t, scsi.StatusGood, g1.run(nexusA, 0, write10(0, 1), w, 0).Status)
+
+	g1.runGood(nexusA, release6, nil, 0)
+	require.Equal(t, scsi.StatusGood, g2.run(nexusBg2, 0, write10(0, 1), w, 0).Status)
+
+	// A registration through gateway 2 makes RESERVE conflict on gateway 1.
+	require.Equal(t, scsi.StatusGood, g2.pr(nexusBg2, saRegister, 0, 0, 0xb))
+	require.Equal(t, scsi.StatusReservationConflict, g1.run(nexusA, 0, reserve6, nil, 0).Status)
+	require.Equal(t, scsi.StatusGood, g2.pr(nexusBg2, saRegister, 0, 0xb, 0))
+
+	// The loss of the holder's nexus on gateway 2 releases it on gateway 1.
+	g2.runGood(nexusBg2, reserve10, nil, 0)
+	require.Equal(t, scsi.StatusReservationConflict, g1.run(nexusA, 0, write10(0, 1), w, 0).Status)
+	g1.tgt.Transport().NexusLost(nexusA) // not the holder: nothing changes
+	g1.clearUAs(nexusA)
+	require.Equal(t, scsi.StatusReservationConflict, g1.run(nexusA, 0, write10(0, 1), w, 0).Status)
+	g2.tgt.Transport().NexusLost(nexusBg2)
+	require.Equal(t, scsi.StatusGood, g1.run(nexusA, 0, write10(0, 1), w, 0).Status)
+
+	// A LOGICAL UNIT RESET through gateway 2 releases gateway 1's holder.
+	g1.runGood(nexusA, reserve6, nil, 0)
+	g2.clearUAs(nexusCg2)
+	require.Equal(t, scsi.StatusReservationConflict, g2.run(nexusCg2, 0, write10(0, 1), w, 0).Status)
+	require.NoError(t, g2.tgt.Transport().ResetLogicalUnit(nexusCg2, scsi.EncodeLUN(0)))
+	g2.requireSense(g2.run(nexusCg2, 0, read10(0, 1), nil, bs), scsi.SenseUnitAttention, 0x29, 0x03)
+	require.Equal(t, scsi.StatusGood, g2.run(nexusCg2, 0, write10(0, 1), w, 0).Status)
+	// ... and gateway 1's nexus hears of the reset.
+	g1.requireSense(g1.run(nexusA, 0, read10(0, 1), nil, bs), scsi.SenseUnitAttention, 0x29, 0x03)
+	g1.runGood(nexusA, reserve6, nil, 0)
+	g1.runGood(nexusA, release6, nil, 0)
 }

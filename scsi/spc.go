@@ -108,33 +108,51 @@ func (r *request) requestSense() error {
 	return nil
 }
 
+// reserve runs RESERVE(6) and RESERVE(10) (SPC-2 §7.21); with a shared
+// store the reservation is committed to it like PERSISTENT RESERVE OUT.
 func (r *request) reserve() error {
 	if r.cdb[0] == 0x56 && (r.cdb[1]&0x12 != 0) {
 		return invalidField(1, 4) // third-party reservations are obsolete
 	}
-	r.lu.mu.Lock()
-	defer r.lu.mu.Unlock()
-	if r.lu.reservedBy != "" && r.lu.reservedBy != r.nexus || r.lu.prRegisteredLocked() {
+	return r.spc2(r.reserveLocked)
+}
+
+func (r *request) reserveLocked() error {
+	p := &r.lu.pr
+	if p.spc2 != "" && p.spc2 != r.nexus || r.lu.prRegisteredLocked() {
 		// SPC-2 reservations and persistent reservations exclude each
 		// other (SPC-4 §5.13.3, CRH).
 		return errReservationConflict
 	}
-	r.lu.reservedBy = r.nexus
+	p.spc2 = r.nexus
 	return nil
 }
 
-func (r *request) release() error {
-	r.lu.mu.Lock()
-	defer r.lu.mu.Unlock()
-	if r.lu.pr.resType != 0 {
+// release runs RELEASE(6) and RELEASE(10) (SPC-2 §7.17).
+func (r *request) release() error { return r.spc2(r.releaseLocked) }
+
+func (r *request) releaseLocked() error {
+	p := &r.lu.pr
+	if p.resType != 0 {
 		return errReservationConflict
 	}
 	// Releasing a reservation held by another nexus (or none) is not an
 	// error and changes nothing (SPC-2 §7.17).
-	if r.lu.reservedBy == r.nexus {
-		r.lu.reservedBy = ""
+	if p.spc2 == r.nexus {
+		p.spc2 = ""
 	}
 	return nil
+}
+
+// spc2 runs an SPC-2 reservation command (run, with lu.mu held) on the
+// unit's state, or through its shared store when it has one.
+func (r *request) spc2(run func() error) error {
+	if r.lu.prShared != nil {
+		return r.lu.sharedPROut(r.ctx, run)
+	}
+	r.lu.mu.Lock()
+	defer r.lu.mu.Unlock()
+	return run()
 }
 
 // reportOpcodes answers REPORT SUPPORTED OPERATION CODES (SPC-4 §6.35)

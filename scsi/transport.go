@@ -29,14 +29,16 @@ func (tp Transport) MaxTransferLength(raw uint64) int {
 // values, the SPC-2 reservation and medium removal preventions are
 // released and the other live nexuses get LOGICAL UNIT RESET OCCURRED,
 // and n with them when there are any (see LogicalUnit.reset).
-// Persistent reservations survive. The transport aborts the unit's
-// tasks.
+// Persistent reservations survive. With a shared store the reset is
+// committed to it, so the other gateways release the SPC-2 reservation
+// and tell their live nexuses too. The transport aborts the unit's tasks.
 func (tp Transport) ResetLogicalUnit(n Nexus, raw uint64) error {
 	lu := tp.t.unitAt(raw)
 	if lu == nil {
 		return ErrNoLUN
 	}
 	lu.reset(uaLUReset, nexusKey(n), false)
+	lu.commitSharedReset(nexusKey(n))
 	return nil
 }
 
@@ -50,10 +52,9 @@ func (tp Transport) ResetTarget(n Nexus, cold bool) {
 	if cold {
 		ua = uaColdReset
 	}
-	tp.t.mu.RLock()
-	defer tp.t.mu.RUnlock()
-	for _, lu := range tp.t.units {
+	for _, lu := range tp.t.unitList() {
 		lu.reset(ua, nexusKey(n), true)
+		lu.releaseSharedSPC2("")
 	}
 }
 
@@ -62,11 +63,22 @@ func (tp Transport) ResetTarget(n Nexus, cold bool) {
 // attentions are forgotten.
 func (tp Transport) NexusLost(n Nexus) {
 	key := nexusKey(n)
-	tp.t.mu.RLock()
-	defer tp.t.mu.RUnlock()
-	for _, lu := range tp.t.units {
+	for _, lu := range tp.t.unitList() {
 		lu.nexusLost(key)
+		lu.releaseSharedSPC2(key)
 	}
+}
+
+// unitList returns the target's units, for work that must not hold the
+// target's lock (a shared store's commits).
+func (t *Target) unitList() []*LogicalUnit {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	units := make([]*LogicalUnit, 0, len(t.units))
+	for _, lu := range t.units {
+		units = append(units, lu)
+	}
+	return units
 }
 
 // DataPhaseErrorSense returns fixed format sense data for ABORTED COMMAND,

@@ -172,8 +172,6 @@ type LogicalUnit struct {
 	// initiators holds the initiator devices (names) the unit has told
 	// of its power on.
 	initiators map[string]bool
-	// reservedBy is the nexus key holding an SPC-2 reservation, or "".
-	reservedBy string
 	// pr is the persistent reservation state (SPC-4 §5.13): with a
 	// shared store, the copy of its version prShared.version.
 	pr prState
@@ -651,7 +649,9 @@ var (
 // condition while it is the unit's only live nexus, so a single-path
 // initiator's next command succeeds. A LOGICAL UNIT RESET (target false)
 // reaches every other live nexus, and then the issuer too, so a multipath
-// initiator sees the same condition on every path (SAM-5 §6.3.3). A
+// initiator sees the same condition on every path (SAM-5 §6.3.3); with a
+// shared store it always reaches the issuer, whose initiator may have
+// paths through the other gateways (commitSharedReset tells those). A
 // target reset (target true) is the issuing initiator's: its other
 // nexuses get the condition, while other initiators learn of it from the
 // TASK ABORTED status of the tasks it ended (TAS is set).
@@ -659,7 +659,9 @@ func (lu *LogicalUnit) reset(ua *Sense, issuer string, target bool) {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
 	lu.mode = lu.saved
-	lu.reservedBy = ""
+	if lu.prShared == nil {
+		lu.pr.spc2 = "" // with a shared store, releaseSharedSPC2 commits it
+	}
 	lu.stopped = false
 	name := initiatorOf(issuer)
 	var others []string
@@ -669,7 +671,10 @@ func (lu *LogicalUnit) reset(ua *Sense, issuer string, target bool) {
 			others = append(others, k)
 		}
 	}
-	if len(others) > 0 && !target {
+	if !target && (len(others) > 0 || lu.prShared != nil) {
+		// With a shared store, the other gateways' nexuses hear of it
+		// too (commitSharedReset): the issuer's initiator may have paths
+		// through them.
 		others = append(others, issuer)
 	}
 	for _, k := range others {
@@ -700,8 +705,8 @@ const maxRememberedNexuses = 4096
 func (lu *LogicalUnit) nexusLost(key string) {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
-	if lu.reservedBy == key {
-		lu.reservedBy = ""
+	if lu.pr.spc2 == key && lu.prShared == nil {
+		lu.pr.spc2 = "" // with a shared store, releaseSharedSPC2 commits it
 	}
 	if ns := lu.nexuses[key]; ns != nil && len(lu.nexuses) <= maxRememberedNexuses {
 		ns.ua, ns.live, ns.prevent = nil, false, false
@@ -812,7 +817,7 @@ func (lu *LogicalUnit) admitLocked(key string, port uint16, op *opcode) error {
 		return errSanitizing
 	}
 	if op.flags&flagConflicts != 0 {
-		if lu.reservedBy != "" && lu.reservedBy != key {
+		if lu.pr.spc2 != "" && lu.pr.spc2 != key {
 			return errReservationConflict
 		}
 		if lu.pr.conflicts(key, op.flags) {

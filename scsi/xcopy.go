@@ -295,7 +295,7 @@ func (r *request) copyAllowed(u *LogicalUnit, write bool) error {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.reservedBy != "" && u.reservedBy != r.nexus || u.pr.conflicts(r.nexus, f) {
+	if u.pr.spc2 != "" && u.pr.spc2 != r.nexus || u.pr.conflicts(r.nexus, f) {
 		return errReservationConflict
 	}
 	switch {

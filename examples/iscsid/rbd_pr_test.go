@@ -178,11 +178,39 @@ func TestRBDPersistentReservationsAcrossGateways(t *testing.T) {
 	keys = prIn(ctx, t, holder, 0x00)
 	require.EqualValues(t, 8*(1+2*each), binary.BigEndian.Uint32(keys[4:]), "other's key and every racer's")
 
-	// SPC-2 RESERVE is refused on a unit whose reservations are shared.
+	// SPC-2 RESERVE conflicts with the persistent reservations, which
+	// are held through the other gateway (SPC-4 §5.13.3).
 	resp, err := stranger.Command(ctx, 0, []byte{0x16, 0, 0, 0, 0, 0}, nil, 0)
 	require.NoError(t, err)
-	require.EqualValues(t, 2, resp.Status)
-	require.EqualValues(t, 0x20, resp.Sense[12], "INVALID COMMAND OPERATION CODE")
+	require.EqualValues(t, 0x18, resp.Status, "RESERVATION CONFLICT")
+}
+
+// TestRBDSPC2ReservationAcrossGateways checks that an SPC-2 RESERVE(6)
+// through gateway A fences another initiator's writes through gateway B,
+// and its RELEASE(6) through A frees them; the holder's logout on A
+// releases a reservation B sees too.
+func TestRBDSPC2ReservationAcrossGateways(t *testing.T) {
+	ctx, _, a, b, write := prGateways(t)
+	holder := dialAs(ctx, t, a, "iqn.2026-11.io.test:holder")
+	other := dialAs(ctx, t, b, "iqn.2026-11.io.test:other")
+	cmd := func(c *initiator.Conn, cdb ...byte) byte {
+		resp, err := c.Command(ctx, 0, cdb, nil, 0)
+		require.NoError(t, err)
+		return resp.Status
+	}
+	require.Zero(t, cmd(holder, 0x16, 0, 0, 0, 0, 0), "RESERVE(6)")
+	require.EqualValues(t, 0x18, write(other).Status, "RESERVATION CONFLICT")
+	require.EqualValues(t, 0x18, cmd(other, 0x16, 0, 0, 0, 0, 0), "RESERVE(6) of another nexus")
+	require.Zero(t, write(holder).Status)
+	require.Zero(t, cmd(holder, 0x17, 0, 0, 0, 0, 0), "RELEASE(6)")
+	require.Zero(t, write(other).Status)
+
+	// The holder's session ends on A: A commits the release.
+	require.Zero(t, cmd(holder, 0x16, 0, 0, 0, 0, 0))
+	require.EqualValues(t, 0x18, write(other).Status)
+	require.NoError(t, holder.Close())
+	require.Eventually(t, func() bool { return write(other).Status == 0 }, time.Minute, 100*time.Millisecond,
+		"the lost holder's reservation still fences gateway B")
 }
 
 // TestRBDPersistentReservationsLostWatch removes the reservation object
