@@ -172,6 +172,7 @@ type Server struct {
 	mu        sync.Mutex
 	targets   map[string]*Target
 	listeners map[net.Listener]uint16 // portal group tag of each
+	remote    []portal                // other gateways' portals, listed by SendTargets only
 	conns     map[*conn]struct{}
 	sessions  map[uint16]*session
 	nextTSIH  uint16
@@ -252,6 +253,28 @@ func (s *Server) SetAuthenticator(a Authenticator) {
 }
 
 func (s *Server) authenticator() Authenticator { return s.auth.Load().a }
+
+// RemotePortal is a portal group another gateway serves for the same
+// targets: SendTargets lists its addresses with its tag, beside the
+// server's own portals, for every target served through that tag.
+type RemotePortal struct {
+	Tag   uint16
+	Addrs []netip.AddrPort
+}
+
+// SetRemotePortals replaces the remote portals later SendTargets answers
+// list; the server never listens on them.
+func (s *Server) SetRemotePortals(ps []RemotePortal) {
+	var out []portal
+	for _, p := range ps {
+		for _, a := range p.Addrs {
+			out = append(out, portal{addr: a.String(), tag: p.Tag})
+		}
+	}
+	s.mu.Lock()
+	s.remote = out
+	s.mu.Unlock()
+}
 
 // AddTarget makes t available to logins and discovery.
 func (s *Server) AddTarget(t *Target) error {

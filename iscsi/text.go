@@ -157,13 +157,15 @@ type portal struct {
 	tag  uint16
 }
 
-// portals returns the server's listeners ordered by tag and address.
+// portals returns the server's listeners and the remote portals ordered
+// by tag and address.
 func (s *Server) portals() []portal {
 	s.mu.Lock()
-	out := make([]portal, 0, len(s.listeners))
+	out := make([]portal, 0, len(s.listeners)+len(s.remote))
 	for l, tag := range s.listeners {
 		out = append(out, portal{addr: l.Addr().String(), tag: tag})
 	}
+	out = append(out, s.remote...)
 	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].tag != out[j].tag {

@@ -1,6 +1,8 @@
 package mgmt
 
 import (
+	"fmt"
+	"net/netip"
 	"slices"
 
 	"github.com/iscsikit/iscsikit/scsi"
@@ -39,14 +41,21 @@ func (v *validator) portalALUA(p Portal, add func(kind Kind, field, format strin
 	}
 }
 
-// remotePortal checks a portal another gateway serves: ALUA on, and
-// nothing this daemon would have to listen or authenticate for.
+// remotePortal checks a portal another gateway serves: ALUA on, listen
+// addresses (if any, for SendTargets) that name the other gateway's
+// real address and port, and no discovery authentication here.
 func (v *validator) remotePortal(p Portal, add func(kind Kind, field, format string, args ...any)) {
 	if !v.cfg.Global.ALUA {
 		add(KindInvalid, "remote", "a remote portal is a target port group of another gateway and needs ALUA on (global alua)")
 	}
-	if len(p.Listen) > 0 {
-		add(KindInvalid, "listen", "a remote portal is not listened on here: its addresses belong in the configuration of the gateway that serves it")
+	for i, l := range p.Listen {
+		field := fmt.Sprintf("listen[%d]", i)
+		if ip, err := netip.ParseAddr(l.IP); err == nil && ip.IsUnspecified() {
+			add(KindInvalid, field+".ip", "%s is a wildcard: a remote portal lists the addresses initiators reach the other gateway at", l.IP)
+		}
+		if l.Port == 0 {
+			add(KindInvalid, field+".port", "a remote portal needs the port the other gateway listens on, not 0")
+		}
 	}
 	if p.DiscoveryAuthMethod != AuthNone || p.DiscoveryAuthGroup != nil {
 		add(KindInvalid, "discovery_authmethod", "a remote portal serves no discovery here: NONE, without discovery_authgroup")

@@ -608,6 +608,7 @@ func (a *applier) addTarget(cfg *Config, t Target) *liveTarget {
 // while the portals are switched off); sessions already logged in
 // through a closed portal carry on.
 func (a *applier) commitListeners(cfg *Config, p *plan) {
+	a.srv.SetRemotePortals(remotePortals(cfg))
 	wantL := a.wantListeners(cfg)
 	for addr, cur := range a.listeners {
 		if tag, ok := wantL[addr]; ok && tag == cur.tag {
@@ -933,6 +934,9 @@ func (a *applier) wantListeners(cfg *Config) map[netip.AddrPort]uint16 {
 func wantListeners(cfg *Config) map[netip.AddrPort]uint16 {
 	out := map[netip.AddrPort]uint16{}
 	for _, p := range cfg.Portals {
+		if p.Remote {
+			continue // another gateway listens on these
+		}
 		for _, l := range p.Listen {
 			ip, err := netip.ParseAddr(l.IP)
 			if err != nil {
@@ -940,6 +944,25 @@ func wantListeners(cfg *Config) map[netip.AddrPort]uint16 {
 			}
 			out[netip.AddrPortFrom(ip.Unmap(), uint16(l.Port))] = uint16(p.Tag)
 		}
+	}
+	return out
+}
+
+// remotePortals lists cfg's remote portals with the addresses their
+// gateways listen on, for SendTargets.
+func remotePortals(cfg *Config) []iscsi.RemotePortal {
+	var out []iscsi.RemotePortal
+	for _, p := range cfg.Portals {
+		if !p.Remote || len(p.Listen) == 0 {
+			continue
+		}
+		rp := iscsi.RemotePortal{Tag: uint16(p.Tag)}
+		for _, l := range p.Listen {
+			if ip, err := netip.ParseAddr(l.IP); err == nil {
+				rp.Addrs = append(rp.Addrs, netip.AddrPortFrom(ip.Unmap(), uint16(l.Port)))
+			}
+		}
+		out = append(out, rp)
 	}
 	return out
 }

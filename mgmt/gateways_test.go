@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"testing"
 
@@ -147,8 +148,8 @@ func TestTwoGatewaysALUA(t *testing.T) {
 	s, _ = senseOf(t, b.c, read10, nil, 512)
 	require.Zero(t, s)
 
-	// A remote portal is not listened on here; discovery through A lists
-	// A's own portal only.
+	// A remote portal without addresses: discovery through A lists A's
+	// own portal only.
 	require.Nil(t, a.m.PortalAddrs(2))
 	d, err := initiator.Dial(ctx, a.addr, initiator.Options{})
 	require.NoError(t, err)
@@ -156,4 +157,40 @@ func TestTwoGatewaysALUA(t *testing.T) {
 	st, err := d.SendTargets(ctx, "All")
 	require.NoError(t, err)
 	require.Equal(t, map[string][]string{"iqn.2026-11.io.example:ha": {a.addr + ",1"}}, st)
+
+	// Each gateway given the addresses the other listens on (and an IPv6
+	// one, in brackets per RFC 7143 §13.12): SendTargets through either
+	// lists both portal groups with their tags; neither listens on the
+	// other's addresses.
+	listenOf := func(addr string) []Listen {
+		ap := netip.MustParseAddrPort(addr)
+		return []Listen{{IP: ap.Addr().String(), Port: int(ap.Port())}, {IP: "::1", Port: 3999}}
+	}
+	_, err = a.m.UpdatePortal(ctx, 2, func(p *Portal) error { p.Listen = listenOf(b.addr); return nil })
+	require.NoError(t, err)
+	_, err = b.m.UpdatePortal(ctx, 1, func(p *Portal) error { p.Listen = listenOf(a.addr); return nil })
+	require.NoError(t, err)
+	require.Nil(t, a.m.PortalAddrs(2), "A does not listen on B's portal")
+	for g, want := range map[*gateway][]string{
+		a: {a.addr + ",1", b.addr + ",2", "[::1]:3999,2"},
+		b: {a.addr + ",1", "[::1]:3999,1", b.addr + ",2"},
+	} {
+		d, err := initiator.Dial(ctx, g.addr, initiator.Options{})
+		require.NoError(t, err)
+		st, err := d.SendTargets(ctx, "All")
+		d.Close()
+		require.NoError(t, err)
+		require.Equal(t, map[string][]string{"iqn.2026-11.io.example:ha": want}, st, "SendTargets through %s", g.addr)
+	}
+
+	// A remote portal names the other gateway's real addresses: no
+	// wildcard, no port 0.
+	_, err = a.m.UpdatePortal(ctx, 2, func(p *Portal) error {
+		p.Listen = []Listen{{IP: "0.0.0.0", Port: 3260}, {IP: "10.0.0.2", Port: 0}}
+		return nil
+	})
+	var me *Error
+	require.ErrorAs(t, err, &me)
+	require.ErrorContains(t, err, "wildcard")
+	require.ErrorContains(t, err, "not 0")
 }

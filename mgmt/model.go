@@ -147,8 +147,10 @@ type Portal struct {
 	// Remote (extension) makes the portal a target port group that
 	// another gateway serves: a second daemon exporting the same extents
 	// (same serial and NAA, same storage) under the same target names,
-	// where the portal is local. This daemon does not listen on it (it
-	// has no addresses and no discovery authentication here) and reports
+	// where the portal is local. This daemon does not listen on it (its
+	// Listen, optional, names the addresses the other gateway listens on,
+	// which SendTargets lists with the tag for the targets mapped to it;
+	// no wildcards, no port 0; no discovery authentication here) and reports
 	// it, in its ALUAState, to REPORT TARGET PORT GROUPS for every
 	// logical unit. It needs Global.ALUA; while any portal is remote the
 	// units offer implicit ALUA only (no SET TARGET PORT GROUPS), since a

@@ -241,6 +241,9 @@ func (v *validator) portals() {
 				continue
 			}
 			ap := netip.AddrPortFrom(ip.Unmap(), uint16(l.Port))
+			if p.Remote {
+				continue // another host's address: nothing listens on it here
+			}
 			for _, o := range taken {
 				if o.addr.Port() == ap.Port() && (o.addr.Addr() == ap.Addr() || o.addr.Addr().IsUnspecified() || ap.Addr().IsUnspecified()) {
 					if o.id == p.ID {

@@ -57,7 +57,18 @@ func TestValidationRules(t *testing.T) {
 		{"remote portal without alua", func(c *Config) {
 			c.Portals[1] = Portal{ID: 2, Tag: 2, Remote: true, DiscoveryAuthMethod: AuthNone}
 		}, ErrInvalid, "portal 2: remote: a remote portal is a target port group of another gateway and needs ALUA on"},
-		{"remote portal listening", func(c *Config) { c.Global.ALUA = true; c.Portals[1].Remote = true }, ErrInvalid, "portal 2: listen: a remote portal is not listened on here"},
+		{"remote portal with its gateway's address", func(c *Config) {
+			c.Global.ALUA = true
+			c.Portals[1] = Portal{ID: 2, Tag: 2, Remote: true, DiscoveryAuthMethod: AuthNone, Listen: []Listen{{IP: "10.0.0.2", Port: 3260}, {IP: "fd00::2", Port: 3260}}}
+		}, nil, ""},
+		{"remote portal on a wildcard", func(c *Config) {
+			c.Global.ALUA = true
+			c.Portals[1] = Portal{ID: 2, Tag: 2, Remote: true, DiscoveryAuthMethod: AuthNone, Listen: []Listen{{IP: "::", Port: 3260}}}
+		}, ErrInvalid, "portal 2: listen[0].ip: :: is a wildcard"},
+		{"remote portal on port 0", func(c *Config) {
+			c.Global.ALUA = true
+			c.Portals[1] = Portal{ID: 2, Tag: 2, Remote: true, DiscoveryAuthMethod: AuthNone, Listen: []Listen{{IP: "10.0.0.2", Port: 0}}}
+		}, ErrInvalid, "portal 2: listen[0].port: a remote portal needs the port"},
 		{"remote portal with discovery auth", func(c *Config) {
 			c.Global.ALUA = true
 			c.Portals[1] = Portal{ID: 2, Tag: 2, Remote: true, DiscoveryAuthMethod: AuthCHAP, DiscoveryAuthGroup: intp(1)}

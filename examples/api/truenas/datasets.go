@@ -13,8 +13,11 @@ import (
 )
 
 // Volumes (zvols) are mgmt volumes of a directory pool (iscsid's --pool
-// NAME=DIR): dataset "tank/iscsi/lun0" is volume "iscsi--lun0" of pool
-// "tank", the sparse file DIR/iscsi--lun0.img. In mgmt a volume is an
+// NAME=DIR) or of a pool whose Opener makes volumes (mgmt.VolumeMaker, an
+// RBD pool): dataset "tank/iscsi/lun0" is volume "iscsi--lun0" of pool
+// "tank", the sparse file DIR/iscsi--lun0.img or the RBD image the opener
+// names. A VolumeMaker's volume is named by its extent (mgmt.AdoptVolume),
+// so iscsi.extent.create over its zvol must name the extent as the volume. In mgmt a volume is an
 // extent; until iscsi.extent.create names it (type DISK, disk
 // "zvol/tank/iscsi/lun0") it is not shown by iscsi.extent.*, as a zvol is
 // not an extent in TrueNAS. That create takes the volume's extent over
@@ -44,9 +47,11 @@ func datasetVolume(name string) (pool, volume string, err error) {
 	return parts[0], strings.Join(parts[1:], volumeSep), nil
 }
 
-// datasetOf names the dataset of a volume extent ("" for other extents).
+// datasetOf names the dataset of a volume extent: a directory pool's file
+// or a VolumeMaker pool's volume (an RBD image); "" for other extents and
+// for a block pool's one DISK volume, which is a device, not a zvol.
 func datasetOf(e mgmt.Extent) string {
-	if e.Pool == "" || e.Type != mgmt.ExtentFile {
+	if e.Pool == "" || e.Type == mgmt.ExtentDisk {
 		return ""
 	}
 	return e.Pool + "/" + strings.ReplaceAll(mgmt.VolumeName(e), volumeSep, "/")
@@ -111,7 +116,7 @@ func (a *adapter) datasetCreate(ctx context.Context, params json.RawMessage) (an
 		return nil, fieldError("pool_dataset_create.type", fmt.Sprintf("%q: only VOLUME datasets (zvols) are served; filesystems are not", req.Type), errENOTSUP)
 	}
 	if req.Sparse != nil && !*req.Sparse {
-		return nil, fieldError("pool_dataset_create.sparse", "volumes of a directory pool are sparse files; sparse false cannot be honoured", errENOTSUP)
+		return nil, fieldError("pool_dataset_create.sparse", "pool volumes are thin (sparse files, thin RBD images); sparse false cannot be honoured", errENOTSUP)
 	}
 	if req.Volblocksize != "" {
 		return nil, fieldError("pool_dataset_create.volblocksize", "set the block size on the extent (blocksize); volumes have none of their own", errENOTSUP)
@@ -198,7 +203,7 @@ func (a *adapter) adoptZvol(ctx context.Context, e mgmt.Extent) (_ mgmt.Extent, 
 		return mgmt.Extent{}, false, nil
 	}
 	if _, ok := findDataset(a.m.Config(false), name); !ok {
-		return mgmt.Extent{}, false, nil // only directory pools' volumes are datasets
+		return mgmt.Extent{}, false, nil // not a pool volume: a real zvol device
 	}
 	out, err := a.m.AdoptVolume(ctx, pool, vol, func(cur *mgmt.Extent) error {
 		serial, naa := cur.Serial, cur.NAA

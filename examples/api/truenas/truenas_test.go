@@ -180,7 +180,10 @@ func TestRemotePortal(t *testing.T) {
 	c.ok(&list, "iscsi.portal.query", `[["remote", "=", true]]`)
 	require.Len(t, list, 1)
 	require.Equal(t, "ACTIVE_NON_OPTIMIZED", list[0]["alua_state"])
-	c.fails(-32602, "iscsi_portal_update.listen: portal 1: listen: a remote portal is not listened on here", "iscsi.portal.update", `1`, `{"listen": [{"ip": "127.0.0.1", "port": 3260}]}`)
+	c.fails(-32602, "portal 1: listen[0].ip: 0.0.0.0 is a wildcard", "iscsi.portal.update", `1`, `{"listen": [{"ip": "0.0.0.0", "port": 3260}]}`)
+	c.ok(&p, "iscsi.portal.update", `1`, `{"listen": [{"ip": "10.0.0.2", "port": 3260}]}`)
+	require.True(t, p.Remote)
+	require.Equal(t, "10.0.0.2", p.Listen[0].IP, "a remote portal carries its gateway's address for SendTargets")
 	c.ok(&p, "iscsi.portal.update", `1`, `{"remote": false, "listen": [{"ip": "127.0.0.1", "port": 0}]}`)
 	require.False(t, p.Remote)
 }
