@@ -53,7 +53,8 @@ type Opener interface {
 // that storage rather than a file.
 type VolumeMaker interface {
 	// MakeVolume completes e, the new volume's extent (its Type, Name,
-	// Filesize and Params copied from the pool already set), with what
+	// Filesize and Params copied from the pool already set; Params never
+	// nil, so the maker may add to it), with what
 	// the storage needs (an RBD image's name in Params), and creates
 	// the storage of e.Filesize bytes. It fails if that storage exists.
 	MakeVolume(p Pool, e *Extent) error

@@ -188,6 +188,9 @@ func (m *Manager) CreateVolume(ctx context.Context, pool, name string, size int6
 			created = true
 		}
 		if maker != nil && !made {
+			if e.Params == nil {
+				e.Params = map[string]string{} // the maker completes them
+			}
 			if err := maker.MakeVolume(p, &e); err != nil {
 				return &Error{Kind: KindInvalid, Object: "volume", Name: name, Msg: err.Error()}
 			}

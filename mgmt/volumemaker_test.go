@@ -152,3 +152,30 @@ func TestPoolsOfAPoolSizer(t *testing.T) {
 	_, err = m.Pools()
 	require.ErrorContains(t, err, `zone "z1" unreachable`)
 }
+
+// namingMaker is a VolumeMaker that names every volume in Params, with no
+// setting of its pool to read.
+type namingMaker struct{ storeMaker }
+
+func (s *namingMaker) MakeVolume(p Pool, e *Extent) error {
+	e.Params["volume"] = "plain/" + e.Name
+	s.vols[e.Params["volume"]] = backend.NewMemory(e.Filesize)
+	return nil
+}
+
+// TestVolumeOfAPoolWithoutParams: a pool with no Params still hands its
+// maker an extent whose Params it can fill in (it panicked, and the API
+// call answered "internal error").
+func TestVolumeOfAPoolWithoutParams(t *testing.T) {
+	nm := &namingMaker{storeMaker{vols: map[string]*backend.Memory{}}}
+	openers := memoryOpeners()
+	openers["STORE"] = nm
+	cfg := &Config{Version: ConfigVersion, Global: Global{Basename: DefaultBasename}, Pools: []Pool{{ID: 1, Name: "plain", Type: "STORE"}}}
+	m, err := New(ctx, Options{Store: &MemoryStore{}, Initial: cfg, Openers: openers})
+	require.NoError(t, err)
+	defer m.Close()
+	v, err := m.CreateVolume(ctx, "plain", "v1", 1<<20)
+	require.NoError(t, err)
+	require.Equal(t, "v1", v.Name)
+	require.Contains(t, nm.vols, "plain/v1")
+}
