@@ -83,20 +83,8 @@ func (g *gateway) reconfigure(t *testing.T, localState, remoteState string) {
 
 // dialGateway logs in to haTarget through g and takes the unit
 // attentions a new nexus gets.
-func dialGateway(ctx context.Context, t *testing.T, g *gateway, isid byte) *initiator.Conn {
-	t.Helper()
-	c, err := initiator.Dial(ctx, g.addr, initiator.Options{TargetName: haTarget, ISID: [6]byte{0x80, 0, 0, 0, 0, isid}})
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	for range 4 {
-		resp, err := c.Command(ctx, 0, make([]byte, 6), nil, 0)
-		require.NoError(t, err)
-		if resp.Status == 0 {
-			return c
-		}
-	}
-	t.Fatal("TEST UNIT READY keeps failing")
-	return nil
+func dialGateway(t *testing.T, g *gateway, isid byte) *initiator.Conn {
+	return dialWith(t, g.addr, initiator.Options{TargetName: haTarget, ISID: [6]byte{0x80, 0, 0, 0, 0, isid}})
 }
 
 // good runs cdb through c and requires GOOD; it returns the data read.
@@ -210,7 +198,7 @@ func TestTwoGatewaysALUA(t *testing.T) {
 	b := startGateway(t, 2, 1, "ACTIVE_NON_OPTIMIZED", "ACTIVE_OPTIMIZED", extent, shared)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ca, cb := dialGateway(ctx, t, a, 1), dialGateway(ctx, t, b, 2)
+	ca, cb := dialGateway(t, a, 1), dialGateway(t, b, 2)
 	requireOneUnit(ctx, t, []*gateway{a, b}, []*initiator.Conn{ca, cb}, map[uint16]byte{1: 0, 2: 1})
 	requireWritesCross(ctx, t, ca, cb)
 	for _, g := range []*gateway{a, b} {

@@ -27,7 +27,7 @@ func TestRBDTwoGatewaysALUA(t *testing.T) {
 	b := startGateway(t, 2, 1, "ACTIVE_NON_OPTIMIZED", "ACTIVE_OPTIMIZED", extent)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ca, cb := dialGateway(ctx, t, a, 1), dialGateway(ctx, t, b, 2)
+	ca, cb := dialGateway(t, a, 1), dialGateway(t, b, 2)
 	requireOneUnit(ctx, t, []*gateway{a, b}, []*initiator.Conn{ca, cb}, map[uint16]byte{1: 0, 2: 1})
 	requireWritesCross(ctx, t, ca, cb)
 }

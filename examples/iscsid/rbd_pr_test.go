@@ -40,24 +40,6 @@ func serveRBDGateway(t *testing.T, o rbd.Options, tag int) string {
 	return addr
 }
 
-// dialAs logs in to defaultTarget on addr as initiator name (the
-// initiator's default when empty) and clears its POWER ON OCCURRED.
-func dialAs(ctx context.Context, t *testing.T, addr, name string) *initiator.Conn {
-	t.Helper()
-	c, err := initiator.Dial(ctx, addr, initiator.Options{TargetName: defaultTarget, InitiatorName: name})
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	for range 3 {
-		resp, err := c.Command(ctx, 0, make([]byte, 6), nil, 0)
-		require.NoError(t, err)
-		if resp.Status == 0 {
-			return c
-		}
-	}
-	t.Fatal("TEST UNIT READY keeps failing")
-	return nil
-}
-
 // prOut runs PERSISTENT RESERVE OUT and returns its status and sense.
 func prOut(ctx context.Context, t *testing.T, c *initiator.Conn, sa, typ byte, key, saKey uint64) *initiator.Response {
 	t.Helper()
@@ -104,9 +86,9 @@ func prGateways(t *testing.T) (context.Context, rbd.Options, string, string, fun
 // a unit attention, and REGISTERs racing through both all land.
 func TestRBDPersistentReservationsAcrossGateways(t *testing.T) {
 	ctx, _, a, b, write := prGateways(t)
-	holder := dialAs(ctx, t, a, "iqn.2026-11.io.test:holder")
-	other := dialAs(ctx, t, b, "iqn.2026-11.io.test:other")
-	stranger := dialAs(ctx, t, b, "iqn.2026-11.io.test:stranger")
+	holder := dialReady(t, a, "iqn.2026-11.io.test:holder")
+	other := dialReady(t, b, "iqn.2026-11.io.test:other")
+	stranger := dialReady(t, b, "iqn.2026-11.io.test:stranger")
 
 	// REGISTER and RESERVE (write exclusive) through gateway A.
 	require.Zero(t, prOut(ctx, t, holder, 0x00, 0, 0, 0xa).Status)
@@ -191,8 +173,8 @@ func TestRBDPersistentReservationsAcrossGateways(t *testing.T) {
 // releases a reservation B sees too.
 func TestRBDSPC2ReservationAcrossGateways(t *testing.T) {
 	ctx, _, a, b, write := prGateways(t)
-	holder := dialAs(ctx, t, a, "iqn.2026-11.io.test:holder")
-	other := dialAs(ctx, t, b, "iqn.2026-11.io.test:other")
+	holder := dialReady(t, a, "iqn.2026-11.io.test:holder")
+	other := dialReady(t, b, "iqn.2026-11.io.test:other")
 	cmd := func(c *initiator.Conn, cdb ...byte) byte {
 		resp, err := c.Command(ctx, 0, cdb, nil, 0)
 		require.NoError(t, err)
@@ -220,8 +202,8 @@ func TestRBDSPC2ReservationAcrossGateways(t *testing.T) {
 // gateway holds at once through the other, by the new watch.
 func TestRBDPersistentReservationsLostWatch(t *testing.T) {
 	ctx, o, a, b, writeResp := prGateways(t)
-	holder := dialAs(ctx, t, a, "iqn.2026-11.io.test:holder")
-	stranger := dialAs(ctx, t, b, "iqn.2026-11.io.test:stranger")
+	holder := dialReady(t, a, "iqn.2026-11.io.test:holder")
+	stranger := dialReady(t, b, "iqn.2026-11.io.test:stranger")
 	write := func(c *initiator.Conn) byte { return writeResp(c).Status }
 	require.Zero(t, prOut(ctx, t, holder, 0x00, 0, 0, 0xa).Status)
 	require.Zero(t, prOut(ctx, t, holder, 0x01, 0x1, 0xa, 0).Status)

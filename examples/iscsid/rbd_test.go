@@ -109,7 +109,7 @@ func rbdUsed(t *testing.T, o rbd.Options) int64 {
 // new nexus gets (POWER ON OCCURRED) with TEST UNIT READY.
 func dialRBD(ctx context.Context, t *testing.T, addr string) *initiator.Conn {
 	t.Helper()
-	return dialAs(ctx, t, addr, "")
+	return dialReady(t, addr, "")
 }
 
 func cdb16(op byte, lba uint64, blocks uint32) []byte {

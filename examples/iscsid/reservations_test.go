@@ -21,13 +21,20 @@ func runDaemon(t *testing.T, stateDir, addr string) (stop func()) {
 	return runInProcess(t, config{stateDir: stateDir, portal: addr}, nil, addr).stop
 }
 
-// dialReady logs in as initiator name and consumes the unit attentions a
-// new nexus meets.
+// dialReady logs in to defaultTarget as initiator name and consumes the
+// unit attentions a new nexus meets.
 func dialReady(t *testing.T, addr, name string) *initiator.Conn {
+	t.Helper()
+	return dialWith(t, addr, initiator.Options{TargetName: defaultTarget, InitiatorName: name})
+}
+
+// dialWith logs in to addr with opt and consumes the unit attentions a
+// new nexus meets.
+func dialWith(t *testing.T, addr string, opt initiator.Options) *initiator.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := initiator.Dial(ctx, addr, initiator.Options{TargetName: defaultTarget, InitiatorName: name})
+	c, err := initiator.Dial(ctx, addr, opt)
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
 	var err2 error
